@@ -1,0 +1,105 @@
+"""Neural-network activations as primitives with hand-derived, stable gradient rules."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import elementwise as E
+from . import reductions as R
+from .core import bind, defprim, defvjp
+
+tanh_p = defprim("tanh", np.tanh)
+
+
+def tanh(x) -> Any:
+    """Elementwise hyperbolic tangent."""
+    return bind(tanh_p, x)
+
+
+defvjp(tanh_p, lambda g, out, x: (E.mul(g, E.sub(1.0, E.mul(out, out))),))
+
+
+def _logistic_impl(x):
+    # 1/(1+exp(-x)) overflows for large -x; the tanh form is exact and never overflows.
+    y = np.tanh(np.multiply(x, 0.5, dtype=x.dtype))
+    y *= 0.5
+    y += 0.5
+    return y
+
+
+logistic_p = defprim("logistic", _logistic_impl)
+
+
+def logistic(x) -> Any:
+    """Elementwise logistic sigmoid ``1 / (1 + exp(-x))``."""
+    return bind(logistic_p, x)
+
+
+defvjp(logistic_p, lambda g, out, x: (E.mul(g, E.mul(out, E.sub(1.0, out))),))
+
+
+def _step_impl(x):
+    return (x > 0).astype(x.dtype)
+
+
+step_p = defprim("step", _step_impl, nondiff=True)
+
+
+def step(x) -> Any:
+    """Heaviside step: 1 where ``x > 0``, else 0, in ``x``'s dtype; carries no gradient."""
+    return bind(step_p, x)
+
+
+relu_p = defprim("relu", lambda x: np.maximum(x, 0, dtype=x.dtype))
+
+
+def relu(x) -> Any:
+    """Elementwise ``max(x, 0)``; the gradient at 0 is taken as 0."""
+    return bind(relu_p, x)
+
+
+defvjp(relu_p, lambda g, out, x: (E.mul(g, step(x)),))
+
+
+def _softmax_impl(x, axis):
+    # ndarray methods, not np.max/np.sum: the function wrappers cost microseconds on small arrays
+    e = x - x.max(axis=axis, keepdims=True)
+    np.exp(e, out=e)
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def _log_softmax_impl(x, axis):
+    shifted = x - x.max(axis=axis, keepdims=True)
+    total = np.exp(shifted).sum(axis=axis, keepdims=True)
+    shifted -= np.log(total, out=total)
+    return shifted
+
+
+softmax_p = defprim("softmax", _softmax_impl)
+log_softmax_p = defprim("log_softmax", _log_softmax_impl)
+
+
+def softmax(x, axis: int = -1) -> Any:
+    """``exp(x) / sum(exp(x))`` along ``axis``, computed without overflow."""
+    return bind(softmax_p, x, axis=axis % max(len(E.shape_of(x)), 1))
+
+
+def log_softmax(x, axis: int = -1) -> Any:
+    """``log(softmax(x))`` along ``axis``, computed stably."""
+    return bind(log_softmax_p, x, axis=axis % max(len(E.shape_of(x)), 1))
+
+
+def _softmax_vjp(g, out, x, axis):
+    inner = R.sum(E.mul(g, out), axis, keepdims=True)
+    return (E.mul(out, E.sub(g, inner)),)
+
+
+def _log_softmax_vjp(g, out, x, axis):
+    total = R.sum(g, axis, keepdims=True)
+    return (E.sub(g, E.mul(E.exp(out), total)),)
+
+
+defvjp(softmax_p, _softmax_vjp)
+defvjp(log_softmax_p, _log_softmax_vjp)

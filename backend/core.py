@@ -1,0 +1,290 @@
+"""Primitives, tracing and graphs: the small core everything else is built on.
+
+A *primitive* is an array operation with a numpy implementation and, registered
+beside it, a vector-Jacobian product (VJP) rule. Calling :func:`bind` on plain
+arrays runs the implementation at once; calling it on :class:`Tracer` values records
+an equation in the current :class:`Trace` instead. Tracing a function once gives a
+:class:`Graph`: a topologically ordered list of equations that can be differentiated
+(``autodiff``) and turned into fast straight-line code (``execute``).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import MissingGradient, TraceError
+
+# ----------------------------------------------------------------------------- primitives
+
+
+@dataclass(eq=False)
+class Primitive:
+    """One array operation: ``impl`` computes it, ``vjp`` differentiates it.
+
+    ``vjp(g, out, *inputs, **params)`` returns one cotangent (or ``None`` for zero)
+    per input, written with nnc operations so that it can itself be traced and
+    differentiated again. ``nondiff`` marks operations whose output carries no
+    gradient (comparisons, integer results): they are skipped, not an error.
+    """
+
+    name: str
+    impl: Callable[..., Any]
+    vjp: Callable[..., tuple] | None = None
+    abstract: Callable[..., tuple[tuple[int, ...], Any]] | None = None
+    nondiff: bool = False
+
+    def __repr__(self) -> str:
+        return f"<primitive {self.name}>"
+
+
+PRIMITIVES: dict[str, Primitive] = {}
+
+
+def defprim(name: str, impl: Callable, *, abstract: Callable | None = None,
+            nondiff: bool = False) -> Primitive:
+    """Register a primitive; its VJP rule is attached with :func:`defvjp`."""
+    prim = Primitive(name, impl, abstract=abstract, nondiff=nondiff)
+    PRIMITIVES[name] = prim
+    return prim
+
+
+def defvjp(prim: Primitive, rule: Callable[..., tuple]) -> None:
+    prim.vjp = rule
+
+
+def missing_gradient(prim: Primitive) -> MissingGradient:
+    return MissingGradient(
+        f"primitive '{prim.name}' has no gradient rule (VJP), so nnc cannot differentiate through it.\n"
+        f"  hint: register one with nnc.backend.core.defvjp(PRIMITIVES['{prim.name}'], rule), "
+        f"or stop the gradient before it"
+    )
+
+
+# ----------------------------------------------------------------------------- graph values
+
+
+_ids = itertools.count()
+
+
+class Var:
+    """A value in a graph: its shape and dtype are known, its contents are not."""
+
+    __slots__ = ("shape", "dtype", "producer", "id")
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any, producer: "Eqn | None" = None):
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.producer = producer
+        self.id = next(_ids)
+
+    def __repr__(self) -> str:
+        return f"v{self.id}:{self.dtype.name}{list(self.shape)}"
+
+
+class Const:
+    """A constant captured while tracing (a data array, a scalar, a folded result)."""
+
+    __slots__ = ("value", "shape", "dtype", "id")
+
+    def __init__(self, value: Any):
+        self.value = value
+        arr = np.asarray(value)
+        self.shape = arr.shape
+        self.dtype = arr.dtype
+        self.id = next(_ids)
+
+    def __repr__(self) -> str:
+        return f"c{self.id}:{self.dtype.name}{list(self.shape)}"
+
+
+@dataclass(eq=False)
+class Eqn:
+    prim: Primitive
+    inputs: tuple  # of Var | Const
+    params: dict
+    out: Var
+
+
+@dataclass(eq=False)
+class Graph:
+    """A traced function: inputs, equations in execution order, and outputs."""
+
+    inputs: list[Var]
+    eqns: list[Eqn]
+    outputs: list  # of Var | Const
+
+    def __repr__(self) -> str:
+        lines = [f"graph({', '.join(map(repr, self.inputs))}):"]
+        for e in self.eqns:
+            kw = "".join(f", {k}={v!r}" for k, v in e.params.items())
+            lines.append(f"  {e.out!r} = {e.prim.name}({', '.join(map(repr, e.inputs))}{kw})")
+        lines.append(f"  return {', '.join(map(repr, self.outputs))}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- tracing
+
+
+class Trace:
+    """The equations recorded while a function runs on tracers."""
+
+    __slots__ = ("eqns", "closed")
+
+    def __init__(self) -> None:
+        self.eqns: list[Eqn] = []
+        self.closed = False
+
+
+class Tracer:
+    """Stands for an array while a function is traced; operators record primitives.
+
+    Shape and dtype are known; values are not, so Python control flow on a tracer's
+    value (``if x > 0:``) raises :class:`TraceError` with a hint instead of guessing.
+    """
+
+    __slots__ = ("trace", "var")
+    __array_ufunc__ = None  # numpy defers to our reflected operators
+    __array_priority__ = 1000
+
+    def __init__(self, trace: Trace, var: Var):
+        self.trace = trace
+        self.var = var
+
+    shape = property(lambda self: self.var.shape)
+    dtype = property(lambda self: self.var.dtype)
+    ndim = property(lambda self: len(self.var.shape))
+    size = property(lambda self: int(np.prod(self.var.shape, dtype=np.int64)))
+
+    def __len__(self) -> int:
+        if not self.var.shape:
+            raise TypeError("len() of a 0-d traced array")
+        return self.var.shape[0]
+
+    def __repr__(self) -> str:
+        return f"Traced<{self.dtype.name}{list(self.shape)}>"
+
+    def _concrete(self, what: str):
+        raise TraceError(
+            f"{what} needs the value of a traced array ({self.dtype.name}{list(self.shape)}), "
+            "but inside nnc.grad and friends only shapes are known while the function is traced.\n"
+            "  hint: write the computation with nnc operations (nnc.where, nnc.maximum) instead of "
+            "Python control flow, or compute the value outside the differentiated function"
+        )
+
+    def __bool__(self):
+        self._concrete("Python control flow (if/while/and/or)")
+
+    def __float__(self):
+        self._concrete("float()")
+
+    def __int__(self):
+        self._concrete("int()")
+
+    def __index__(self):
+        self._concrete("using an array as an index")
+
+    def __array__(self, *a, **k):
+        self._concrete("converting to a numpy array")
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def _abstract_by_running(prim: Primitive, avals, params) -> tuple[tuple[int, ...], Any]:
+    """Shape and dtype of ``prim``'s result, found by running it on zeros (done once per trace)."""
+    dummies = [np.zeros(s, d) for s, d in avals]
+    with np.errstate(all="ignore"):
+        out = np.asarray(prim.impl(*dummies, **params))
+    return out.shape, out.dtype
+
+
+def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
+    """Apply ``prim``: at once on arrays, or recorded in the trace when an argument is a tracer."""
+    trace = None
+    for a in args:
+        if type(a) is Tracer:
+            if trace is None:
+                trace = a.trace
+            elif a.trace is not trace:
+                raise _mixed_traces(prim)
+    if trace is None:
+        return prim.impl(*args, **params)
+    if trace.closed:
+        raise _escaped(prim)
+    inputs = tuple(a.var if type(a) is Tracer else Const(a) for a in args)
+    if prim.abstract is not None:
+        shape, dtype = prim.abstract(*[(v.shape, v.dtype) for v in inputs], **params)
+    else:
+        shape, dtype = _abstract_by_running(prim, [(v.shape, v.dtype) for v in inputs], params)
+    out = Var(tuple(shape), dtype)
+    eqn = Eqn(prim, inputs, params, out)
+    out.producer = eqn
+    trace.eqns.append(eqn)
+    return Tracer(trace, out)
+
+
+def _mixed_traces(prim: Primitive) -> TraceError:
+    return TraceError(
+        f"'{prim.name}' received traced values from two different traces: an inner nnc.grad "
+        "closes over a value traced by an outer one.\n"
+        "  hint: pass that value to the inner function as an argument instead of capturing it"
+    )
+
+
+def _escaped(prim: Primitive) -> TraceError:
+    return TraceError(
+        f"'{prim.name}' was applied to a traced value after its trace ended (a tracer escaped "
+        "from a differentiated function, e.g. stored in a global).\n"
+        "  hint: return values from the function instead of storing them"
+    )
+
+
+def is_tracer(x: Any) -> bool:
+    return type(x) is Tracer
+
+
+def trace_graph(fn: Callable[[list], list], avals: list[tuple[tuple[int, ...], Any]]) -> Graph:
+    """Trace ``fn`` (a function of a list of arrays returning a list) into a :class:`Graph`."""
+    trace = Trace()
+    in_vars = [Var(tuple(s), d) for s, d in avals]
+    try:
+        outs = fn([Tracer(trace, v) for v in in_vars])
+    finally:
+        trace.closed = True
+    out_vars = []
+    for o in outs:
+        if type(o) is Tracer:
+            if o.trace is not trace:
+                raise _mixed_traces(Primitive("output", lambda: None))
+            out_vars.append(o.var)
+        else:
+            out_vars.append(Const(o))
+    return prune(Graph(in_vars, trace.eqns, out_vars))
+
+
+def prune(graph: Graph) -> Graph:
+    """Drop equations whose results no output needs (dead code)."""
+    live = {id(v) for v in graph.outputs}
+    kept = []
+    for eqn in reversed(graph.eqns):
+        if id(eqn.out) in live:
+            kept.append(eqn)
+            live.update(id(v) for v in eqn.inputs)
+    kept.reverse()
+    return Graph(graph.inputs, kept, graph.outputs)
+
+
+def eval_graph(graph: Graph, args: list) -> list:
+    """Run ``graph`` by binding each equation: on arrays it computes, on tracers it inlines."""
+    env: dict[int, Any] = {id(v): a for v, a in zip(graph.inputs, args)}
+
+    def read(v):
+        return v.value if type(v) is Const else env[id(v)]
+
+    for eqn in graph.eqns:
+        env[id(eqn.out)] = bind(eqn.prim, *[read(v) for v in eqn.inputs], **eqn.params)
+    return [read(v) for v in graph.outputs]
+

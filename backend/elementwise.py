@@ -1,0 +1,287 @@
+"""Elementwise primitives: arithmetic, exp/log, comparisons, casts.
+
+Binary operations broadcast strictly: equal shapes, a scalar, the trailing axes of
+the other operand (a bias ``(n,)`` added to a batch ``(B, n)``), or equal ranks with
+size-1 axes (a ``keepdims`` reduction). Anything else, like ``(8, 1) - (8,)`` that
+numpy would silently turn into ``(8, 8)``, raises :class:`ShapeError`.
+"""
+from __future__ import annotations
+
+from numbers import Number
+from typing import Any
+
+import numpy as np
+
+from . import reductions as R
+from .core import Tracer, bind, defprim, defvjp
+from .errors import ShapeError
+
+
+def shape_of(x: Any) -> tuple[int, ...]:
+    return x.shape if type(x) is Tracer or isinstance(x, np.ndarray) else np.shape(x)
+
+
+def dtype_of(x: Any) -> np.dtype:
+    return x.dtype if type(x) is Tracer or isinstance(x, np.ndarray) else np.asarray(x).dtype
+
+
+def _is_float(dt: np.dtype) -> bool:
+    return dt.kind == "f"
+
+
+def operands(name: str, a: Any, b: Any) -> tuple[Any, Any]:
+    """Make ``a`` and ``b`` ready for a binary primitive: weak scalars, strict broadcasting.
+
+    Python numbers and integer arrays take the dtype of a floating partner, so
+    ``x * 2`` or ``x + labels`` never upcasts a float32 ``x``.
+    """
+    a_num, b_num = isinstance(a, Number), isinstance(b, Number)
+    if a_num and b_num:
+        return np.asarray(a), np.asarray(b)
+    if a_num:
+        return np.asarray(a, dtype=_weak_dtype(a, dtype_of(b))), b
+    if b_num:
+        return a, np.asarray(b, dtype=_weak_dtype(b, dtype_of(a)))
+    da, db = dtype_of(a), dtype_of(b)
+    if _is_float(da) and not _is_float(db) and type(b) is not Tracer:
+        b = np.asarray(b, dtype=da)
+    elif _is_float(db) and not _is_float(da) and type(a) is not Tracer:
+        a = np.asarray(a, dtype=db)
+    check_broadcast(name, shape_of(a), shape_of(b))
+    return a, b
+
+
+def _weak_dtype(scalar: Number, partner: np.dtype) -> np.dtype:
+    if _is_float(partner) or isinstance(scalar, (bool, np.bool_)) or float(scalar).is_integer():
+        return partner if partner.kind in "fiub" else np.asarray(scalar).dtype
+    return np.dtype(np.float64) if partner.kind in "iub" else partner
+
+
+def check_broadcast(name: str, sa: tuple, sb: tuple) -> None:
+    if sa == sb or not sa or not sb:
+        return
+    if len(sa) == len(sb):
+        if all(x == y or x == 1 or y == 1 for x, y in zip(sa, sb)):
+            return
+    else:
+        short, long_ = (sa, sb) if len(sa) < len(sb) else (sb, sa)
+        if long_[len(long_) - len(short):] == short:
+            return
+    try:
+        result = f"numpy would broadcast them to {np.broadcast_shapes(sa, sb)}"
+    except ValueError:
+        result = "they cannot be broadcast together"
+    raise ShapeError(
+        f"{name}: operand shapes {sa} and {sb} do not match; {result}.\n"
+        "  nnc broadcasts only a scalar, matching trailing axes (a bias), or equal ranks with "
+        "size-1 axes.\n  hint: reshape one operand so the ranks agree, e.g. t.reshape(-1, 1)"
+    )
+
+
+def unbroadcast(g: Any, x: Any) -> Any:
+    """Sum a cotangent back to the shape of the operand it belongs to, in that operand's dtype.
+
+    The one helper every broadcasting rule uses."""
+    shape, dtype = shape_of(x), dtype_of(x)
+    if shape_of(g) != shape:
+        g = R.sum_to(g, shape)
+    if dtype_of(g) != dtype:
+        g = cast(g, dtype)
+    return g
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+add_p = defprim("add", np.add)
+sub_p = defprim("sub", np.subtract)
+mul_p = defprim("mul", np.multiply)
+div_p = defprim("div", np.true_divide)
+neg_p = defprim("neg", np.negative)
+
+
+def add(a, b):
+    """Elementwise ``a + b`` (strict broadcasting)."""
+    return bind(add_p, *operands("add", a, b))
+
+
+def sub(a, b):
+    """Elementwise ``a - b`` (strict broadcasting)."""
+    return bind(sub_p, *operands("subtract", a, b))
+
+
+def mul(a, b):
+    """Elementwise ``a * b`` (strict broadcasting)."""
+    return bind(mul_p, *operands("multiply", a, b))
+
+
+def div(a, b):
+    """Elementwise ``a / b`` (strict broadcasting)."""
+    return bind(div_p, *operands("divide", a, b))
+
+
+def neg(a):
+    return bind(neg_p, a)
+
+
+defvjp(add_p, lambda g, out, a, b: (unbroadcast(g, a), unbroadcast(g, b)))
+defvjp(sub_p, lambda g, out, a, b: (unbroadcast(g, a), unbroadcast(neg(g), b)))
+defvjp(mul_p, lambda g, out, a, b: (unbroadcast(mul(g, b), a), unbroadcast(mul(g, a), b)))
+defvjp(div_p, lambda g, out, a, b: (unbroadcast(div(g, b), a),
+                                    unbroadcast(neg(mul(g, div(out, b))), b)))
+defvjp(neg_p, lambda g, out, a: (neg(g),))
+
+
+def _integer_pow_impl(x, n):
+    if n == 2:
+        return np.multiply(x, x)
+    return np.power(x, n, dtype=x.dtype) if isinstance(x, np.ndarray) else np.power(x, n)
+
+
+integer_pow_p = defprim("integer_pow", _integer_pow_impl)
+pow_p = defprim("pow", np.power)
+
+
+def power(a, b):
+    """``a ** b``; an integer exponent becomes the cheaper, exact ``integer_pow``."""
+    if isinstance(b, (int, np.integer)) and not isinstance(b, bool):
+        if b == 1:
+            return a
+        return bind(integer_pow_p, a, n=int(b))
+    return bind(pow_p, *operands("power", a, b))
+
+
+def _integer_pow_vjp(g, out, x, n):
+    if n == 0:
+        return (None,)
+    dx = x if n == 2 else power(x, n - 1)
+    return (mul(g, mul(dx, float(n))),)
+
+
+def _pow_vjp(g, out, a, b):
+    ga = mul(g, mul(b, power(a, sub(b, 1.0))))
+    gb = mul(g, mul(out, log(a)))
+    return unbroadcast(ga, a), unbroadcast(gb, b)
+
+
+defvjp(integer_pow_p, _integer_pow_vjp)
+defvjp(pow_p, _pow_vjp)
+
+# --------------------------------------------------------------------------- transcendental
+
+exp_p = defprim("exp", np.exp)
+log_p = defprim("log", np.log)
+sqrt_p = defprim("sqrt", np.sqrt)
+abs_p = defprim("abs", np.abs)
+
+
+def exp(x):
+    """Elementwise exponential."""
+    return bind(exp_p, x)
+
+
+def log(x):
+    """Elementwise natural logarithm.
+
+    ``log(softmax(z))`` is rewritten to the stable ``log_softmax(z)`` while tracing."""
+    if type(x) is Tracer and x.var.producer is not None and x.var.producer.prim.name == "softmax":
+        from .activations import log_softmax
+
+        producer = x.var.producer  # softmax has one input, so it is a traced Var here
+        return log_softmax(Tracer(x.trace, producer.inputs[0]), **producer.params)
+    return bind(log_p, x)
+
+
+def sqrt(x):
+    """Elementwise square root."""
+    return bind(sqrt_p, x)
+
+
+def absolute(x):
+    """Elementwise absolute value."""
+    return bind(abs_p, x)
+
+
+defvjp(exp_p, lambda g, out, x: (mul(g, out),))
+defvjp(log_p, lambda g, out, x: (div(g, x),))
+defvjp(sqrt_p, lambda g, out, x: (div(g, mul(out, 2.0)),))
+defvjp(abs_p, lambda g, out, x: (mul(g, sign(x)),))
+
+# --------------------------------------------------------------------------- non-differentiable
+
+
+def _sign_impl(x):
+    return np.sign(x)
+
+
+sign_p = defprim("sign", _sign_impl, nondiff=True)
+greater_p = defprim("greater", np.greater, nondiff=True)
+less_p = defprim("less", np.less, nondiff=True)
+equal_p = defprim("equal", np.equal, nondiff=True)
+
+
+def sign(x):
+    """Elementwise sign (-1, 0, 1); carries no gradient."""
+    return bind(sign_p, x)
+
+
+def greater(a, b):
+    """Elementwise ``a > b`` as booleans; carries no gradient."""
+    return bind(greater_p, *operands("greater", a, b))
+
+
+def less(a, b):
+    """Elementwise ``a < b`` as booleans; carries no gradient."""
+    return bind(less_p, *operands("less", a, b))
+
+
+def equal(a, b):
+    """Elementwise ``a == b`` as booleans; carries no gradient."""
+    return bind(equal_p, *operands("equal", a, b))
+
+
+def _cast_impl(x, dtype):
+    return np.asarray(x).astype(dtype, copy=False)
+
+
+cast_p = defprim("cast", _cast_impl)
+
+
+def cast(x, dtype) -> Any:
+    """``x`` converted to ``dtype``; the gradient is cast back."""
+    dtype = np.dtype(dtype)
+    if dtype_of(x) == dtype:
+        return x
+    return bind(cast_p, x, dtype=dtype)
+
+
+defvjp(cast_p, lambda g, out, x, dtype: (cast(g, dtype_of(x)) if _is_float(dtype_of(x)) else None,))
+
+
+where_p = defprim("where", np.where)
+
+
+def where(cond, a, b):
+    """``a`` where ``cond`` holds, else ``b``; the gradient flows to the chosen side."""
+    a, b = operands("where", a, b)
+    check_broadcast("where", shape_of(cond), shape_of(a))
+    return bind(where_p, cond, a, b)
+
+
+def _where_vjp(g, out, cond, a, b):
+    zero = np.zeros((), dtype_of(g))
+    return None, unbroadcast(where(cond, g, zero), a), unbroadcast(where(cond, zero, g), b)
+
+
+defvjp(where_p, _where_vjp)
+
+
+def maximum(a, b):
+    """Elementwise maximum; at ties the gradient goes to ``a``."""
+    a, b = operands("maximum", a, b)
+    return where(greater(b, a), b, a)
+
+
+def minimum(a, b):
+    """Elementwise minimum; at ties the gradient goes to ``a``."""
+    a, b = operands("minimum", a, b)
+    return where(less(b, a), b, a)

@@ -1,0 +1,138 @@
+"""Reductions (sum, mean, max) and their linear partners broadcast_to and sum_to."""
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import numpy as np
+
+from . import elementwise as E
+from . import structural as S
+from .core import bind, defprim, defvjp
+from .errors import ShapeError
+
+
+def normalize_axis(axis: Any, ndim: int, name: str) -> tuple[int, ...]:
+    """``axis`` (None, an int or a tuple) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ShapeError(f"{name}: axis {a} is out of range for an array of rank {ndim}")
+        out.append(int(a) % ndim)
+    return tuple(sorted(set(out)))
+
+
+def _kept_shape(shape: tuple, axes: tuple) -> tuple:
+    return tuple(1 if i in axes else d for i, d in enumerate(shape))
+
+
+# --------------------------------------------------------------------------- sum / mean
+
+
+def _sum_impl(x, axis, keepdims):
+    if type(x) is not np.ndarray:
+        return np.sum(x, axis=axis, keepdims=keepdims)
+    return x.sum(axis=axis[0] if len(axis) == 1 else axis, keepdims=keepdims)
+
+
+sum_p = defprim("sum", _sum_impl)
+
+
+def sum(x, axis=None, keepdims: bool = False):  # noqa: A001 - mirrors numpy
+    """Sum over ``axis`` (all axes by default)."""
+    axes = normalize_axis(axis, len(E.shape_of(x)), "sum")
+    return bind(sum_p, x, axis=axes, keepdims=bool(keepdims))
+
+
+def _sum_vjp(g, out, x, axis, keepdims):
+    shape = E.shape_of(x)
+    if not keepdims:
+        g = S.reshape(g, _kept_shape(shape, axis))
+    return (broadcast_to(g, shape),)
+
+
+defvjp(sum_p, _sum_vjp)
+
+
+def mean(x, axis=None, keepdims: bool = False):
+    """Mean over ``axis`` (all axes by default)."""
+    shape = E.shape_of(x)
+    axes = normalize_axis(axis, len(shape), "mean")
+    count = int(np.prod([shape[a] for a in axes], dtype=np.int64))
+    return E.mul(sum(x, axes, keepdims), 1.0 / builtins.max(count, 1))
+
+
+# --------------------------------------------------------------------------- max
+
+
+def _max_impl(x, axis, keepdims):
+    return np.asarray(x).max(axis=axis, keepdims=keepdims)
+
+
+max_p = defprim("max", _max_impl)
+
+
+def max(x, axis=None, keepdims: bool = False):  # noqa: A001 - mirrors numpy
+    """Maximum over ``axis``; at ties the gradient is shared equally."""
+    axes = normalize_axis(axis, len(E.shape_of(x)), "max")
+    return bind(max_p, x, axis=axes, keepdims=bool(keepdims))
+
+
+def _max_vjp(g, out, x, axis, keepdims):
+    shape = E.shape_of(x)
+    if not keepdims:
+        g = S.reshape(g, _kept_shape(shape, axis))
+        out = S.reshape(out, _kept_shape(shape, axis))
+    mask = E.cast(E.equal(x, out), E.dtype_of(x))
+    share = E.div(mask, sum(mask, axis, keepdims=True))
+    return (E.mul(share, g),)
+
+
+defvjp(max_p, _max_vjp)
+
+
+# --------------------------------------------------------------------------- broadcast_to / sum_to
+
+
+def _broadcast_impl(x, shape):
+    # A copy, not numpy's read-only view: a gradient handed to the user must be writable.
+    return np.broadcast_to(x, shape).copy()
+
+
+broadcast_p = defprim("broadcast_to", _broadcast_impl)
+
+
+def broadcast_to(x, shape: tuple[int, ...]):
+    """``x`` repeated to ``shape`` (explicit broadcasting)."""
+    shape = tuple(shape)
+    if E.shape_of(x) == shape:
+        return x
+    return bind(broadcast_p, x, shape=shape)
+
+
+def _sum_to_impl(x, shape, axes):
+    out = x.sum(axis=axes[0] if len(axes) == 1 else axes)
+    return out if out.shape == shape else out.reshape(shape)
+
+
+sum_to_p = defprim("sum_to", _sum_to_impl)
+
+
+def sum_to(x, shape: tuple[int, ...]):
+    """Sum ``x`` down to ``shape``: undoes a broadcast (used by every gradient rule that needs it)."""
+    shape = tuple(shape)
+    xs = E.shape_of(x)
+    if xs == shape:
+        return x
+    lead = len(xs) - len(shape)
+    if lead < 0 or any(d != 1 and d != xs[lead + i] for i, d in enumerate(shape)):
+        raise ShapeError(f"sum_to: cannot sum shape {xs} down to {shape}")
+    axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape) if d == 1 and xs[lead + i] != 1)
+    return bind(sum_to_p, x, shape=shape, axes=axes)
+
+
+defvjp(broadcast_p, lambda g, out, x, shape: (sum_to(g, E.shape_of(x)),))
+defvjp(sum_to_p, lambda g, out, x, shape, axes: (broadcast_to(g, E.shape_of(x)),))

@@ -1,0 +1,207 @@
+"""Primitives that move data without arithmetic: reshape, transpose, indexing, concat, pick."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import elementwise as E
+from .core import Tracer, bind, defprim, defvjp
+from .errors import ShapeError
+
+# --------------------------------------------------------------------------- reshape / transpose
+
+
+def _reshape_impl(x, shape):
+    return np.reshape(x, shape)
+
+
+reshape_p = defprim("reshape", _reshape_impl)
+
+
+def reshape(x, shape) -> Any:
+    """``x`` with a new shape of the same size (one ``-1`` is inferred)."""
+    old = E.shape_of(x)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
+    size = int(np.prod(old, dtype=np.int64))
+    if shape.count(-1) == 1:
+        rest = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+        if rest == 0 or size % rest:
+            raise ShapeError(f"reshape: cannot reshape an array of shape {old} into {shape}")
+        shape = tuple(size // rest if d == -1 else d for d in shape)
+    if int(np.prod(shape, dtype=np.int64)) != size:
+        raise ShapeError(f"reshape: cannot reshape an array of shape {old} (size {size}) into {shape}")
+    if shape == old:
+        return x
+    return bind(reshape_p, x, shape=shape)
+
+
+defvjp(reshape_p, lambda g, out, x, shape: (reshape(g, E.shape_of(x)),))
+
+
+def _transpose_impl(x, axes):
+    return x.transpose(axes) if type(x) is np.ndarray else np.transpose(x, axes)
+
+
+transpose_p = defprim("transpose", _transpose_impl)
+
+
+def transpose(x, axes=None) -> Any:
+    """Permute the axes of ``x`` (reverse them by default)."""
+    ndim = len(E.shape_of(x))
+    axes = tuple(range(ndim))[::-1] if axes is None else tuple(int(a) % max(ndim, 1) for a in axes)
+    if sorted(axes) != list(range(ndim)):
+        raise ShapeError(f"transpose: axes {axes} are not a permutation of {ndim} axes")
+    if axes == tuple(range(ndim)):
+        return x
+    return bind(transpose_p, x, axes=axes)
+
+
+defvjp(transpose_p, lambda g, out, x, axes: (transpose(g, tuple(np.argsort(axes))),))
+
+
+def swap_last(x) -> Any:
+    """``x`` with its last two axes swapped (the matrix transpose of a batch)."""
+    n = len(E.shape_of(x))
+    return transpose(x, tuple(range(n - 2)) + (n - 1, n - 2))
+
+
+# --------------------------------------------------------------------------- static indexing
+
+
+def _getitem_impl(x, index):
+    return x[index]
+
+
+def _unindex_impl(g, index, shape):
+    out = np.zeros(shape, dtype=g.dtype)
+    if _is_basic(index):
+        out[index] = g
+    else:
+        np.add.at(out, index, g)  # repeated indices must add up, not overwrite
+    return out
+
+
+def _is_basic(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in items)
+
+
+getitem_p = defprim("getitem", _getitem_impl)
+unindex_p = defprim("unindex", _unindex_impl)
+
+
+def getitem(x, index) -> Any:
+    """``x[index]`` for indices known while tracing (ints, slices, constant integer arrays)."""
+    items = index if isinstance(index, tuple) else (index,)
+    if any(type(i) is Tracer for i in items):
+        raise ShapeError(
+            "indexing with a traced array is not supported by x[...]\n"
+            "  hint: use nnc.pick(x, labels) to select one entry per row by label")
+    items = tuple(np.asarray(i) if isinstance(i, list) else i for i in items)
+    index = items if isinstance(index, tuple) else items[0]
+    try:
+        np.empty(E.shape_of(x), dtype=np.bool_)[index]
+    except IndexError as err:
+        raise ShapeError(f"index {index!r} does not fit an array of shape {E.shape_of(x)}: {err}") from None
+    return bind(getitem_p, x, index=index)
+
+
+def unindex(g, index, shape) -> Any:
+    """Scatter ``g`` into zeros of ``shape`` at ``index`` (the transpose of ``getitem``)."""
+    return bind(unindex_p, g, index=index, shape=tuple(shape))
+
+
+defvjp(getitem_p, lambda g, out, x, index: (unindex(g, index, E.shape_of(x)),))
+defvjp(unindex_p, lambda g, out, x, index, shape: (getitem(g, index),))
+
+
+# --------------------------------------------------------------------------- concat
+
+
+def _concat_impl(*xs, axis):
+    return np.concatenate(xs, axis=axis)
+
+
+concat_p = defprim("concat", _concat_impl)
+
+
+def concat(xs, axis: int = -1) -> Any:
+    """Join arrays along ``axis``; all other axes must agree."""
+    xs = list(xs)
+    shapes = [E.shape_of(x) for x in xs]
+    ndim = len(shapes[0])
+    if any(len(s) != ndim for s in shapes):
+        raise ShapeError(f"concat: all operands need the same rank, got shapes {shapes}")
+    ax = axis % ndim
+    if any(s[:ax] + s[ax + 1:] != shapes[0][:ax] + shapes[0][ax + 1:] for s in shapes):
+        raise ShapeError(f"concat along axis {axis}: other axes differ in shapes {shapes}")
+    dtype = np.result_type(*[E.dtype_of(x) for x in xs])
+    xs = [E.cast(x, dtype) for x in xs]
+    return bind(concat_p, *xs, axis=ax)
+
+
+def _concat_vjp(g, out, *xs, axis):
+    cts, start = [], 0
+    for x in xs:
+        size = E.shape_of(x)[axis]
+        index = (slice(None),) * axis + (slice(start, start + size),)
+        cts.append(getitem(g, index))
+        start += size
+    return tuple(cts)
+
+
+defvjp(concat_p, _concat_vjp)
+
+
+# --------------------------------------------------------------------------- pick (labels)
+
+
+def _pick_impl(x, labels):
+    k = x.shape[-1]
+    if labels.size and labels.min() < 0:  # numpy would silently wrap a negative label
+        raise ShapeError(f"pick: label {labels.min()} is negative (labels must be 0..{k - 1})")
+    try:
+        if x.ndim == 2:
+            return x[np.arange(x.shape[0]), labels]
+        return np.take_along_axis(x, labels[..., None], axis=-1)[..., 0]
+    except IndexError:
+        raise ShapeError(f"pick: label {labels.max()} is out of range for {k} classes "
+                         f"(labels must be 0..{k - 1})") from None
+
+
+def _unpick_impl(g, labels, k):
+    out = np.zeros(g.shape + (k,), dtype=g.dtype)
+    if g.ndim == 1:
+        out[np.arange(g.shape[0]), labels] = g
+    else:
+        np.put_along_axis(out, labels[..., None], g[..., None], axis=-1)
+    return out
+
+
+pick_p = defprim("pick", _pick_impl)
+unpick_p = defprim("unpick", _unpick_impl)
+
+
+def pick(x, labels) -> Any:
+    """``x[..., labels]`` row by row: the entry of each row's label (integer labels).
+
+    >>> import numpy as np
+    >>> pick(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 0]))
+    array([0.9, 0.8])
+    """
+    sx, sl = E.shape_of(x), E.shape_of(labels)
+    if E.dtype_of(labels).kind not in "iu":
+        raise ShapeError(f"pick: labels must be integers, got dtype {E.dtype_of(labels)}")
+    if sx[:-1] != sl:
+        raise ShapeError(f"pick: labels of shape {sl} do not match predictions of shape {sx} "
+                         f"(expected labels of shape {sx[:-1]})")
+    return bind(pick_p, x, labels)
+
+
+def _unpick(g, labels, k):
+    return bind(unpick_p, g, labels, k=k)
+
+
+defvjp(pick_p, lambda g, out, x, labels: (_unpick(g, labels, E.shape_of(x)[-1]), None))
+defvjp(unpick_p, lambda g, out, x, labels, k: (pick(g, labels), None))

@@ -1,0 +1,37 @@
+"""nnc: neural networks as typed, pure, composable functions.
+
+>>> import numpy as np, nnc
+>>> from nnc import Linear, logistic
+>>> model = Linear(2, 4) >> logistic >> Linear(4, 1) >> logistic
+>>> model.signature
+Vec[2] -> Vec[1]
+>>> params = model.init(seed=0)
+>>> model(params, np.ones((8, 2))).shape
+(8, 1)
+"""
+from nnc.backend.autodiff import grad, hessian, jacobian, value_and_grad, vjp
+from nnc.backend.errors import (InitError, MissingGradient, NNCError, NonFiniteError, ShapeError,
+                                TraceError, TypeMismatch)
+from nnc.backend.ops import (absolute, exp, log, matmul, max, maximum, mean, minimum, pick,
+                             reshape, sqrt, sum, transpose, where)
+from nnc.backend.tree import tree_flatten, tree_leaves, tree_map, tree_unflatten
+
+from .combinators import add, concat, fanout, parallel, residual
+from .layers import Input, Linear, log_softmax, logistic, relu, softmax, tanh
+from .losses import cross_entropy, mse
+from .model import Model, Signature
+from .optim import Optimizer, sgd
+from .typed import typed
+from .types import Dim, Mat, Tensor, TypeVar, Vec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Dim", "InitError", "Input", "Linear", "Mat", "MissingGradient", "Model", "NNCError",
+    "NonFiniteError", "Optimizer", "ShapeError", "Signature", "Tensor", "TraceError",
+    "TypeMismatch", "TypeVar", "Vec", "absolute", "add", "concat", "cross_entropy", "exp",
+    "fanout", "grad", "hessian", "jacobian", "log", "log_softmax", "logistic", "matmul", "max",
+    "maximum", "mean", "minimum", "mse", "parallel", "pick", "relu", "reshape", "residual", "sgd",
+    "softmax", "sqrt", "sum", "tanh", "transpose", "tree_flatten", "tree_leaves", "tree_map",
+    "tree_unflatten", "typed", "value_and_grad", "vjp", "where",
+]

@@ -1,0 +1,163 @@
+"""Combinators: build bigger models from smaller ones, checking types as they meet.
+
+``f >> g`` (serial) lives on :class:`Model`; here are the others:
+
+- ``parallel(f, g)``: ``(a, c) -> (b, d)``, each model on its own part of a tuple;
+- ``fanout(f, g)``: ``a -> (b, c)``, every model on the same input;
+- ``residual(f)``: ``a -> a``, ``x + f(x)``;
+- ``add`` and ``concat``: fan-in from a tuple back to one array.
+"""
+from __future__ import annotations
+
+from functools import reduce
+from typing import Any
+
+from nnc.backend import elementwise as E
+from nnc.backend import structural as S
+from nnc.backend.errors import TypeMismatch
+
+from . import types as T
+from .model import Model, _created, _EMPTY
+from .where import Where, user_frame
+
+
+def _child_params(model: Model, params: Any):
+    return [params[k] if k is not None else _EMPTY for k in model.param_keys]
+
+
+def _check_models(name: str, models: tuple) -> None:
+    if not models:
+        raise TypeError(f"{name} needs at least one model")
+    for m in models:
+        if not isinstance(m, Model):
+            raise TypeError(f"{name} takes nnc models, got {type(m).__name__}: {m!r}")
+
+
+def _parallel_forward(model: Model, params: Any, x: Any) -> Any:
+    return tuple(c.forward(c, p, xi) for c, p, xi in zip(model.children, _child_params(model, params), x))
+
+
+def parallel(*models: Model) -> Model:
+    """Run each model on its own item of a tuple: ``parallel(f, g): (a, c) -> (b, d)``.
+
+    >>> from nnc import Linear, parallel
+    >>> parallel(Linear(2, 3), Linear(4, 5)).signature
+    (Vec[2], Vec[4]) -> (Vec[3], Vec[5])
+    """
+    _check_models("parallel", models)
+    models = tuple(m.freshen() for m in models)
+    return Model("parallel", T.TupleType(tuple(m.in_type for m in models)),
+                 T.TupleType(tuple(m.out_type for m in models)), _parallel_forward,
+                 children=models, where=user_frame(2))
+
+
+def _fanout_forward(model: Model, params: Any, x: Any) -> Any:
+    return tuple(c.forward(c, p, x) for c, p in zip(model.children, _child_params(model, params)))
+
+
+def _unify_inputs(name: str, models: tuple, where: Where | None) -> T.Subst:
+    s: T.Subst = {}
+    for m in models[1:]:
+        try:
+            T.unify(models[0].in_type, m.in_type, s)
+        except T.Mismatch as err:
+            a, b = T.show([models[0].in_type, m.in_type])
+            raise TypeMismatch(
+                f"{name} at {where or 'unknown place'}: the branches expect different inputs\n"
+                f"  {models[0]!r}{_created(models[0])} expects {a}\n"
+                f"  {m!r}{_created(m)} expects {b}\n  {err}") from None
+    return s
+
+
+def fanout(*models: Model) -> Model:
+    """Run every model on the same input: ``fanout(f, g): a -> (b, c)``.
+
+    >>> from nnc import Linear, fanout, tanh
+    >>> fanout(Linear(3, 2), tanh).signature
+    Vec[3] -> (Vec[2], Vec[3])
+    """
+    _check_models("fanout", models)
+    where = user_frame(2)
+    models = tuple(m.freshen() for m in models)
+    s = _unify_inputs("fanout", models, where)
+    models = tuple(m.subst(s) for m in models)
+    return Model("fanout", models[0].in_type, T.TupleType(tuple(m.out_type for m in models)),
+                 _fanout_forward, children=models, where=where)
+
+
+def _residual_forward(model: Model, params: Any, x: Any) -> Any:
+    (inner,) = model.children
+    return E.add(x, inner.forward(inner, _child_params(model, params)[0], x))
+
+
+def residual(model: Model) -> Model:
+    """``x + model(x)``: a skip connection around ``model``, whose output type must equal its input type.
+
+    >>> from nnc import Linear, residual, tanh
+    >>> residual(Linear(4, 4) >> tanh).signature
+    Vec[4] -> Vec[4]
+    """
+    _check_models("residual", (model,))
+    where = user_frame(2)
+    model = model.freshen()
+    s: T.Subst = {}
+    try:
+        T.unify(model.in_type, model.out_type, s)
+    except T.Mismatch as err:
+        a, b = T.show([model.in_type, model.out_type])
+        raise TypeMismatch(
+            f"residual at {where or 'unknown place'}: x + f(x) needs f to keep its type, but\n"
+            f"  {model!r}{_created(model)} maps {a} to {b}\n  {err}") from None
+    model = model.subst(s)
+    return Model("residual", model.in_type, model.out_type, _residual_forward, children=(model,),
+                 where=where)
+
+
+# ----------------------------------------------------------------------------- fan-in
+
+
+def _add_forward(model: Model, params: Any, x: Any) -> Any:
+    return reduce(E.add, x)
+
+
+def _refine_add(model: Model, incoming: T.Type) -> Model:
+    if not isinstance(incoming, T.TupleType) or len(incoming.items) < 2:
+        return model
+    t = T.TypeVar("a")
+    return _fan_in("add", T.TupleType((t,) * len(incoming.items)), t, _add_forward, _refine_add,
+                   model.attrs, model.where)
+
+
+def _concat_forward(model: Model, params: Any, x: Any) -> Any:
+    return S.concat(list(x), axis=-model.attr("rank", 1))
+
+
+def _refine_concat(model: Model, incoming: T.Type) -> Model:
+    if not isinstance(incoming, T.TupleType) or len(incoming.items) < 2 or \
+            not all(isinstance(i, T.ArrayType) for i in incoming.items):
+        return model
+    rank = incoming.items[0].rank
+    if rank == 0 or any(i.rank != rank for i in incoming.items):
+        return model  # unification will report the rank mismatch
+    rest = incoming.items[0].dims[1:]
+    firsts = tuple(T.Dim() for _ in incoming.items)
+    items = tuple(T.array_type((f,) + rest) for f in firsts)
+    out = T.array_type((T.dim_sum(firsts),) + rest)
+    return _fan_in("concat", T.TupleType(items), out, _concat_forward, _refine_concat,
+                   (("rank", rank),), model.where)
+
+
+def _fan_in(kind, in_t, out_t, forward, refine, attrs, where) -> Model:
+    return Model(kind, in_t, out_t, forward, attrs=tuple(attrs), where=where, refine=refine)
+
+
+_a = T.TypeVar("a")
+add = _fan_in("add", T.TupleType((_a, _a)), _a, _add_forward, _refine_add, (), None)
+"""Fan-in by elementwise sum: ``(a, a, ...) -> a``."""
+
+_n, _m = T.Dim("n"), T.Dim("m")
+concat = _fan_in("concat", T.TupleType((T.Vec[_n], T.Vec[_m])), T.Vec[T.dim_sum([_n, _m])],
+                 _concat_forward, _refine_concat, (("rank", 1),), None)
+"""Fan-in by joining along the first example axis: ``(Vec[n], Vec[m], ...) -> Vec[n + m]``
+(for ``Tensor[c, h, w]`` items, along the channels)."""
+

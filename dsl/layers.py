@@ -1,0 +1,92 @@
+"""The basic layers: ``Input``, ``Linear`` and the activations.
+
+Layers are named in CamelCase when they are constructors (``Linear(2, 4)``) and in
+snake_case when they are ready-made values (``tanh``). An activation is also an array
+function: ``tanh(x)`` applies it to an array, ``tanh(params, x)`` calls it as a model.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from nnc.backend import activations as A
+from nnc.backend import elementwise as E
+from nnc.backend.linalg import matmul
+
+from . import types as T
+from .model import Model, ParamSpec
+from .show import describer, dims
+from .where import user_frame
+
+
+def Input(t: Any) -> Model:
+    """Declare a model's input type: the identity on ``t``.
+
+    >>> from nnc import Input, Linear, Vec
+    >>> (Input(Vec[64]) >> Linear(None, 10)).signature
+    Vec[64] -> Vec[10]
+    """
+    t = T.as_type(t)
+    return Model("Input", t, t, lambda m, p, x: x, where=user_frame(2))
+
+
+def _linear_forward(model: Model, params: Any, x: Any) -> Any:
+    y = matmul(x, params["W"])
+    return E.add(y, params["b"]) if "b" in params else y
+
+
+def Linear(n_in: int | None, n_out: int, *, bias: bool = True, init: Any = "glorot_uniform",
+           name: str | None = None) -> Model:
+    """An affine map ``y = x @ W + b`` from ``Vec[n_in]`` to ``Vec[n_out]``.
+
+    Args:
+        n_in: input size, or ``None`` to infer it from the model composed before it.
+        n_out: output size.
+        bias: whether to add ``b`` (shape ``(n_out,)``, initialised to zeros).
+        init: initialiser of ``W`` (shape ``(n_in, n_out)``): ``"glorot_uniform"``,
+            ``"he_normal"``, ``"lecun_normal"``, ``"zeros"`` or ``fn(rng, shape)``.
+        name: the key of its parameters inside a composed model (default ``linear_<i>``).
+
+    Returns: a model ``Vec[n_in] -> Vec[n_out]`` with parameters ``{"W", "b"}``.
+
+    >>> import numpy as np
+    >>> layer = Linear(2, 3)
+    >>> params = layer.init(seed=0)
+    >>> layer(params, np.ones((5, 2))).shape
+    (5, 3)
+    """
+    for label, n in (("n_in", n_in), ("n_out", n_out)):
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
+            raise TypeError(f"Linear: {label} must be a positive int, got {n!r}")
+    if n_out is None:
+        raise TypeError("Linear: n_out must be a positive int, got None")
+    d_in = T.Dim() if n_in is None else n_in
+    params = [("W", ParamSpec((d_in, n_out), init, fan=(d_in, n_out)))]
+    if bias:
+        params.append(("b", ParamSpec((n_out,), "zeros")))
+    return Model("Linear", T.Vec[d_in], T.Vec[n_out], _linear_forward, params=tuple(params),
+                 name=name, where=user_frame(2))
+
+
+@describer("Linear")
+def _describe_linear(model: Model) -> str:
+    n_in, n_out = dims(model.params[0][1].shape[0], model.params[0][1].shape[1])
+    return f"Linear({n_in} -> {n_out})" + ("" if len(model.params) == 2 else ", bias=False")
+
+
+def _activation(kind: str, fn, over_last_axis: bool = False) -> Model:
+    t = T.Vec[T.Dim("n")] if over_last_axis else T.TypeVar("a")
+    return Model(kind, t, t, lambda m, p, x: fn(x))
+
+
+logistic = _activation("logistic", A.logistic)
+"""Elementwise logistic sigmoid ``1 / (1 + exp(-x))``: any type to the same type."""
+tanh = _activation("tanh", A.tanh)
+"""Elementwise hyperbolic tangent: any type to the same type."""
+relu = _activation("relu", A.relu)
+"""Elementwise ``max(x, 0)``: any type to the same type."""
+softmax = _activation("softmax", A.softmax, over_last_axis=True)
+"""``exp(x) / sum(exp(x))`` over the features: ``Vec[n] -> Vec[n]``."""
+log_softmax = _activation("log_softmax", A.log_softmax, over_last_axis=True)
+"""``log(softmax(x))``, computed stably: ``Vec[n] -> Vec[n]``."""
+
+ACTIVATIONS = {m.kind: m for m in (logistic, tanh, relu, softmax, log_softmax)}

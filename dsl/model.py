@@ -1,0 +1,426 @@
+"""Models are values: a typed, pure function from parameters and input to output.
+
+A :class:`Model` holds its input and output types, a parameter spec, its children
+(for combinators), a pure ``forward(model, params, x)`` and the place where the user
+created it. Nothing in a model is ever mutated; composing, naming or resolving a
+type gives a new model.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, Callable
+
+import numpy as np
+
+from nnc.backend.core import Tracer
+from nnc.backend.errors import InitError, NonFiniteError, ShapeError, TypeMismatch
+from nnc.backend.tree import tree_flatten, tree_paths
+
+from . import types as T
+from .where import Where, user_frame
+
+_MISSING = object()
+_EMPTY: dict = {}
+
+
+class Shape(tuple):
+    """A parameter's shape as a leaf of a tree (a plain tuple would be a subtree)."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: its shape (dimensions may still be variables) and how to initialise it."""
+
+    shape: tuple
+    init: str | Callable[[np.random.Generator, tuple[int, ...]], np.ndarray] = "zeros"
+    fan: tuple = ()  # (fan_in, fan_out) dimensions for scaled initialisers
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A model's type, shown as ``Vec[2] -> Vec[1]``."""
+
+    input: T.Type
+    output: T.Type
+
+    def __repr__(self) -> str:
+        a, b = T.show([self.input, self.output])
+        return f"{a} -> {b}"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A typed pure function ``(params, x) -> y``. Build models with layers and combinators.
+
+    >>> from nnc import Linear, tanh
+    >>> model = Linear(3, 4) >> tanh
+    >>> model.signature
+    Vec[3] -> Vec[4]
+    >>> sorted(model.init(seed=0)["linear_0"])
+    ['W', 'b']
+    """
+
+    kind: str
+    in_type: T.Type
+    out_type: T.Type
+    forward: Callable[["Model", Any, Any], Any] = field(repr=False)
+    children: tuple = ()
+    params: tuple = ()  # ((name, ParamSpec), ...): this model's own parameters
+    attrs: tuple = ()  # ((name, value), ...): shown in repr and used by forward
+    name: str | None = None
+    where: Where | None = None
+    refine: Callable[[T.Type], tuple] | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ structure
+
+    @property
+    def signature(self) -> Signature:
+        """The model's type: ``input -> output``."""
+        return Signature(self.in_type, self.out_type)
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return dict(self.attrs).get(key, default)
+
+    @cached_property
+    def has_params(self) -> bool:
+        return bool(self.params) or any(c.has_params for c in self.children)
+
+    @cached_property
+    def child_paths(self) -> tuple[str, ...]:
+        """A unique readable name for each child: ``linear_0``, ``tanh_0``, ``linear_1`` ..."""
+        counts: dict[str, int] = {}
+        out = []
+        for c in self.children:
+            base = c.name or c.kind.lower()
+            if c.name is not None and base not in counts:
+                counts[base] = 1
+                out.append(base)
+                continue
+            n = counts.get(base, 0)
+            counts[base] = n + 1
+            out.append(f"{base}_{n}")
+        return tuple(out)
+
+    @cached_property
+    def param_keys(self) -> tuple:
+        """The key of each child in the parameter dict, ``None`` for children without parameters."""
+        return tuple(p if c.has_params else None for p, c in zip(self.child_paths, self.children))
+
+    def named(self, name: str) -> "Model":
+        """The same model under a name, used as its key in the parameters of a composition."""
+        return replace(self, name=name)
+
+    def __repr__(self) -> str:
+        from .show import describe
+
+        return describe(self)
+
+    # ------------------------------------------------------------------ types
+
+    def subst(self, s: T.Subst) -> "Model":
+        """This model with solved type variables filled in, all the way down."""
+        if not s:
+            return self
+        return replace(
+            self,
+            in_type=T.resolve(self.in_type, s),
+            out_type=T.resolve(self.out_type, s),
+            children=tuple(c.subst(s) for c in self.children),
+            params=tuple((k, replace(p, shape=tuple(T.resolve_dim(d, s) for d in p.shape),
+                                     fan=tuple(T.resolve_dim(d, s) for d in p.fan)))
+                         for k, p in self.params),
+        )
+
+    def _all_types(self) -> list:
+        out = [self.in_type, self.out_type]
+        for _, p in self.params:
+            out.append(T.ArrayType(tuple(p.shape) + tuple(p.fan)))
+        for c in self.children:
+            out.extend(c._all_types())
+        return out
+
+    def freshen(self) -> "Model":
+        """This model with its type variables renamed apart, for one more use in a composition."""
+        _, s = T.freshen(self._all_types())
+        return self.subst(s)
+
+    def __rshift__(self, other: "Model") -> "Model":
+        if not isinstance(other, Model):
+            return NotImplemented
+        return compose(self, other, user_frame(2))
+
+    # ------------------------------------------------------------------ parameters
+
+    def init(self, seed: int = 0, dtype: Any = np.float32) -> dict:
+        """Fresh parameters: a nested dict of arrays keyed by readable, unique paths.
+
+        Each parameter's random stream is derived from ``seed`` and its path, so the same
+        seed always gives the same parameters, and adding a layer leaves the others alone."""
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise InitError(f"parameters must be floating point (float32 or float64), got {dtype}")
+        return _init(self, "", int(seed), dtype)
+
+    @cached_property
+    def param_shapes(self) -> dict:
+        """The parameter structure with each leaf's shape (variables where sizes are unknown)."""
+        out: dict = {k: Shape(p.shape) for k, p in self.params}
+        for key, c in zip(self.param_keys, self.children):
+            if key is not None:
+                out[key] = c.param_shapes
+        return out
+
+    @property
+    def param_count(self) -> int:
+        """How many numbers the parameters hold (all sizes must be known)."""
+        total = 0
+        for path, shape in tree_paths(self.param_shapes, ""):
+            if not all(isinstance(d, int) for d in shape):
+                raise InitError(f"parameter {path} has unknown size {shape}")
+            total += int(np.prod(shape, dtype=np.int64))
+        return total
+
+    # ------------------------------------------------------------------ calling
+
+    def apply(self, params: Any, x: Any) -> Any:
+        """Run the model without boundary checks (what combinators call on their children)."""
+        return self.forward(self, params, x)
+
+    def __call__(self, params: Any, x: Any = _MISSING) -> Any:
+        """``model(params, x)``; a model without parameters may be called as ``model(x)``.
+
+        The input is checked against the input type and cast to the parameters' dtype."""
+        if x is _MISSING:
+            if self.has_params:
+                raise ShapeError(f"{self!r} has parameters: call it as model(params, x)")
+            params, x = _EMPTY, params
+        return call_checked(self, params, x)
+
+
+# ----------------------------------------------------------------------------- composition
+
+
+def leaves_at(model: Model, end: str) -> Model:
+    """The first (``end='first'``) or last layer data meets in a serial chain."""
+    return path_to(model, end)[1]
+
+
+def path_to(model: Model, end: str) -> tuple[str, Model]:
+    """The path (``linear_0``) and the layer that data meets first or last in a serial chain."""
+    parts = []
+    while model.kind == "serial" and model.children:
+        i = 0 if end == "first" else len(model.children) - 1
+        parts.append(model.child_paths[i])
+        model = model.children[i]
+    return "/".join(parts), model
+
+
+def _created(m: Model) -> str:
+    return f" (created at {m.where})" if m.where else ""
+
+
+def compose(f: Model, g: Model, where: Where | None) -> Model:
+    """``f >> g``: run ``f``, then ``g``; their types are unified now, before any data flows."""
+    f, g = f.freshen(), g.freshen()
+    if g.refine is not None:
+        g = g.refine(g, f.out_type)
+    s: T.Subst = {}
+    try:
+        T.unify(f.out_type, g.in_type, s)
+    except T.Mismatch as err:
+        left, right = leaves_at(f, "last"), leaves_at(g, "first")
+        out_s, in_s = T.show([f.out_type, g.in_type])
+        raise TypeMismatch(
+            f"cannot compose at {where or 'unknown place'}\n"
+            f"  {left!r}{_created(left)} outputs {out_s}\n"
+            f"  {right!r}{_created(right)} expects {in_s}\n"
+            f"  {err}"
+            + _mismatch_hint(right)
+        ) from None
+    parts = (f.children if f.kind == "serial" and f.name is None else (f,)) + \
+            (g.children if g.kind == "serial" and g.name is None else (g,))
+    parts = tuple(p.subst(s) for p in parts)
+    return serial_of(parts, T.resolve(f.in_type, s), T.resolve(g.out_type, s), where)
+
+
+def _mismatch_hint(right: Model) -> str:
+    if right.kind == "Linear":
+        return "\n  hint: Linear(None, n) infers its input size from what comes before it"
+    return ""
+
+
+def _serial_forward(model: Model, params: Any, x: Any) -> Any:
+    for child, key in zip(model.children, model.param_keys):
+        x = child.forward(child, params[key] if key is not None else _EMPTY, x)
+    return x
+
+
+def serial_of(children: tuple, in_type: T.Type, out_type: T.Type, where: Where | None) -> Model:
+    return Model("serial", in_type, out_type, _serial_forward, children=tuple(children), where=where)
+
+
+# ----------------------------------------------------------------------------- init
+
+
+def _init(model: Model, path: str, seed: int, dtype: np.dtype) -> dict:
+    out: dict = {}
+    for name, spec in model.params:
+        full = f"{path}/{name}" if path else name
+        shape = tuple(spec.shape)
+        if not all(isinstance(d, int) for d in shape):
+            raise InitError(
+                f"cannot initialise {full} of {model!r}{_created(model)}: its shape "
+                f"{T.show([T.ArrayType(shape)])[0][len('Tensor'):]} is not known yet.\n"
+                "  hint: compose it after a model whose output size is known, or start the "
+                "model with nnc.Input(Vec[n])")
+        rng = np.random.default_rng([seed, zlib.crc32(full.encode())])
+        value = _initialise(spec, shape, rng, full)
+        out[name] = value.astype(dtype)
+    for key, child in zip(model.param_keys, model.children):
+        if key is not None:
+            out[key] = _init(child, f"{path}/{key}" if path else key, seed, dtype)
+    return out
+
+
+def _initialise(spec: ParamSpec, shape: tuple, rng: np.random.Generator, path: str) -> np.ndarray:
+    kind = spec.init
+    if callable(kind):
+        value = np.asarray(kind(rng, shape))
+        if value.shape != shape:
+            raise InitError(f"initialiser of {path} returned shape {value.shape}, expected {shape}")
+        return value
+    fan_in, fan_out = (spec.fan + (1, 1))[:2] if spec.fan else (1, 1)
+    if kind == "zeros":
+        return np.zeros(shape)
+    if kind == "glorot_uniform":
+        limit = np.sqrt(6.0 / max(fan_in + fan_out, 1))
+        return rng.uniform(-limit, limit, shape)
+    if kind == "he_normal":
+        return rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), shape)
+    if kind == "lecun_normal":
+        return rng.normal(0.0, np.sqrt(1.0 / max(fan_in, 1)), shape)
+    raise InitError(f"unknown initialiser {kind!r} for {path}; use 'glorot_uniform', 'he_normal', "
+                    "'lecun_normal', 'zeros' or a function (rng, shape) -> array")
+
+
+# ----------------------------------------------------------------------------- boundary checks
+
+
+def _params_dtype(params: Any) -> np.dtype | None:
+    for leaf in tree_flatten(params)[0]:
+        dt = getattr(leaf, "dtype", None)
+        if dt is not None and np.dtype(dt).kind == "f":
+            return np.dtype(dt)
+    return None
+
+
+def check_params(model: Model, params: Any) -> None:
+    """Raise :class:`ShapeError` naming the first parameter whose path or shape is wrong."""
+    expected = tree_paths(model.param_shapes)
+    got = tree_paths(params)
+    got_map = dict(got)
+    for path, shape in expected:
+        if path not in got_map:
+            extra = [p for p, _ in got if p not in dict(expected)]
+            raise ShapeError(
+                f"parameters do not fit {_short(model)}: missing {path!r}"
+                + (f"; found unexpected {extra[:4]}" if extra else "")
+                + "\n  hint: create them with model.init(seed=...) for this very model")
+        leaf = got_map[path]
+        actual = tuple(np.shape(leaf)) if type(leaf) is not Tracer else leaf.shape
+        if actual != tuple(shape):
+            raise ShapeError(
+                f"parameter {path!r} has shape {actual}, but {_short(model)} expects "
+                f"{tuple(shape)}\n  hint: were these parameters made for another model?")
+    if len(got) != len(expected):
+        extra = [p for p, _ in got if p not in dict(expected)]
+        raise ShapeError(f"parameters do not fit {_short(model)}: unexpected {extra[:4]}")
+
+
+def _short(model: Model) -> str:
+    text = repr(model)
+    return (text if len(text) < 80 else text[:77] + "...") + _created(model)
+
+
+def _as_array(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
+    if type(x) is not Tracer and not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as err:
+            raise ShapeError(f"{what} of {_short(model)} is not an array: {err}") from None
+    kind = np.dtype(x.dtype).kind
+    if kind not in "fiub":
+        raise ShapeError(f"{what} of {_short(model)} has dtype {x.dtype}; expected numbers "
+                         f"({dtype or 'float32'})")
+    target = dtype or (np.dtype(x.dtype) if kind == "f" else np.dtype(np.float32))
+    if type(x) is Tracer:
+        from nnc.backend.elementwise import cast
+
+        return cast(x, target)
+    if x.dtype != target:
+        x = x.astype(target)
+    if not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise NonFiniteError(f"{what} of {_short(model)} holds {x[tuple(bad)]} at index "
+                             f"{tuple(int(i) for i in bad)}; nnc refuses NaN and infinite inputs")
+    return x
+
+
+def match_input(t: T.Type, x: Any, s: T.Subst, model: Model, what: str, dtype) -> tuple[Any, int | None]:
+    """Check ``x`` against type ``t``; returns the converted value and its batch size (None: single)."""
+    if isinstance(t, T.TypeVar):
+        if isinstance(x, (tuple, list)):
+            return tuple(match_input(t, xi, s, model, f"{what}[{i}]", dtype)[0]
+                         for i, xi in enumerate(x)), None
+        return _as_array(x, dtype, model, what), None
+    if isinstance(t, T.TupleType):
+        if not isinstance(x, (tuple, list)) or len(x) != len(t.items):
+            got = f"a tuple of {len(x)}" if isinstance(x, (tuple, list)) else "one array"
+            raise ShapeError(f"{what} of {_short(model)}: expected a tuple of {len(t.items)} "
+                             f"arrays of type {T.show([t])[0]}, got {got}")
+        vals, batch = [], set()
+        for i, (ti, xi) in enumerate(zip(t.items, x)):
+            v, b = match_input(ti, xi, s, model, f"{what}[{i}]", dtype)
+            vals.append(v)
+            batch.add(b)
+        if len(batch) > 1:
+            raise ShapeError(f"{what} of {_short(model)}: the tuple's arrays disagree on the batch "
+                             f"axis (batch sizes {sorted(batch, key=str)})")
+        return tuple(vals), batch.pop()
+    x = _as_array(x, dtype, model, what)
+    shape = tuple(x.shape)
+    if len(shape) not in (t.rank, t.rank + 1):
+        raise ShapeError(_shape_message(t, shape, model, what, f"rank {len(shape)} fits neither"))
+    batch = shape[0] if len(shape) == t.rank + 1 else None
+    for i, (d, n) in enumerate(zip(t.dims, shape[len(shape) - t.rank:])):
+        d = T.resolve_dim(d, s)
+        if isinstance(d, int) and d != n:
+            detail = f"axis {i - t.rank}: expected size {d}, got {n}"
+            raise ShapeError(_shape_message(t, shape, model, what, detail))
+        try:
+            T.unify_dims(d, n, s)
+        except T.Mismatch as err:
+            raise ShapeError(_shape_message(t, shape, model, what, f"axis {i - t.rank}: {err}")) from None
+    return x, batch
+
+
+def _shape_message(t: T.ArrayType, shape: tuple, model: Model, what: str, detail: str) -> str:
+    path, first = path_to(model, "first")
+    text = T.show([t])[0]
+    inner = text[text.index("[") + 1:-1]
+    single = f"({inner},)" if t.rank == 1 else f"({inner})"
+    layer = f"{path}: {first!r}" if path else repr(first)
+    return (f"{what} of shape {shape} does not fit {layer}{_created(first)}, which expects {text}: "
+            f"one example of shape {single} or a batch of shape (batch, {inner})\n  {detail}")
+
+
+def call_checked(model: Model, params: Any, x: Any) -> Any:
+    """Call ``model`` after checking parameters and input at the boundary."""
+    if model.has_params:
+        check_params(model, params)
+    x, _ = match_input(model.in_type, x, {}, model, "input", _params_dtype(params))
+    return model.forward(model, params, x)

@@ -49,7 +49,8 @@ def _matmul_vjp(g, out, a, b):
     if len(sa) == 1 and len(sb) == 1:
         return E.unbroadcast(E.mul(g, b), a), E.unbroadcast(E.mul(g, a), b)
     if len(sb) == 1:  # (..., m, n) @ (n,) -> (..., m)
-        ga = E.mul(S.reshape(g, E.shape_of(g) + (1,)), b)
+        gs = E.shape_of(g)
+        ga = E.mul(S.reshape(g, gs + (1,)), S.reshape(b, (1,) * len(gs) + sb))
         gb = matmul(S.reshape(g, (-1,)), S.reshape(a, (-1, sa[-1])))
         return E.unbroadcast(ga, a), E.unbroadcast(gb, b)
     if len(sa) == 1:  # (n,) @ (..., n, m) -> (..., m)

@@ -18,7 +18,7 @@ from nnc.backend.errors import TypeMismatch
 
 from . import types as T
 from .model import Model, _created, _EMPTY
-from .where import Where, user_frame
+from .source import Where, user_frame
 
 
 def _child_params(model: Model, params: Any):

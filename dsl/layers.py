@@ -15,7 +15,7 @@ from nnc.backend.linalg import matmul
 from . import types as T
 from .model import Model, ParamSpec
 from .show import describer, dims
-from .where import user_frame
+from .source import user_frame
 
 
 def Input(t: Any) -> Model:

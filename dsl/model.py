@@ -19,7 +19,7 @@ from nnc.backend.errors import InitError, NonFiniteError, ShapeError, TypeMismat
 from nnc.backend.tree import tree_flatten, tree_paths
 
 from . import types as T
-from .where import Where, user_frame
+from .source import Where, user_frame
 
 _MISSING = object()
 _EMPTY: dict = {}

@@ -1,0 +1,202 @@
+"""Every differentiable primitive's gradient against central finite differences (float64),
+over shapes and values drawn by hypothesis."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import nnc
+from nnc.backend import ops
+from nnc.backend.core import PRIMITIVES
+from nnc.testing import check_grads
+
+shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
+vectorish = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4)
+small = st.floats(-2, 2, width=64)
+positive = st.floats(0.2, 3, width=64)
+away_from_zero = st.floats(0.1, 2, width=64).flatmap(lambda v: st.sampled_from([v, -v]))
+
+
+def arr(draw, shape, elements=small, unique=False):
+    return draw(hnp.arrays(np.float64, shape, elements=elements, unique=unique))
+
+
+def trailing(shape):
+    """A shape that broadcasts against ``shape`` under nnc's strict rules."""
+    return st.sampled_from([shape, shape[1:], (), tuple(1 if i == 0 else d for i, d in enumerate(shape))])
+
+
+def unary(fn, elements=small, shape_strategy=shapes, unique=False):
+    def make(draw):
+        return fn, (arr(draw, draw(shape_strategy), elements, unique),)
+    return make
+
+
+def binary(fn, b_elements=small):
+    def make(draw):
+        sa = draw(vectorish)
+        sb = draw(trailing(sa))
+        a, b = arr(draw, sa), arr(draw, sb, b_elements)
+        return fn, ((a, b) if draw(st.booleans()) else (b, a)) if b_elements is small else (a, b)
+    return make
+
+
+def matmul_case(draw):
+    n, k, m, batch = (draw(st.integers(1, 4)) for _ in range(4))
+    kind = draw(st.sampled_from(["mm", "mv", "vm", "vv", "bm", "bb"]))
+    shapes = {"mm": ((n, k), (k, m)), "mv": ((n, k), (k,)), "vm": ((k,), (k, m)), "vv": ((k,), (k,)),
+              "bm": ((batch, n, k), (k, m)), "bb": ((batch, n, k), (batch, k, m))}[kind]
+    return nnc.matmul, tuple(arr(draw, s) for s in shapes)
+
+
+# Distinct values at least 0.25 apart: finite differences must not cross a tie of max.
+spaced = st.integers(-40, 40).map(lambda i: i / 4)
+
+
+def reduce_case(fn, elements=small, unique=False):
+    def make(draw):
+        shape = draw(vectorish)
+        axis = draw(st.sampled_from([None, -1, 0] + ([(0, len(shape) - 1)] if len(shape) > 1 else [])))
+        keepdims = draw(st.booleans())
+        return (lambda x: fn(x, axis=axis, keepdims=keepdims)), (arr(draw, shape, elements, unique),)
+    return make
+
+
+def softmax_case(fn):
+    def make(draw):
+        shape = draw(vectorish)
+        axis = draw(st.integers(-len(shape), len(shape) - 1))
+        return (lambda x: fn(x, axis=axis)), (arr(draw, shape),)
+    return make
+
+
+def reshape_case(draw):
+    shape = draw(vectorish)
+    return (lambda x: ops.reshape(x, (-1,))[::-1].reshape(shape[::-1])), (arr(draw, shape),)
+
+
+def transpose_case(draw):
+    shape = draw(vectorish)
+    perm = draw(st.permutations(range(len(shape))))
+    return (lambda x: ops.transpose(x, perm)), (arr(draw, shape),)
+
+
+def getitem_case(draw):
+    shape = draw(vectorish)
+    index = tuple(draw(st.sampled_from([slice(None), slice(0, 1), 0, slice(None, None, -1)]))
+                  for _ in shape)
+    return (lambda x: x[index]), (arr(draw, shape),)
+
+
+def fancy_getitem_case(draw):
+    n = draw(st.integers(1, 4))
+    idx = np.array(draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=6)))
+    return (lambda x: x[idx]), (arr(draw, (n, 2)),)
+
+
+def concat_case(draw):
+    shape = draw(vectorish)
+    axis = draw(st.integers(0, len(shape) - 1))
+    other = tuple(d + 1 if i == axis else d for i, d in enumerate(shape))
+    return (lambda a, b: ops.concat([a, b], axis=axis)), (arr(draw, shape), arr(draw, other))
+
+
+def pick_case(draw):
+    b, k = draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    labels = np.array(draw(st.lists(st.integers(0, k - 1), min_size=b, max_size=b)))
+    return (lambda x: nnc.pick(x, labels)), (arr(draw, (b, k)),)
+
+
+def unpick_case(draw):
+    b, k = draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    labels = np.array(draw(st.lists(st.integers(0, k - 1), min_size=b, max_size=b)))
+    # pick's gradient rule is unpick: differentiating the gradient exercises unpick's rule
+    inner = nnc.grad(lambda y, w: (nnc.pick(y, labels) * w).sum())
+    return (lambda x, w: (inner(x, w) ** 2 * x).sum()), (arr(draw, (b, k)), arr(draw, (b,)))
+
+
+def broadcast_case(draw):
+    shape = draw(vectorish)
+    return (lambda x: ops.broadcast_to(x, (3,) + shape) * np.arange(3.0).reshape((3,) + (1,) * len(shape))), \
+        (arr(draw, shape),)
+
+
+def sum_to_case(draw):
+    shape = draw(vectorish)
+    return (lambda x: ops.sum_to(x, shape[1:] or ())), (arr(draw, shape),)
+
+
+def cast_case(draw):
+    return (lambda x: ops.cast(ops.cast(x, np.float32), np.float64) * x), (arr(draw, draw(shapes)),)
+
+
+def where_case(draw):
+    shape = draw(vectorish)
+    cond = draw(hnp.arrays(np.bool_, shape))
+    return (lambda a, b: nnc.where(cond, a, b) * a), (arr(draw, shape), arr(draw, shape))
+
+
+CASES = {
+    "add": binary(lambda a, b: a + b),
+    "sub": binary(lambda a, b: a - b),
+    "mul": binary(lambda a, b: a * b),
+    "div": binary(lambda a, b: a / b, b_elements=away_from_zero),
+    "neg": unary(lambda x: -x),
+    "integer_pow": unary(lambda x: x ** 3),
+    "pow": binary(lambda a, b: ops.power(a * a + 0.5, b)),
+    "exp": unary(nnc.exp),
+    "log": unary(nnc.log, positive),
+    "sqrt": unary(nnc.sqrt, positive),
+    "abs": unary(nnc.absolute, away_from_zero),
+    "tanh": unary(lambda x: nnc.tanh(x)),
+    "logistic": unary(lambda x: nnc.logistic(x)),
+    "relu": unary(lambda x: nnc.relu(x), away_from_zero),
+    "softmax": softmax_case(ops.softmax),
+    "log_softmax": softmax_case(ops.log_softmax),
+    "dot": matmul_case,
+    "matmul": matmul_case,
+    "sum": reduce_case(ops.sum),
+    "max": reduce_case(ops.max, spaced, unique=True),
+    "reshape": reshape_case,
+    "transpose": transpose_case,
+    "getitem": getitem_case,
+    "unindex": fancy_getitem_case,
+    "concat": concat_case,
+    "pick": pick_case,
+    "unpick": unpick_case,
+    "broadcast_to": broadcast_case,
+    "sum_to": sum_to_case,
+    "cast": cast_case,
+    "where": where_case,
+}
+
+# A round trip through float32 is only differentiable numerically with a coarse step;
+# the function is quadratic, so central differences stay exact at that step.
+TOLERANCES = {"cast": dict(eps=1e-2, rtol=1e-4, atol=1e-5)}
+
+
+def test_every_differentiable_primitive_has_a_gradient_test():
+    differentiable = {name for name, p in PRIMITIVES.items() if not p.nondiff}
+    assert differentiable - set(CASES) == set()
+    assert all(PRIMITIVES[name].vjp is not None for name in differentiable)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@given(data=st.data())
+def test_gradient_matches_finite_differences(name, data):
+    fn, args = data.draw(st.composite(lambda d: CASES[name](d))())
+    check_grads(fn, *args, **TOLERANCES.get(name, {}))
+
+
+@pytest.mark.parametrize("name", ["tanh", "logistic", "exp", "mul", "softmax", "log_softmax", "dot", "max"])
+@given(data=st.data())
+def test_second_derivatives_match_finite_differences(name, data):
+    """Gradients of gradients: the gradient graph is itself differentiated."""
+    fn, args = data.draw(st.composite(lambda d: CASES[name](d))())
+
+    def gradient_energy(*xs):
+        g = nnc.grad(lambda *ys: ops.sum(fn(*ys) * fn(*ys)), 0)(*xs)
+        return ops.sum(g * g)
+
+    check_grads(gradient_energy, *args, rtol=1e-4, atol=1e-6)

@@ -14,7 +14,7 @@ from nnc.backend.errors import (InitError, MissingGradient, NNCError, NonFiniteE
                                 TraceError, TypeMismatch)
 from nnc.backend.ops import (absolute, exp, log, matmul, max, maximum, mean, minimum, pick,
                              reshape, sqrt, sum, transpose, where)
-from nnc.backend.tree import tree_flatten, tree_leaves, tree_map, tree_unflatten
+from nnc.backend.tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
 
 from .combinators import add, concat, fanout, parallel, residual
 from .layers import Input, Linear, log_softmax, logistic, relu, softmax, tanh
@@ -33,5 +33,5 @@ __all__ = [
     "fanout", "grad", "hessian", "jacobian", "log", "log_softmax", "logistic", "matmul", "max",
     "maximum", "mean", "minimum", "mse", "parallel", "pick", "relu", "reshape", "residual", "sgd",
     "softmax", "sqrt", "sum", "tanh", "transpose", "tree_flatten", "tree_leaves", "tree_map",
-    "tree_unflatten", "typed", "value_and_grad", "vjp", "where",
+    "tree_paths", "tree_unflatten", "typed", "value_and_grad", "vjp", "where",
 ]

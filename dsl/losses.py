@@ -42,8 +42,8 @@ def cross_entropy(probabilities: Any, target: Any) -> Any:
 
     >>> import numpy as np
     >>> p = np.array([[0.25, 0.75], [0.5, 0.5]])
-    >>> round(float(cross_entropy(p, np.array([1, 0]))), 6) == round(-(np.log(0.75) + np.log(0.5)) / 2, 6)
-    True
+    >>> print(round(float(cross_entropy(p, np.array([1, 0]))), 6))
+    0.49041
     """
     probabilities, target = _as_array(probabilities), _as_array(target)
     ps, ts = E.shape_of(probabilities), E.shape_of(target)

@@ -119,12 +119,13 @@ def arrays_of(t: Any, *, batch: int | None | Any = None, dtype: Any = np.float64
         b = draw(batch) if hasattr(batch, "example") else batch
 
         def dim(d):
-            d = T.resolve_dim(d, sizes)
             if isinstance(d, int):
                 return d
-            if isinstance(d, T.Dim):
-                sizes[d] = draw(st.integers(min_size, max_size))
-                return sizes[d]
+            if isinstance(d, T.Dim):  # named dimensions agree by name, as in annotations
+                key = d.name or d
+                if key not in sizes:
+                    sizes[key] = draw(st.integers(min_size, max_size))
+                return sizes[key]
             raise ValueError(f"cannot draw a size for {d!r}; give the type concrete sizes")
 
         def one(tt):

@@ -102,7 +102,8 @@ def typed(fn: Callable) -> Callable:
         try:
             typeguard.check_type(value, ann)
         except typeguard.TypeCheckError as err:
-            raise ShapeError(f"{qualname} (defined at {where}): {what} {err}") from None
+            # args[0] is our checker's own words, without typeguard's "numpy.ndarray" prefix
+            raise ShapeError(f"{qualname} (defined at {where}): {what} {err.args[0]}") from None
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -43,7 +43,7 @@ def cross_entropy(probabilities: Any, target: Any) -> Any:
     >>> import numpy as np
     >>> p = np.array([[0.25, 0.75], [0.5, 0.5]])
     >>> print(round(float(cross_entropy(p, np.array([1, 0]))), 6))
-    0.49041
+    0.490415
     """
     probabilities, target = _as_array(probabilities), _as_array(target)
     ps, ts = E.shape_of(probabilities), E.shape_of(target)

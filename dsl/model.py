@@ -73,7 +73,8 @@ class Model:
     attrs: tuple = ()  # ((name, value), ...): shown in repr and used by forward
     name: str | None = None
     where: Where | None = None
-    refine: Callable[[T.Type], tuple] | None = field(default=None, repr=False)
+    refine: Callable[["Model", T.Type], "Model"] | None = field(default=None, repr=False)
+    state_type: T.Type | None = None  # a recurrent cell's state; None for stateless models
 
     # ------------------------------------------------------------------ structure
 
@@ -118,6 +119,12 @@ class Model:
         from .show import describe
 
         return describe(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict:
+        """Notebooks show a model as its picture (text when Graphviz is missing)."""
+        from .render import mimebundle
+
+        return mimebundle(self, include, exclude)
 
     # ------------------------------------------------------------------ types
 

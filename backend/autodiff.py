@@ -20,7 +20,7 @@ import numpy as np
 
 from . import elementwise as E
 from . import structural as S
-from .core import Const, Graph, Tracer, eval_graph, missing_gradient, trace_graph
+from .core import Const, Graph, Tracer, eval_graph, missing_gradient, store, trace_graph
 from .errors import ShapeError
 from .execute import compile_graph
 from .tree import tree_flatten, tree_unflatten, treedef_size
@@ -40,9 +40,9 @@ def backward_pass(graph: Graph, primals: list, cotangents: list, wrt: Sequence[i
     from .core import bind  # local: bind is the hot call below
 
     for eqn in graph.eqns:
-        env[id(eqn.out)] = bind(eqn.prim, *[read(v) for v in eqn.inputs], **eqn.params)
+        store(env, eqn, bind(eqn.prim, *[read(v) for v in eqn.inputs], **eqn.params))
         if not eqn.prim.nondiff and any(id(v) in needs for v in eqn.inputs):
-            needs.add(id(eqn.out))
+            needs.update(id(v) for v in eqn.outs)
     outputs = [read(v) for v in graph.outputs]
 
     cts: dict[int, Any] = {}
@@ -55,13 +55,20 @@ def backward_pass(graph: Graph, primals: list, cotangents: list, wrt: Sequence[i
         if type(v) is not Const and id(v) in needs and c is not None:
             accumulate(v, c)
     for eqn in reversed(graph.eqns):
-        g = cts.pop(id(eqn.out), None)
-        if g is None:
-            continue
+        if eqn.prim.multiple_results:
+            g = tuple(cts.pop(id(v), None) for v in eqn.outs)
+            if all(x is None for x in g):
+                continue
+            out = tuple(env[id(v)] for v in eqn.outs)
+        else:
+            g = cts.pop(id(eqn.outs[0]), None)
+            if g is None:
+                continue
+            out = env[id(eqn.outs[0])]
         if eqn.prim.vjp is None:
             raise missing_gradient(eqn.prim)
         ins = [read(v) for v in eqn.inputs]
-        for v, c in zip(eqn.inputs, eqn.prim.vjp(g, env[id(eqn.out)], *ins, **eqn.params)):
+        for v, c in zip(eqn.inputs, eqn.prim.vjp(g, out, *ins, **eqn.params)):
             if c is not None and type(v) is not Const and id(v) in needs:
                 accumulate(v, c)
     grads = []

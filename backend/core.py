@@ -33,8 +33,9 @@ class Primitive:
     name: str
     impl: Callable[..., Any]
     vjp: Callable[..., tuple] | None = None
-    abstract: Callable[..., tuple[tuple[int, ...], Any]] | None = None
+    abstract: Callable[..., Any] | None = None
     nondiff: bool = False
+    multiple_results: bool = False  # impl returns a tuple; vjp gets tuples of g and out
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
@@ -44,9 +45,14 @@ PRIMITIVES: dict[str, Primitive] = {}
 
 
 def defprim(name: str, impl: Callable, *, abstract: Callable | None = None,
-            nondiff: bool = False) -> Primitive:
-    """Register a primitive; its VJP rule is attached with :func:`defvjp`."""
-    prim = Primitive(name, impl, abstract=abstract, nondiff=nondiff)
+            nondiff: bool = False, multiple_results: bool = False) -> Primitive:
+    """Register a primitive; its VJP rule is attached with :func:`defvjp`.
+
+    ``abstract(*avals, **params)`` gives the result's ``(shape, dtype)`` (a list of them
+    with ``multiple_results``); without it the result is found by running ``impl`` on
+    zeros once per trace."""
+    prim = Primitive(name, impl, abstract=abstract, nondiff=nondiff,
+                     multiple_results=multiple_results)
     PRIMITIVES[name] = prim
     return prim
 
@@ -105,7 +111,11 @@ class Eqn:
     prim: Primitive
     inputs: tuple  # of Var | Const
     params: dict
-    out: Var
+    outs: tuple  # of Var: one, or several for a primitive with multiple results
+
+    @property
+    def out(self) -> Var:
+        return self.outs[0]
 
 
 @dataclass(eq=False)
@@ -119,8 +129,10 @@ class Graph:
     def __repr__(self) -> str:
         lines = [f"graph({', '.join(map(repr, self.inputs))}):"]
         for e in self.eqns:
-            kw = "".join(f", {k}={v!r}" for k, v in e.params.items())
-            lines.append(f"  {e.out!r} = {e.prim.name}({', '.join(map(repr, e.inputs))}{kw})")
+            kw = "".join(f", {k}=..." if isinstance(v, Graph) else f", {k}={v!r}"
+                         for k, v in e.params.items())
+            lines.append(f"  {', '.join(map(repr, e.outs))} = {e.prim.name}("
+                         f"{', '.join(map(repr, e.inputs))}{kw})")
         lines.append(f"  return {', '.join(map(repr, self.outputs))}")
         return "\n".join(lines)
 
@@ -197,7 +209,10 @@ def _abstract_by_running(prim: Primitive, avals, params) -> tuple[tuple[int, ...
     """Shape and dtype of ``prim``'s result, found by running it on zeros (done once per trace)."""
     dummies = [np.zeros(s, d) for s, d in avals]
     with np.errstate(all="ignore"):
-        out = np.asarray(prim.impl(*dummies, **params))
+        out = prim.impl(*dummies, **params)
+    if prim.multiple_results:
+        return [(np.shape(o), np.asarray(o).dtype) for o in out]
+    out = np.asarray(out)
     return out.shape, out.dtype
 
 
@@ -215,15 +230,19 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
     if trace.closed:
         raise _escaped(prim)
     inputs = tuple(a.var if type(a) is Tracer else Const(a) for a in args)
+    avals = [(v.shape, v.dtype) for v in inputs]
     if prim.abstract is not None:
-        shape, dtype = prim.abstract(*[(v.shape, v.dtype) for v in inputs], **params)
+        result = prim.abstract(*avals, **params)
     else:
-        shape, dtype = _abstract_by_running(prim, [(v.shape, v.dtype) for v in inputs], params)
-    out = Var(tuple(shape), dtype)
-    eqn = Eqn(prim, inputs, params, out)
-    out.producer = eqn
+        result = _abstract_by_running(prim, avals, params)
+    outs = tuple(Var(tuple(s), d) for s, d in (result if prim.multiple_results else [result]))
+    eqn = Eqn(prim, inputs, params, outs)
+    for v in outs:
+        v.producer = eqn
     trace.eqns.append(eqn)
-    return Tracer(trace, out)
+    if prim.multiple_results:
+        return tuple(Tracer(trace, v) for v in outs)
+    return Tracer(trace, outs[0])
 
 
 def _mixed_traces(prim: Primitive) -> TraceError:
@@ -270,7 +289,7 @@ def prune(graph: Graph) -> Graph:
     live = {id(v) for v in graph.outputs}
     kept = []
     for eqn in reversed(graph.eqns):
-        if id(eqn.out) in live:
+        if any(id(v) in live for v in eqn.outs):
             kept.append(eqn)
             live.update(id(v) for v in eqn.inputs)
     kept.reverse()
@@ -285,6 +304,15 @@ def eval_graph(graph: Graph, args: list) -> list:
         return v.value if type(v) is Const else env[id(v)]
 
     for eqn in graph.eqns:
-        env[id(eqn.out)] = bind(eqn.prim, *[read(v) for v in eqn.inputs], **eqn.params)
+        store(env, eqn, bind(eqn.prim, *[read(v) for v in eqn.inputs], **eqn.params))
     return [read(v) for v in graph.outputs]
+
+
+def store(env: dict, eqn: Eqn, result: Any) -> None:
+    """Record an equation's result(s) in ``env`` under its output variables."""
+    if eqn.prim.multiple_results:
+        for v, r in zip(eqn.outs, result):
+            env[id(v)] = r
+    else:
+        env[id(eqn.outs[0])] = result
 

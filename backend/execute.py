@@ -47,7 +47,10 @@ def compile_graph(graph: Graph) -> Callable[..., list]:
                 const = f"k{i}_{k}"
                 namespace[const] = value
                 call_args.append(f"{k}={const}")
-        lines.append(f"    {name_of(eqn.out)} = {fn}({', '.join(call_args)})")
+        targets = ", ".join(name_of(v) for v in eqn.outs)
+        if eqn.prim.multiple_results:
+            targets += ","
+        lines.append(f"    {targets} = {fn}({', '.join(call_args)})")
         dead = [names[id(v)] for v in eqn.inputs
                 if type(v) is not Const and last_use.get(id(v)) == i and id(v) not in keep]
         if dead:
@@ -57,4 +60,12 @@ def compile_graph(graph: Graph) -> Callable[..., list]:
     exec(compile(source, f"<nnc graph {len(graph.eqns)} ops>", "exec"), namespace)
     run = namespace["run"]
     run.source = source
+    return run
+
+
+def compiled(graph: Graph) -> Callable[..., list]:
+    """``compile_graph(graph)``, made once per graph and kept with it."""
+    run = getattr(graph, "_compiled", None)
+    if run is None:
+        run = graph._compiled = compile_graph(graph)
     return run

@@ -11,12 +11,13 @@ from .elementwise import (absolute, add, cast, div, equal, exp, greater, less, l
                           minimum, mul, neg, power, sign, sqrt, sub, where)
 from .linalg import matmul
 from .reductions import broadcast_to, max, mean, sum, sum_to
+from .scan import scan
 from .structural import concat, getitem, pick, reshape, transpose
 
 __all__ = [
     "absolute", "add", "broadcast_to", "cast", "concat", "div", "equal", "exp", "getitem",
     "greater", "less", "log", "log_softmax", "logistic", "matmul", "max", "maximum", "mean",
-    "minimum", "mul", "neg", "pick", "power", "relu", "reshape", "sign", "softmax", "sqrt",
+    "minimum", "mul", "neg", "pick", "power", "relu", "reshape", "scan", "sign", "softmax", "sqrt",
     "step", "sub", "sum", "sum_to", "tanh", "transpose", "where",
 ]
 

@@ -12,7 +12,7 @@ Vec[2] -> Vec[1]
 from nnc.backend.autodiff import grad, hessian, jacobian, value_and_grad, vjp
 from nnc.backend.errors import (InitError, MissingGradient, NNCError, NonFiniteError, ShapeError,
                                 TraceError, TypeMismatch)
-from nnc.backend.ops import (absolute, exp, log, matmul, max, maximum, mean, minimum, pick,
+from nnc.backend.ops import (absolute, scan, exp, log, matmul, max, maximum, mean, minimum, pick,
                              reshape, sqrt, sum, transpose, where)
 from nnc.backend.tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
 
@@ -21,12 +21,16 @@ from .layers import Input, Linear, log_softmax, logistic, relu, softmax, tanh
 from .losses import cross_entropy, mse
 from .model import Model, Signature
 from .optim import Optimizer, sgd
+from .recurrent import (GRU, LSTM, fcrnn, feedback, fix_state, lagged, learned_state, prime,
+                        recurrently, unroll, unroll_last, zero_state)
 from .typed import typed
-from .types import Dim, Mat, Tensor, TypeVar, Vec
+from .types import Dim, Mat, Seq, Tensor, TypeVar, Vec
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GRU", "LSTM", "Seq", "fcrnn", "feedback", "fix_state", "lagged", "learned_state", "prime",
+    "recurrently", "unroll", "unroll_last", "zero_state", "scan",
     "Dim", "InitError", "Input", "Linear", "Mat", "MissingGradient", "Model", "NNCError",
     "NonFiniteError", "Optimizer", "ShapeError", "Signature", "Tensor", "TraceError",
     "TypeMismatch", "TypeVar", "Vec", "absolute", "add", "concat", "cross_entropy", "exp",

@@ -17,12 +17,8 @@ from nnc.backend import structural as S
 from nnc.backend.errors import TypeMismatch
 
 from . import types as T
-from .model import Model, _created, _EMPTY
+from .model import Model, _created, child_params
 from .source import Where, user_frame
-
-
-def _child_params(model: Model, params: Any):
-    return [params[k] if k is not None else _EMPTY for k in model.param_keys]
 
 
 def _check_models(name: str, models: tuple) -> None:
@@ -31,10 +27,14 @@ def _check_models(name: str, models: tuple) -> None:
     for m in models:
         if not isinstance(m, Model):
             raise TypeError(f"{name} takes nnc models, got {type(m).__name__}: {m!r}")
+        if m.state_type is not None:
+            raise TypeMismatch(f"{name} takes stateless models, but {m!r}{_created(m)} is a recurrent "
+                               f"cell ({m.signature}).\n  hint: make it stateless first with "
+                               "zero_state(unroll_last(...)) or learned_state(...)")
 
 
 def _parallel_forward(model: Model, params: Any, x: Any) -> Any:
-    return tuple(c.forward(c, p, xi) for c, p, xi in zip(model.children, _child_params(model, params), x))
+    return tuple(c.forward(c, p, xi) for c, p, xi in zip(model.children, child_params(model, params), x))
 
 
 def parallel(*models: Model) -> Model:
@@ -52,7 +52,7 @@ def parallel(*models: Model) -> Model:
 
 
 def _fanout_forward(model: Model, params: Any, x: Any) -> Any:
-    return tuple(c.forward(c, p, x) for c, p in zip(model.children, _child_params(model, params)))
+    return tuple(c.forward(c, p, x) for c, p in zip(model.children, child_params(model, params)))
 
 
 def _unify_inputs(name: str, models: tuple, where: Where | None) -> T.Subst:
@@ -87,7 +87,7 @@ def fanout(*models: Model) -> Model:
 
 def _residual_forward(model: Model, params: Any, x: Any) -> Any:
     (inner,) = model.children
-    return E.add(x, inner.forward(inner, _child_params(model, params)[0], x))
+    return E.add(x, inner.forward(inner, child_params(model, params)[0], x))
 
 
 def residual(model: Model) -> Model:

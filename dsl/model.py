@@ -44,10 +44,14 @@ class Signature:
 
     input: T.Type
     output: T.Type
+    state: T.Type | None = None
 
     def __repr__(self) -> str:
-        a, b = T.show([self.input, self.output])
-        return f"{a} -> {b}"
+        if self.state is None:
+            a, b = T.show([self.input, self.output])
+            return f"{a} -> {b}"
+        a, b, s = T.show([self.input, self.output, self.state])
+        return f"{a} -> {b}, state {s}"
 
     __str__ = __repr__
 
@@ -81,7 +85,7 @@ class Model:
     @property
     def signature(self) -> Signature:
         """The model's type: ``input -> output``."""
-        return Signature(self.in_type, self.out_type)
+        return Signature(self.in_type, self.out_type, self.state_type)
 
     def attr(self, key: str, default: Any = None) -> Any:
         return dict(self.attrs).get(key, default)
@@ -106,9 +110,17 @@ class Model:
             out.append(f"{base}_{n}")
         return tuple(out)
 
+    @property
+    def transparent(self) -> bool:
+        """A wrapper (like ``zero_state``) whose one child's parameters sit at its own level."""
+        return bool(self.attr("transparent", False))
+
     @cached_property
     def param_keys(self) -> tuple:
-        """The key of each child in the parameter dict, ``None`` for children without parameters."""
+        """The key of each child in the parameter dict: ``None`` for a child without parameters,
+        ``""`` for the child of a transparent wrapper (its parameters are merged into ours)."""
+        if self.transparent:
+            return tuple("" if c.has_params else None for c in self.children)
         return tuple(p if c.has_params else None for p, c in zip(self.child_paths, self.children))
 
     def named(self, name: str) -> "Model":
@@ -136,6 +148,7 @@ class Model:
             self,
             in_type=T.resolve(self.in_type, s),
             out_type=T.resolve(self.out_type, s),
+            state_type=None if self.state_type is None else T.resolve(self.state_type, s),
             children=tuple(c.subst(s) for c in self.children),
             params=tuple((k, replace(p, shape=tuple(T.resolve_dim(d, s) for d in p.shape),
                                      fan=tuple(T.resolve_dim(d, s) for d in p.fan)))
@@ -143,7 +156,7 @@ class Model:
         )
 
     def _all_types(self) -> list:
-        out = [self.in_type, self.out_type]
+        out = [self.in_type, self.out_type] + ([self.state_type] if self.state_type is not None else [])
         for _, p in self.params:
             out.append(T.ArrayType(tuple(p.shape) + tuple(p.fan)))
         for c in self.children:
@@ -177,7 +190,9 @@ class Model:
         """The parameter structure with each leaf's shape (variables where sizes are unknown)."""
         out: dict = {k: Shape(p.shape) for k, p in self.params}
         for key, c in zip(self.param_keys, self.children):
-            if key is not None:
+            if key == "":
+                out.update(c.param_shapes)
+            elif key is not None:
                 out[key] = c.param_shapes
         return out
 
@@ -197,10 +212,20 @@ class Model:
         """Run the model without boundary checks (what combinators call on their children)."""
         return self.forward(self, params, x)
 
-    def __call__(self, params: Any, x: Any = _MISSING) -> Any:
-        """``model(params, x)``; a model without parameters may be called as ``model(x)``.
+    def __call__(self, params: Any, x: Any = _MISSING, state: Any = _MISSING) -> Any:
+        """``model(params, x)``; a model without parameters may be called as ``model(x)``;
+        a stateful model (a recurrent cell) as ``model(params, x, state) -> (y, new_state)``.
 
         The input is checked against the input type and cast to the parameters' dtype."""
+        if self.state_type is not None:
+            if state is _MISSING:
+                raise ShapeError(
+                    f"{self!r} is stateful ({self.signature}): call it as "
+                    "model(params, x, state) -> (y, new_state), or make it stateless with "
+                    "zero_state(...) or learned_state(...)")
+            return call_checked(self, params, x, state)
+        if state is not _MISSING:
+            raise ShapeError(f"{self!r} has no state; call it as model(params, x)")
         if x is _MISSING:
             if self.has_params:
                 raise ShapeError(f"{self!r} has parameters: call it as model(params, x)")
@@ -260,14 +285,44 @@ def _mismatch_hint(right: Model) -> str:
     return ""
 
 
+def child_params(model: Model, params: Any) -> list:
+    """The parameters of each child of ``model``, taken from ``model``'s parameters."""
+    return [_EMPTY if k is None else params if k == "" else params[k] for k in model.param_keys]
+
+
 def _serial_forward(model: Model, params: Any, x: Any) -> Any:
     for child, key in zip(model.children, model.param_keys):
         x = child.forward(child, params[key] if key is not None else _EMPTY, x)
     return x
 
 
+def _stateful_serial_forward(model: Model, params: Any, x: Any, state: Any) -> Any:
+    stateful = [c.state_type is not None for c in model.children]
+    states = [state] if sum(stateful) == 1 else list(state)
+    new_states, k = [], 0
+    for child, p, has_state in zip(model.children, child_params(model, params), stateful):
+        if has_state:
+            x, s = child.forward(child, p, x, states[k])
+            new_states.append(s)
+            k += 1
+        else:
+            x = child.forward(child, p, x)
+    return x, new_states[0] if len(new_states) == 1 else tuple(new_states)
+
+
+def state_of(children: tuple) -> T.Type | None:
+    """The state of a chain: its one stateful member's, or the tuple of all of them."""
+    states = [c.state_type for c in children if c.state_type is not None]
+    if not states:
+        return None
+    return states[0] if len(states) == 1 else T.TupleType(tuple(states))
+
+
 def serial_of(children: tuple, in_type: T.Type, out_type: T.Type, where: Where | None) -> Model:
-    return Model("serial", in_type, out_type, _serial_forward, children=tuple(children), where=where)
+    state = state_of(children)
+    forward = _serial_forward if state is None else _stateful_serial_forward
+    return Model("serial", in_type, out_type, forward, children=tuple(children), where=where,
+                 state_type=state)
 
 
 # ----------------------------------------------------------------------------- init
@@ -288,7 +343,9 @@ def _init(model: Model, path: str, seed: int, dtype: np.dtype) -> dict:
         value = _initialise(spec, shape, rng, full)
         out[name] = value.astype(dtype)
     for key, child in zip(model.param_keys, model.children):
-        if key is not None:
+        if key == "":
+            out.update(_init(child, path, seed, dtype))
+        elif key is not None:
             out[key] = _init(child, f"{path}/{key}" if path else key, seed, dtype)
     return out
 
@@ -403,31 +460,45 @@ def match_input(t: T.Type, x: Any, s: T.Subst, model: Model, what: str, dtype) -
     if len(shape) not in (t.rank, t.rank + 1):
         raise ShapeError(_shape_message(t, shape, model, what, f"rank {len(shape)} fits neither"))
     batch = shape[0] if len(shape) == t.rank + 1 else None
-    for i, (d, n) in enumerate(zip(t.dims, shape[len(shape) - t.rank:])):
+    item = t.item if isinstance(t, T.SeqType) else t
+    if isinstance(item, T.TypeVar):
+        return x, batch
+    for i, (d, n) in enumerate(zip(item.dims, shape[len(shape) - item.rank:])):
         d = T.resolve_dim(d, s)
         if isinstance(d, int) and d != n:
-            detail = f"axis {i - t.rank}: expected size {d}, got {n}"
+            detail = f"axis {i - item.rank}: expected size {d}, got {n}"
             raise ShapeError(_shape_message(t, shape, model, what, detail))
         try:
             T.unify_dims(d, n, s)
         except T.Mismatch as err:
-            raise ShapeError(_shape_message(t, shape, model, what, f"axis {i - t.rank}: {err}")) from None
+            raise ShapeError(_shape_message(t, shape, model, what, f"axis {i - item.rank}: {err}")) from None
     return x, batch
 
 
 def _shape_message(t: T.ArrayType, shape: tuple, model: Model, what: str, detail: str) -> str:
     path, first = path_to(model, "first")
     text = T.show([t])[0]
-    inner = text[text.index("[") + 1:-1]
+    inner = text[text.rindex("[") + 1:text.index("]")]
+    if isinstance(t, T.SeqType):
+        inner = "time, " + inner
     single = f"({inner},)" if t.rank == 1 else f"({inner})"
     layer = f"{path}: {first!r}" if path else repr(first)
     return (f"{what} of shape {shape} does not fit {layer}{_created(first)}, which expects {text}: "
             f"one example of shape {single} or a batch of shape (batch, {inner})\n  {detail}")
 
 
-def call_checked(model: Model, params: Any, x: Any) -> Any:
-    """Call ``model`` after checking parameters and input at the boundary."""
+def call_checked(model: Model, params: Any, x: Any, state: Any = _MISSING) -> Any:
+    """Call ``model`` after checking parameters, input (and state) at the boundary."""
     if model.has_params:
         check_params(model, params)
-    x, _ = match_input(model.in_type, x, {}, model, "input", _params_dtype(params))
-    return model.forward(model, params, x)
+    dtype = _params_dtype(params)
+    s: T.Subst = {}
+    x, batch = match_input(model.in_type, x, s, model, "input", dtype)
+    if state is _MISSING:
+        return model.forward(model, params, x)
+    state, state_batch = match_input(model.state_type, state, s, model, "state", dtype)
+    if state_batch != batch:
+        raise ShapeError(
+            f"state of {_short(model)} has batch size {state_batch} but the input has {batch} "
+            "(None means no batch axis); they must agree")
+    return model.forward(model, params, x, state)

@@ -131,9 +131,12 @@ def arrays_of(t: Any, *, batch: int | None | Any = None, dtype: Any = np.float64
         def one(tt):
             if isinstance(tt, T.TupleType):
                 return tuple(one(i) for i in tt.items)
+            time = ()
+            if isinstance(tt, T.SeqType):  # a sequence: a drawn number of time steps first
+                time, tt = (draw(st.integers(min_size, max_size)),), tt.item
             if isinstance(tt, T.TypeVar):
                 tt = T.Vec[T.Dim()]
-            shape = tuple(dim(d) for d in tt.dims)
+            shape = time + tuple(dim(d) for d in tt.dims)
             shape = shape if b is None else (b,) + shape
             return draw(hnp.arrays(np.dtype(dtype), shape, elements=elements))
 

@@ -3,8 +3,8 @@
 ``Vec[n]``, ``Mat[m, n]`` and ``Tensor[c, h, w]`` describe one example; a leading batch
 axis is implicit and may be absent. A dimension is an integer, a :class:`Dim` variable
 (``Vec["n"]`` or ``None`` for "to be inferred"), or a sum or product of dimensions.
-A tuple of types is the type of a tuple of arrays. A :class:`TypeVar` stands for any
-type (elementwise layers are ``a -> a``).
+A tuple of types is the type of a tuple of arrays; ``Seq[T]`` is a sequence of ``T``
+of any length. A :class:`TypeVar` stands for any type (elementwise layers are ``a -> a``).
 
 >>> Vec[3], Mat[2, "n"], Tensor[1, 8, 8], (Vec[2], Vec[3])
 (Vec[3], Mat[2, n], Tensor[1, 8, 8], (Vec[2], Vec[3]))
@@ -103,7 +103,35 @@ class TupleType:
         return "(" + ", ".join(map(repr, self.items)) + ")"
 
 
-Type = Union[ArrayType, TupleType, TypeVar]
+@dataclass(frozen=True)
+class SeqType:
+    """A sequence of examples of type ``item``, of any length: one example of ``Seq[Vec[n]]``
+    is an array of shape ``(time, n)``; a batch is ``(batch, time, n)``."""
+
+    item: Any
+
+    @property
+    def rank(self) -> int:
+        return self.item.rank + 1
+
+    def __repr__(self) -> str:
+        return f"Seq[{self.item!r}]"
+
+
+class _SeqConstructor:
+    def __getitem__(self, item) -> SeqType:
+        item = as_type(item)
+        if not isinstance(item, (ArrayType, TypeVar)):
+            raise TypeError(f"Seq takes an array type such as Vec[n], got {item!r}")
+        return SeqType(item)
+
+    def __repr__(self) -> str:
+        return "Seq"
+
+
+Seq = _SeqConstructor()
+
+Type = Union[ArrayType, TupleType, TypeVar, SeqType]
 
 
 class _Constructor:
@@ -147,7 +175,7 @@ def as_type(t: Any) -> Type:
     """Accept a Python tuple of types as a :class:`TupleType`."""
     if isinstance(t, tuple):
         return TupleType(tuple(as_type(x) for x in t))
-    if isinstance(t, (ArrayType, TupleType, TypeVar)):
+    if isinstance(t, (ArrayType, TupleType, TypeVar, SeqType)):
         return t
     raise TypeError(f"not an nnc type: {t!r} (use Vec[n], Mat[m, n], Tensor[...] or a tuple of them)")
 
@@ -178,6 +206,8 @@ def resolve(t: Type, s: Subst) -> Type:
         return resolve(s[t], s) if t in s else t
     if isinstance(t, TupleType):
         return TupleType(tuple(resolve(x, s) for x in t.items))
+    if isinstance(t, SeqType):
+        return SeqType(resolve(t.item, s))
     return ArrayType(tuple(resolve_dim(d, s) for d in t.dims), t.kind)
 
 
@@ -240,6 +270,15 @@ def unify(a: Type, b: Type, s: Subst) -> None:
     if isinstance(b, TypeVar):
         s[b] = a
         return
+    if isinstance(a, SeqType) or isinstance(b, SeqType):
+        if not (isinstance(a, SeqType) and isinstance(b, SeqType)):
+            raise Mismatch("a sequence cannot meet a single example (use unroll, unroll_last or "
+                           "lagged to go between them)")
+        try:
+            unify(a.item, b.item, s)
+        except Mismatch as err:
+            raise Mismatch(f"sequence items: {err}") from None
+        return
     if isinstance(a, TupleType) or isinstance(b, TupleType):
         if not (isinstance(a, TupleType) and isinstance(b, TupleType)):
             raise Mismatch("a tuple of arrays cannot meet a single array")
@@ -277,6 +316,8 @@ def free_vars(t: Type) -> list:
         elif isinstance(t, TupleType):
             for x in t.items:
                 walk(x)
+        elif isinstance(t, SeqType):
+            walk(t.item)
         else:
             for d in t.dims:
                 walk_dim(d)

@@ -1,0 +1,532 @@
+"""Recurrent models: stateful cells and the combinators that unroll, seed and feed them back.
+
+A *cell* is a pure function ``(params, x, state) -> (y, new_state)``; its signature shows
+the state: ``fcrnn(1, 30)`` is ``Vec[1] -> Vec[30], state Vec[30]``. Cells compose with
+``>>`` with each other and with stateless models (a stateless model passes the state
+through; the states of several cells pair up into a tuple).
+
+Combinators turn cells into sequence models. Sequences are ``Seq[T]``: one example of
+``Seq[Vec[n]]`` is an array of shape ``(time, n)``, a batch is ``(batch, time, n)``.
+
+- ``unroll(cell)``: ``Seq[a] -> Seq[b]``, still stateful (state in, final state out);
+- ``unroll_last(cell)``: ``Seq[a] -> b``, the output of the last step;
+- ``zero_state(m)``, ``learned_state(m)``, ``fix_state(s0, m)``: a stateful model made
+  stateless by starting from zeros, from a trained parameter, or from a given value;
+- ``recurrently(f)``: a stateless ``f: (a, b) -> b`` as a cell ``a -> b, state b``;
+- ``lagged(n, f)``: a cell that feeds ``f`` the last ``n`` inputs (AR(n) models);
+- ``prime`` and ``feedback``: run a cell over a sequence, then generate from it.
+
+Unrolling is one ``scan`` primitive, whatever the length, and its gradient
+(backpropagation through time) is a reverse scan using memory linear in the length.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import replace
+from typing import Any, Callable
+
+import numpy as np
+
+from nnc.backend import activations as A
+from nnc.backend import elementwise as E
+from nnc.backend import reductions as R
+from nnc.backend import structural as S
+from nnc.backend.errors import ShapeError, TypeMismatch
+from nnc.backend.linalg import matmul
+from nnc.backend.scan import scan
+from nnc.backend.tree import tree_flatten, tree_unflatten
+
+from . import types as T
+from .model import Model, ParamSpec, _created, child_params
+from .show import describer, describe, dims
+from .source import Where, user_frame
+
+_ACTIVATIONS = {"tanh": A.tanh, "logistic": A.logistic, "relu": A.relu}
+
+
+def _batched(x: Any, t: T.Type) -> bool:
+    """Whether ``x`` carries a leading batch axis beyond one example of type ``t``."""
+    if isinstance(t, T.TupleType):
+        return _batched(x[0], t.items[0])
+    if isinstance(t, T.TypeVar):
+        raise ShapeError(f"cannot tell a batch from one example for type {t!r}; "
+                         "declare the input type with nnc.Input")
+    return len(E.shape_of(x)) == t.rank + 1
+
+
+def _require_cell(name: str, model: Model) -> None:
+    if not isinstance(model, Model):
+        raise TypeError(f"{name} takes an nnc model, got {type(model).__name__}")
+    if model.state_type is None:
+        raise TypeMismatch(
+            f"{name} needs a stateful model (a recurrent cell), but {model!r}{_created(model)} "
+            f"has no state ({model.signature}).\n  hint: build cells with fcrnn, LSTM, GRU, "
+            "recurrently or lagged")
+
+
+def _require_stateless(name: str, model: Model) -> None:
+    if model.state_type is not None:
+        raise TypeMismatch(f"{name} takes a stateless model, but {model!r}{_created(model)} has "
+                           f"state {T.show([model.state_type])[0]}")
+
+
+def _concrete_state_shapes(model: Model, name: str) -> list[tuple[int, ...]]:
+    leaves = model.state_type.items if isinstance(model.state_type, T.TupleType) else [model.state_type]
+    out = []
+    for t in leaves:
+        if not isinstance(t, T.ArrayType) or not T.is_concrete(t):
+            raise TypeMismatch(f"{name}: the state {T.show([model.state_type])[0]} of {model!r}"
+                               f"{_created(model)} has unknown sizes; give the cell's sizes "
+                               "or declare the input with nnc.Input")
+        out.append(T.example_shape(t))
+    return out
+
+
+def _state_tree(model: Model, leaves: list) -> Any:
+    return tuple(leaves) if isinstance(model.state_type, T.TupleType) else leaves[0]
+
+
+# ----------------------------------------------------------------------------- cells
+
+
+def _dense(x, p, prefix=""):
+    return E.add(matmul(x, p[prefix + "Wx"]), p[prefix + "b"])
+
+
+def _fcrnn_forward(model: Model, params: Any, x: Any, h: Any) -> tuple:
+    act = _ACTIVATIONS[model.attr("activation")]
+    h = act(E.add(_dense(x, params), matmul(h, params["Wh"])))
+    return h, h
+
+
+def _cell(kind: str, n_in: int | None, n_hidden: int, gates: int, forward: Callable,
+          state: T.Type, attrs: tuple, name: str | None, where: Where | None,
+          extra: tuple = ()) -> Model:
+    if not isinstance(n_hidden, int) or n_hidden <= 0:
+        raise TypeError(f"{kind}: n_hidden must be a positive int, got {n_hidden!r}")
+    d_in = T.Dim() if n_in is None else n_in
+    width = gates * n_hidden
+    params = (("Wx", ParamSpec((d_in, width), "glorot_uniform", fan=(d_in, width))),
+              ("Wh", ParamSpec((n_hidden, width), "glorot_uniform", fan=(n_hidden, width))),
+              ("b", ParamSpec((width,), "zeros"))) + extra
+    return Model(kind, T.Vec[d_in], T.Vec[n_hidden], forward, params=params, attrs=attrs,
+                 name=name, where=where, state_type=state)
+
+
+def fcrnn(n_in: int | None, n_hidden: int, activation: str = "tanh", *, name: str | None = None) -> Model:
+    """A fully connected (Elman) recurrent cell: ``h' = act(x @ Wx + h @ Wh + b)``, output ``h'``.
+
+    ``activation`` is ``"tanh"`` (default) or ``"logistic"``. Type:
+    ``Vec[n_in] -> Vec[n_hidden], state Vec[n_hidden]``.
+
+    >>> fcrnn(1, 30).signature
+    Vec[1] -> Vec[30], state Vec[30]
+    """
+    if activation not in ("tanh", "logistic"):
+        raise ValueError(f"fcrnn: activation must be 'tanh' or 'logistic', got {activation!r}")
+    return _cell("fcrnn", n_in, n_hidden, 1, _fcrnn_forward, T.Vec[n_hidden],
+                 (("activation", activation),), name, user_frame(2))
+
+
+def _lstm_forward(model: Model, params: Any, x: Any, state: Any) -> tuple:
+    h, c = state
+    n = model.attr("hidden")
+    z = E.add(_dense(x, params), matmul(h, params["Wh"]))
+    i = A.logistic(z[..., 0:n])
+    f = A.logistic(z[..., n:2 * n])
+    g = A.tanh(z[..., 2 * n:3 * n])
+    o = A.logistic(z[..., 3 * n:4 * n])
+    c = E.add(E.mul(f, c), E.mul(i, g))
+    h = E.mul(o, A.tanh(c))
+    return h, (h, c)
+
+
+def _forget_bias(n_hidden: int) -> Callable:
+    def init(rng, shape):
+        b = np.zeros(shape)
+        b[n_hidden:2 * n_hidden] = 1.0  # Gers et al.: start by remembering
+        return b
+    return init
+
+
+def LSTM(n_in: int | None, n_hidden: int, *, name: str | None = None) -> Model:
+    """Long short-term memory (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000).
+
+    With ``z = x @ Wx + h @ Wh + b`` split into four: input gate ``i = σ(z_i)``, forget gate
+    ``f = σ(z_f)``, candidate ``g = tanh(z_g)``, output gate ``o = σ(z_o)``;
+    ``c' = f * c + i * g``, ``h' = o * tanh(c')``; output ``h'``. The forget bias starts at 1.
+    Type: ``Vec[n_in] -> Vec[n_hidden], state (Vec[n_hidden], Vec[n_hidden])`` for ``(h, c)``.
+
+    >>> LSTM(3, 8).signature
+    Vec[3] -> Vec[8], state (Vec[8], Vec[8])
+    """
+    model = _cell("LSTM", n_in, n_hidden, 4, _lstm_forward,
+                  T.TupleType((T.Vec[n_hidden], T.Vec[n_hidden])), (("hidden", n_hidden),), name,
+                  user_frame(2))
+    params = tuple((k, replace(p, init=_forget_bias(n_hidden)) if k == "b" else p) for k, p in model.params)
+    return replace(model, params=params)
+
+
+def _gru_forward(model: Model, params: Any, x: Any, h: Any) -> tuple:
+    n = model.attr("hidden")
+    zx = _dense(x, params)
+    zh = matmul(h, params["Wh"])
+    z = A.logistic(E.add(zx[..., 0:n], zh[..., 0:n]))
+    r = A.logistic(E.add(zx[..., n:2 * n], zh[..., n:2 * n]))
+    candidate = A.tanh(E.add(zx[..., 2 * n:3 * n], matmul(E.mul(r, h), params["Uh"])))
+    h = E.add(E.mul(z, h), E.mul(E.sub(1.0, z), candidate))
+    return h, h
+
+
+def GRU(n_in: int | None, n_hidden: int, *, name: str | None = None) -> Model:
+    """Gated recurrent unit (Cho et al. 2014), in its original form.
+
+    Update gate ``z = σ(x Wz + h Uz + bz)``, reset gate ``r = σ(x Wr + h Ur + br)``,
+    candidate ``h~ = tanh(x Wn + (r * h) Un + bn)``, ``h' = z * h + (1 - z) * h~``; output ``h'``.
+    ``Wx`` and ``b`` hold the three input maps side by side (z, r, candidate), ``Wh`` the
+    two gate maps of ``h`` (z, r), and ``Uh`` the candidate's map of ``r * h``.
+    Type: ``Vec[n_in] -> Vec[n_hidden], state Vec[n_hidden]``.
+
+    >>> GRU(2, 5).signature
+    Vec[2] -> Vec[5], state Vec[5]
+    """
+    extra = (("Uh", ParamSpec((n_hidden, n_hidden), "glorot_uniform", fan=(n_hidden, n_hidden))),)
+    model = _cell("GRU", n_in, n_hidden, 3, _gru_forward, T.Vec[n_hidden], (("hidden", n_hidden),),
+                  name, user_frame(2), extra)
+    # the recurrent gate map needs only the two gate blocks
+    params = tuple((k, replace(p, shape=(n_hidden, 2 * n_hidden), fan=(n_hidden, 2 * n_hidden)))
+                   if k == "Wh" else (k, p) for k, p in model.params)
+    return replace(model, params=params)
+
+
+@describer("fcrnn")
+def _describe_fcrnn(model: Model) -> str:
+    n_in, n_h = dims(model.params[0][1].shape[0], model.params[1][1].shape[0])
+    act = model.attr("activation")
+    return f"fcrnn({n_in} -> {n_h}" + ("" if act == "tanh" else f", {act}") + ")"
+
+
+@describer("LSTM")
+def _describe_lstm(model: Model) -> str:
+    n_in, n_h = dims(model.params[0][1].shape[0], model.attr("hidden"))
+    return f"LSTM({n_in} -> {n_h})"
+
+
+@describer("GRU")
+def _describe_gru(model: Model) -> str:
+    n_in, n_h = dims(model.params[0][1].shape[0], model.attr("hidden"))
+    return f"GRU({n_in} -> {n_h})"
+
+
+# ----------------------------------------------------------------------------- unrolling
+
+_STEPS: "weakref.WeakKeyDictionary[Model, Callable]" = weakref.WeakKeyDictionary()
+
+
+def _step_of(cell: Model, params_def: Any, state_def: Any) -> Callable:
+    """The scan step of ``cell``: one function object per cell, so its traced body is reused."""
+    steps = _STEPS.setdefault(cell, {})
+    key = (params_def, state_def)
+    if key not in steps:
+        def step(consts, carry, xs):
+            y, new = cell.forward(cell, tree_unflatten(params_def, consts), xs[0],
+                                  tree_unflatten(state_def, carry))
+            return tree_flatten(new)[0], [y]
+        steps[key] = step
+    return steps[key]
+
+
+def _time_major(x: Any, batched: bool) -> Any:
+    if not batched:
+        return x
+    n = len(E.shape_of(x))
+    return S.transpose(x, (1, 0) + tuple(range(2, n)))
+
+
+def _run_unrolled(model: Model, params: Any, xs: Any, state: Any) -> tuple:
+    (cell,) = model.children
+    batched = _batched(xs, model.in_type)
+    p_leaves, p_def = tree_flatten(child_params(model, params)[0])
+    s_leaves, s_def = tree_flatten(state)
+    final, (ys,) = scan(_step_of(cell, p_def, s_def), p_leaves, s_leaves, [_time_major(xs, batched)])
+    return ys, tree_unflatten(s_def, final), batched
+
+
+def _unroll_forward(model: Model, params: Any, xs: Any, state: Any) -> tuple:
+    ys, final, batched = _run_unrolled(model, params, xs, state)
+    return _time_major(ys, batched), final
+
+
+def _unroll_last_forward(model: Model, params: Any, xs: Any, state: Any) -> tuple:
+    ys, final, _ = _run_unrolled(model, params, xs, state)
+    return S.getitem(ys, -1), final
+
+
+def _sequence_items(cell: Model, name: str) -> tuple[T.Type, T.Type]:
+    for t in (cell.in_type, cell.out_type):
+        if not isinstance(t, (T.ArrayType, T.TypeVar)):
+            raise TypeMismatch(f"{name}: sequences of {T.show([t])[0]} are not supported; "
+                               f"{cell!r}{_created(cell)} must map arrays to arrays")
+    return cell.in_type, cell.out_type
+
+
+def unroll(cell: Model) -> Model:
+    """Run a cell along a sequence: ``Seq[a] -> Seq[b]``, with the cell's state in and final state out.
+
+    >>> from nnc import Linear
+    >>> unroll(fcrnn(1, 8) >> Linear(8, 1)).signature
+    Seq[Vec[1]] -> Seq[Vec[1]], state Vec[8]
+    """
+    _require_cell("unroll", cell)
+    a, b = _sequence_items(cell, "unroll")
+    return Model("unroll", T.SeqType(a), T.SeqType(b), _unroll_forward, children=(cell,),
+                 attrs=(("transparent", True),), where=user_frame(2), state_type=cell.state_type)
+
+
+def unroll_last(cell: Model) -> Model:
+    """Run a cell along a sequence and keep the last output: ``Seq[a] -> b``, stateful.
+
+    >>> from nnc import Linear
+    >>> zero_state(unroll_last(fcrnn(1, 30) >> Linear(30, 1))).signature
+    Seq[Vec[1]] -> Vec[1]
+    """
+    _require_cell("unroll_last", cell)
+    a, b = _sequence_items(cell, "unroll_last")
+    return Model("unroll_last", T.SeqType(a), b, _unroll_last_forward, children=(cell,),
+                 attrs=(("transparent", True),), where=user_frame(2), state_type=cell.state_type)
+
+
+# ----------------------------------------------------------------------------- initial states
+
+
+def _with_initial(model: Model, params: Any, x: Any, make: Callable) -> Any:
+    (inner,) = model.children
+    batch = E.shape_of(_first(x))[0] if _batched(x, model.in_type) else None
+    state = make(params, batch)
+    y, _ = inner.forward(inner, child_params(model, params)[0], x, state)
+    return y
+
+
+def _first(x: Any) -> Any:
+    return x[0] if isinstance(x, tuple) else x
+
+
+def _zeros_for(model: Model, dtype: Any, batch: int | None) -> Any:
+    shapes = _concrete_state_shapes(model, "zero_state")
+    lead = () if batch is None else (batch,)
+    return _state_tree(model, [np.zeros(lead + s, dtype) for s in shapes])
+
+
+def _dtype_from(params: Any, x: Any) -> Any:
+    for leaf in tree_flatten(params)[0] + tree_flatten(x)[0]:
+        if np.dtype(E.dtype_of(leaf)).kind == "f":
+            return E.dtype_of(leaf)
+    return np.float32
+
+
+def _zero_state_forward(model: Model, params: Any, x: Any) -> Any:
+    (inner,) = model.children
+    dtype = _dtype_from(params, x)
+    return _with_initial(model, params, x, lambda p, b: _zeros_for(inner, dtype, b))
+
+
+def zero_state(model: Model) -> Model:
+    """A stateful model made stateless by starting every run from a zero state.
+
+    >>> import numpy as np
+    >>> from nnc import Linear
+    >>> model = zero_state(unroll_last(fcrnn(1, 4) >> Linear(4, 1)))
+    >>> model(model.init(seed=0), np.zeros((3, 10, 1))).shape   # (batch, time, features)
+    (3, 1)
+    """
+    _require_cell("zero_state", model)
+    _concrete_state_shapes(model, "zero_state")
+    return Model("zero_state", model.in_type, model.out_type, _zero_state_forward, children=(model,),
+                 attrs=(("transparent", True),), where=user_frame(2))
+
+
+def _broadcast_state(value: Any, batch: int | None) -> Any:
+    if batch is None:
+        return value
+    return R.broadcast_to(value, (batch,) + tuple(E.shape_of(value)))
+
+
+def _learned_state_forward(model: Model, params: Any, x: Any) -> Any:
+    (inner,) = model.children
+    names = model.attr("state_names")
+    return _with_initial(model, params, x, lambda p, b: _state_tree(
+        inner, [_broadcast_state(p[n], b) for n in names]))
+
+
+def learned_state(model: Model) -> Model:
+    """A stateful model made stateless by a trained initial state (a parameter ``initial_state``).
+
+    >>> from nnc import Linear
+    >>> sorted((learned_state(unroll(fcrnn(1, 4))).init(seed=0)))
+    ['Wh', 'Wx', 'b', 'initial_state']
+    """
+    _require_cell("learned_state", model)
+    shapes = _concrete_state_shapes(model, "learned_state")
+    names = ["initial_state"] if len(shapes) == 1 else [f"initial_state_{i}" for i in range(len(shapes))]
+    params = tuple((n, ParamSpec(s, "zeros")) for n, s in zip(names, shapes))
+    return Model("learned_state", model.in_type, model.out_type, _learned_state_forward,
+                 children=(model,), params=params,
+                 attrs=(("transparent", True), ("state_names", tuple(names))), where=user_frame(2))
+
+
+def _fix_state_forward(model: Model, params: Any, x: Any) -> Any:
+    value = model.attr("state")
+    return _with_initial(model, params, x, lambda p, b: tree_unflatten(
+        tree_flatten(value)[1], [_broadcast_state(v, b) for v in tree_flatten(value)[0]]))
+
+
+def fix_state(state: Any, model: Model) -> Model:
+    """A stateful model made stateless by always starting from the given ``state`` (one example's state).
+
+    >>> import numpy as np
+    >>> fix_state(np.ones(4), unroll_last(fcrnn(2, 4))).signature
+    Seq[Vec[2]] -> Vec[4]
+    """
+    _require_cell("fix_state", model)
+    shapes = _concrete_state_shapes(model, "fix_state")
+    leaves = [np.asarray(v) for v in (state if isinstance(state, tuple) else (state,))]
+    got = [v.shape for v in leaves]
+    if got != shapes:
+        raise TypeMismatch(f"fix_state at {user_frame(2)}: the state of {model!r}{_created(model)} is "
+                           f"{T.show([model.state_type])[0]} (shapes {shapes}), got shapes {got}")
+    value = tuple(leaves) if isinstance(state, tuple) else leaves[0]
+    return Model("fix_state", model.in_type, model.out_type, _fix_state_forward, children=(model,),
+                 attrs=(("transparent", True), ("state", value)), where=user_frame(2))
+
+
+# ----------------------------------------------------------------------------- building cells
+
+
+def _recurrently_forward(model: Model, params: Any, x: Any, state: Any) -> tuple:
+    (inner,) = model.children
+    y = inner.forward(inner, child_params(model, params)[0], (x, state))
+    return y, y
+
+
+def recurrently(model: Model) -> Model:
+    """A stateless ``model: (a, b) -> b`` as a cell ``a -> b, state b``: its output is the new state.
+
+    >>> from nnc import Input, Linear, Vec, concat, tanh
+    >>> cell = recurrently(concat >> Linear(None, 4) >> tanh)
+    >>> (Input(Vec[3]) >> cell).signature
+    Vec[3] -> Vec[4], state Vec[4]
+    """
+    _require_stateless("recurrently", model)
+    where = user_frame(2)
+    model = model.freshen()
+    a, b = T.TypeVar("a"), T.TypeVar("b")
+    if model.refine is not None:
+        model = model.refine(model, T.TupleType((a, b)))
+    s: T.Subst = {}
+    try:
+        T.unify(model.in_type, T.TupleType((a, b)), s)
+        T.unify(T.resolve(b, s), model.out_type, s)
+    except T.Mismatch as err:
+        i, o = T.show([model.in_type, model.out_type])
+        raise TypeMismatch(
+            f"recurrently at {where or 'unknown place'}: the model must map (input, state) to a new "
+            f"state of the same type, but\n  {model!r}{_created(model)} maps {i} to {o}\n  {err}"
+        ) from None
+    model = model.subst(s)
+    state = T.resolve(b, s)
+    return Model("recurrently", T.resolve(a, s), state, _recurrently_forward, children=(model,),
+                 attrs=(("transparent", True),), where=where, state_type=state)
+
+
+def _lagged_forward(model: Model, params: Any, x: Any, state: Any) -> tuple:
+    (inner,) = model.children
+    k = model.attr("width")
+    window = S.concat([state, x], axis=-1)
+    y = inner.forward(inner, child_params(model, params)[0], window)
+    n = E.shape_of(window)[-1]
+    return y, S.getitem(window, (Ellipsis, slice(k, n)))
+
+
+def lagged(n: int, model: Model) -> Model:
+    """A cell that feeds ``model`` the last ``n`` inputs, oldest first: AR(n) models.
+
+    With inputs ``Vec[k]``, ``model`` takes ``Vec[n * k]`` and the state keeps the previous
+    ``n - 1`` inputs (``Vec[(n - 1) * k]``). ``lagged(2, Linear(2, 1))`` predicts from
+    ``(x[t-1], x[t])``.
+
+    >>> from nnc import Linear
+    >>> lagged(2, Linear(2, 1)).signature
+    Vec[1] -> Vec[1], state Vec[1]
+    """
+    if not isinstance(n, int) or n < 1:
+        raise TypeError(f"lagged: n must be a positive int, got {n!r}")
+    _require_stateless("lagged", model)
+    where = user_frame(2)
+    model = model.freshen()
+    k = T.Dim("k")
+    s: T.Subst = {}
+    try:
+        T.unify(model.in_type, T.Vec[T.dim_prod([n, k])], s)
+    except T.Mismatch as err:
+        raise TypeMismatch(f"lagged at {where or 'unknown place'}: {model!r}{_created(model)} must take "
+                           f"Vec[{n} * k] (the last {n} inputs of size k), but takes "
+                           f"{T.show([model.in_type])[0]}\n  {err}") from None
+    model = model.subst(s)
+    width = T.resolve_dim(k, s)
+    if not isinstance(width, int):
+        raise TypeMismatch(f"lagged at {where or 'unknown place'}: the input size of {model!r} must "
+                           "be known to split it into lags")
+    return Model("lagged", T.Vec[width], model.out_type, _lagged_forward, children=(model,),
+                 attrs=(("transparent", True), ("width", width), ("lags", n)), where=where,
+                 state_type=T.Vec[(n - 1) * width])
+
+
+@describer("lagged")
+def _describe_lagged(model: Model) -> str:
+    return f"lagged({model.attr('lags')}, {describe(model.children[0])})"
+
+
+@describer("fix_state")
+def _describe_fix_state(model: Model) -> str:
+    return f"fix_state(..., {describe(model.children[0])})"
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def prime(cell: Model, params: Any, state: Any, xs: Any) -> tuple[Any, Any]:
+    """Run ``cell`` over the sequence ``xs`` (time first, or ``(batch, time, ...)``) from ``state``.
+
+    Returns ``(last_output, final_state)``, ready for :func:`feedback`."""
+    _require_cell("prime", cell)
+    runner = unroll_last(cell)
+    return runner(params, xs, state)
+
+
+def feedback(cell: Model, params: Any, state: Any, x0: Any, steps: int) -> np.ndarray:
+    """Generate ``steps`` outputs by feeding each output of ``cell`` back as its next input.
+
+    Returns the outputs stacked along time: ``(steps, ...)`` for one example,
+    ``(batch, steps, ...)`` for a batch. The cell's output type must equal its input type.
+
+    >>> import numpy as np
+    >>> from nnc import Linear
+    >>> cell = fcrnn(1, 4) >> Linear(4, 1)
+    >>> feedback(cell, cell.init(seed=0), np.zeros(4), np.ones(1), steps=5).shape
+    (5, 1)
+    """
+    _require_cell("feedback", cell)
+    try:
+        T.unify(cell.freshen().in_type, cell.freshen().out_type, {})
+    except T.Mismatch:
+        i, o = T.show([cell.in_type, cell.out_type])
+        raise TypeMismatch(f"feedback: {cell!r}{_created(cell)} maps {i} to {o}; its outputs can "
+                           "only be fed back if the types agree") from None
+    x, outputs = x0, []
+    for _ in range(int(steps)):
+        x, state = cell(params, x, state)
+        outputs.append(x)
+    batched = len(np.shape(x0)) == cell.in_type.rank + 1 if isinstance(cell.in_type, T.ArrayType) else False
+    stacked = np.stack(outputs)
+    return np.swapaxes(stacked, 0, 1) if batched else stacked
+

@@ -1,0 +1,506 @@
+"""A model as a Graphviz graph: one node per layer, the flowing type on each edge.
+
+Combinators are drawn as clusters (``depth`` collapses the deeper ones into single
+nodes), identical blocks repeated in a chain are drawn once with "× N", and a
+recurrent cell (``state_type`` set) gets a loop edge labelled with its state type
+instead of being unrolled. How a kind of model is drawn is looked up in a registry,
+so a new combinator registers its drawing beside its definition:
+
+>>> from nnc import Linear, tanh
+>>> text = to_dot(Linear(2, 3) >> tanh)
+>>> "Linear(2 -&gt; 3)" in text and "label=<Vec[3]>" in text
+True
+"""
+from __future__ import annotations
+
+import html
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator, Union
+
+import numpy as np
+
+from nnc.backend.tree import tree_leaves
+
+from . import types as T
+from .model import Model
+from .show import describe
+
+FONT = "Helvetica,Arial,sans-serif"
+RANKDIRS = ("TB", "LR", "BT", "RL")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the picture shows; the names follow Keras' ``plot_model`` where they mean the same.
+
+    ``depth``: how many levels of combinators are drawn as clusters (``None``: all; ``0``:
+    the top-level chain only, each combinator one node). ``expand_nested=False`` is ``depth=0``.
+    """
+
+    rankdir: str = "TB"
+    show_shapes: bool = True
+    show_dtype: bool = False
+    show_layer_names: bool = True
+    expand_nested: bool = True
+    depth: int | None = None
+    collapse_repeats: bool = True
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.rankdir not in RANKDIRS:
+            raise ValueError(f"rankdir must be one of {', '.join(RANKDIRS)}, got {self.rankdir!r}")
+        if self.depth is not None and (not isinstance(self.depth, int) or self.depth < 0):
+            raise ValueError(f"depth must be a non-negative int or None, got {self.depth!r}")
+        object.__setattr__(self, "dtype", str(np.dtype(self.dtype)))
+
+    @property
+    def max_depth(self) -> int | None:
+        return 0 if not self.expand_nested else self.depth
+
+
+@dataclass(frozen=True)
+class End:
+    """Where a value leaves the drawing so far: a node and the type that flows out of it."""
+
+    node: str
+    type: Any
+
+
+Flow = Union[End, tuple]  # a tuple of flows when the items of a tuple come from different nodes
+
+
+# ----------------------------------------------------------------------------- the canvas
+
+
+def text(s: str) -> str:
+    """Escape text for a Graphviz HTML-like label (``<``, ``>``, ``&`` and line breaks)."""
+    return html.escape(str(s), quote=False).replace("\n", "<BR/>")
+
+
+def quoted(s: str) -> str:
+    """Escape text for a double-quoted Graphviz string."""
+    return str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def param_total(model: Model) -> int | None:
+    """How many numbers ``model.init`` creates for this model (``None`` if a size is unknown)."""
+    total = 0
+    for shape in tree_leaves(model.param_shapes):
+        if not all(isinstance(d, int) for d in shape):
+            return None
+        total += int(np.prod(shape, dtype=np.int64))
+    return total
+
+
+def own_param_total(model: Model) -> int | None:
+    """How many numbers this model's own parameters hold, without its children's."""
+    shapes = [tuple(spec.shape) for _, spec in model.params]
+    if not all(isinstance(d, int) for s in shapes for d in s):
+        return None
+    return sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
+
+
+def count_text(n: int | None) -> str:
+    if n is None:
+        return "? params"
+    return f"{n:,} param" + ("" if n == 1 else "s")
+
+
+def plain_description(model: Model) -> str:
+    """The model's one-line description without its ``.named(...)`` suffix."""
+    return describe(replace(model, name=None)) if model.name else describe(model)
+
+
+class TypeNames:
+    """Types as text, with unnamed variables named once for the whole picture."""
+
+    def __init__(self, types: list) -> None:
+        found: list = []
+        for t in types:
+            found.extend(T.free_vars(t))
+        variables = list(dict.fromkeys(found))
+        # show() names variables in order of first appearance: a probe holding all of them
+        # first gives every later type the same names.
+        self._probe = [T.ArrayType((v,)) if isinstance(v, T.Dim) else v for v in variables]
+
+    def __call__(self, t: Any) -> str:
+        if not self._probe:
+            return repr(t)
+        return T.show(self._probe + [t])[-1]
+
+
+def all_types(model: Model) -> list:
+    out = [model.in_type, model.out_type] + ([model.state_type] if model.state_type is not None else [])
+    for c in model.children:
+        out.extend(all_types(c))
+    return out
+
+
+class Canvas:
+    """The graph being drawn. Nodes and clusters are written in order, edges after them all
+    (an edge written inside a cluster would pull a not yet declared node into it)."""
+
+    def __init__(self, model: Model, options: Options) -> None:
+        self.options = options
+        self.type_text = TypeNames(all_types(model))
+        self.body: list[str] = []
+        self.edges: list[str] = []
+        self.indent = 1
+        self._ids = 0
+        self._clusters = 0
+        self._keys: dict[int, tuple] = {}
+        self.bases: list[str] = [""]
+
+    def relative(self, path: str) -> str:
+        """A path as shown inside the innermost cluster, whose title gives the rest."""
+        base = self.bases[-1]
+        return path[len(base) + 1:] if base and path.startswith(base + "/") else path
+
+    # -- writing
+    def _line(self, s: str) -> None:
+        self.body.append("  " * self.indent + s)
+
+    def node(self, rows: list[str], *, fill: str = "#f3f4f6", extra: str = "") -> str:
+        """A node whose label is ``rows`` (HTML-like, already escaped); returns its id."""
+        self._ids += 1
+        nid = f"n{self._ids}"
+        self._line(f'{nid} [label=<{"<BR/>".join(rows)}>, fillcolor="{fill}"{extra}]')
+        return nid
+
+    def terminal(self, nid: str, label: str) -> str:
+        self._line(f'{nid} [label=<{text(label)}>, shape=plain, style="", fontcolor="#6b7280"]')
+        return nid
+
+    def edge(self, src: str, dst: str, label_type: Any = None, extra: str = "") -> None:
+        attrs = []
+        if label_type is not None and self.options.show_shapes:
+            label = self.type_text(label_type)
+            if self.options.show_dtype:
+                label += f" {self.options.dtype}"
+            attrs.append(f"label=<{text(label)}>")
+        if extra:
+            attrs.append(extra)
+        self.edges.append(f"{src} -> {dst}" + (f" [{', '.join(attrs)}]" if attrs else ""))
+
+    def connect(self, flow: Flow, dst: str, extra: str = "", labelled: bool = True) -> None:
+        """Edges from every end of ``flow`` into node ``dst``."""
+        for end in ends(flow):
+            self.edge(end.node, dst, end.type if labelled else None, extra)
+
+    def loop(self, src: str, dst: str, state_type: Any) -> None:
+        """The recurrent state edge, drawn back instead of unrolled."""
+        label = "state" + (f": {self.type_text(state_type)}" if self.options.show_shapes else "")
+        self.edges.append(f'{src} -> {dst} [label=<{text(label)}>, style=dashed, color="#b45309", '
+                          f'fontcolor="#b45309", constraint=false]')
+
+    @contextmanager
+    def within(self, path: str) -> Iterator[None]:
+        """Show paths inside ``path`` relative to it (a chain drawn in place, without a cluster)."""
+        self.bases.append(path)
+        try:
+            yield
+        finally:
+            self.bases.pop()
+
+    def cluster(self, title: str, *, path: str | None = None, style: str = "rounded,dashed",
+                color: str = "#6b7280") -> "_Cluster":
+        """A cluster; nodes inside show their paths relative to ``path`` (if given)."""
+        self._clusters += 1
+        return _Cluster(self, f"cluster_{self._clusters}", title, style, color,
+                        self.bases[-1] if path is None else path)
+
+    # -- layers
+    def layer(self, model: Model, path: str, *, collapsed: bool = False) -> str:
+        """One node for ``model``: its name, description, type and parameter count."""
+        o = self.options
+        rows = []
+        description = plain_description(model)
+        last = path.rsplit("/", 1)[-1]
+        shown = self.relative(path)
+        if o.show_layer_names and shown:
+            rows.append(f"<B>{text(shown)}</B>")
+        if not (o.show_layer_names and re.sub(r"_\d+$", "", last) == description):
+            rows.append(text(_shorten(description)))
+        n = param_total(model) if collapsed else own_param_total(model)
+        if n != 0:
+            rows.append(_small(count_text(n)))
+        fill = "#fde7c2" if model.state_type is not None else "#dbeafe" if n != 0 else "#f3f4f6"
+        extra = f', tooltip="{quoted(path or description)}"' + (", peripheries=2" if collapsed else "")
+        return self.node(rows, fill=fill, extra=extra)
+
+    def key(self, model: Model) -> tuple:
+        """What makes two blocks identical: same kind, description, types, parameters, children."""
+        k = self._keys.get(id(model))
+        if k is None:
+            k = (model.kind, model.name, describe(model), repr(model.in_type), repr(model.out_type),
+                 repr(model.state_type), repr(model.attrs),
+                 tuple((name, repr(tuple(spec.shape))) for name, spec in model.params),
+                 tuple(self.key(c) for c in model.children))
+            self._keys[id(model)] = k
+        return k
+
+    def source(self, name: str = "model") -> str:
+        o = self.options
+        head = [
+            f"digraph {name} {{",
+            f'  graph [rankdir={o.rankdir}, fontname="{FONT}", fontsize=11, nodesep=0.3, '
+            'ranksep=0.35, newrank=true]',
+            f'  node [shape=box, style="rounded,filled", fontname="{FONT}", fontsize=11, '
+            'color="#4b5563", margin="0.14,0.06"]',
+            f'  edge [fontname="{FONT}", fontsize=9, color="#4b5563", fontcolor="#374151", '
+            'arrowsize=0.7]',
+        ]
+        return "\n".join(head + self.body + ["  " + e for e in self.edges] + ["}", ""])
+
+
+class _Cluster:
+    def __init__(self, canvas: Canvas, cid: str, title: str, style: str, color: str, base: str) -> None:
+        self.canvas, self.cid, self.title, self.style, self.color = canvas, cid, title, style, color
+        self.base = base
+
+    def __enter__(self) -> "_Cluster":
+        c = self.canvas
+        c._line(f"subgraph {self.cid} {{")
+        c.indent += 1
+        c.bases.append(self.base)
+        c._line(f'graph [label=<{self.title}>, labeljust=l, style="{self.style}", '
+                f'color="{self.color}", fontcolor="{self.color}", fontsize=10]')
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.canvas.indent -= 1
+        self.canvas.bases.pop()
+        self.canvas._line("}")
+
+
+def _small(s: str) -> str:
+    return f'<FONT POINT-SIZE="9" COLOR="#4b5563">{text(s)}</FONT>'
+
+
+def _shorten(s: str, width: int = 48) -> str:
+    return s if len(s) <= width else s[:width - 1] + "…"
+
+
+def ends(flow: Flow) -> list[End]:
+    if isinstance(flow, End):
+        return [flow]
+    return [e for f in flow for e in ends(f)]
+
+
+def split(flow: Flow, n: int) -> list[Flow]:
+    """The ``n`` items of a tuple-typed flow, each with its own type."""
+    if isinstance(flow, tuple) and len(flow) == n:
+        return list(flow)
+    if isinstance(flow, End) and isinstance(flow.type, T.TupleType) and len(flow.type.items) == n:
+        return [End(flow.node, t) for t in flow.type.items]
+    return [flow] * n
+
+
+def relabel(flow: Flow, t: Any) -> Flow:
+    """The same ends, carrying the type ``t`` that the enclosing model says flows out."""
+    if isinstance(flow, End):
+        return End(flow.node, t)
+    if isinstance(t, T.TupleType) and len(t.items) == len(flow):
+        return tuple(relabel(f, ti) for f, ti in zip(flow, t.items))
+    return flow
+
+
+# ----------------------------------------------------------------------------- drawing by kind
+
+Drawer = Callable[[Canvas, Model, str, Flow, int], Flow]
+DRAWERS: dict[str, Drawer] = {}
+
+
+def drawer(kind: str) -> Callable[[Drawer], Drawer]:
+    """Register how models of ``kind`` are drawn.
+
+    The drawer gets the canvas, the model, its path (``encoder/linear_0``), the flow that
+    reaches its input and its depth in clusters, draws nodes and edges, and returns the flow
+    that leaves it. It draws its children with :func:`draw` (``depth + 1`` inside a cluster).
+    """
+    def register(fn: Drawer) -> Drawer:
+        DRAWERS[kind] = fn
+        return fn
+    return register
+
+
+def child_path(model: Model, path: str, i: int) -> str:
+    """The path of child ``i``: its key in the parameters, or its readable name when it has none.
+
+    A transparent wrapper (``param_keys`` is ``None``) keeps its child's parameters at its own
+    level, so the child shares its path."""
+    keys = model.param_keys
+    if keys is None:
+        return path
+    key = keys[i] if keys[i] is not None else model.child_paths[i]
+    return f"{path}/{key}" if path else key
+
+
+def is_inline(model: Model) -> bool:
+    """An unnamed chain is drawn in place, without a cluster of its own."""
+    return model.kind == "serial" and model.name is None
+
+
+def draw(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
+    """Draw ``model`` fed by ``flow``; returns the flow of its output."""
+    limit = canvas.options.max_depth
+    if model.children and not is_inline(model) and limit is not None and depth >= limit:
+        return _collapsed(canvas, model, path, flow)
+    return DRAWERS.get(model.kind, _default)(canvas, model, path, flow, depth)
+
+
+def _title(canvas: Canvas, model: Model, path: str, kind: str) -> str:
+    shown = canvas.relative(path)
+    parts = [f"<B>{text(shown)}</B>"] if shown and canvas.options.show_layer_names else []
+    if re.sub(r"_\d+$", "", path.rsplit("/", 1)[-1]) != kind:
+        parts.append(text(kind))
+    n = param_total(model)
+    if n:
+        parts.append(text(count_text(n)))
+    return " · ".join(parts)
+
+
+def _leaf(canvas: Canvas, model: Model, path: str, flow: Flow) -> Flow:
+    node = canvas.layer(model, path)
+    canvas.connect(flow, node)
+    if model.state_type is not None:
+        canvas.loop(node, node, model.state_type)
+    return End(node, model.out_type)
+
+
+def _has_cell(model: Model) -> bool:
+    return any(c.state_type is not None or _has_cell(c) for c in model.children)
+
+
+def _default(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
+    """Leaves are nodes; a wrapper with one child is a cluster around it; any other kind
+    nnc does not know how to draw is one node."""
+    if not model.children:
+        return _leaf(canvas, model, path, flow)
+    if len(model.children) > 1:
+        return _collapsed(canvas, model, path, flow)
+    with canvas.cluster(_title(canvas, model, path, model.kind), path=path):
+        mark = canvas._ids
+        out = draw(canvas, model.children[0], child_path(model, path, 0), flow, depth + 1)
+        if model.state_type is not None and not _has_cell(model):
+            canvas.loop(ends(out)[-1].node, f"n{mark + 1}", model.state_type)
+    return relabel(out, model.out_type)
+
+
+def _collapsed(canvas: Canvas, model: Model, path: str, flow: Flow) -> Flow:
+    node = canvas.layer(model, path, collapsed=True)
+    canvas.connect(flow, node)
+    if model.state_type is not None:
+        canvas.loop(node, node, model.state_type)
+    return End(node, model.out_type)
+
+
+def repeats(keys: list) -> list[tuple[int, int, int]]:
+    """Split a chain into runs ``(start, period, count)``: the longest stretch of a block repeated
+    back to back, preferring the shortest block; ``count`` 1 where nothing repeats.
+
+    >>> repeats(["in", "L", "t", "L", "t", "L", "t", "out"])
+    [(0, 1, 1), (1, 2, 3), (7, 1, 1)]
+    """
+    n, i, out = len(keys), 0, []
+    while i < n:
+        best = (1, 1)
+        for k in range(1, (n - i) // 2 + 1):
+            r = 1
+            while i + (r + 1) * k <= n and keys[i + r * k:i + (r + 1) * k] == keys[i:i + k]:
+                r += 1
+            if r > 1 and k * r > best[0] * best[1]:
+                best = (k, r)
+        out.append((i, best[0], best[1]))
+        i += best[0] * best[1]
+    return out
+
+
+@drawer("serial")
+def _serial(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
+    if model.name is not None:
+        with canvas.cluster(_title(canvas, model, path, "serial"), path=path, color="#374151"):
+            return _chain(canvas, model, path, flow, depth + 1)
+    with canvas.within(path or canvas.bases[-1]):
+        return _chain(canvas, model, path, flow, depth)
+
+
+def _chain(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
+    children = model.children
+    runs = repeats([canvas.key(c) for c in children]) if canvas.options.collapse_repeats \
+        else [(i, 1, 1) for i in range(len(children))]
+    for start, period, count in runs:
+        block = range(start, start + period)
+        if count == 1:
+            for i in block:
+                flow = draw(canvas, children[i], child_path(model, path, i), flow, depth)
+            continue
+        first, last = child_path(model, path, start), child_path(model, path, start + period * count - 1)
+        each = sum(param_total(children[i]) or 0 for i in block)
+        title = f"<B>× {count}</B>"
+        if canvas.options.show_layer_names:
+            title += f"  {text(canvas.relative(first))} … {text(canvas.relative(last))}"
+        if each:
+            title += f" · {text(count_text(each * count))} in all"
+        with canvas.cluster(title, style="rounded,bold", color="#2563eb"):
+            for i in block:
+                flow = draw(canvas, children[i], child_path(model, path, i), flow, depth)
+    return flow
+
+
+@drawer("Input")
+def _input(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
+    """The identity that declares a type: its type shows on the edge, it needs no node."""
+    return relabel(flow, model.out_type)
+
+
+@drawer("parallel")
+def _parallel(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
+    items = split(flow, len(model.children))
+    with canvas.cluster(_title(canvas, model, path, "parallel"), path=path):
+        return tuple(draw(canvas, c, child_path(model, path, i), items[i], depth + 1)
+                     for i, c in enumerate(model.children))
+
+
+@drawer("fanout")
+def _fanout(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
+    with canvas.cluster(_title(canvas, model, path, "fanout"), path=path):
+        return tuple(draw(canvas, c, child_path(model, path, i), flow, depth + 1)
+                     for i, c in enumerate(model.children))
+
+
+@drawer("residual")
+def _residual(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
+    with canvas.cluster(_title(canvas, model, path, "residual"), path=path):
+        out = draw(canvas, model.children[0], child_path(model, path, 0), flow, depth + 1)
+        plus = canvas.node(["+"], fill="#ffffff", extra=", shape=circle, width=0.3, margin=0")
+    canvas.connect(out, plus)
+    canvas.connect(flow, plus, extra="style=dashed", labelled=False)  # its type is on the way in
+    return End(plus, model.out_type)
+
+
+# ----------------------------------------------------------------------------- the whole picture
+
+
+def to_dot(model: Model, options: Options | None = None, **kwargs: Any) -> str:
+    """The Graphviz source of ``model``'s picture (needs no Graphviz program).
+
+    Keyword arguments are :class:`Options` fields: ``rankdir``, ``show_shapes``,
+    ``show_dtype``, ``show_layer_names``, ``expand_nested``, ``depth``, ``collapse_repeats``.
+
+    >>> from nnc import Linear, relu
+    >>> print(to_dot(Linear(2, 3, name="a<b&c") >> relu, show_shapes=False).splitlines()[4])
+      input [label=<input>, shape=plain, style="", fontcolor="#6b7280"]
+    >>> "a&lt;b&amp;c" in to_dot(Linear(2, 3, name="a<b&c") >> relu)
+    True
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"to_dot draws nnc models, got {type(model).__name__}")
+    options = replace(options, **kwargs) if options is not None else Options(**kwargs)
+    canvas = Canvas(model, options)
+    canvas.terminal("input", "input")
+    out = draw(canvas, model, "", End("input", model.in_type), 0)
+    canvas.connect(relabel(out, model.out_type), canvas.terminal("output", "output"))
+    return canvas.source()

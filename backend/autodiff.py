@@ -26,13 +26,17 @@ from .execute import compile_graph
 from .tree import tree_flatten, tree_unflatten, treedef_size
 
 
-def backward_pass(graph: Graph, primals: list, cotangents: list, wrt: Sequence[int]) -> tuple[list, list]:
+def backward_pass(graph: Graph, primals: list, cotangents: list, wrt: Sequence[int],
+                  known: dict | None = None) -> tuple[list, list]:
     """Re-emit ``graph`` on ``primals`` and pull ``cotangents`` of its outputs back to inputs ``wrt``.
 
     Returns ``(outputs, input_cotangents)``. Works on arrays and tracers alike; with
-    tracers every rule is recorded, which is how gradients become graphs."""
+    tracers every rule is recorded, which is how gradients become graphs. ``known`` maps
+    variables of ``graph`` (by id) to values saved earlier, which are used instead of
+    recomputing them (a loop's residuals)."""
     env: dict[int, Any] = {id(v): p for v, p in zip(graph.inputs, primals)}
     needs = {id(graph.inputs[i]) for i in wrt}
+    saved: dict[int, Any] = {}
 
     def read(v):
         return v.value if type(v) is Const else env[id(v)]
@@ -40,8 +44,19 @@ def backward_pass(graph: Graph, primals: list, cotangents: list, wrt: Sequence[i
     from .core import bind  # local: bind is the hot call below
 
     for eqn in graph.eqns:
-        store(env, eqn, bind(eqn.prim, *[read(v) for v in eqn.inputs], **eqn.params))
-        if not eqn.prim.nondiff and any(id(v) in needs for v in eqn.inputs):
+        prim = eqn.prim
+        on_path = not prim.nondiff and any(id(v) in needs for v in eqn.inputs)
+        if known and prim.vjp_fwd is None and all(id(v) in known for v in eqn.outs):
+            for v in eqn.outs:
+                env[id(v)] = known[id(v)]
+        elif on_path and prim.vjp_fwd is not None:
+            needed = tuple(type(v) is not Const and id(v) in needs for v in eqn.inputs)
+            result, saved[id(eqn)] = prim.vjp_fwd(*[read(v) for v in eqn.inputs], needed=needed,
+                                                   **eqn.params)
+            store(env, eqn, result)
+        else:
+            store(env, eqn, bind(prim, *[read(v) for v in eqn.inputs], **eqn.params))
+        if on_path:
             needs.update(id(v) for v in eqn.outs)
     outputs = [read(v) for v in graph.outputs]
 
@@ -68,7 +83,8 @@ def backward_pass(graph: Graph, primals: list, cotangents: list, wrt: Sequence[i
         if eqn.prim.vjp is None:
             raise missing_gradient(eqn.prim)
         ins = [read(v) for v in eqn.inputs]
-        for v, c in zip(eqn.inputs, eqn.prim.vjp(g, out, *ins, **eqn.params)):
+        params = eqn.params if id(eqn) not in saved else dict(eqn.params, saved=saved[id(eqn)])
+        for v, c in zip(eqn.inputs, eqn.prim.vjp(g, out, *ins, **params)):
             if c is not None and type(v) is not Const and id(v) in needs:
                 accumulate(v, c)
     grads = []

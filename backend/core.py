@@ -36,6 +36,11 @@ class Primitive:
     abstract: Callable[..., Any] | None = None
     nondiff: bool = False
     multiple_results: bool = False  # impl returns a tuple; vjp gets tuples of g and out
+    # Optional split of differentiation for primitives that should save residuals in their
+    # forward pass rather than recompute them: when a gradient is taken, the forward is
+    # emitted by vjp_fwd(*inputs, needed=(bool per input), **params) -> (results, saved),
+    # and vjp then receives saved=... as a keyword.
+    vjp_fwd: Callable[..., tuple] | None = None
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"

@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .core import Graph, bind, defprim, defvjp, trace_graph
+from .autodiff import backward_pass
+from .core import Const, Graph, bind, defprim, defvjp, eval_graph, prune, trace_graph
 from .elementwise import add, dtype_of, shape_of
 from .errors import ShapeError
 from .execute import compiled
@@ -27,10 +28,33 @@ _BODIES: "weakref.WeakKeyDictionary[Callable, dict]" = weakref.WeakKeyDictionary
 
 
 def _is_float(x: Any) -> bool:
-    return np.dtype(dtype_of(x)).kind == "f"
+    """For arrays, tracers and graph variables alike."""
+    dtype = x.dtype if hasattr(x, "dtype") else dtype_of(x)
+    return np.dtype(dtype).kind == "f"
 
 
-def _trace_body(fn: Callable, consts: list, init: list, xs: list, n_consts: int, n_carry: int) -> Graph:
+def _hoist(body: Graph, n_consts: int) -> tuple[Graph | None, Graph]:
+    """Split off the equations that depend on constants alone (a weight's transpose, say):
+    they run once before the loop instead of at every step."""
+    invariant_ids = {id(v) for v in body.inputs[:n_consts]}
+    invariant, varying = [], []
+    for eqn in body.eqns:
+        if all(type(v) is Const or id(v) in invariant_ids for v in eqn.inputs):
+            invariant.append(eqn)
+            invariant_ids.update(id(v) for v in eqn.outs)
+        else:
+            varying.append(eqn)
+    if not invariant:
+        return None, body
+    used = {id(v) for eqn in varying for v in eqn.inputs} | {id(v) for v in body.outputs}
+    hoisted = [v for eqn in invariant for v in eqn.outs if id(v) in used]
+    before = prune(Graph(body.inputs[:n_consts], invariant, hoisted))
+    loop = Graph(body.inputs[:n_consts] + hoisted + body.inputs[n_consts:], varying, body.outputs)
+    return before, loop
+
+
+def _trace_body(fn: Callable, consts: list, init: list, xs: list, n_consts: int,
+                n_carry: int) -> tuple[Graph | None, Graph]:
     def flat(vals: list) -> list:
         carry, ys = fn(vals[:n_consts], vals[n_consts:n_consts + n_carry], vals[n_consts + n_carry:])
         return list(carry) + list(ys)
@@ -42,15 +66,16 @@ def _trace_body(fn: Callable, consts: list, init: list, xs: list, n_consts: int,
     except TypeError:
         cache = {}
     key = tuple((tuple(s), np.dtype(d)) for s, d in avals) + (n_consts, n_carry)
-    body = cache.get(key)
-    if body is None:
-        body = cache[key] = trace_graph(flat, avals)
+    traced = cache.get(key)
+    if traced is None:
+        body = trace_graph(flat, avals)
         for i, (v, c) in enumerate(zip(body.outputs[:n_carry], init)):
             if tuple(v.shape) != tuple(shape_of(c)) or np.dtype(v.dtype) != np.dtype(dtype_of(c)):
                 raise ShapeError(
                     f"scan: the step changes carry {i} from {dtype_of(c)}{list(shape_of(c))} to "
                     f"{v.dtype}{list(v.shape)}; a loop's state must keep its shape and dtype")
-    return body
+        traced = cache[key] = _hoist(body, n_consts)
+    return traced
 
 
 def scan(fn: Callable[[list, list, list], tuple[list, list]], consts: list, init: list, xs: list,
@@ -82,7 +107,9 @@ def scan(fn: Callable[[list, list, list], tuple[list, list]], consts: list, init
     steps = lengths.pop() if lengths else length
     if steps is None:
         raise ShapeError("scan: give length= when there are no sequences to scan over")
-    body = _trace_body(fn, consts, init, xs, len(consts), len(init))
+    before, body = _trace_body(fn, consts, init, xs, len(consts), len(init))
+    if before is not None:
+        consts = consts + eval_graph(before, consts)
     results = bind(scan_p, *consts, *init, *xs, body=body, n_consts=len(consts),
                    n_carry=len(init), length=int(steps), reverse=bool(reverse))
     n_y = len(body.outputs) - len(init)
@@ -121,56 +148,123 @@ def _zeros(like_shape, like_dtype):
     return np.zeros(like_shape, like_dtype)
 
 
-def _scan_vjp(g, out, *ins, body, n_consts, n_carry, length, reverse):
-    from .autodiff import backward_pass  # autodiff imports scan's users; import at use
+class _Plan:
+    """Which inputs and outputs of a scan take part in its gradient."""
 
+    def __init__(self, body: Graph, n_consts: int, n_carry: int, needed: tuple):
+        self.body, self.n_consts, self.n_carry = body, n_consts, n_carry
+        self.n_x = len(body.inputs) - n_consts - n_carry
+        self.n_y = len(body.outputs) - n_carry
+        ins = body.inputs
+        # only what the caller needs: the cotangent of a data sequence is never computed
+        self.f_consts = [i for i in range(n_consts) if _is_float(ins[i]) and needed[i]]
+        self.f_carry = [i for i in range(n_carry) if _is_float(ins[n_consts + i])]
+        self.f_xs = [i for i in range(self.n_x)
+                     if _is_float(ins[n_consts + n_carry + i]) and needed[n_consts + n_carry + i]]
+        self.f_ys = [i for i, v in enumerate(body.outputs[n_carry:]) if _is_float(v)]
+        self.wrt = self.f_consts + [n_consts + i for i in self.f_carry] + \
+            [n_consts + n_carry + i for i in self.f_xs]
+
+    def step(self, residuals: list, with_hist: list) -> Callable:
+        """The reverse step: carry (carry cotangents, constant-gradient sums), per-step inputs
+        (carry before the step, x, saved residuals, output cotangents, history cotangents)."""
+        body, n_consts, n_carry, n_x, n_y = self.body, self.n_consts, self.n_carry, self.n_x, self.n_y
+        f_carry, f_ys, f_consts, wrt = self.f_carry, self.f_ys, self.f_consts, self.wrt
+        n_r = len(residuals)
+
+        def step(c, carry, x):
+            ct_carry, acc = carry[:len(f_carry)], carry[len(f_carry):]
+            h_t, x_t = x[:n_carry], x[n_carry:n_carry + n_x]
+            r_t = x[n_carry + n_x:n_carry + n_x + n_r]
+            gy_t = x[n_carry + n_x + n_r:n_carry + n_x + n_r + len(f_ys)]
+            gh_t = x[n_carry + n_x + n_r + len(f_ys):]
+            cts: list = [None] * (n_carry + n_y)
+            for k, i in enumerate(f_carry):
+                cts[i] = ct_carry[k]
+            for k, i in enumerate(f_ys):
+                cts[n_carry + i] = gy_t[k]
+            known = {id(v): r for v, r in zip(residuals, r_t)}
+            _, grads = backward_pass(body, list(c) + list(h_t) + list(x_t), cts, wrt, known)
+            d_consts = grads[:len(f_consts)]
+            d_carry = list(grads[len(f_consts):len(f_consts) + len(f_carry)])
+            for k, i in enumerate(with_hist):
+                j = f_carry.index(i)
+                d_carry[j] = add(d_carry[j], gh_t[k])
+            return d_carry + [add(a, d) for a, d in zip(acc, d_consts)], list(grads[len(f_consts) + len(f_carry):])
+
+        return step
+
+    def avals(self, residuals: list) -> tuple[list, list]:
+        ins, n_consts, n_carry = self.body.inputs, self.n_consts, self.n_carry
+        carry = [(ins[n_consts + i].shape, ins[n_consts + i].dtype) for i in self.f_carry] + \
+                [(ins[i].shape, ins[i].dtype) for i in self.f_consts]
+        per_step = [(v.shape, v.dtype) for v in ins[n_consts:]] + \
+                   [(v.shape, v.dtype) for v in residuals] + \
+                   [(self.body.outputs[n_carry + i].shape, self.body.outputs[n_carry + i].dtype)
+                    for i in self.f_ys]
+        return carry, per_step
+
+
+def _residuals_used(plan: _Plan, candidates: list) -> list:
+    """The intermediate values of one step that the reverse step reads (found by tracing it once)."""
+    carry, per_step = plan.avals(candidates)
+    consts = [(v.shape, v.dtype) for v in plan.body.inputs[:plan.n_consts]]
+    step = plan.step(candidates, [])
+    n_c, n_carry = len(consts), len(carry)
+
+    def flat(vals):
+        new_carry, ys = step(vals[:n_c], vals[n_c:n_c + n_carry], vals[n_c + n_carry:])
+        return list(new_carry) + list(ys)
+
+    probe = trace_graph(flat, consts + carry + per_step)
+    first = n_c + n_carry + plan.n_carry + plan.n_x
+    read = {id(v) for e in probe.eqns for v in e.inputs} | {id(v) for v in probe.outputs}
+    return [v for v, inp in zip(candidates, probe.inputs[first:first + len(candidates)])
+            if id(inp) in read]
+
+
+def _scan_fwd(*ins, body, n_consts, n_carry, length, reverse, needed):
+    """The forward scan of a gradient: it also stacks the step intermediates the reverse step reads."""
+    plan = _Plan(body, n_consts, n_carry, needed)
+    candidates = [v for e in body.eqns if e.prim.vjp_fwd is None for v in e.outs if _is_float(v)]
+    residuals = _residuals_used(plan, candidates)
+    augmented = Graph(body.inputs, body.eqns, list(body.outputs) + residuals)
+    results = bind(scan_p, *ins, body=augmented, n_consts=n_consts, n_carry=n_carry, length=length,
+                   reverse=reverse)
+    n_out = n_carry + plan.n_y
+    primal = tuple(results[:n_out]) + tuple(results[n_out + len(residuals):])
+    return primal, (plan, residuals, list(results[n_out:n_out + len(residuals)]))
+
+
+def _scan_vjp(g, out, *ins, body, n_consts, n_carry, length, reverse, saved=None):
+    if saved is None:  # differentiated without a forward that saved residuals: recompute them
+        plan, residuals, stacked = _Plan(body, n_consts, n_carry, (True,) * len(ins)), [], []
+    else:
+        plan, residuals, stacked = saved
     consts, init, xs = ins[:n_consts], ins[n_consts:n_consts + n_carry], ins[n_consts + n_carry:]
-    n_x, n_y = len(xs), len(out) - 2 * n_carry
-    hist = out[n_carry + n_y:]
+    n_y = plan.n_y
+    hist = out[n_carry + n_y:n_carry + n_y + n_carry]
     g_final, g_ys, g_hist = g[:n_carry], g[n_carry:n_carry + n_y], g[n_carry + n_y:]
-    f_consts = [i for i, c in enumerate(consts) if _is_float(c)]
-    f_carry = [i for i, c in enumerate(init) if _is_float(c)]
-    f_xs = [i for i, x in enumerate(xs) if _is_float(x)]
-    f_ys = [i for i, v in enumerate(body.outputs[n_carry:]) if np.dtype(v.dtype).kind == "f"]
-    with_hist = [i for i in f_carry if g_hist[i] is not None]
-    wrt = f_consts + [n_consts + i for i in f_carry] + [n_consts + n_carry + i for i in f_xs]
+    with_hist = [i for i in plan.f_carry if g_hist[i] is not None]
 
     def ct_or_zeros(ct, like):
         return ct if ct is not None else _zeros(shape_of(like), dtype_of(like))
 
-    init_b = [ct_or_zeros(g_final[i], out[i]) for i in f_carry] + \
-             [_zeros(shape_of(consts[i]), dtype_of(consts[i])) for i in f_consts]
-    seqs = list(hist) + list(xs) + [ct_or_zeros(g_ys[i], out[n_carry + i]) for i in f_ys] + \
-        [g_hist[i] for i in with_hist]
-
-    def step(c, carry, x):
-        ct_carry, acc = carry[:len(f_carry)], carry[len(f_carry):]
-        h_t, x_t = x[:n_carry], x[n_carry:n_carry + n_x]
-        gy_t = x[n_carry + n_x:n_carry + n_x + len(f_ys)]
-        gh_t = x[n_carry + n_x + len(f_ys):]
-        cts = [None] * (n_carry + n_y)
-        for k, i in enumerate(f_carry):
-            cts[i] = ct_carry[k]
-        for k, i in enumerate(f_ys):
-            cts[n_carry + i] = gy_t[k]
-        _, grads = backward_pass(body, list(c) + list(h_t) + list(x_t), cts, wrt)
-        d_consts = grads[:len(f_consts)]
-        d_carry = grads[len(f_consts):len(f_consts) + len(f_carry)]
-        d_xs = grads[len(f_consts) + len(f_carry):]
-        d_carry = list(d_carry)
-        for k, i in enumerate(with_hist):
-            d_carry[f_carry.index(i)] = add(d_carry[f_carry.index(i)], gh_t[k])
-        return d_carry + [add(a, d) for a, d in zip(acc, d_consts)], list(d_xs)
-
-    final_b, d_xs = scan(step, list(consts), init_b, seqs, length=length, reverse=not reverse)
+    init_b = [ct_or_zeros(g_final[i], out[i]) for i in plan.f_carry] + \
+             [_zeros(shape_of(consts[i]), dtype_of(consts[i])) for i in plan.f_consts]
+    seqs = list(hist) + list(xs) + list(stacked) + \
+        [ct_or_zeros(g_ys[i], out[n_carry + i]) for i in plan.f_ys] + [g_hist[i] for i in with_hist]
+    final_b, d_xs = scan(plan.step(residuals, with_hist), list(consts), init_b, seqs, length=length,
+                         reverse=not reverse)
     cts_out: list = [None] * len(ins)
-    for k, i in enumerate(f_carry):
+    for k, i in enumerate(plan.f_carry):
         cts_out[n_consts + i] = final_b[k]
-    for k, i in enumerate(f_consts):
-        cts_out[i] = final_b[len(f_carry) + k]
-    for k, i in enumerate(f_xs):
+    for k, i in enumerate(plan.f_consts):
+        cts_out[i] = final_b[len(plan.f_carry) + k]
+    for k, i in enumerate(plan.f_xs):
         cts_out[n_consts + n_carry + i] = d_xs[k]
     return tuple(cts_out)
 
 
 defvjp(scan_p, _scan_vjp)
+scan_p.vjp_fwd = _scan_fwd

@@ -100,7 +100,10 @@ class Model:
         counts: dict[str, int] = {}
         out = []
         for c in self.children:
-            base = c.name or c.kind.lower()
+            inner = c
+            while inner.transparent and inner.name is None:  # zero_state(fcrnn) is "fcrnn_0"
+                inner = inner.children[0]
+            base = c.name or inner.name or inner.kind.lower()
             if c.name is not None and base not in counts:
                 counts[base] = 1
                 out.append(base)

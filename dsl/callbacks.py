@@ -1,0 +1,296 @@
+"""Callbacks: what ``fit`` asks at the end of each batch or epoch, and what they may decide.
+
+A callback is a value: its settings are fixed when it is made, and the state it keeps
+during one ``fit`` (the best loss so far, ...) is created by ``begin()`` and handed back to
+it by ``fit`` at every call. The same callback object can therefore serve several runs
+and every run starts afresh, which keeps runs reproducible.
+
+A hook returns ``(state, decision)``; the decision is ``None`` (go on) or a
+:class:`Decision` that stops training and/or replaces the parameters. A plain function
+``fn(log: EpochEnd) -> Decision | None`` is a callback too, called after each epoch.
+
+>>> import numpy as np
+>>> from nnc import Linear
+>>> from nnc.train import fit
+>>> from nnc.optim import sgd
+>>> from nnc.losses import mse
+>>> x = np.linspace(-1, 1, 32).reshape(-1, 1); y = 3 * x
+>>> stop_when_good = lambda log: Decision(stop=True, reason="good enough") if log.logs["loss"] < 0.5 else None
+>>> params, history = fit(Linear(1, 1), Linear(1, 1).init(seed=0), (x, y), loss=mse, opt=sgd(0.1),
+...                       epochs=100, callbacks=[stop_when_good], progress=False)
+>>> history.stopped_at, history.events[-1][1]
+(14, 'good enough')
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from nnc.backend.errors import NonFiniteError
+from nnc.backend.tree import tree_leaves, tree_paths
+
+from .model import Model
+from .optim import ConfigError
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a callback wants: ``stop`` training, and/or go on with ``params`` instead of the current ones.
+
+    ``reason`` is recorded in ``history.events`` and shown under the progress bar."""
+
+    stop: bool = False
+    params: Any = None
+    reason: str = ""
+
+
+class EpochEnd(NamedTuple):
+    """What a callback sees after an epoch (``epoch`` counts from 1; ``logs`` are this epoch's values)."""
+
+    epoch: int
+    epochs: int
+    logs: dict
+    history: Any  # nnc.train.History, including this epoch
+    params: Any
+    opt_state: Any
+    model: Model
+
+
+# A named tuple, not a dataclass: one is made per batch, and building it must cost next to nothing
+class BatchEnd(NamedTuple):
+    """What a callback sees after one step: ``loss`` was computed with ``params_before``."""
+
+    epoch: int
+    batch: int  # counting from 1 within the epoch
+    loss: float
+    params_before: Any
+    params: Any
+    x: Any
+    y: Any
+    model: Model
+
+
+class Callback:
+    """Base class of nnc's callbacks: override ``begin`` and the hooks you need.
+
+    ``fit`` only calls a hook that a subclass overrides, so a callback without
+    ``on_batch_end`` costs nothing per batch."""
+
+    def begin(self) -> Any:
+        """The state of one run, before its first epoch."""
+        return None
+
+    def on_batch_end(self, state: Any, log: BatchEnd) -> tuple[Any, Decision | None]:
+        return state, None
+
+    def on_epoch_end(self, state: Any, log: EpochEnd) -> tuple[Any, Decision | None]:
+        return state, None
+
+
+def overrides(callback: Callback, hook: str) -> bool:
+    """Whether ``callback``'s class defines its own ``hook``."""
+    return getattr(type(callback), hook) is not getattr(Callback, hook)
+
+
+@dataclass(frozen=True)
+class FunctionCallback(Callback):
+    """A plain function ``fn(log: EpochEnd) -> Decision | None`` called after each epoch."""
+
+    fn: Any
+
+    def on_epoch_end(self, state: Any, log: EpochEnd) -> tuple[Any, Decision | None]:
+        return state, checked_decision(self.fn(log), self.fn)
+
+
+def checked_decision(result: Any, source: Any) -> Decision | None:
+    if result is None or isinstance(result, Decision):
+        return result
+    name = getattr(source, "__name__", None) or type(source).__name__
+    raise ConfigError(f"callback {name} returned {result!r}; return None to go on, or "
+                      "nnc.Decision(stop=True, reason=...) to stop")
+
+
+def as_callback(item: Any) -> Callback:
+    """A :class:`Callback` for ``item`` (a callback, or a function called after each epoch)."""
+    if isinstance(item, Callback):
+        return item
+    if callable(item):
+        return FunctionCallback(item)
+    raise ConfigError(f"fit: callbacks must be nnc callbacks or functions of an EpochEnd, got {item!r}")
+
+
+# ----------------------------------------------------------------------------- early stopping
+
+
+@dataclass(frozen=True)
+class _Best:
+    value: float
+    epoch: int
+    params: Any
+    wait: int
+
+
+@dataclass(frozen=True)
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs.
+
+    Args:
+        monitor: a key of the history (default ``val_loss`` when there is validation
+            data, else ``loss``).
+        patience: epochs without improvement before stopping.
+        min_delta: an improvement smaller than this does not count.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (``max`` for accuracies, ``min`` otherwise).
+        restore_best: when training ends (stopped or not), go back to the parameters of
+            the best epoch.
+    """
+
+    monitor: str | None = None
+    patience: int = 5
+    min_delta: float = 0.0
+    mode: str = "auto"
+    restore_best: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
+            raise ConfigError(f"EarlyStopping: patience must be an int >= 0, got {self.patience!r}")
+        if self.mode not in ("auto", "min", "max"):
+            raise ConfigError(f"EarlyStopping: mode must be 'auto', 'min' or 'max', got {self.mode!r}")
+        if not self.min_delta >= 0:
+            raise ConfigError(f"EarlyStopping: min_delta must be >= 0, got {self.min_delta!r}")
+
+    def begin(self) -> _Best | None:
+        return None
+
+    def on_epoch_end(self, state: _Best | None, log: EpochEnd) -> tuple[_Best, Decision | None]:
+        key = self.monitor or ("val_loss" if "val_loss" in log.logs else "loss")
+        if key not in log.logs:
+            raise ConfigError(f"EarlyStopping: monitor {key!r} is not recorded; this fit records "
+                              f"{', '.join(sorted(log.logs))}")
+        value = log.logs[key]
+        sign = -1.0 if self.mode == "max" or (self.mode == "auto" and "acc" in key) else 1.0
+        improved = math.isfinite(value) and (state is None or math.isnan(state.value) or
+                                             sign * value < sign * state.value - self.min_delta)
+        if state is None or improved:
+            state = _Best(value if improved else math.nan, log.epoch,
+                          log.params if self.restore_best else None, 0)
+        else:
+            state = _Best(state.value, state.epoch, state.params, state.wait + 1)
+        restore = self.restore_best and state.epoch != log.epoch and state.params is not None
+        if state.wait >= self.patience and state.wait > 0:
+            reason = (f"stopped: {key} did not improve for {state.wait} epochs "
+                      f"(best {state.value:.6g} at epoch {state.epoch})")
+            return state, Decision(stop=True, params=state.params if restore else None,
+                                   reason=reason + ("; restored that epoch's parameters" if restore else ""))
+        if log.epoch == log.epochs and restore:
+            return state, Decision(params=state.params, reason=f"restored the parameters of epoch "
+                                   f"{state.epoch}, the best {key} ({state.value:.6g})")
+        return state, None
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+@dataclass(frozen=True)
+class Checkpoint(Callback):
+    """Save the parameters every ``every`` epochs with :func:`nnc.save` (atomically).
+
+    ``path`` may name the epoch: ``"run/epoch-{epoch:03d}.npz"``; without ``{epoch}`` each
+    save replaces the last one."""
+
+    path: str
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+            raise ConfigError(f"Checkpoint: every must be an int >= 1, got {self.every!r}")
+
+    def on_epoch_end(self, state: Any, log: EpochEnd) -> tuple[Any, Decision | None]:
+        if log.epoch % self.every == 0:
+            from .checkpoint import save
+
+            save(str(self.path).format(epoch=log.epoch), log.model, log.params)
+        return state, None
+
+
+# ----------------------------------------------------------------------------- non-finite values
+
+
+@dataclass(frozen=True)
+class StopOnNaN(Callback):
+    """Stop as soon as a batch's loss is NaN or infinite, naming what went non-finite first.
+
+    The message names the first parameter (in model order) that holds a NaN or infinity,
+    with its layer and where that layer was created; when every parameter is finite, the
+    first layer whose output is not. With ``raise_error=True`` (the default) training ends
+    with :class:`nnc.NonFiniteError`; otherwise ``fit`` stops and returns the last
+    parameters that gave a finite loss.
+    """
+
+    raise_error: bool = True
+
+    def begin(self) -> Any:
+        return None  # the last parameters known to give a finite loss
+
+    def on_batch_end(self, state: Any, log: BatchEnd) -> tuple[Any, Decision | None]:
+        if math.isfinite(log.loss):
+            return log.params_before, None
+        message = non_finite_report(log)
+        if self.raise_error:
+            raise NonFiniteError(message)
+        return state, Decision(stop=True, params=state, reason=message)
+
+
+def non_finite_report(log: BatchEnd) -> str:
+    """Why the loss of ``log``'s batch is not finite, naming the first parameter or layer at fault."""
+    head = f"the loss of epoch {log.epoch}, batch {log.batch} is {log.loss}"
+    hint = "\n  hint: lower the learning rate, or clip gradients (e.g. nnc.adam(1e-3, clip_norm=1.0))"
+    bad = [(path, leaf) for path, leaf in tree_paths(log.params_before)
+           if not np.isfinite(leaf).all()]
+    if bad:
+        path, leaf = bad[0]
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(leaf))[0])
+        layer = _layer_text(*layer_of(log.model, path))
+        return (f"{head}: the parameters it was computed from went non-finite in the update "
+                f"before it; the first is {path} of {layer}, which holds {leaf[index]} at index "
+                f"{index} ({len(bad)} of {len(tree_leaves(log.params_before))} parameters hold "
+                "NaN or infinity)" + hint)
+    culprit = first_non_finite_layer(log.model, log.params_before, log.x)
+    if culprit is not None:
+        return (f"{head}: every parameter is finite, but {_layer_text(*culprit)} produced NaN or "
+                "infinity on this batch" + hint)
+    return (f"{head}: the parameters and the model's output are finite, so the loss function "
+            "itself produced it (check the targets of this batch)")
+
+
+def layer_of(model: Model, path: str) -> tuple[str, Model]:
+    """The layer that owns parameter ``path`` (``linear_1/W``) and that layer's own path."""
+    parts = path.split("/")[:-1]
+    layer, walked = model, []
+    for part in parts:
+        if part not in layer.param_keys:
+            break
+        layer = layer.children[layer.param_keys.index(part)]
+        walked.append(part)
+    return "/".join(walked), layer
+
+
+def first_non_finite_layer(model: Model, params: Any, x: Any) -> tuple[str, Model] | None:
+    """The first child of a serial ``model`` whose output on ``x`` holds NaN or infinity."""
+    children = model.children if model.kind == "serial" else (model,)
+    names = model.child_paths if model.kind == "serial" else ("",)
+    keys = model.param_keys if model.kind == "serial" else (None,)
+    with np.errstate(all="ignore"):
+        for child, name, key in zip(children, names, keys):
+            p = params if model.kind != "serial" else (params[key] if key is not None else {})
+            x = child.forward(child, p, x)
+            if not all(np.isfinite(leaf).all() for leaf in tree_leaves(x)):
+                return name, child
+    return None
+
+
+def _layer_text(path: str, layer: Model) -> str:
+    where = f" (created at {layer.where})" if layer.where else ""
+    return f"{path + ': ' if path else ''}{layer!r}{where}"

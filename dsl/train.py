@@ -1,0 +1,419 @@
+"""Training: a pure ``train_step`` for your own loop, and ``fit`` for the usual one.
+
+``fit`` batches the data over its leading axis, shuffles it from ``seed``, runs
+``train_step`` on each batch, evaluates metrics and validation data after each epoch,
+shows a progress bar and asks the callbacks what to do. The same seed gives the same
+parameters and the same history, bit for bit.
+
+>>> import numpy as np
+>>> from nnc import Linear, logistic
+>>> from nnc.losses import mse
+>>> from nnc.optim import adam
+>>> x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+>>> y = np.array([[0], [1], [1], [0]], np.float32)
+>>> model = Linear(2, 8) >> logistic >> Linear(8, 1) >> logistic
+>>> params, history = fit(model, model.init(seed=0), (x, y), loss=mse, opt=adam(0.05),
+...                       epochs=300, batch_size=4, progress=False)
+>>> history["loss"][-1] < 0.01
+True
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from nnc.backend.autodiff import value_and_grad
+from nnc.backend.errors import NonFiniteError, ShapeError
+from nnc.backend.tree import tree_flatten, tree_unflatten
+
+from .callbacks import BatchEnd, Callback, Decision, EpochEnd, as_callback, checked_decision, overrides
+from . import types as T
+from .model import Model, _params_dtype, check_params, match_input
+from .optim import ConfigError, Optimizer
+
+# Rows per forward pass when evaluating metrics, to bound the memory of intermediates
+_EVAL_CHUNK = 8192
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """``step(params, opt_state, x, y) -> (params, opt_state, loss_value)``: one pure training step.
+
+    The gradient of ``loss(model(params, x), y)`` is traced once per input signature
+    (shapes and dtypes of params, x and y) and then runs as compiled straight-line code."""
+
+    model: Model
+    loss: Callable[[Any, Any], Any]
+    opt: Optimizer
+
+    def objective(self, params: Any, x: Any, y: Any) -> Any:
+        """The scalar that is minimised: ``loss(model(params, x), y)``."""
+        return self.loss(self.model(params, x), y)
+
+    @cached_property
+    def _value_and_grad(self) -> Callable:
+        return value_and_grad(self.objective)
+
+    def __call__(self, params: Any, opt_state: Any, x: Any, y: Any) -> tuple[Any, Any, Any]:
+        value, grads = self._value_and_grad(params, x, y)
+        params, opt_state = self.opt.update(params, grads, opt_state)
+        return params, opt_state, value
+
+
+def train_step(model: Model, *, loss: Callable[[Any, Any], Any], opt: Optimizer) -> TrainStep:
+    """A pure step ``(params, opt_state, x, y) -> (params, opt_state, loss_value)`` for your own loop.
+
+    >>> import numpy as np
+    >>> from nnc import Linear
+    >>> from nnc.losses import mse
+    >>> from nnc.optim import sgd
+    >>> model = Linear(1, 1, init="zeros")
+    >>> step = train_step(model, loss=mse, opt=sgd(0.5))
+    >>> params, state = model.init(seed=0), step.opt.init(None)
+    >>> params, state, value = step(params, state, np.array([[1.0]]), np.array([[2.0]]))
+    >>> float(value), params["W"].tolist(), params["b"].tolist()
+    (4.0, [[2.0]], [2.0])
+    """
+    if not isinstance(opt, Optimizer):
+        raise ConfigError(f"train_step: opt must be an nnc optimiser such as nnc.adam(1e-3), got {opt!r}")
+    if not callable(loss):
+        raise ConfigError(f"train_step: loss must be a function loss(prediction, target), got {loss!r}")
+    return TrainStep(model, loss, opt)
+
+
+# ----------------------------------------------------------------------------- history
+
+
+@dataclass(frozen=True)
+class History:
+    """Per-epoch values recorded by ``fit``: ``history["loss"]`` is a list with one float per epoch.
+
+    ``loss`` is the mean of the epoch's batch losses (weighted by batch size); a metric
+    ``m`` is evaluated on the whole training set with the parameters at the end of the
+    epoch; ``val_loss`` and ``val_m`` on the validation set. ``events`` holds
+    ``(epoch, message)`` pairs from callbacks; ``stopped_at`` is the epoch a callback
+    stopped training at, or None.
+    """
+
+    values: Mapping[str, tuple] = field(default_factory=dict)
+    events: tuple = ()
+    stopped_at: int | None = None
+
+    def __getitem__(self, key: str) -> list[float]:
+        if key not in self.values:
+            raise KeyError(f"{key!r} is not recorded; this history has {', '.join(self.values) or 'nothing'}")
+        return list(self.values[key])
+
+    def keys(self) -> list[str]:
+        return list(self.values)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.values.values()), ()))
+
+    @property
+    def epochs(self) -> list[int]:
+        """The recorded epochs, counting from 1."""
+        return list(range(1, len(self) + 1))
+
+    def with_epoch(self, logs: Mapping[str, float]) -> "History":
+        return replace(self, values={k: self.values.get(k, ()) + (v,) for k, v in logs.items()})
+
+    def with_event(self, epoch: int, message: str, stopped: bool = False) -> "History":
+        return replace(self, events=self.events + ((epoch, message),),
+                       stopped_at=epoch if stopped else self.stopped_at)
+
+    def __repr__(self) -> str:
+        last = ", ".join(f"{k} {v[-1]:.4g}" for k, v in self.values.items() if v)
+        stop = f", stopped at epoch {self.stopped_at}" if self.stopped_at else ""
+        return f"History({len(self)} epochs: {last or 'empty'}{stop})"
+
+    def plot(self, path: str | os.PathLike | None = None) -> Any:
+        """Curves of the loss and every metric (training and validation), one panel each.
+
+        Returns a matplotlib ``Figure`` (notebooks show it); with ``path`` it is also
+        written there (atomically; the format follows the extension, e.g. ``.png``).
+        Needs matplotlib: ``pip install 'nnc[plot]'``."""
+        try:
+            from matplotlib.figure import Figure
+        except ImportError:
+            raise ImportError("History.plot needs matplotlib: pip install 'nnc[plot]' "
+                              "(or pip install matplotlib)") from None
+        names = [k for k in self.values if not k.startswith("val_")]
+        names += [k[4:] for k in self.values if k.startswith("val_") and k[4:] not in names]
+        fig = Figure(figsize=(4.5 * max(len(names), 1), 3.4), layout="constrained")
+        for i, name in enumerate(names):
+            ax = fig.add_subplot(1, len(names), i + 1)
+            for key, label in ((name, "training"), (f"val_{name}", "validation")):
+                if key in self.values:
+                    ax.plot(self.epochs, self.values[key], marker="." if len(self) < 30 else None,
+                            label=label)
+            ax.set_title(name)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.legend()
+        if path is not None:
+            from .checkpoint import write_atomically
+
+            ext = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
+            write_atomically(path, lambda f: fig.savefig(f, format=ext, dpi=110))
+        return fig
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Validated training data: array leaves of ``(x, y)`` sharing the leading axis ``n``."""
+
+    leaves: tuple
+    treedef: Any
+    n: int
+
+    @cached_property
+    def _plain(self) -> bool:  # x and y are single arrays: batches need no tree rebuilding
+        return len(self.leaves) == 2 and self.treedef == tree_flatten((0, 0))[1]
+
+    def take(self, rows: Any) -> "Dataset":
+        return Dataset(tuple(leaf[rows] for leaf in self.leaves), self.treedef, self.n)
+
+    def batch(self, start: int, stop: int) -> tuple[Any, Any]:
+        if self._plain:
+            return self.leaves[0][start:stop], self.leaves[1][start:stop]
+        return tree_unflatten(self.treedef, [leaf[start:stop] for leaf in self.leaves])
+
+    @property
+    def xy(self) -> tuple[Any, Any]:
+        return tree_unflatten(self.treedef, self.leaves)
+
+
+def prepare_data(model: Model, params: Any, data: Any, what: str) -> Dataset:
+    """Check ``data = (x, y)`` before training and convert it once (x to the parameters' dtype).
+
+    Raises :class:`nnc.ShapeError` for a malformed pair, non-numeric dtypes, mismatched
+    lengths, an empty set or ``x`` that does not fit ``model``; :class:`nnc.NonFiniteError`
+    for NaN or infinite values."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ShapeError(f"fit: {what} must be a pair (x, y) of arrays, got {type(data).__name__}"
+                         + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""))
+    x, y = data
+    dtype = _params_dtype(params) or np.dtype(np.float32)
+    named = [(f"{what} x{p}", leaf) for p, leaf in _labelled(x)] + \
+            [(f"{what} y{p}", leaf) for p, leaf in _labelled(y)]
+    lengths = []
+    for name, leaf in named:
+        arr = np.asarray(leaf) if not isinstance(leaf, np.ndarray) else leaf
+        if arr.dtype.kind not in "fiub":
+            raise ShapeError(f"fit: {name} has dtype {arr.dtype}; expected numbers "
+                             f"(floats for inputs, integer labels or floats for targets)")
+        if arr.ndim == 0:
+            raise ShapeError(f"fit: {name} is a single number; it needs a leading axis of examples")
+        lengths.append((name, arr.shape[0]))
+    x, batch = match_input(model.in_type, x, {}, model, f"{what} x", dtype)
+    if batch is None and isinstance(model.in_type, T.ArrayType):
+        raise ShapeError(f"fit: {what} x of shape {np.shape(x)} is one example of "
+                         f"{T.show([model.in_type])[0]}; fit needs a batch with a leading axis of "
+                         "examples (x[None] for a batch of one)")
+    if len({n for _, n in lengths}) > 1:
+        listed = ", ".join(f"{name} has {n}" for name, n in lengths)
+        raise ShapeError(f"fit: {what} arrays disagree on the number of examples: {listed} "
+                         "(the leading axes must match)")
+    n = lengths[0][1] if lengths else 0
+    if n == 0:
+        raise ShapeError(f"fit: the {what} data is empty "
+                         f"({lengths[0][0] if lengths else 'x'} has 0 examples)")
+    y_leaves, y_def = tree_flatten(y)
+    y_leaves = [_checked_target(np.asarray(leaf), f"{what} y{p}", dtype)
+                for (p, _), leaf in zip(_labelled(y), y_leaves)]
+    leaves, treedef = tree_flatten((x, tree_unflatten(y_def, y_leaves)))
+    return Dataset(tuple(leaves), treedef, n)
+
+
+def _labelled(tree: Any) -> list[tuple[str, Any]]:
+    leaves, _ = tree_flatten(tree)
+    if len(leaves) == 1 and not isinstance(tree, (tuple, list, dict)):
+        return [("", tree)]
+    return [(f"[{i}]", leaf) for i, leaf in enumerate(leaves)]
+
+
+def _checked_target(y: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(y))[0])
+            raise NonFiniteError(f"fit: {name} holds {y[bad]} at index {bad}; nnc refuses NaN "
+                                 "and infinite data")
+        return y.astype(dtype, copy=False)
+    return y
+
+
+def predict(model: Model, params: Any, x: Any) -> Any:
+    """``model`` on validated inputs ``x`` in chunks of rows (no boundary checks, no trace)."""
+    leaves, treedef = tree_flatten(x)
+    n = leaves[0].shape[0]
+    if n <= _EVAL_CHUNK:
+        return model.apply(params, x)
+    parts = [model.apply(params, tree_unflatten(treedef, [leaf[i:i + _EVAL_CHUNK] for leaf in leaves]))
+             for i in range(0, n, _EVAL_CHUNK)]
+    out_leaves, out_def = tree_flatten(parts[0])
+    joined = [np.concatenate([tree_flatten(p)[0][k] for p in parts]) for k in range(len(out_leaves))]
+    return tree_unflatten(out_def, joined)
+
+
+def _metric_table(metrics: Any) -> list[tuple[str, Callable]]:
+    items = metrics.items() if isinstance(metrics, Mapping) else \
+        [(getattr(m, "__name__", None), m) for m in metrics]
+    table = []
+    for name, fn in items:
+        if not callable(fn) or not name or name == "<lambda>":
+            raise ConfigError(f"fit: a metric must be a named function metric(prediction, target), "
+                              f"got {fn!r}; name lambdas with a dict: metrics={{'name': fn}}")
+        if name in ("loss",) or name.startswith("val_") or name in dict(table):
+            raise ConfigError(f"fit: metric name {name!r} is taken; name it with a dict")
+        table.append((name, fn))
+    return table
+
+
+def _evaluate(model, params, data: Dataset, loss, metrics, prefix: str, with_loss: bool) -> dict:
+    x, y = data.xy
+    with np.errstate(all="ignore"):  # non-finite values are reported, not warned about
+        prediction = predict(model, params, x)
+        logs = {f"{prefix}loss": float(loss(prediction, y))} if with_loss else {}
+        for name, fn in metrics:
+            logs[f"{prefix}{name}"] = float(fn(prediction, y))
+    return logs
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"fit: {name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="batch", dynamic_ncols=True)
+    except ImportError:  # a notebook without ipywidgets: fall back to the text bar
+        from tqdm.std import tqdm as text_tqdm
+
+        return text_tqdm(total=total, unit="batch", dynamic_ncols=True)
+
+
+def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], Any], opt: Optimizer,
+        epochs: int = 1, batch_size: int = 32, validation: tuple | None = None, seed: int = 0,
+        metrics: Sequence[Callable] | Mapping[str, Callable] = (), callbacks: Sequence[Any] = (),
+        progress: bool = True, shuffle: bool = True, drop_last: bool = False) -> tuple[Any, History]:
+    """Train ``model`` from ``params`` on ``data = (x, y)``; returns ``(params, history)``.
+
+    Args:
+        data: ``(x, y)``; ``x`` is an array of shape ``(n, ...)`` (a tuple of such arrays for
+            a model with tuple input), ``y`` the targets ``loss`` expects, also ``(n, ...)``.
+        loss: ``loss(prediction, target) -> scalar`` (``nnc.cross_entropy``, ``nnc.mse``).
+        opt: an optimiser (``nnc.adam(1e-3)``); its state starts fresh.
+        epochs, batch_size: passes over the data, examples per step.
+        validation: ``(x, y)`` evaluated after each epoch (``val_loss``, ``val_<metric>``).
+        seed: the shuffling seed; the same seed gives the same run, bit for bit.
+        metrics: functions ``metric(prediction, target)`` (``nnc.accuracy``), or a dict by name.
+        callbacks: :class:`nnc.callbacks.Callback` values or functions of an ``EpochEnd``.
+        progress: show a tqdm progress bar (terminal or notebook).
+        shuffle: reshuffle the examples at every epoch.
+        drop_last: skip the last batch when it is smaller than ``batch_size``. By default it
+            is kept, so every example is seen each epoch; its shape is traced once more.
+
+    Data are checked before the first step (lengths, dtypes, NaNs, emptiness, the model's
+    input type) and converted once to the parameters' dtype.
+    """
+    epochs, batch_size = _check_count("epochs", epochs), _check_count("batch_size", batch_size)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"fit: seed must be an int, got {seed!r}")
+    step = train_step(model, loss=loss, opt=opt)
+    check_params(model, params)
+    train = prepare_data(model, params, data, "training")
+    valid = prepare_data(model, params, validation, "validation") if validation is not None else None
+    metric_fns = _metric_table(metrics)
+    hooks = [as_callback(c) for c in callbacks]
+    batch_hooks = [i for i, c in enumerate(hooks) if overrides(c, "on_batch_end")]
+    epoch_hooks = [i for i, c in enumerate(hooks) if overrides(c, "on_epoch_end")]
+    states = [c.begin() for c in hooks]
+
+    stop_at = train.n - train.n % batch_size if drop_last and train.n >= batch_size else train.n
+    starts = list(range(0, stop_at, batch_size))
+    sizes = np.array([min(batch_size, stop_at - s) for s in starts], np.float64)
+    rng = np.random.default_rng(int(seed))
+    opt_state = opt.init(params)
+    history = History()
+    bar = _progress_bar(epochs * len(starts), progress)
+    try:
+        for epoch in range(1, epochs + 1):
+            if bar is not None:
+                bar.set_description(f"epoch {epoch}/{epochs}", refresh=False)
+            epoch_data = train.take(rng.permutation(train.n)) if shuffle else train
+            losses = np.empty(len(starts), np.float64)
+            stop = None
+            for b, start in enumerate(starts):
+                x, y = epoch_data.batch(start, start + batch_size)
+                before = params
+                params, opt_state, losses[b] = step(params, opt_state, x, y)
+                if bar is not None:
+                    bar.update()
+                if batch_hooks:
+                    log = BatchEnd(epoch, b + 1, float(losses[b]), before, params, x, y, model)
+                    params, history, stop = _ask(hooks, states, batch_hooks, log, params, history, epoch)
+                    if stop:
+                        break
+            if stop:
+                break
+            logs = {"loss": float(np.dot(losses, sizes) / sizes.sum())}
+            if metric_fns:
+                logs.update(_evaluate(model, params, train, loss, metric_fns, "", with_loss=False))
+            if valid is not None:
+                logs.update(_evaluate(model, params, valid, loss, metric_fns, "val_", with_loss=True))
+            history = history.with_epoch(logs)
+            if bar is not None:
+                bar.set_postfix_str(", ".join(f"{k} {v:.4g}" for k, v in logs.items()), refresh=False)
+            if epoch_hooks:
+                log = EpochEnd(epoch, epochs, logs, history, params, opt_state, model)
+                params, history, stop = _ask(hooks, states, epoch_hooks, log, params, history, epoch)
+                if stop:
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+    if progress:
+        for epoch, message in history.events:
+            print(f"epoch {epoch}: {message}")
+    return params, history
+
+
+def _ask(hooks: list[Callback], states: list, which: list[int], log: Any, params: Any,
+         history: History, epoch: int) -> tuple[Any, History, bool]:
+    """Run the hooks in order; each decision may replace the parameters and/or stop."""
+    stop = False
+    hook = "on_batch_end" if isinstance(log, BatchEnd) else "on_epoch_end"
+    for i in which:
+        states[i], decision = getattr(hooks[i], hook)(states[i], log)
+        decision = checked_decision(decision, hooks[i])
+        if decision is None:
+            continue
+        if decision.params is not None:
+            params = decision.params
+            log = log._replace(params=params)
+        if decision.reason:
+            history = history.with_event(epoch, decision.reason, stopped=decision.stop)
+        elif decision.stop:
+            history = replace(history, stopped_at=epoch)
+        stop = stop or decision.stop
+    return params, history, stop

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import html
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 
@@ -195,15 +194,6 @@ class Canvas:
         self.edges.append(f'{src} -> {dst} [label=<{text(label)}>, style=dashed, color="#b45309", '
                           f'fontcolor="#b45309", constraint=false]')
 
-    @contextmanager
-    def within(self, path: str) -> Iterator[None]:
-        """Show paths inside ``path`` relative to it (a chain drawn in place, without a cluster)."""
-        self.bases.append(path)
-        try:
-            yield
-        finally:
-            self.bases.pop()
-
     def cluster(self, title: str, *, path: str | None = None, style: str = "rounded,dashed",
                 color: str = "#6b7280") -> "_Cluster":
         """A cluster; nodes inside show their paths relative to ``path`` (if given)."""
@@ -329,12 +319,12 @@ def drawer(kind: str) -> Callable[[Drawer], Drawer]:
 def child_path(model: Model, path: str, i: int) -> str:
     """The path of child ``i``: its key in the parameters, or its readable name when it has none.
 
-    A transparent wrapper (``param_keys`` is ``None``) keeps its child's parameters at its own
-    level, so the child shares its path."""
-    keys = model.param_keys
-    if keys is None:
+    The child of a transparent wrapper (key ``""``, like ``zero_state``'s) keeps its parameters
+    at the wrapper's level, so it shares the wrapper's path."""
+    key = model.param_keys[i]
+    if key == "" or (key is None and model.transparent):
         return path
-    key = keys[i] if keys[i] is not None else model.child_paths[i]
+    key = key if key is not None else model.child_paths[i]
     return f"{path}/{key}" if path else key
 
 
@@ -351,11 +341,11 @@ def draw(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flo
     return DRAWERS.get(model.kind, _default)(canvas, model, path, flow, depth)
 
 
-def _title(canvas: Canvas, model: Model, path: str, kind: str) -> str:
+def _title(canvas: Canvas, model: Model, path: str, *kinds: str) -> str:
+    """A cluster's title: its path, its kinds (unless the path says it) and its parameters."""
     shown = canvas.relative(path)
     parts = [f"<B>{text(shown)}</B>"] if shown and canvas.options.show_layer_names else []
-    if re.sub(r"_\d+$", "", path.rsplit("/", 1)[-1]) != kind:
-        parts.append(text(kind))
+    parts.extend(text(k) for k in kinds if re.sub(r"_\d+$", "", path.rsplit("/", 1)[-1]) != k)
     n = param_total(model)
     if n:
         parts.append(text(count_text(n)))
@@ -381,12 +371,31 @@ def _default(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) ->
         return _leaf(canvas, model, path, flow)
     if len(model.children) > 1:
         return _collapsed(canvas, model, path, flow)
-    with canvas.cluster(_title(canvas, model, path, model.kind), path=path):
+    # wrappers around wrappers (zero_state(unroll_last(...))) share one cluster
+    chain, inner_path = [model], path
+    while _is_wrapper(chain[-1].children[0]):
+        inner_path = child_path(chain[-1], inner_path, 0)
+        chain.append(chain[-1].children[0])
+    inner = chain[-1]
+    with canvas.cluster(_title(canvas, model, path, *(m.kind for m in chain)),
+                        path=_sole_child_base(inner, inner_path)):
         mark = canvas._ids
-        out = draw(canvas, model.children[0], child_path(model, path, 0), flow, depth + 1)
-        if model.state_type is not None and not _has_cell(model):
-            canvas.loop(ends(out)[-1].node, f"n{mark + 1}", model.state_type)
+        out = draw(canvas, inner.children[0], child_path(inner, inner_path, 0), flow, depth + 1)
+        state = next((m.state_type for m in reversed(chain) if m.state_type is not None), None)
+        if state is not None and not _has_cell(inner):
+            canvas.loop(ends(out)[-1].node, f"n{mark + 1}", state)
     return relabel(out, model.out_type)
+
+
+def _sole_child_base(model: Model, path: str) -> str:
+    """Inside a cluster around one chain, show paths relative to that chain: the chain's own
+    key (``serial_0``) tells nothing there, as it has no siblings."""
+    child = model.children[0]
+    return child_path(model, path, 0) if is_inline(child) else path
+
+
+def _is_wrapper(model: Model) -> bool:
+    return len(model.children) == 1 and model.kind not in DRAWERS and model.name is None
 
 
 def _collapsed(canvas: Canvas, model: Model, path: str, flow: Flow) -> Flow:
@@ -423,8 +432,7 @@ def _serial(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> 
     if model.name is not None:
         with canvas.cluster(_title(canvas, model, path, "serial"), path=path, color="#374151"):
             return _chain(canvas, model, path, flow, depth + 1)
-    with canvas.within(path or canvas.bases[-1]):
-        return _chain(canvas, model, path, flow, depth)
+    return _chain(canvas, model, path, flow, depth)
 
 
 def _chain(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
@@ -473,7 +481,7 @@ def _fanout(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> 
 
 @drawer("residual")
 def _residual(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
-    with canvas.cluster(_title(canvas, model, path, "residual"), path=path):
+    with canvas.cluster(_title(canvas, model, path, "residual"), path=_sole_child_base(model, path)):
         out = draw(canvas, model.children[0], child_path(model, path, 0), flow, depth + 1)
         plus = canvas.node(["+"], fill="#ffffff", extra=", shape=circle, width=0.3, margin=0")
     canvas.connect(out, plus)

@@ -94,7 +94,8 @@ def _rows(model: Model, path: str, depth: int, limit: int | None, names: TypeNam
         out.append(Row(path, layer, names(model.in_type), names(model.out_type), params, block, depth))
 
     if not model.children:
-        row(plain_description(model), own_param_total(model), False)
+        state = f", state {names(model.state_type)}" if model.state_type is not None else ""
+        row(plain_description(model) + state, own_param_total(model), False)
         return
     if is_inline(model):
         inner = depth

@@ -20,9 +20,9 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
-from nnc.backend.tree import tree_leaves
-
 from . import types as T
+from .inspection import TypeNames, all_types, child_path, is_inline, own_param_total, param_total, \
+    plain_description
 from .model import Model
 from .show import describe
 
@@ -83,58 +83,10 @@ def quoted(s: str) -> str:
     return str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def param_total(model: Model) -> int | None:
-    """How many numbers ``model.init`` creates for this model (``None`` if a size is unknown)."""
-    total = 0
-    for shape in tree_leaves(model.param_shapes):
-        if not all(isinstance(d, int) for d in shape):
-            return None
-        total += int(np.prod(shape, dtype=np.int64))
-    return total
-
-
-def own_param_total(model: Model) -> int | None:
-    """How many numbers this model's own parameters hold, without its children's."""
-    shapes = [tuple(spec.shape) for _, spec in model.params]
-    if not all(isinstance(d, int) for s in shapes for d in s):
-        return None
-    return sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
-
-
 def count_text(n: int | None) -> str:
     if n is None:
         return "? params"
     return f"{n:,} param" + ("" if n == 1 else "s")
-
-
-def plain_description(model: Model) -> str:
-    """The model's one-line description without its ``.named(...)`` suffix."""
-    return describe(replace(model, name=None)) if model.name else describe(model)
-
-
-class TypeNames:
-    """Types as text, with unnamed variables named once for the whole picture."""
-
-    def __init__(self, types: list) -> None:
-        found: list = []
-        for t in types:
-            found.extend(T.free_vars(t))
-        variables = list(dict.fromkeys(found))
-        # show() names variables in order of first appearance: a probe holding all of them
-        # first gives every later type the same names.
-        self._probe = [T.ArrayType((v,)) if isinstance(v, T.Dim) else v for v in variables]
-
-    def __call__(self, t: Any) -> str:
-        if not self._probe:
-            return repr(t)
-        return T.show(self._probe + [t])[-1]
-
-
-def all_types(model: Model) -> list:
-    out = [model.in_type, model.out_type] + ([model.state_type] if model.state_type is not None else [])
-    for c in model.children:
-        out.extend(all_types(c))
-    return out
 
 
 class Canvas:
@@ -225,7 +177,7 @@ class Canvas:
         k = self._keys.get(id(model))
         if k is None:
             k = (model.kind, model.name, describe(model), repr(model.in_type), repr(model.out_type),
-                 repr(model.state_type), repr(model.attrs),
+                 repr(model.state_type), tuple((k, _value_key(v)) for k, v in model.attrs),
                  tuple((name, repr(tuple(spec.shape))) for name, spec in model.params),
                  tuple(self.key(c) for c in model.children))
             self._keys[id(model)] = k
@@ -263,6 +215,15 @@ class _Cluster:
         self.canvas.indent -= 1
         self.canvas.bases.pop()
         self.canvas._line("}")
+
+
+def _value_key(v: Any) -> Any:
+    """An attribute compared by value (an array's repr elides the middle of big arrays)."""
+    if isinstance(v, np.ndarray):
+        return ("array", v.shape, v.dtype.str, v.tobytes())
+    if isinstance(v, tuple):
+        return tuple(_value_key(x) for x in v)
+    return repr(v)
 
 
 def _small(s: str) -> str:
@@ -314,23 +275,6 @@ def drawer(kind: str) -> Callable[[Drawer], Drawer]:
         DRAWERS[kind] = fn
         return fn
     return register
-
-
-def child_path(model: Model, path: str, i: int) -> str:
-    """The path of child ``i``: its key in the parameters, or its readable name when it has none.
-
-    The child of a transparent wrapper (key ``""``, like ``zero_state``'s) keeps its parameters
-    at the wrapper's level, so it shares the wrapper's path."""
-    key = model.param_keys[i]
-    if key == "" or (key is None and model.transparent):
-        return path
-    key = key if key is not None else model.child_paths[i]
-    return f"{path}/{key}" if path else key
-
-
-def is_inline(model: Model) -> bool:
-    """An unnamed chain is drawn in place, without a cluster of its own."""
-    return model.kind == "serial" and model.name is None
 
 
 def draw(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:

@@ -23,7 +23,8 @@ import numpy as np
 from nnc.backend.tree import tree_paths
 
 from . import types as T
-from .draw import TypeNames, all_types, child_path, is_inline, own_param_total, param_total, plain_description
+from .inspection import TypeNames, all_types, child_path, is_inline, own_param_total, param_total, \
+    plain_description
 from .model import Model
 
 COLUMNS = ("path", "layer", "input", "output", "params")

@@ -150,6 +150,17 @@ def test_blocks_that_differ_are_not_collapsed():
     assert "×" not in to_dot(model)
 
 
+def test_wrappers_that_differ_only_in_a_big_array_are_not_collapsed():
+    from nnc.recurrent import fix_state
+
+    zeros, one_hot = np.zeros(2000), np.zeros(2000)
+    one_hot[1000] = 1.0
+    assert repr(zeros) == repr(one_hot)  # numpy elides the middle of big arrays
+    same = fix_state(zeros, fcrnn(2000, 2000)) >> fix_state(zeros, fcrnn(2000, 2000))
+    differ = fix_state(zeros, fcrnn(2000, 2000)) >> fix_state(one_hot, fcrnn(2000, 2000))
+    assert "<B>× 2</B>" in to_dot(same) and "×" not in to_dot(differ)
+
+
 def test_depth_collapses_clusters_into_single_nodes():
     model = Linear(2, 8) >> residual(fanout(Linear(8, 8), Linear(8, 8)) >> add) >> Linear(8, 1)
     assert to_dot(model).count("subgraph cluster") == 2

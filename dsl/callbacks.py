@@ -261,8 +261,11 @@ def non_finite_report(log: BatchEnd) -> str:
     if culprit is not None:
         return (f"{head}: every parameter is finite, but {_layer_text(*culprit)} produced NaN or "
                 "infinity on this batch" + hint)
-    return (f"{head}: the parameters and the model's output are finite, so the loss function "
-            "itself produced it (check the targets of this batch)")
+    with np.errstate(all="ignore"):
+        largest = max(float(np.max(np.abs(leaf), initial=0.0))
+                      for leaf in tree_leaves(log.model.apply(log.params_before, log.x)))
+    return (f"{head}: the parameters and the model's output are finite (largest magnitude "
+            f"{largest:.3g}), so the loss itself overflowed or met bad targets in this batch" + hint)
 
 
 def layer_of(model: Model, path: str) -> tuple[str, Model]:

@@ -160,7 +160,7 @@ def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
             meta = json.loads(str(archive[META_KEY]))
             arrays = {n: archive[n] for n in names if n != META_KEY}
         except _READ_ERRORS as err:
-            raise CheckpointError(_unreadable(path, err)) from None
+            raise CheckpointError(_unreadable(path, err, inside=True)) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is an .npz archive whose {META_KEY!r} entry is not an nnc "
                               "checkpoint header")
@@ -170,9 +170,10 @@ def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
     return meta, arrays
 
 
-def _unreadable(path: str, err: Exception) -> str:
+def _unreadable(path: str, err: Exception, inside: bool = False) -> str:
     if isinstance(err, ValueError) and "pickle" in str(err):
-        what = "is not an .npz archive (numpy could only read it as a pickle, which nnc never loads)"
+        what = ("holds an array of Python objects (pickled data, which nnc never loads)" if inside
+                else "is not an .npz archive (numpy could only read it as a pickle, which nnc never loads)")
     elif isinstance(err, (zipfile.BadZipFile, EOFError)):
         what = f"is truncated or corrupt ({type(err).__name__}: {err})"
     else:

@@ -173,6 +173,11 @@ def _positive(what: str, value: Any) -> None:
         raise ConfigError(f"{what} must be a positive number, got {value!r}")
 
 
+def _non_negative(what: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ConfigError(f"{what} must be a number >= 0, got {value!r}")
+
+
 def _unit_interval(what: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ConfigError(f"{what} must be in [0, 1), got {value!r}")
@@ -382,9 +387,8 @@ def adamw(learning_rate: LearningRate = 1e-3, b1: float = 0.9, b2: float = 0.999
     _check_learning_rate(learning_rate, _name)
     _unit_interval(f"{_name}: b1", b1)
     _unit_interval(f"{_name}: b2", b2)
-    _positive(f"{_name}: eps", eps)
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise ConfigError(f"{_name}: weight_decay must be a number >= 0, got {weight_decay!r}")
+    _non_negative(f"{_name}: eps", eps)
+    _non_negative(f"{_name}: weight_decay", weight_decay)
     b1, b2, eps = float(b1), float(b2), float(eps)
     return _optimizer(_adam_rule(b1, b2, eps, float(weight_decay)), ("mu", "nu"), learning_rate,
                       clip_norm, clip_value, counts=True, step_scalars=_adam_scalars(b1, b2))
@@ -404,7 +408,7 @@ def rmsprop(learning_rate: LearningRate = 1e-3, decay: float = 0.9, eps: float =
     """
     _check_learning_rate(learning_rate, "rmsprop")
     _unit_interval("rmsprop: decay", decay)
-    _positive("rmsprop: eps", eps)
+    _non_negative("rmsprop: eps", eps)
     rho, eps = float(decay), float(eps)
 
     def rule(p, g, slots, s):

@@ -142,6 +142,7 @@ class History:
         Needs matplotlib: ``pip install 'nnc[plot]'``."""
         try:
             from matplotlib.figure import Figure
+            from matplotlib.ticker import MaxNLocator
         except ImportError:
             raise ImportError("History.plot needs matplotlib: pip install 'nnc[plot]' "
                               "(or pip install matplotlib)") from None
@@ -156,6 +157,7 @@ class History:
                             label=label)
             ax.set_title(name)
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend()
         if path is not None:

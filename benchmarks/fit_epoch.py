@@ -15,6 +15,8 @@ timed in interleaved rounds (medians), each doing the same shuffled batches:
 - fit+eval:   ``fit+bar+cb`` plus accuracy on the training set and validation data
 
 ``fit``'s own overhead is (fit+bar+cb) / (nnc step) - 1; the target is under 5%.
+Every contender runs on one BLAS/torch thread (threadpoolctl, torch.set_num_threads): on
+this shared 2-core machine a second BLAS thread only adds noise at these sizes.
 Each round runs EPOCHS epochs with a fresh step (fit and the bare loop alike), so one-off
 costs (checking the data, tracing the step for the full and the last partial batch) are
 spread over them as in a short real run.
@@ -133,6 +135,18 @@ def fit_run(model, params, train, valid, *, bar: bool, callbacks: bool, evaluate
 
 
 def main(argv: list[str]) -> None:
+    try:
+        from threadpoolctl import threadpool_limits  # installed with scikit-learn
+    except ImportError:
+        threadpool_limits = None
+    if threadpool_limits is None:
+        print("(threadpoolctl absent: BLAS runs with its default threads)")
+        return measure(argv)
+    with threadpool_limits(limits=1):
+        return measure(argv)
+
+
+def measure(argv: list[str]) -> None:
     rounds = 5 if "--quick" in argv else 15
     train, valid = digits()
     model = Linear(64, 128) >> tanh >> Linear(128, 10) >> softmax

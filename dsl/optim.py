@@ -261,12 +261,19 @@ def _optimizer(rule: LeafRule, slots: tuple[str, ...], learning_rate: LearningRa
         count = state["count"] if counts else None
         lr = _learning_rate_at(count, learning_rate) if scheduled else float(learning_rate)
         scalars = step_scalars(count, lr) if step_scalars else {"lr": lr}
+        weak = all(type(v) is float for v in scalars.values())
+        by_dtype: dict = {}  # the step's scalars cast once per parameter dtype
         slot_leaves = [tree_flatten(state[s])[0] for s in slots]
         new_p, new_slots = [], [[] for _ in slots]
         for i, (p, g) in enumerate(zip(p_leaves, g_leaves)):
-            dtype = E.dtype_of(p)
-            # Python floats stay weak (keep float32); array scalars are cast to the leaf's dtype
-            cast = {k: v if type(v) is float else E.cast(v, dtype) for k, v in scalars.items()}
+            if weak:  # Python floats are weak scalars: they keep a float32 leaf float32
+                cast = scalars
+            else:
+                dtype = E.dtype_of(p)
+                cast = by_dtype.get(dtype)
+                if cast is None:
+                    cast = by_dtype[dtype] = {k: v if type(v) is float else E.cast(v, dtype)
+                                              for k, v in scalars.items()}
             p, moments = rule(p, g, tuple(s[i] for s in slot_leaves), cast)
             new_p.append(p)
             for acc, m in zip(new_slots, moments):

@@ -30,7 +30,7 @@ from nnc.backend.autodiff import value_and_grad
 from nnc.backend.errors import NonFiniteError, ShapeError
 from nnc.backend.tree import tree_flatten, tree_unflatten
 
-from .callbacks import BatchEnd, Callback, Decision, EpochEnd, as_callback, checked_decision, overrides
+from .callbacks import BatchEnd, EpochEnd, as_callback, checked_decision, overrides
 from . import types as T
 from .model import Model, _params_dtype, check_params, match_input
 from .optim import ConfigError, Optimizer
@@ -347,8 +347,8 @@ def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], An
     valid = prepare_data(model, params, validation, "validation") if validation is not None else None
     metric_fns = _metric_table(metrics)
     hooks = [as_callback(c) for c in callbacks]
-    batch_hooks = [i for i, c in enumerate(hooks) if overrides(c, "on_batch_end")]
-    epoch_hooks = [i for i, c in enumerate(hooks) if overrides(c, "on_epoch_end")]
+    batch_hooks = [(i, c.on_batch_end) for i, c in enumerate(hooks) if overrides(c, "on_batch_end")]
+    epoch_hooks = [(i, c.on_epoch_end) for i, c in enumerate(hooks) if overrides(c, "on_epoch_end")]
     states = [c.begin() for c in hooks]
 
     stop_at = train.n - train.n % batch_size if drop_last and train.n >= batch_size else train.n
@@ -373,7 +373,7 @@ def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], An
                     bar.update()
                 if batch_hooks:
                     log = BatchEnd(epoch, b + 1, float(losses[b]), before, params, x, y, model)
-                    params, history, stop = _ask(hooks, states, batch_hooks, log, params, history, epoch)
+                    params, history, stop = _ask(batch_hooks, states, log, params, history, epoch)
                     if stop:
                         break
             if stop:
@@ -388,7 +388,7 @@ def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], An
                 bar.set_postfix_str(", ".join(f"{k} {v:.4g}" for k, v in logs.items()), refresh=False)
             if epoch_hooks:
                 log = EpochEnd(epoch, epochs, logs, history, params, opt_state, model)
-                params, history, stop = _ask(hooks, states, epoch_hooks, log, params, history, epoch)
+                params, history, stop = _ask(epoch_hooks, states, log, params, history, epoch)
                 if stop:
                     break
     finally:
@@ -400,16 +400,15 @@ def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], An
     return params, history
 
 
-def _ask(hooks: list[Callback], states: list, which: list[int], log: Any, params: Any,
+def _ask(hooks: list[tuple[int, Callable]], states: list, log: Any, params: Any,
          history: History, epoch: int) -> tuple[Any, History, bool]:
     """Run the hooks in order; each decision may replace the parameters and/or stop."""
     stop = False
-    hook = "on_batch_end" if isinstance(log, BatchEnd) else "on_epoch_end"
-    for i in which:
-        states[i], decision = getattr(hooks[i], hook)(states[i], log)
-        decision = checked_decision(decision, hooks[i])
+    for i, hook in hooks:
+        states[i], decision = hook(states[i], log)
         if decision is None:
             continue
+        decision = checked_decision(decision, hook.__self__)
         if decision.params is not None:
             params = decision.params
             log = log._replace(params=params)

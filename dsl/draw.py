@@ -28,6 +28,7 @@ from .show import describe
 
 FONT = "Helvetica,Arial,sans-serif"
 RANKDIRS = ("TB", "LR", "BT", "RL")
+SIDE_IN = {"TB": "n", "BT": "s", "LR": "w", "RL": "e"}  # where edges enter a node
 
 
 @dataclass(frozen=True)
@@ -113,11 +114,17 @@ class Canvas:
     def _line(self, s: str) -> None:
         self.body.append("  " * self.indent + s)
 
-    def node(self, rows: list[str], *, fill: str = "#f3f4f6", extra: str = "") -> str:
-        """A node whose label is ``rows`` (HTML-like, already escaped); returns its id."""
+    def node(self, rows: list[str], *, fill: str = "#f3f4f6", extra: str = "", ports: int = 0) -> str:
+        """A node whose label is ``rows`` (HTML-like, already escaped); returns its id.
+
+        With ``ports`` > 1 the node has that many input ports, ``i0`` ... in order along its
+        incoming side, so that the items of a tuple arrive in order (and their edges do not cross)."""
         self._ids += 1
         nid = f"n{self._ids}"
-        self._line(f'{nid} [label=<{"<BR/>".join(rows)}>, fillcolor="{fill}"{extra}]')
+        label = "<BR/>".join(rows)
+        if ports > 1:
+            label = _with_ports(label, ports, self.options.rankdir)
+        self._line(f'{nid} [label=<{label}>, fillcolor="{fill}"{extra}]')
         return nid
 
     def terminal(self, nid: str, label: str) -> str:
@@ -135,10 +142,13 @@ class Canvas:
             attrs.append(extra)
         self.edges.append(f"{src} -> {dst}" + (f" [{', '.join(attrs)}]" if attrs else ""))
 
-    def connect(self, flow: Flow, dst: str, extra: str = "", labelled: bool = True) -> None:
-        """Edges from every end of ``flow`` into node ``dst``."""
-        for end in ends(flow):
-            self.edge(end.node, dst, end.type if labelled else None, extra)
+    def connect(self, flow: Flow, dst: str, extra: str = "", labelled: bool = True,
+                ports: bool = False) -> None:
+        """Edges from every end of ``flow`` into node ``dst`` (into its ports, one each, if asked)."""
+        side = SIDE_IN[self.options.rankdir]
+        for i, end in enumerate(ends(flow)):
+            self.edge(end.node, f"{dst}:i{i}:{side}" if ports else dst, end.type if labelled else None,
+                      extra)
 
     def loop(self, src: str, dst: str, state_type: Any) -> None:
         """The recurrent state edge, drawn back instead of unrolled."""
@@ -154,7 +164,7 @@ class Canvas:
                         self.bases[-1] if path is None else path)
 
     # -- layers
-    def layer(self, model: Model, path: str, *, collapsed: bool = False) -> str:
+    def layer(self, model: Model, path: str, *, collapsed: bool = False, ports: int = 0) -> str:
         """One node for ``model``: its name, description, type and parameter count."""
         o = self.options
         rows = []
@@ -170,7 +180,7 @@ class Canvas:
             rows.append(_small(count_text(n)))
         fill = "#fde7c2" if model.state_type is not None else "#dbeafe" if n != 0 else "#f3f4f6"
         extra = f', tooltip="{quoted(path or description)}"' + (", peripheries=2" if collapsed else "")
-        return self.node(rows, fill=fill, extra=extra)
+        return self.node(rows, fill=fill, extra=extra, ports=ports)
 
     def key(self, model: Model) -> tuple:
         """What makes two blocks identical: same kind, description, types, parameters, children."""
@@ -224,6 +234,18 @@ def _value_key(v: Any) -> Any:
     if isinstance(v, tuple):
         return tuple(_value_key(x) for x in v)
     return repr(v)
+
+
+def _with_ports(label: str, n: int, rankdir: str) -> str:
+    """``label`` in a table with ``n`` empty port cells along the side where edges arrive."""
+    ports = [f'<TD PORT="i{i}" WIDTH="1" HEIGHT="1"></TD>' for i in range(n)]
+    table = '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0">{}</TABLE>'
+    if rankdir in ("TB", "BT"):
+        rows = [f"<TR>{''.join(ports)}</TR>", f'<TR><TD COLSPAN="{n}">{label}</TD></TR>']
+        return table.format("".join(rows if rankdir == "TB" else rows[::-1]))
+    body = f'<TD ROWSPAN="{n}">{label}</TD>'
+    first = ports[0] + body if rankdir == "LR" else body + ports[0]
+    return table.format(f"<TR>{first}</TR>" + "".join(f"<TR>{p}</TR>" for p in ports[1:]))
 
 
 def _small(s: str) -> str:
@@ -296,9 +318,11 @@ def _title(canvas: Canvas, model: Model, path: str, *kinds: str) -> str:
     return " · ".join(parts)
 
 
-def _leaf(canvas: Canvas, model: Model, path: str, flow: Flow) -> Flow:
-    node = canvas.layer(model, path)
-    canvas.connect(flow, node)
+def _leaf(canvas: Canvas, model: Model, path: str, flow: Flow, collapsed: bool = False) -> Flow:
+    """One node for ``model``, with a port for each item when a tuple arrives from several nodes."""
+    arriving = len(ends(flow))
+    node = canvas.layer(model, path, collapsed=collapsed, ports=arriving)
+    canvas.connect(flow, node, ports=arriving > 1)
     if model.state_type is not None:
         canvas.loop(node, node, model.state_type)
     return End(node, model.out_type)
@@ -343,11 +367,7 @@ def _is_wrapper(model: Model) -> bool:
 
 
 def _collapsed(canvas: Canvas, model: Model, path: str, flow: Flow) -> Flow:
-    node = canvas.layer(model, path, collapsed=True)
-    canvas.connect(flow, node)
-    if model.state_type is not None:
-        canvas.loop(node, node, model.state_type)
-    return End(node, model.out_type)
+    return _leaf(canvas, model, path, flow, collapsed=True)
 
 
 def repeats(keys: list) -> list[tuple[int, int, int]]:
@@ -361,6 +381,8 @@ def repeats(keys: list) -> list[tuple[int, int, int]]:
     while i < n:
         best = (1, 1)
         for k in range(1, (n - i) // 2 + 1):
+            if keys[i + k] != keys[i]:
+                continue  # no repeat of this length starts here
             r = 1
             while i + (r + 1) * k <= n and keys[i + r * k:i + (r + 1) * k] == keys[i:i + k]:
                 r += 1
@@ -412,15 +434,28 @@ def _input(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> F
 def _parallel(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
     items = split(flow, len(model.children))
     with canvas.cluster(_title(canvas, model, path, "parallel"), path=path):
-        return tuple(draw(canvas, c, child_path(model, path, i), items[i], depth + 1)
-                     for i, c in enumerate(model.children))
+        return _branches(canvas, model, path, items, depth + 1)
 
 
 @drawer("fanout")
 def _fanout(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
     with canvas.cluster(_title(canvas, model, path, "fanout"), path=path):
-        return tuple(draw(canvas, c, child_path(model, path, i), flow, depth + 1)
-                     for i, c in enumerate(model.children))
+        return _branches(canvas, model, path, [flow] * len(model.children), depth + 1)
+
+
+def _branches(canvas: Canvas, model: Model, path: str, flows: list, depth: int) -> tuple:
+    """The children of a parallel or fanout side by side, in order: each in an invisible cluster
+    that keeps it in one column, their first nodes on one rank, left to right."""
+    outs, heads = [], []
+    for i, (child, flow) in enumerate(zip(model.children, flows)):
+        first = canvas._ids + 1
+        with canvas.cluster("", style="invis"):
+            outs.append(draw(canvas, child, child_path(model, path, i), flow, depth))
+        if canvas._ids >= first:
+            heads.append(f"n{first}")
+    if len(heads) > 1:
+        canvas.edges.append(f"{{rank=same; {' -> '.join(heads)} [style=invis]}}")
+    return tuple(outs)
 
 
 @drawer("residual")

@@ -257,6 +257,16 @@ def test_imported_models_are_not_the_files_models(folder):
     assert find_model("one.py")[0] == "net"
 
 
+def test_a_dotted_name_reaches_into_an_object(folder):
+    write(folder, "zoo.py", """\
+        from types import SimpleNamespace
+        from nnc import Linear
+        nets = SimpleNamespace(encoder=Linear(2, 3))
+        """)
+    name, model = find_model("zoo.py:nets.encoder")
+    assert (name, str(model.signature)) == ("nets.encoder", "Vec[2] -> Vec[3]")
+
+
 def test_a_load_error_keeps_the_exception_the_file_raised(folder):
     write(folder, "boom.py", "raise KeyError('k')\n")
     with pytest.raises(LoadError) as info:

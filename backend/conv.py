@@ -1,0 +1,218 @@
+"""Convolution and pooling primitives over images ``(batch, channels, height, width)``.
+
+Each primitive's gradient rule is written with primitives, so the backward pass is
+differentiable again (hessians, gradient penalties). Convolution closes over three
+primitives: with ``T(x, w, g) = <conv2d(x, w), g>``, the input gradient is ``dT/dx``
+and the weight gradient ``dT/dw``, and the rules of those two are again ``conv2d``
+and each other. Max pooling closes over a scatter (its backward) and a gather (the
+scatter's transpose); average pooling over itself and its transpose.
+
+The implementations are chosen in :mod:`nnc.kernels.dispatch` (Numba kernels or numpy).
+A single image ``(channels, height, width)`` is accepted too and gives a single result.
+
+>>> import numpy as np
+>>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+>>> conv2d(x, np.ones((1, 1, 2, 2)), stride=2)
+array([[[[10., 18.],
+         [42., 50.]]]])
+>>> max_pool(x, 2)
+array([[[[ 5.,  7.],
+         [13., 15.]]]])
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nnc.kernels import dispatch as K
+from nnc.kernels.reference import output_size
+
+from . import elementwise as E
+from . import structural as S
+from .core import bind, defprim, defvjp
+from .errors import ShapeError
+
+
+def pair(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:
+    """``3 -> (3, 3)``; a pair stays a pair. Raises ``ValueError`` naming ``name`` if invalid."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                  and v >= minimum for v in items):
+        raise ValueError(f"{name} must be an int >= {minimum} or a pair of them, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def _images(x: Any, op: str) -> tuple[Any, bool]:
+    """``x`` as a batch of images, and whether it was a single image."""
+    shape = tuple(E.shape_of(x))
+    if len(shape) not in (3, 4):
+        raise ShapeError(f"{op}: expected images of shape (batch, channels, height, width) or "
+                         f"(channels, height, width), got shape {shape}")
+    if E.dtype_of(x).kind != "f":
+        raise ShapeError(f"{op}: expected floating-point images, got dtype {E.dtype_of(x)}")
+    if len(shape) == 3:
+        return S.reshape(x, (1,) + shape), True
+    return x, False
+
+
+def _unbatch(y: Any, single: bool) -> Any:
+    return S.reshape(y, E.shape_of(y)[1:]) if single else y
+
+
+# ----------------------------------------------------------------------------- convolution
+
+
+def _conv_shape(x_shape, w_shape, stride, padding, dilation) -> tuple[int, ...]:
+    (b, _, h, w), (o, _, kh, kw) = x_shape, w_shape
+    return (b, o, output_size(h, kh, stride[0], padding[0], dilation[0]),
+            output_size(w, kw, stride[1], padding[1], dilation[1]))
+
+
+conv2d_p = defprim(
+    "conv2d", K.conv2d,
+    abstract=lambda x, w, stride, padding, dilation: (
+        _conv_shape(x[0], w[0], stride, padding, dilation), np.result_type(x[1], w[1])))
+conv2d_input_grad_p = defprim(
+    "conv2d_input_grad", K.conv2d_input_grad,
+    abstract=lambda g, w, x_shape, stride, padding, dilation: (x_shape, np.result_type(g[1], w[1])))
+conv2d_weight_grad_p = defprim(
+    "conv2d_weight_grad", K.conv2d_weight_grad,
+    abstract=lambda x, g, w_shape, stride, padding, dilation: (w_shape, np.result_type(x[1], g[1])))
+
+
+def conv2d(x, w, stride: Any = 1, padding: Any = 0, dilation: Any = 1) -> Any:
+    """Cross-correlate images ``x`` (B, C, H, W) with filters ``w`` (O, C, kh, kw).
+
+    ``stride``, ``padding`` (zeros on both sides) and ``dilation`` (spacing of the taps)
+    are ints or (rows, cols) pairs. The result has shape (B, O, ho, wo), with
+    ``ho = (H + 2 * padding - dilation * (kh - 1) - 1) // stride + 1`` (likewise wo).
+    """
+    stride, padding, dilation = pair(stride, "stride"), pair(padding, "padding", 0), \
+        pair(dilation, "dilation")
+    x, single = _images(x, "conv2d")
+    ws = tuple(E.shape_of(w))
+    if len(ws) != 4:
+        raise ShapeError(f"conv2d: expected filters of shape (out_channels, in_channels, kh, kw), "
+                         f"got shape {ws}")
+    xs = tuple(E.shape_of(x))
+    if xs[1] != ws[1]:
+        raise ShapeError(f"conv2d: the images have {xs[1]} channels but the filters of shape {ws} "
+                         f"expect {ws[1]}")
+    out = _conv_shape(xs, ws, stride, padding, dilation)
+    if out[2] < 1 or out[3] < 1:
+        raise ShapeError(
+            f"conv2d: a {ws[2]}x{ws[3]} kernel (dilation {dilation}) does not fit images of "
+            f"{xs[2]}x{xs[3]} with padding {padding}: the output would be {out[2]}x{out[3]}")
+    dtype = np.result_type(E.dtype_of(x), E.dtype_of(w))
+    x, w = E.cast(x, dtype), E.cast(w, dtype)
+    y = bind(conv2d_p, x, w, stride=stride, padding=padding, dilation=dilation)
+    return _unbatch(y, single)
+
+
+def conv2d_input_grad(g, w, x_shape, stride, padding, dilation) -> Any:
+    """The cotangent of ``conv2d``'s images for output cotangent ``g`` (a transposed convolution)."""
+    return bind(conv2d_input_grad_p, g, w, x_shape=tuple(x_shape), stride=stride,
+                padding=padding, dilation=dilation)
+
+
+def conv2d_weight_grad(x, g, w_shape, stride, padding, dilation) -> Any:
+    """The cotangent of ``conv2d``'s filters for output cotangent ``g``."""
+    return bind(conv2d_weight_grad_p, x, g, w_shape=tuple(w_shape), stride=stride,
+                padding=padding, dilation=dilation)
+
+
+def _conv2d_vjp(g, out, x, w, stride, padding, dilation):
+    geometry = dict(stride=stride, padding=padding, dilation=dilation)
+    return (conv2d_input_grad(g, w, E.shape_of(x), **geometry),
+            conv2d_weight_grad(x, g, E.shape_of(w), **geometry))
+
+
+def _input_grad_vjp(ct, out, g, w, x_shape, stride, padding, dilation):
+    geometry = dict(stride=stride, padding=padding, dilation=dilation)
+    return (bind(conv2d_p, ct, w, **geometry),
+            conv2d_weight_grad(ct, g, E.shape_of(w), **geometry))
+
+
+def _weight_grad_vjp(ct, out, x, g, w_shape, stride, padding, dilation):
+    geometry = dict(stride=stride, padding=padding, dilation=dilation)
+    return (conv2d_input_grad(g, ct, E.shape_of(x), **geometry),
+            bind(conv2d_p, x, ct, **geometry))
+
+
+defvjp(conv2d_p, _conv2d_vjp)
+defvjp(conv2d_input_grad_p, _input_grad_vjp)
+defvjp(conv2d_weight_grad_p, _weight_grad_vjp)
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+def _pool_shape(x_shape, kernel, stride) -> tuple[int, ...]:
+    b, c, h, w = x_shape
+    return (b, c, output_size(h, kernel[0], stride[0], 0, 1), output_size(w, kernel[1], stride[1], 0, 1))
+
+
+def _pool_abstract(x, kernel, stride):
+    return _pool_shape(x[0], kernel, stride), x[1]
+
+
+max_pool_p = defprim("max_pool", K.max_pool, abstract=_pool_abstract)
+max_pool_grad_p = defprim("max_pool_grad", K.max_pool_grad,
+                          abstract=lambda x, g, kernel, stride: (x[0], g[1]))
+max_pool_gather_p = defprim("max_pool_gather", K.max_pool_gather,
+                            abstract=lambda x, c, kernel, stride: (_pool_shape(x[0], kernel, stride), c[1]))
+avg_pool_p = defprim("avg_pool", K.avg_pool, abstract=_pool_abstract)
+avg_pool_grad_p = defprim("avg_pool_grad", K.avg_pool_grad,
+                          abstract=lambda g, x_shape, kernel, stride: (x_shape, g[1]))
+
+
+def _pool(prim, op: str, x, kernel, stride) -> Any:
+    kernel = pair(kernel, "kernel")
+    stride = kernel if stride is None else pair(stride, "stride")
+    x, single = _images(x, op)
+    xs = tuple(E.shape_of(x))
+    if kernel[0] > xs[2] or kernel[1] > xs[3]:
+        raise ShapeError(f"{op}: a {kernel[0]}x{kernel[1]} window does not fit images of "
+                         f"{xs[2]}x{xs[3]}")
+    return _unbatch(bind(prim, x, kernel=kernel, stride=stride), single)
+
+
+def max_pool(x, kernel: Any, stride: Any = None) -> Any:
+    """The largest entry of each ``kernel`` window, windows ``stride`` apart (default: ``kernel``).
+
+    No padding; the last rows or columns that do not fill a window are left out. At a tie
+    the gradient goes to the window's first largest entry (row by row)."""
+    return _pool(max_pool_p, "max_pool", x, kernel, stride)
+
+
+def avg_pool(x, kernel: Any, stride: Any = None) -> Any:
+    """The mean of each ``kernel`` window, windows ``stride`` apart (default: ``kernel``)."""
+    return _pool(avg_pool_p, "avg_pool", x, kernel, stride)
+
+
+def max_pool_grad(x, g, kernel, stride) -> Any:
+    """``g`` routed back to the first largest entry of each window of ``x``."""
+    return bind(max_pool_grad_p, x, g, kernel=kernel, stride=stride)
+
+
+def max_pool_gather(x, c, kernel, stride) -> Any:
+    """The entry of ``c`` (shaped like ``x``) at each window's first largest entry of ``x``."""
+    return bind(max_pool_gather_p, x, c, kernel=kernel, stride=stride)
+
+
+def avg_pool_grad(g, x_shape, kernel, stride) -> Any:
+    """``g`` spread evenly over the windows of an input of shape ``x_shape``."""
+    return bind(avg_pool_grad_p, g, x_shape=tuple(x_shape), kernel=kernel, stride=stride)
+
+
+# The position of a window's maximum is constant almost everywhere: no gradient flows to x.
+defvjp(max_pool_p, lambda g, out, x, kernel, stride: (max_pool_grad(x, g, kernel, stride),))
+defvjp(max_pool_grad_p, lambda ct, out, x, g, kernel, stride:
+       (None, max_pool_gather(x, ct, kernel, stride)))
+defvjp(max_pool_gather_p, lambda ct, out, x, c, kernel, stride:
+       (None, max_pool_grad(x, ct, kernel, stride)))
+defvjp(avg_pool_p, lambda g, out, x, kernel, stride:
+       (avg_pool_grad(g, E.shape_of(x), kernel, stride),))
+defvjp(avg_pool_grad_p, lambda ct, out, g, x_shape, kernel, stride:
+       (bind(avg_pool_p, ct, kernel=kernel, stride=stride),))

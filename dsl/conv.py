@@ -1,0 +1,233 @@
+"""Convolutional layers: ``Conv2d``, ``max_pool``, ``avg_pool`` and ``flatten``.
+
+They work on images typed ``Tensor[channels, height, width]`` (with the usual optional
+batch axis in front). Output sizes are computed while composing, from the input's
+sizes and the layer's kernel, stride, padding and dilation, so a mistake surfaces
+before any data flows: a kernel larger than its padded input is a ``TypeMismatch``
+naming the layer. Where the input size is not known yet (a layer composed before an
+``Input``), the output sizes stay unknown until data arrives.
+
+>>> from nnc import Input, Linear, Tensor, relu, softmax
+>>> cnn = (Input(Tensor[1, 8, 8]) >> Conv2d(1, 16, 3, padding=1) >> relu >> max_pool(2)
+...        >> flatten >> Linear(None, 10) >> softmax)
+>>> cnn.signature
+Tensor[1, 8, 8] -> Vec[10]
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from nnc.backend import conv as C
+from nnc.backend import elementwise as E
+from nnc.backend import structural as S
+from nnc.backend.errors import TypeMismatch
+from nnc.kernels.reference import output_size
+
+from . import types as T
+from .model import Model, ParamSpec, _created
+from .show import describer, dims
+from .source import user_frame
+
+
+def _positive(value: Any, name: str, layer: str, minimum: int = 1) -> tuple[int, int]:
+    try:
+        return C.pair(value, name, minimum)
+    except ValueError as err:
+        raise TypeError(f"{layer}: {err}") from None
+
+
+def _sizes(t: T.Type) -> tuple[int, int] | None:
+    """The height and width of an image type, when both are known."""
+    if isinstance(t, T.ArrayType) and t.rank == 3 and all(isinstance(d, int) for d in t.dims[1:]):
+        return t.dims[1], t.dims[2]
+    return None
+
+
+def _too_small(model: Model, incoming: T.Type, detail: str, hint: str) -> TypeMismatch:
+    return TypeMismatch(
+        f"cannot compose at {user_frame(1) or 'unknown place'}\n"
+        f"  {model!r}{_created(model)} cannot take {T.show([incoming])[0]}:\n"
+        f"  {detail}\n  hint: {hint}")
+
+
+def _with_sizes(model: Model, channels_in, channels_out, h: int, w: int, ho: int, wo: int) -> Model:
+    return replace(model, in_type=T.Tensor[channels_in, h, w], out_type=T.Tensor[channels_out, ho, wo])
+
+
+# ----------------------------------------------------------------------------- Conv2d
+
+
+def _conv_forward(model: Model, params: Any, x: Any) -> Any:
+    y = C.conv2d(x, params["W"], model.attr("stride"), model.attr("padding"), model.attr("dilation"))
+    if "b" not in params:
+        return y
+    channels = E.shape_of(params["b"])[0]
+    lead = (1,) * (len(E.shape_of(y)) - 3)  # a batch gets a batch axis of 1: strict broadcasting
+    return E.add(y, S.reshape(params["b"], lead + (channels, 1, 1)))
+
+
+def _conv_refine(model: Model, incoming: T.Type) -> Model:
+    sizes = _sizes(incoming)
+    if sizes is None:
+        return model
+    (kh, kw), (sh, sw) = model.attr("kernel"), model.attr("stride")
+    (ph, pw), (dh, dw) = model.attr("padding"), model.attr("dilation")
+    ho, wo = output_size(sizes[0], kh, sh, ph, dh), output_size(sizes[1], kw, sw, pw, dw)
+    if ho < 1 or wo < 1:
+        reach = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+        raise _too_small(
+            model, incoming,
+            f"its {kh}x{kw} kernel" + (f" (dilation {dh}x{dw}, spanning {reach[0]}x{reach[1]})"
+                                       if (dh, dw) != (1, 1) else "")
+            + f" is larger than the padded input {sizes[0] + 2 * ph}x{sizes[1] + 2 * pw} "
+            f"({sizes[0]}x{sizes[1]} with padding {ph}x{pw})",
+            "pad the input (padding=k//2 keeps the size), or use a smaller kernel or dilation")
+    channels_in = model.in_type.dims[0]
+    return _with_sizes(model, channels_in, model.out_type.dims[0], sizes[0], sizes[1], ho, wo)
+
+
+def Conv2d(c_in: int | None, c_out: int, kernel: int | tuple[int, int], stride: Any = 1,
+           padding: Any = 0, dilation: Any = 1, *, bias: bool = True,
+           init: Any = "glorot_uniform", name: str | None = None) -> Model:
+    """A 2-D convolution (cross-correlation) from ``Tensor[c_in, h, w]`` to ``Tensor[c_out, ho, wo]``.
+
+    Args:
+        c_in: input channels, or ``None`` to infer them from the model before it.
+        c_out: output channels (the number of filters).
+        kernel: filter size, an int or a (rows, cols) pair.
+        stride, padding, dilation: ints or (rows, cols) pairs; padding adds zeros on both
+            sides, dilation spaces the filter taps.
+        bias: whether to add ``b`` (shape ``(c_out,)``, zeros) to every position.
+        init: initialiser of ``W`` (shape ``(c_out, c_in, kh, kw)``), as for ``Linear``.
+        name: the key of its parameters inside a composed model (default ``conv2d_<i>``).
+
+    Returns: a model with ``ho = (h + 2 * padding - dilation * (kh - 1) - 1) // stride + 1``
+    (likewise ``wo``), computed when it is composed after a model of known size.
+
+    >>> import numpy as np
+    >>> from nnc import Input, Tensor
+    >>> model = Input(Tensor[3, 32, 32]) >> Conv2d(3, 8, 5, stride=2, padding=2)
+    >>> model.signature
+    Tensor[3, 32, 32] -> Tensor[8, 16, 16]
+    >>> model(model.init(seed=0), np.ones((4, 3, 32, 32))).shape
+    (4, 8, 16, 16)
+    """
+    for label, n in (("c_in", c_in), ("c_out", c_out)):
+        if (n is not None or label == "c_out") and \
+                (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
+            raise TypeError(f"Conv2d: {label} must be a positive int, got {n!r}")
+    kh, kw = _positive(kernel, "kernel", "Conv2d")
+    stride = _positive(stride, "stride", "Conv2d")
+    padding = _positive(padding, "padding", "Conv2d", 0)
+    dilation = _positive(dilation, "dilation", "Conv2d")
+    d_in = T.Dim() if c_in is None else c_in
+    params = [("W", ParamSpec((c_out, d_in, kh, kw), init,
+                              fan=(T.dim_prod([d_in, kh * kw]), c_out * kh * kw)))]
+    if bias:
+        params.append(("b", ParamSpec((c_out,), "zeros")))
+    attrs = (("kernel", (kh, kw)), ("stride", stride), ("padding", padding), ("dilation", dilation))
+    return Model("Conv2d", T.Tensor[d_in, T.Dim("h"), T.Dim("w")],
+                 T.Tensor[c_out, T.Dim(), T.Dim()], _conv_forward, params=tuple(params),
+                 attrs=attrs, name=name, where=user_frame(2), refine=_conv_refine)
+
+
+def _pair_text(v: tuple) -> str:
+    return str(v[0]) if v[0] == v[1] else f"({v[0]}, {v[1]})"
+
+
+def _options(model: Model, defaults: dict) -> str:
+    return "".join(f", {k}={_pair_text(model.attr(k))}" for k, d in defaults.items()
+                   if model.attr(k) != d)
+
+
+@describer("Conv2d")
+def _describe_conv(model: Model) -> str:
+    c_out, c_in, kh, kw = model.params[0][1].shape
+    a, b = dims(c_in, c_out)
+    options = _options(model, {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)})
+    bias = "" if len(model.params) == 2 else ", bias=False"
+    return f"Conv2d({a} -> {b}, {kh}x{kw}{options}{bias})"
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+def _pool_refine(model: Model, incoming: T.Type) -> Model:
+    sizes = _sizes(incoming)
+    if sizes is None:
+        return model
+    (kh, kw), (sh, sw) = model.attr("kernel"), model.attr("stride")
+    if kh > sizes[0] or kw > sizes[1]:
+        raise _too_small(model, incoming,
+                         f"its {kh}x{kw} window is larger than the {sizes[0]}x{sizes[1]} input",
+                         "use a smaller window, or pad before pooling with a Conv2d(padding=...)")
+    ho, wo = output_size(sizes[0], kh, sh, 0, 1), output_size(sizes[1], kw, sw, 0, 1)
+    channels = model.in_type.dims[0]
+    return _with_sizes(model, channels, channels, sizes[0], sizes[1], ho, wo)
+
+
+def _pool_layer(kind: str, fn, kernel: Any, stride: Any) -> Model:
+    k = _positive(kernel, "kernel", kind)
+    s = k if stride is None else _positive(stride, "stride", kind)
+    c = T.Dim("c")
+    return Model(kind, T.Tensor[c, T.Dim("h"), T.Dim("w")], T.Tensor[c, T.Dim(), T.Dim()],
+                 lambda m, p, x: fn(x, m.attr("kernel"), m.attr("stride")),
+                 attrs=(("kernel", k), ("stride", s)), where=user_frame(3), refine=_pool_refine)
+
+
+def max_pool(kernel: int | tuple[int, int], stride: Any = None) -> Model:
+    """The largest value of each ``kernel`` window: ``Tensor[c, h, w] -> Tensor[c, ho, wo]``.
+
+    Windows are ``stride`` apart (default: ``kernel``, so they do not overlap), without
+    padding: ``ho = (h - kh) // stride + 1``; rows and columns that do not fill a window
+    are left out.
+
+    >>> from nnc import Input, Tensor
+    >>> (Input(Tensor[16, 7, 7]) >> max_pool(2)).signature
+    Tensor[16, 7, 7] -> Tensor[16, 3, 3]
+    """
+    return _pool_layer("max_pool", C.max_pool, kernel, stride)
+
+
+def avg_pool(kernel: int | tuple[int, int], stride: Any = None) -> Model:
+    """The mean of each ``kernel`` window: ``Tensor[c, h, w] -> Tensor[c, ho, wo]`` (as ``max_pool``).
+
+    >>> from nnc import Input, Tensor
+    >>> (Input(Tensor[4, 8, 8]) >> avg_pool(3, stride=1)).signature
+    Tensor[4, 8, 8] -> Tensor[4, 6, 6]
+    """
+    return _pool_layer("avg_pool", C.avg_pool, kernel, stride)
+
+
+@describer("max_pool")
+@describer("avg_pool")
+def _describe_pool(model: Model) -> str:
+    k, s = model.attr("kernel"), model.attr("stride")
+    step = "" if s == k else f", stride={_pair_text(s)}"
+    return f"{model.kind}({_pair_text(k)}{step})"
+
+
+# ----------------------------------------------------------------------------- flatten
+
+
+def _flatten_forward(model: Model, params: Any, x: Any) -> Any:
+    shape = E.shape_of(x)
+    batched = len(shape) > model.attr("rank")
+    return S.reshape(x, (shape[0], -1) if batched else (-1,))
+
+
+def _flatten_of(dims_in: tuple) -> Model:
+    return Model("flatten", T.array_type(dims_in), T.Vec[T.dim_prod(dims_in)], _flatten_forward,
+                 attrs=(("rank", len(dims_in)),), refine=_flatten_refine)
+
+
+def _flatten_refine(model: Model, incoming: T.Type) -> Model:
+    if not isinstance(incoming, T.ArrayType) or incoming.rank == model.attr("rank") or incoming.rank < 1:
+        return model
+    return _flatten_of(tuple(T.Dim() for _ in incoming.dims))
+
+
+flatten = _flatten_of((T.Dim("c"), T.Dim("h"), T.Dim("w")))
+"""All of an example's entries in one vector: ``Tensor[c, h, w] -> Vec[c * h * w]``
+(any rank: ``Mat[m, n] -> Vec[m * n]``); the batch axis stays."""

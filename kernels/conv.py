@@ -1,0 +1,187 @@
+"""2-D convolution: Numba gathers receptive fields, BLAS multiplies.
+
+Forward and both backward passes are one matrix product each around a gather
+(``im2col``) or a scatter (``col2im``) of receptive fields. The Numba loops replace
+numpy's ``sliding_window_view`` copy, which costs more than the product itself on
+large inputs, and they work a chunk of images at a time so the gathered matrix stays
+in cache instead of filling memory: one image of (8, 64, 56, 56) alone is 7 MB of
+columns. The products go to numpy's BLAS (OpenBLAS, both cores).
+
+The loops are serial on purpose: OpenBLAS's worker threads spin for a while after
+each product, and a parallel Numba loop started in that window fought them for the
+two cores and ran 10-100x slower than the serial loop (measured; see docs/kernels.md).
+
+Index arithmetic in the inner loops is unsigned: with signed indices Numba must allow
+for Python's negative indexing, which stops LLVM from vectorising the copies (6x slower).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .jit import kernel
+from .reference import output_size
+
+# A chunk's columns stay below this many bytes (L2 is 2 MB per core here) unless one
+# image alone needs more; measured best between 1 and 4 MB on the benchmark shapes.
+CHUNK_BYTES = 2 << 20
+
+
+@kernel
+def im2col(x, b0, nb, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, cols):
+    """Gather images ``b0 .. b0+nb`` of contiguous ``x`` into columns of contiguous ``cols``.
+
+    ``cols[(c*kh + ki)*kw + kj, b*ho*wo + i*wo + j] = x[b0+b, c, i*sh - ph + ki*dh, j*sw - pw + kj*dw]``,
+    zero where that position falls in the padding.
+    """
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    xf = x.ravel()
+    cf = cols.ravel()
+    ncols = cols.shape[1]
+    P = ho * wo
+    usw = np.uint64(sw)
+    for b in range(nb):
+        for c in range(C):
+            plane = ((b0 + b) * C + c) * H * W
+            for ki in range(kh):
+                for kj in range(kw):
+                    r = (c * kh + ki) * kw + kj
+                    off = kj * dw - pw  # input column of output column j is j*sw + off
+                    j0 = 0 if off >= 0 else min(wo, (-off + sw - 1) // sw)
+                    j1 = max(j0, min(wo, (W - 1 - off) // sw + 1)) if W - 1 - off >= 0 else j0
+                    for i in range(ho):
+                        y = i * sh - ph + ki * dh
+                        dst = np.uint64(r * ncols + b * P + i * wo)
+                        if y < 0 or y >= H:
+                            for t in range(np.uint64(wo)):
+                                cf[dst + t] = 0
+                            continue
+                        for t in range(np.uint64(j0)):
+                            cf[dst + t] = 0
+                        src = np.uint64(plane + y * W + j0 * sw + off)
+                        d = dst + np.uint64(j0)
+                        if sw == 1:
+                            for t in range(np.uint64(j1 - j0)):
+                                cf[d + t] = xf[src + t]
+                        else:
+                            for t in range(np.uint64(j1 - j0)):
+                                cf[d + t] = xf[src + t * usw]
+                        for t in range(np.uint64(j1), np.uint64(wo)):
+                            cf[dst + t] = 0
+
+
+@kernel
+def col2im(cols, b0, nb, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, x):
+    """The transpose of :func:`im2col`: images ``b0 .. b0+nb`` of ``x`` become the sums of
+    the column entries gathered from each position (zero where nothing was gathered)."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    xf = x.ravel()
+    cf = cols.ravel()
+    ncols = cols.shape[1]
+    P = ho * wo
+    usw = np.uint64(sw)
+    for b in range(nb):
+        for c in range(C):
+            plane = ((b0 + b) * C + c) * H * W
+            for t in range(np.uint64(plane), np.uint64(plane + H * W)):
+                xf[t] = 0
+            for ki in range(kh):
+                for kj in range(kw):
+                    r = (c * kh + ki) * kw + kj
+                    off = kj * dw - pw
+                    j0 = 0 if off >= 0 else min(wo, (-off + sw - 1) // sw)
+                    j1 = max(j0, min(wo, (W - 1 - off) // sw + 1)) if W - 1 - off >= 0 else j0
+                    for i in range(ho):
+                        y = i * sh - ph + ki * dh
+                        if y < 0 or y >= H:
+                            continue
+                        s = np.uint64(r * ncols + b * P + i * wo + j0)
+                        dst = np.uint64(plane + y * W + j0 * sw + off)
+                        if sw == 1:
+                            for t in range(np.uint64(j1 - j0)):
+                                xf[dst + t] += cf[s + t]
+                        else:
+                            for t in range(np.uint64(j1 - j0)):
+                                xf[dst + t * usw] += cf[s + t]
+
+
+def _geometry(x_shape, w_shape, stride, padding, dilation):
+    b, c, h, w = x_shape
+    o, _, kh, kw = w_shape
+    ho = output_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = output_size(w, kw, stride[1], padding[1], dilation[1])
+    return b, c, o, kh, kw, ho, wo
+
+
+def images_per_chunk(batch: int, rows: int, positions: int, itemsize: int) -> int:
+    """How many images to gather at once so their columns fit :data:`CHUNK_BYTES`."""
+    per_image = max(rows * positions * itemsize, 1)
+    return int(max(1, min(batch, CHUNK_BYTES // per_image)))
+
+
+def _args(kh, kw, stride, padding, dilation, ho, wo):
+    return (kh, kw, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], ho, wo)
+
+
+def conv2d_forward(x, w, stride, padding, dilation) -> np.ndarray:
+    """``conv2d`` of contiguous ``x`` (B, C, H, W) with ``w`` (O, C, kh, kw): (B, O, ho, wo)."""
+    b, c, o, kh, kw, ho, wo = _geometry(x.shape, w.shape, stride, padding, dilation)
+    k, p = c * kh * kw, ho * wo
+    wm = np.ascontiguousarray(w).reshape(o, k)
+    y = np.empty((b, o, ho, wo), x.dtype)
+    if b == 0 or p == 0:
+        return y
+    n = images_per_chunk(b, k, p, x.itemsize)
+    cols = np.empty((k, n * p), x.dtype)
+    geometry = _args(kh, kw, stride, padding, dilation, ho, wo)
+    for b0 in range(0, b, n):
+        m = min(n, b - b0)
+        part = cols if m == n else np.empty((k, m * p), x.dtype)
+        im2col(x, b0, m, *geometry, part)
+        if m == 1:
+            np.dot(wm, part, out=y[b0].reshape(o, p))
+        else:
+            y[b0:b0 + m] = np.dot(wm, part).reshape(o, m, ho, wo).transpose(1, 0, 2, 3)
+    return y
+
+
+def _cotangent_columns(g, b0, m, o, p):
+    """Images ``b0 .. b0+m`` of the output cotangent as one (O, m * P) matrix."""
+    if m == 1:
+        return g[b0].reshape(o, p)
+    return g[b0:b0 + m].reshape(m, o, p).transpose(1, 0, 2).reshape(o, m * p)
+
+
+def conv2d_weight_grad(x, g, w_shape, stride, padding, dilation) -> np.ndarray:
+    """The cotangent of the weights: ``sum over images and positions of g * receptive field``."""
+    b, c, o, kh, kw, ho, wo = _geometry(x.shape, w_shape, stride, padding, dilation)
+    k, p = c * kh * kw, ho * wo
+    gw = np.zeros((o, k), g.dtype)
+    if b == 0 or p == 0:
+        return gw.reshape(w_shape)
+    n = images_per_chunk(b, k, p, x.itemsize)
+    cols = np.empty((k, n * p), x.dtype)
+    geometry = _args(kh, kw, stride, padding, dilation, ho, wo)
+    for b0 in range(0, b, n):
+        m = min(n, b - b0)
+        part = cols if m == n else np.empty((k, m * p), x.dtype)
+        im2col(x, b0, m, *geometry, part)
+        gw += np.dot(_cotangent_columns(g, b0, m, o, p), part.T)
+    return gw.reshape(w_shape)
+
+
+def conv2d_input_grad(g, w, x_shape, stride, padding, dilation) -> np.ndarray:
+    """The cotangent of the input: each output cotangent spread back over its receptive field."""
+    b, c, o, kh, kw, ho, wo = _geometry(x_shape, w.shape, stride, padding, dilation)
+    k, p = c * kh * kw, ho * wo
+    gx = np.empty(x_shape, g.dtype)
+    if b == 0 or p == 0:
+        gx[...] = 0
+        return gx
+    wt = np.ascontiguousarray(np.ascontiguousarray(w).reshape(o, k).T)
+    n = images_per_chunk(b, k, p, g.itemsize)
+    geometry = _args(kh, kw, stride, padding, dilation, ho, wo)
+    for b0 in range(0, b, n):
+        m = min(n, b - b0)
+        cols = np.dot(wt, _cotangent_columns(g, b0, m, o, p))
+        col2im(cols, b0, m, *geometry, gx)
+    return gx

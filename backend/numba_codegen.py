@@ -205,7 +205,9 @@ class FunctionWriter:
             expr = f"np.{np.dtype(e.params['dtype']).name}({ops[0]})"
         else:  # pragma: no cover - guarded by _elementwise_groups
             raise KeyError(name)
-        if dtype.kind in "fiu":
+        # Operands of one dtype keep it; only a power or a cast needs the result type restated
+        # (fewer casts is measurably less for Numba to compile)
+        if name in ("pow", "integer_pow", "where", "sign") and dtype.kind in "fiu":
             return f"np.{dtype.name}({expr})"
         return expr
 
@@ -449,7 +451,7 @@ class FunctionWriter:
         for h, c, v in zip(hist, c_names, carry_vars):
             self.emit(f"{h}[t] = {c}" if v.shape else f"{h}[t] = {c}[0]", 2)
         step_args = consts + [c if v.shape else f"{c}.reshape(())" for c, v in zip(c_names, carry_vars)] + \
-            [f"{x}[t]" if len(v.shape) > 1 else f"np.full((), {x}[t])" for x, v in
+            [f"np.ascontiguousarray({x}[t])" if len(v.shape) > 1 else f"np.full((), {x}[t])" for x, v in
              zip(xs, e.inputs[n_consts + n_carry:])]
         res = self.module.fresh("res")
         self.emit(f"{res} = {fn}({', '.join(step_args)})", 2)

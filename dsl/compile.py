@@ -17,6 +17,7 @@ True
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
 import importlib.util
 import os
@@ -93,13 +94,17 @@ def _load(source: str, globals_: dict, fallbacks: set, name: str) -> tuple[Calla
             with open(tmp, "w") as f:
                 f.write(source)
             os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
-        spec = importlib.util.spec_from_file_location(f"nnc_compiled_{digest}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module_name = f"nnc_compiled_{digest}"
+        module = sys.modules.get(module_name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module  # Numba's disk cache finds globals through it
+            spec.loader.exec_module(module)
         namespace = vars(module)
     else:
         namespace = {}
-        exec(compile(source, "<nnc compiled>", "exec"), namespace)
+        exec(builtins.compile(source, "<nnc compiled>", "exec"), namespace)
     namespace.update(globals_)
     functions = [line.split("(")[0][4:] for line in source.splitlines() if line.startswith("def ")]
     cache = directory is not None
@@ -111,6 +116,17 @@ def _load(source: str, globals_: dict, fallbacks: set, name: str) -> tuple[Calla
         namespace[fn] = numba.njit(**options)(namespace[fn])
     main = numba.njit(**options)(namespace[name])
     return main, cache
+
+
+def _quietly(run: Callable) -> Callable:
+    """Numba's performance hints speak of generated code the user never wrote: keep them out."""
+    def call(*args):
+        with warnings.catch_warnings():
+            from numba.core.errors import NumbaPerformanceWarning
+
+            warnings.simplefilter("ignore", NumbaPerformanceWarning)
+            return run(*args)
+    return call
 
 
 class Compiled:
@@ -132,7 +148,11 @@ class Compiled:
         out_avals = [(tuple(v.shape), v.dtype) for v in graph.outputs]
         entry = CompiledGraph(run, out_def, out_avals, 0.0, len(graph.eqns), tuple(sorted(module.fallbacks)),
                               cached, source)
-        run(*values)  # compile now, so that the reported time is the real one
+        try:
+            _quietly(run)(*values)  # compile now, so that the reported time is the real one
+        except Exception:  # a damaged disk cache, or values only the interpreter can judge
+            run, cached = _load(source, module.globals, {"(no disk cache)"}, "compiled")
+            entry.run, entry.cached_on_disk = run, cached
         entry.seconds = time.perf_counter() - start
         new = set(module.fallbacks) - _REPORTED_FALLBACKS
         if new:

@@ -70,10 +70,25 @@ def _require_stateless(name: str, model: Model) -> None:
                            f"state {T.show([model.state_type])[0]}")
 
 
+def _type_leaves(t: T.Type) -> list:
+    if isinstance(t, T.TupleType):
+        return [leaf for item in t.items for leaf in _type_leaves(item)]
+    return [t]
+
+
+def _type_unflatten(t: T.Type, leaves: list) -> Any:
+    """Values for the leaves of ``t``, nested in tuples the way ``t`` is."""
+    it = iter(leaves)
+
+    def build(t):
+        return tuple(build(i) for i in t.items) if isinstance(t, T.TupleType) else next(it)
+
+    return build(t)
+
+
 def _concrete_state_shapes(model: Model, name: str) -> list[tuple[int, ...]]:
-    leaves = model.state_type.items if isinstance(model.state_type, T.TupleType) else [model.state_type]
     out = []
-    for t in leaves:
+    for t in _type_leaves(model.state_type):
         if not isinstance(t, T.ArrayType) or not T.is_concrete(t):
             raise TypeMismatch(f"{name}: the state {T.show([model.state_type])[0]} of {model!r}"
                                f"{_created(model)} has unknown sizes; give the cell's sizes "
@@ -83,7 +98,7 @@ def _concrete_state_shapes(model: Model, name: str) -> list[tuple[int, ...]]:
 
 
 def _state_tree(model: Model, leaves: list) -> Any:
-    return tuple(leaves) if isinstance(model.state_type, T.TupleType) else leaves[0]
+    return _type_unflatten(model.state_type, leaves)
 
 
 # ----------------------------------------------------------------------------- cells

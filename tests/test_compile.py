@@ -1,0 +1,144 @@
+"""nnc.compile: the same results as the interpreted path, to float rounding.
+
+Tolerances: float64 to 1e-10 relative; float32 to 2e-5 relative (the compiled code uses a
+vectorisable rational approximation of tanh within a few ulps, and sums in another order).
+Each distinct input signature compiles for a few seconds, so examples are few and small.
+"""
+import os
+import stat
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nnc
+from nnc import (LSTM, Linear, concat, fanout, fcrnn, logistic, relu, residual, softmax, tanh,
+                 unroll_last, zero_state)
+from nnc.compile import compile as ncompile
+
+TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-5, atol=2e-6)}
+
+
+def sgd_step(model, loss):
+    value_and_grad = nnc.value_and_grad(lambda p, x, y: loss(model(p, x), y))
+    opt = nnc.sgd(0.1)
+
+    def step(p, x, y):
+        value, grads = value_and_grad(p, x, y)
+        return opt.update(p, grads, ())[0], value
+
+    return step
+
+
+def assert_trees_close(a, b, dtype):
+    for x, y in zip(nnc.tree_leaves(a), nnc.tree_leaves(b)):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_allclose(x, y, **TOL[dtype])
+
+
+ACTIVATIONS = {"tanh": tanh, "logistic": logistic, "relu": relu}
+
+
+@settings(max_examples=4, deadline=None)
+@given(width=st.integers(1, 6), act=st.sampled_from(sorted(ACTIVATIONS)), batch=st.integers(1, 5),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 3))
+def test_compiled_training_steps_equal_interpreted_ones(width, act, batch, dtype, seed):
+    model = Linear(3, width) >> ACTIVATIONS[act] >> Linear(width, 4) >> softmax
+    step = sgd_step(model, nnc.cross_entropy)
+    compiled = ncompile(step)
+    rng = np.random.default_rng(seed)
+    x, y = rng.standard_normal((batch, 3)).astype(dtype), rng.integers(0, 4, batch)
+    p_ref = p_fast = model.init(seed=seed, dtype=dtype)
+    for _ in range(3):
+        p_ref, v_ref = step(p_ref, x, y)
+        p_fast, v_fast = compiled(p_fast, x, y)
+        np.testing.assert_allclose(v_fast, v_ref, **TOL[dtype])
+    assert_trees_close(p_fast, p_ref, dtype)
+
+
+@pytest.mark.parametrize("name", ["residual_fanout", "recurrent"])
+def test_compiled_combinators_and_scans(name):
+    rng = np.random.default_rng(0)
+    if name == "residual_fanout":
+        model = Linear(3, 4) >> residual(Linear(4, 4) >> tanh) >> fanout(tanh, logistic) >> concat >> Linear(8, 1)
+        x = rng.standard_normal((5, 3))
+    else:
+        model = zero_state(unroll_last(fcrnn(2, 3) >> LSTM(3, 2))) >> Linear(2, 1)
+        x = rng.standard_normal((3, 7, 2))
+    y = rng.standard_normal((x.shape[0], 1))
+    step = sgd_step(model, nnc.mse)
+    p = model.init(seed=1, dtype=np.float64)
+    p_ref, v_ref = step(p, x, y)
+    p_fast, v_fast = ncompile(step)(p, x, y)
+    assert v_fast == pytest.approx(v_ref, rel=1e-10)
+    assert_trees_close(p_fast, p_ref, np.float64)
+
+
+def test_compiled_model_predicts_like_the_model_and_caches_per_shape():
+    model = Linear(4, 3) >> tanh >> Linear(3, 2)
+    params = model.init(seed=0)
+    predict = ncompile(model)
+    a, b = np.ones((5, 4), np.float32), np.ones((2, 4), np.float32)
+    np.testing.assert_allclose(predict(params, a), model(params, a), **TOL[np.float32])
+    predict(params, a * 2)
+    assert len(predict.specialisations) == 1
+    np.testing.assert_allclose(predict(params, b), model(params, b), **TOL[np.float32])
+    assert len(predict.specialisations) == 2
+
+
+def test_bad_input_gives_the_same_errors_as_the_interpreter():
+    model = Linear(2, 3) >> softmax
+    step = sgd_step(model, nnc.cross_entropy)
+    compiled = ncompile(step)
+    p = model.init()
+    with pytest.raises(nnc.ShapeError, match=r"input of shape \(4, 5\) does not fit linear_0"):
+        compiled(p, np.ones((4, 5), np.float32), np.zeros(4, np.int64))
+    compiled(p, np.ones((4, 2), np.float32), np.zeros(4, np.int64))
+    with pytest.raises(nnc.ShapeError, match="label 7 is out of range for 3 classes"):
+        compiled(p, np.ones((4, 2), np.float32), np.array([0, 1, 7, 2]))
+
+
+def test_a_primitive_without_compiled_form_falls_back_and_says_so_once():
+    from nnc.backend.core import PRIMITIVES, bind, defprim, defvjp
+
+    cube = defprim("test_cube", lambda x: x ** 3)
+    defvjp(cube, lambda g, out, x: (g * 3.0 * x * x,))
+    try:
+        fn = lambda x: nnc.sum(bind(cube, x) * 2.0)  # noqa: E731
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            compiled = ncompile(nnc.value_and_grad(fn))
+            value, grad = compiled(np.array([1.0, 2.0]))
+            assert value == 18.0
+            np.testing.assert_allclose(grad, [6.0, 24.0])
+            compiled(np.array([1.0, 2.0, 3.0]))
+        notes = [w for w in caught if "no compiled form for test_cube" in str(w.message)]
+        assert len(notes) == 1
+    finally:
+        del PRIMITIVES["test_cube"]
+
+
+def test_verbose_reports_compile_time(capsys):
+    ncompile(Linear(2, 2), verbose=True)(Linear(2, 2).init(), np.ones((1, 2), np.float32))
+    assert "nnc.compile: Linear(2 -> 2) compiled for" in capsys.readouterr().err
+
+
+def test_works_when_the_cache_directory_is_read_only(tmp_path):
+    locked = tmp_path / "cache"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    script = ("import numpy as np, nnc\nfrom nnc.compile import compile as c\n"
+              "m = nnc.Linear(2, 2)\nf = c(m)\ny = f(m.init(), np.ones((1, 2), np.float32))\n"
+              "e = next(iter(f.specialisations.values()))\nprint(e.cached_on_disk, y.shape)\n")
+    env = dict(os.environ, NNC_CACHE_DIR=str(locked))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    locked.chmod(stat.S_IRWXU)
+    assert out.returncode == 0, out.stderr
+    if os.geteuid() == 0:  # root writes anywhere: the directory is not really read-only
+        assert out.stdout.split()[1:] == ["(1,", "2)"]
+    else:
+        assert out.stdout.split() == ["False", "(1,", "2)"]

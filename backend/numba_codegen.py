@@ -275,6 +275,60 @@ class FunctionWriter:
             return True
         return False
 
+    def _activation_lines(self, t: str, arg: str, activation: str, dtype: np.dtype) -> list[str]:
+        zero, half = _literal(0, dtype), _literal(0.5, dtype)
+        if activation == "identity":
+            return [f"{t} = {arg}"]
+        if activation == "relu":
+            return [f"{t} = {arg} if {arg} > {zero} else {zero}"]
+        if dtype == np.float32:
+            inner = arg if activation == "tanh" else f"{half} * {arg}"
+            lines = _tanh32_lines(t, inner)
+        else:
+            lines = [f"{t} = np.tanh({arg})" if activation == "tanh" else f"{t} = np.tanh({half} * {arg})"]
+        if activation == "logistic":
+            lines.append(f"{t} = {half} + {half} * {t}")
+        return lines
+
+    def emit_linear(self, e) -> bool:
+        x, w, b = e.inputs
+        if x.dtype.kind != "f" or len(x.shape) < 1:
+            return False
+        k, n = w.shape
+        rows = int(np.prod(x.shape[:-1], dtype=np.int64)) if len(x.shape) > 1 else 1
+        o = self.name(e.out)
+        z = self.module.fresh("z")
+        x2 = f"np.ascontiguousarray({self.name(x)}).reshape(({rows}, {k}))"
+        self.emit(f"{z} = np.dot({x2}, {self.name(w)})")
+        self.emit(f"for i in range({rows}):")
+        self.emit(f"for j in range({n}):", 2)
+        t = self.module.fresh("t")
+        self.emit(f"{t}_in = {z}[i, j] + {self.name(b)}[j]", 3)
+        for line in self._activation_lines(t, f"{t}_in", e.params["activation"], e.out.dtype):
+            self.emit(line, 3)
+        self.emit(f"{z}[i, j] = {t}", 3)
+        self.emit(f"{o} = {z}.reshape({_flat(e.out.shape)})")
+        return True
+
+    def emit_activation_grad(self, e) -> bool:
+        g, out = e.inputs
+        activation, dtype = e.params["activation"], e.out.dtype
+        one, zero = _literal(1, dtype), _literal(0, dtype)
+        expr = {"relu": f"gv * ({one} if y > {zero} else {zero})", "tanh": f"gv * ({one} - y * y)",
+                "logistic": f"gv * (y * ({one} - y))", "identity": "gv"}.get(activation)
+        if expr is None or g.shape != out.shape:
+            return False
+        o, size = self.name(e.out), int(np.prod(g.shape, dtype=np.int64))
+        self.emit(f"{o}_g = np.ascontiguousarray({self.name(g)}).reshape({size})")
+        self.emit(f"{o}_y = np.ascontiguousarray({self.name(out)}).reshape({size})")
+        self.emit(f"{o}_f = np.empty({size}, np.{np.dtype(dtype).name})")
+        self.emit(f"for i in range({size}):")
+        self.emit(f"gv = {o}_g[i]", 2)
+        self.emit(f"y = {o}_y[i]", 2)
+        self.emit(f"{o}_f[i] = {expr}", 2)
+        self.emit(f"{o} = {o}_f.reshape({_flat(e.out.shape)})")
+        return True
+
     def emit_transpose(self, e) -> bool:
         if tuple(e.params["axes"]) == (1, 0):  # .T is Fortran-ordered, which BLAS takes as is
             self.emit(f"{self.name(e.out)} = {self.name(e.inputs[0])}.T")

@@ -17,12 +17,16 @@ from nnc.backend.ops import (absolute, scan, exp, log, matmul, max, maximum, mea
 from nnc.backend.tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
 
 from .combinators import add, concat, fanout, parallel, residual
+from .compile import compile
 from .layers import Input, Linear, log_softmax, logistic, relu, softmax, tanh
 from .losses import cross_entropy, mse
 from .model import Model, Signature
 from .optim import Optimizer, sgd
+from .load import LoadError
 from .recurrent import (GRU, LSTM, fcrnn, feedback, fix_state, lagged, learned_state, prime,
                         recurrently, unroll, unroll_last, zero_state)
+from .render import GraphvizNotFound, RenderError, render
+from .summary import summary
 from .typed import typed
 from .types import Dim, Mat, Seq, Tensor, TypeVar, Vec
 
@@ -30,7 +34,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GRU", "LSTM", "Seq", "fcrnn", "feedback", "fix_state", "lagged", "learned_state", "prime",
-    "recurrently", "unroll", "unroll_last", "zero_state", "scan",
+    "recurrently", "unroll", "unroll_last", "zero_state", "scan", "compile",
+    "render", "summary", "GraphvizNotFound", "RenderError", "LoadError",
     "Dim", "InitError", "Input", "Linear", "Mat", "MissingGradient", "Model", "NNCError",
     "NonFiniteError", "Optimizer", "ShapeError", "Signature", "Tensor", "TraceError",
     "TypeMismatch", "TypeVar", "Vec", "absolute", "add", "concat", "cross_entropy", "exp",

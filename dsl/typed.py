@@ -4,11 +4,12 @@
 Dimension names bind across one call: in ``f(a: Vec["n"], b: Vec["n"]) -> Vec["n"]``
 all three sizes must agree. A leading batch axis is allowed and must agree too.
 
-It is built on :func:`typeguard.check_type` with an nnc checker registered in
-``typeguard.checker_lookup_functions`` (so ``typeguard.check_type(x, Vec[3])`` and
-typeguard's own ``@typechecked`` understand nnc types as well). Unlike
-``@typechecked`` it does not re-compile the function from its source, so it works in
-notebook cells.
+It is built on :func:`typeguard.check_type` with an nnc checker in
+``typeguard.checker_lookup_functions``, registered as a typeguard plugin (an entry point,
+so ``typeguard.check_type(x, Vec[3])`` and typeguard's own ``@typechecked`` understand
+nnc types as soon as typeguard is imported, while ``import nnc`` does not pay for
+importing typeguard). Unlike ``@typechecked`` it does not re-compile the function from its
+source, so it works in notebook cells.
 
 >>> import numpy as np
 >>> from nnc import Vec, typed
@@ -26,7 +27,6 @@ import inspect
 from typing import Any, Callable
 
 import numpy as np
-import typeguard
 
 from nnc.backend.core import Tracer
 from nnc.backend.errors import ShapeError
@@ -46,6 +46,8 @@ def _expected(t: T.ArrayType) -> str:
 
 
 def _check_array(value: Any, origin_type: T.ArrayType, args: tuple, memo: Any) -> None:
+    import typeguard
+
     t = origin_type
     if type(value) is not Tracer and not isinstance(value, np.ndarray):
         raise typeguard.TypeCheckError(f"is {type(value).__name__}, not an array of type {_expected(t)}")
@@ -70,12 +72,18 @@ def _check_array(value: Any, origin_type: T.ArrayType, args: tuple, memo: Any) -
                 f"(expected {_expected(t)})")
 
 
-def _lookup(origin_type: Any, args: tuple, extras: tuple) -> Callable | None:
+def lookup(origin_type: Any, args: tuple, extras: tuple) -> Callable | None:
+    """typeguard's checker lookup for nnc types (the ``typeguard.checker_lookup`` entry point)."""
     return _check_array if isinstance(origin_type, T.ArrayType) else None
 
 
-if _lookup not in typeguard.checker_lookup_functions:
-    typeguard.checker_lookup_functions.insert(0, _lookup)
+def _typeguard():
+    """typeguard, with nnc's checker registered even where plugin autoloading is switched off."""
+    import typeguard
+
+    if lookup not in typeguard.checker_lookup_functions:
+        typeguard.checker_lookup_functions.insert(0, lookup)
+    return typeguard
 
 
 def _annotations(fn: Callable) -> dict:
@@ -97,6 +105,8 @@ def typed(fn: Callable) -> Callable:
     code = getattr(fn, "__code__", None)
     where = f"{code.co_filename}:{code.co_firstlineno}" if code else "unknown place"
     qualname = getattr(fn, "__qualname__", repr(fn))
+
+    typeguard = _typeguard()
 
     def check(value: Any, ann: Any, what: str) -> None:
         try:

@@ -312,10 +312,23 @@ def _title(canvas: Canvas, model: Model, path: str, *kinds: str) -> str:
     shown = canvas.relative(path)
     parts = [f"<B>{text(shown)}</B>"] if shown and canvas.options.show_layer_names else []
     parts.extend(text(k) for k in kinds if re.sub(r"_\d+$", "", path.rsplit("/", 1)[-1]) != k)
+    parts.extend(text(own) for own in _own_parameters(model))
     n = param_total(model)
     if n:
         parts.append(text(count_text(n)))
     return " · ".join(parts)
+
+
+def _own_parameters(model: Model) -> list[str]:
+    """Parameters a wrapper holds itself (learned_state's initial state), e.g. ``initial_state: Vec[30]``."""
+    from . import types as T
+
+    out = []
+    while True:
+        out.extend(f"{name}: {T.show([T.array_type(spec.shape)])[0]}" for name, spec in model.params)
+        if not model.transparent or not model.children:
+            return out
+        model = model.children[0]
 
 
 def _leaf(canvas: Canvas, model: Model, path: str, flow: Flow, collapsed: bool = False) -> Flow:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import nnc
 from nnc import Input, Linear, Vec, add, concat, fanout, logistic, parallel, relu, residual, softmax, tanh
 from nnc.draw import DRAWERS, Options, repeats, to_dot
-from nnc.recurrent import fcrnn, recurrently, unroll_last, zero_state
+from nnc.recurrent import LSTM, fcrnn, learned_state, recurrently, unroll, unroll_last, zero_state
 from nnc.render import GraphvizNotFound, RenderError, format_of, mimebundle, render
 from nnc.summary import summary
 
@@ -61,6 +61,7 @@ def golden_models():
         "parallel": parallel(Linear(2, 3), Linear(4, 5) >> tanh) >> concat >> Linear(8, 1),
         "fanout": Linear(3, 4) >> fanout(Linear(4, 2).named("left"), Linear(4, 2) >> relu) >> add,
         "recurrent": zero_state(unroll_last(fcrnn(1, 30) >> Linear(30, 1))),
+        "learned_state": learned_state(unroll(LSTM(2, 8) >> Linear(8, 2))),
         "residual_depth0": ((Input(Vec[16]) >> Linear(None, 8) >> relu
                              >> residual(Linear(8, 8) >> relu) >> residual(Linear(8, 8) >> relu)
                              >> Linear(8, 3) >> softmax), dict(depth=0, rankdir="LR")),

@@ -317,7 +317,8 @@ def _progress_bar(total: int, enabled: bool) -> Any:
 def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], Any], opt: Optimizer,
         epochs: int = 1, batch_size: int = 32, validation: tuple | None = None, seed: int = 0,
         metrics: Sequence[Callable] | Mapping[str, Callable] = (), callbacks: Sequence[Any] = (),
-        progress: bool = True, shuffle: bool = True, drop_last: bool = False) -> tuple[Any, History]:
+        progress: bool = True, shuffle: bool = True, drop_last: bool = False,
+        step: Callable | None = None) -> tuple[Any, History]:
     """Train ``model`` from ``params`` on ``data = (x, y)``; returns ``(params, history)``.
 
     Args:
@@ -334,6 +335,8 @@ def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], An
         shuffle: reshuffle the examples at every epoch.
         drop_last: skip the last batch when it is smaller than ``batch_size``. By default it
             is kept, so every example is seen each epoch; its shape is traced once more.
+        step: what runs each batch, in place of ``train_step(model, loss=loss, opt=opt)``
+            (a compiled step, say); same signature ``(params, opt_state, x, y)``.
 
     Data are checked before the first step (lengths, dtypes, NaNs, emptiness, the model's
     input type) and converted once to the parameters' dtype.
@@ -341,7 +344,10 @@ def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], An
     epochs, batch_size = _check_count("epochs", epochs), _check_count("batch_size", batch_size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(f"fit: seed must be an int, got {seed!r}")
-    step = train_step(model, loss=loss, opt=opt)
+    standard = train_step(model, loss=loss, opt=opt)  # checks loss and opt in any case
+    if step is not None and not callable(step):
+        raise ConfigError(f"fit: step must be a function (params, opt_state, x, y), got {step!r}")
+    step = standard if step is None else step
     check_params(model, params)
     train = prepare_data(model, params, data, "training")
     valid = prepare_data(model, params, validation, "validation") if validation is not None else None

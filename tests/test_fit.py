@@ -114,6 +114,23 @@ def test_same_seed_same_run_bit_for_bit_and_another_seed_differs():
     assert not same_leaves(p1, p3) and h1["loss"] != h3["loss"]
 
 
+def test_a_given_step_replaces_train_step_with_the_same_signature():
+    x, y = blobs()
+    model = classifier()
+    standard = train_step(model, loss=nnc.cross_entropy, opt=sgd(0.1))
+    shapes = []
+
+    def step(params, opt_state, xb, yb):
+        shapes.append(xb.shape)
+        return standard(params, opt_state, xb, yb)
+
+    params, history = quiet_fit(model, model.init(seed=0), (x, y), loss=nnc.cross_entropy, opt=sgd(0.1),
+                                epochs=2, batch_size=64, step=step)
+    assert shapes == [(64, 5), (64, 5), (22, 5)] * 2
+    expected, curve = manual_run(model, model.init(seed=0), x, y, nnc.cross_entropy, sgd(0.1), 2, 64, seed=0)
+    assert same_leaves(params, expected) and history["loss"] == curve
+
+
 def test_models_with_tuple_inputs_are_batched_per_array():
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((50, 2)).astype(np.float32), rng.standard_normal((50, 4)).astype(np.float32))
@@ -145,6 +162,25 @@ def test_progress_bar_shows_epochs_and_metrics_and_can_be_turned_off(capsys):
     assert "epoch 2/2" in err and "10/10" in err and re.search(r"loss \d\.\d+", err)
     quiet_fit(model, model.init(seed=0), (x, y), loss=nnc.cross_entropy, opt=sgd(0.1), epochs=2)
     assert capsys.readouterr() == ("", "")
+
+
+def test_a_notebook_without_widgets_falls_back_to_the_text_bar(capsys, monkeypatch):
+    import tqdm.auto
+
+    def no_widgets(*args, **kwargs):
+        raise ImportError("IProgress not found. Please update jupyter and ipywidgets.")
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", no_widgets)
+    x, y = blobs()
+    model = classifier()
+    fit(model, model.init(seed=0), (x, y), loss=nnc.cross_entropy, opt=sgd(0.1), epochs=1, progress=True)
+    assert "epoch 1/1" in capsys.readouterr().err
+
+
+def test_plotting_without_matplotlib_says_how_to_get_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match=r"History.plot needs matplotlib: pip install 'nnc\[plot\]'"):
+        History().with_epoch({"loss": 1.0}).plot()
 
 
 # ----------------------------------------------------------------------------- bad data

@@ -50,3 +50,15 @@ prediction = model(params, x)
 print("inputs -> prediction:")
 for xi, yi in zip(x, prediction):
     print(f"  {xi.astype(int)} -> {yi[0]:.3f}")
+
+# %% [markdown]
+# Finally, draw the model: `nnc render examples/xor.py` does the same from the command line.
+
+# %%
+from pathlib import Path
+
+picture = Path(__file__).with_name("xor.svg") if "__file__" in globals() else Path("xor.svg")
+try:
+    print("drawn:", nnc.render(model, picture))
+except nnc.GraphvizNotFound as missing:
+    print(missing)

@@ -329,6 +329,107 @@ class FunctionWriter:
         self.emit(f"{o} = {o}_f.reshape({_flat(e.out.shape)})")
         return True
 
+    def _block(self, template: str, **fields) -> None:
+        for line in template.format(**fields).splitlines():
+            self.emit(line)
+
+    def _im2col(self, x: str, geo: dict, dtype: str) -> str:
+        cols = self.module.fresh("cols")
+        self.emit(f"{cols} = np.zeros(({geo['R']}, {geo['K']}), np.{dtype})")
+        self._block(_FIELDS, body=f"{cols}[r, col] = {x}[b, c, ih, iw]", **geo)
+        return cols
+
+    def _rows_of(self, g: str, geo: dict) -> str:
+        """(B, O, HO, WO) as the (B*HO*WO, O) matrix the im2col rows line up with."""
+        return (f"np.ascontiguousarray(np.transpose({g}, (0, 2, 3, 1))).reshape(({geo['R']}, {geo['O']}))")
+
+    def emit_conv2d(self, e) -> bool:
+        x, w = e.inputs
+        geo = _conv_geometry(e, x.shape, w.shape)
+        dtype = np.dtype(e.out.dtype).name
+        cols = self._im2col(self.name(x), geo, dtype)
+        w2 = f"np.ascontiguousarray({self.name(w)}).reshape(({geo['O']}, {geo['K']}))"
+        rows = self.module.fresh("rows")
+        self.emit(f"{rows} = np.dot({cols}, {w2}.T)")
+        self.emit(f"{self.name(e.out)} = np.ascontiguousarray(np.transpose({rows}.reshape(({geo['B']}, "
+                  f"{geo['HO']}, {geo['WO']}, {geo['O']})), (0, 3, 1, 2)))")
+        return True
+
+    def emit_conv2d_input_grad(self, e) -> bool:
+        g, w = e.inputs
+        geo = _conv_geometry(e, e.params["x_shape"], w.shape)
+        dtype = np.dtype(e.out.dtype).name
+        dcols, dx = self.module.fresh("dcols"), self.name(e.out)
+        w2 = f"np.ascontiguousarray({self.name(w)}).reshape(({geo['O']}, {geo['K']}))"
+        self.emit(f"{dcols} = np.dot({self._rows_of(self.name(g), geo)}, {w2})")
+        self.emit(f"{dx} = np.zeros({tuple(e.params['x_shape'])!r}, np.{dtype})")
+        self._block(_FIELDS, body=f"{dx}[b, c, ih, iw] += {dcols}[r, col]", **geo)
+        return True
+
+    def emit_conv2d_weight_grad(self, e) -> bool:
+        x, g = e.inputs
+        geo = _conv_geometry(e, x.shape, e.params["w_shape"])
+        dtype = np.dtype(e.out.dtype).name
+        cols = self._im2col(self.name(x), geo, dtype)
+        self.emit(f"{self.name(e.out)} = np.dot({self._rows_of(self.name(g), geo)}.T, {cols})"
+                  f".reshape({tuple(e.params['w_shape'])!r})")
+        return True
+
+    def _pool_geometry(self, e, x_shape) -> dict:
+        (b, c, h, w), (kh, kw), (sh, sw) = x_shape, e.params["kernel"], e.params["stride"]
+        return dict(B=b, C=c, KH=kh, KW=kw, SH=sh, SW=sw, HO=max((h - kh) // sh + 1, 0),
+                    WO=max((w - kw) // sw + 1, 0))
+
+    def _argmax_window(self, x: str) -> dict:
+        """Window loops that find the first largest entry (row by row) of ``x`` in each window."""
+        return dict(init="best = -np.inf\n                bi = -1\n                bj = -1",
+                    each=f"if bi < 0 or {x}[b, c, ih, iw] > best:\n                            "
+                         f"best = {x}[b, c, ih, iw]\n                            bi = ih\n"
+                         f"                            bj = iw")
+
+    def emit_max_pool(self, e) -> bool:
+        x, o = self.name(e.inputs[0]), self.name(e.out)
+        geo = self._pool_geometry(e, e.inputs[0].shape)
+        self.emit(f"{o} = np.empty({tuple(e.out.shape)!r}, np.{np.dtype(e.out.dtype).name})")
+        self._block(_WINDOWS, done=f"{o}[b, c, oh, ow] = {x}[b, c, bi, bj]", **self._argmax_window(x), **geo)
+        return True
+
+    def emit_max_pool_grad(self, e) -> bool:
+        x, g = (self.name(v) for v in e.inputs)
+        o = self.name(e.out)
+        geo = self._pool_geometry(e, e.inputs[0].shape)
+        self.emit(f"{o} = np.zeros({tuple(e.out.shape)!r}, np.{np.dtype(e.out.dtype).name})")
+        self._block(_WINDOWS, done=f"{o}[b, c, bi, bj] += {g}[b, c, oh, ow]", **self._argmax_window(x), **geo)
+        return True
+
+    def emit_max_pool_gather(self, e) -> bool:
+        x, c_ = (self.name(v) for v in e.inputs)
+        o = self.name(e.out)
+        geo = self._pool_geometry(e, e.inputs[0].shape)
+        self.emit(f"{o} = np.empty({tuple(e.out.shape)!r}, np.{np.dtype(e.out.dtype).name})")
+        self._block(_WINDOWS, done=f"{o}[b, c, oh, ow] = {c_}[b, c, bi, bj]", **self._argmax_window(x), **geo)
+        return True
+
+    def emit_avg_pool(self, e) -> bool:
+        x, o = self.name(e.inputs[0]), self.name(e.out)
+        geo = self._pool_geometry(e, e.inputs[0].shape)
+        dtype = e.out.dtype
+        self.emit(f"{o} = np.empty({tuple(e.out.shape)!r}, np.{np.dtype(dtype).name})")
+        scale = _literal(1.0 / (geo["KH"] * geo["KW"]), dtype)
+        self._block(_WINDOWS, init=f"acc = {_literal(0, dtype)}", each=f"acc += {x}[b, c, ih, iw]",
+                    done=f"{o}[b, c, oh, ow] = acc * {scale}", **geo)
+        return True
+
+    def emit_avg_pool_grad(self, e) -> bool:
+        g, o = self.name(e.inputs[0]), self.name(e.out)
+        geo = self._pool_geometry(e, e.params["x_shape"])
+        dtype = e.out.dtype
+        scale = _literal(1.0 / (geo["KH"] * geo["KW"]), dtype)
+        self.emit(f"{o} = np.zeros({tuple(e.out.shape)!r}, np.{np.dtype(dtype).name})")
+        self._block(_WINDOWS, init=f"share = {g}[b, c, oh, ow] * {scale}", each=f"{o}[b, c, ih, iw] += share",
+                    done="pass", **geo)
+        return True
+
     def emit_transpose(self, e) -> bool:
         if tuple(e.params["axes"]) == (1, 0):  # .T is Fortran-ordered, which BLAS takes as is
             self.emit(f"{self.name(e.out)} = {self.name(e.inputs[0])}.T")
@@ -535,6 +636,47 @@ def _tanh32_lines(t: str, arg: str) -> list[str]:
     lines += [f"{q} = {q} * {x2} + np.float32({c!r})" for c in _TANH32_Q[1:]]
     lines += [f"{t} = {p} * {x} / {q}"]
     return lines
+
+
+def _conv_geometry(e, x_shape, w_shape) -> dict:
+    (b, c, h, w), (o, _, kh, kw) = x_shape, w_shape
+    (sh, sw), (ph, pw), (dh, dw) = e.params["stride"], e.params["padding"], e.params["dilation"]
+    ho = max((h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, 0)
+    wo = max((w + 2 * pw - dw * (kw - 1) - 1) // sw + 1, 0)
+    return dict(B=b, C=c, H=h, W=w, O=o, KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, DH=dh, DW=dw,
+                HO=ho, WO=wo, R=b * ho * wo, K=c * kh * kw)
+
+
+# Receptive fields as rows of a matrix (im2col), visited in one loop nest; ``{body}`` moves
+# one value between image position (b, c, ih, iw) and matrix entry (r, col).
+_FIELDS = """for b in range({B}):
+    for oh in range({HO}):
+        for ow in range({WO}):
+            r = (b * {HO} + oh) * {WO} + ow
+            for c in range({C}):
+                for ki in range({KH}):
+                    ih = oh * {SH} - {PH} + ki * {DH}
+                    if ih < 0 or ih >= {H}:
+                        continue
+                    for kj in range({KW}):
+                        iw = ow * {SW} - {PW} + kj * {DW}
+                        if iw < 0 or iw >= {W}:
+                            continue
+                        col = (c * {KH} + ki) * {KW} + kj
+                        {body}"""
+
+# Pooling windows (no padding); ``{init}`` runs per window, ``{each}`` per entry, ``{done}`` after.
+_WINDOWS = """for b in range({B}):
+    for c in range({C}):
+        for oh in range({HO}):
+            for ow in range({WO}):
+                {init}
+                for ki in range({KH}):
+                    for kj in range({KW}):
+                        ih = oh * {SH} + ki
+                        iw = ow * {SW} + kj
+                        {each}
+                {done}"""
 
 
 def _flat(shape: tuple) -> str:

@@ -21,8 +21,13 @@ from .compile import compile
 from .layers import Input, Linear, log_softmax, logistic, relu, softmax, tanh
 from .losses import cross_entropy, mse
 from .model import Model, Signature
-from .optim import Optimizer, sgd
-from .load import LoadError
+from .callbacks import Callback, Checkpoint, Decision, EarlyStopping, StopOnNaN
+from .checkpoint import CheckpointError, load, save
+from .metrics import accuracy
+from .optim import (ConfigError, Optimizer, adam, adamw, clip_by_global_norm, clip_by_value,
+                    cosine_decay, exponential_decay, piecewise_constant, rmsprop, sgd, warmup)
+from .train import History, TrainStep, fit, train_step
+from .modelfile import LoadError
 from .recurrent import (GRU, LSTM, fcrnn, feedback, fix_state, lagged, learned_state, prime,
                         recurrently, unroll, unroll_last, zero_state)
 from .render import GraphvizNotFound, RenderError, render
@@ -36,6 +41,10 @@ __all__ = [
     "GRU", "LSTM", "Seq", "fcrnn", "feedback", "fix_state", "lagged", "learned_state", "prime",
     "recurrently", "unroll", "unroll_last", "zero_state", "scan", "compile",
     "render", "summary", "GraphvizNotFound", "RenderError", "LoadError",
+    "Callback", "Checkpoint", "Decision", "EarlyStopping", "StopOnNaN", "CheckpointError", "load",
+    "save", "accuracy", "ConfigError", "adam", "adamw", "clip_by_global_norm", "clip_by_value",
+    "cosine_decay", "exponential_decay", "piecewise_constant", "rmsprop", "warmup",
+    "History", "TrainStep", "fit", "train_step",
     "Dim", "InitError", "Input", "Linear", "Mat", "MissingGradient", "Model", "NNCError",
     "NonFiniteError", "Optimizer", "ShapeError", "Signature", "Tensor", "TraceError",
     "TypeMismatch", "TypeVar", "Vec", "absolute", "add", "concat", "cross_entropy", "exp",

@@ -23,7 +23,7 @@ from typing import Sequence
 from nnc.backend.errors import NNCError
 
 from .draw import RANKDIRS
-from .load import LoadError, find_model, load_file, pick, split_spec
+from .modelfile import LoadError, find_model, load_file, pick, split_spec
 from .render import FORMATS, SUFFIX, GraphvizNotFound, RenderError, format_of, render
 from .summary import summary
 

@@ -13,7 +13,7 @@ import pytest
 import nnc
 from nnc.cli import main
 from nnc.draw import to_dot
-from nnc.load import LoadError, find_model, load_file, split_spec
+from nnc.modelfile import LoadError, find_model, load_file, split_spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -318,7 +318,7 @@ def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], An
         epochs: int = 1, batch_size: int = 32, validation: tuple | None = None, seed: int = 0,
         metrics: Sequence[Callable] | Mapping[str, Callable] = (), callbacks: Sequence[Any] = (),
         progress: bool = True, shuffle: bool = True, drop_last: bool = False,
-        step: Callable | None = None) -> tuple[Any, History]:
+        step: Callable | None = None, compile: bool = False) -> tuple[Any, History]:  # noqa: A002
     """Train ``model`` from ``params`` on ``data = (x, y)``; returns ``(params, history)``.
 
     Args:
@@ -337,6 +337,9 @@ def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], An
             is kept, so every example is seen each epoch; its shape is traced once more.
         step: what runs each batch, in place of ``train_step(model, loss=loss, opt=opt)``
             (a compiled step, say); same signature ``(params, opt_state, x, y)``.
+        compile: run each batch through ``nnc.compile(train_step(...))``: the forward pass,
+            the backward pass and the update as one native function (compiled once per
+            batch shape; the results equal the interpreted ones to float rounding).
 
     Data are checked before the first step (lengths, dtypes, NaNs, emptiness, the model's
     input type) and converted once to the parameters' dtype.
@@ -347,6 +350,12 @@ def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], An
     standard = train_step(model, loss=loss, opt=opt)  # checks loss and opt in any case
     if step is not None and not callable(step):
         raise ConfigError(f"fit: step must be a function (params, opt_state, x, y), got {step!r}")
+    if compile and step is not None:
+        raise ConfigError("fit: give either step= or compile=True, not both")
+    if compile:
+        from .compile import compile as compile_step
+
+        step = compile_step(standard)
     step = standard if step is None else step
     check_params(model, params)
     train = prepare_data(model, params, data, "training")

@@ -142,3 +142,19 @@ def test_works_when_the_cache_directory_is_read_only(tmp_path):
         assert out.stdout.split()[1:] == ["(1,", "2)"]
     else:
         assert out.stdout.split() == ["False", "(1,", "2)"]
+
+
+def test_fit_with_compile_equals_fit_without():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 3))
+    y = (x[:, 0] > 0).astype(np.int64)
+    model = Linear(3, 5) >> tanh >> Linear(5, 2) >> softmax
+    params = model.init(seed=0, dtype=np.float64)
+    kwargs = dict(loss=nnc.cross_entropy, opt=nnc.adam(0.05), epochs=3, batch_size=16, seed=1,
+                  progress=False)
+    p_ref, h_ref = nnc.fit(model, params, (x, y), **kwargs)
+    p_fast, h_fast = nnc.fit(model, params, (x, y), compile=True, **kwargs)
+    assert_trees_close(p_fast, p_ref, np.float64)
+    np.testing.assert_allclose(h_fast["loss"], h_ref["loss"], rtol=1e-10)
+    with pytest.raises(nnc.ConfigError, match="either step= or compile=True"):
+        nnc.fit(model, params, (x, y), compile=True, step=lambda *a: a, **kwargs)

@@ -24,6 +24,8 @@ ELEMENTWISE = {
     "where": "({1} if {0} else {2})", "pow": "{0} ** {1}",
 }
 SPECIAL_ELEMENTWISE = {"integer_pow", "logistic", "relu", "step", "cast"}
+# Results that may be views of other arrays (not C-contiguous, or aliasing an input).
+_VIEWS = {"transpose", "getitem", "reshape", "scan"}
 
 
 def _numba_type(dtype: np.dtype) -> str:
@@ -124,8 +126,10 @@ class FunctionWriter:
                 outs.append(f"{g}.copy()")
             elif not v.shape:
                 outs.append(f"np.asarray({self.name(v)}).reshape(1)")  # a 0-d value travels as (1,)
-            else:
+            elif v.producer is not None and v.producer.prim.name in _VIEWS or v in self.graph.inputs:
                 outs.append(f"np.ascontiguousarray({self.name(v)})")
+            else:  # freshly allocated and C-ordered already
+                outs.append(self.name(v))
         header = f"def {self.fn_name}({', '.join(args)}):"
         body = self.lines or ["    pass"]
         return "\n".join([header] + body + [f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})"])
@@ -449,7 +453,10 @@ class FunctionWriter:
         x, out = e.inputs[0], e.out
         shape = x.shape
         acc = self.module.fresh("acc")
-        self.emit(f"{acc} = np.full({keep_shape!r}, {init}, np.{np.dtype(out.dtype).name})")
+        if init == _literal(0, out.dtype):  # np.zeros is cheaper for Numba to compile than np.full
+            self.emit(f"{acc} = np.zeros({keep_shape!r}, np.{np.dtype(out.dtype).name})")
+        else:
+            self.emit(f"{acc} = np.full({keep_shape!r}, {init}, np.{np.dtype(out.dtype).name})")
         idx = [f"i{k}" for k in range(len(shape))]
         for k in range(len(shape)):
             self.emit(f"for {idx[k]} in range({shape[k]}):", k + 1)

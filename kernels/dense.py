@@ -20,6 +20,7 @@ from .jit import jit_enabled, kernel
 from .reference import activation_grad as reference_activation_grad
 
 ACTIVATION_CODES = {"identity": 0, "relu": 1, "tanh": 2, "logistic": 3}
+JIT = jit_enabled()  # read once, as Numba reads NUMBA_DISABLE_JIT once
 
 
 @kernel
@@ -45,21 +46,21 @@ def _activation_grad(g, out, code, one, gz):
     zf = gz.ravel()
     for t in range(np.uint64(zf.size)):
         y = of[t]
+        v = gf[t]
         if code == 1:
-            zf[t] = gf[t] * (one if y > 0 else one - one)
+            v = v * (one if y > 0 else one - one)
         elif code == 2:
-            zf[t] = gf[t] * (one - y * y)
+            v = v * (one - y * y)
         elif code == 3:
-            zf[t] = gf[t] * (y * (one - y))
-        else:
-            zf[t] = gf[t]
+            v = v * (y * (one - y))
+        zf[t] = v
 
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray, activation: str) -> np.ndarray:
     """``activation(x @ w + b)`` for ``x`` (..., k), ``w`` (k, n), ``b`` (n,)."""
     z = np.dot(x, w)
     flat = z.reshape(-1, z.shape[-1])
-    if jit_enabled():
+    if JIT:
         _bias_relu(flat, b, activation == "relu")
     else:
         flat += b
@@ -77,9 +78,10 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray, activation: str) -> np.n
 
 def activation_grad(g: np.ndarray, out: np.ndarray, activation: str) -> np.ndarray:
     """The cotangent of the pre-activation, given the activation's output ``out``."""
-    if not jit_enabled():
+    if not JIT:
         return reference_activation_grad(g, out, activation)
-    g, out = np.ascontiguousarray(g), np.ascontiguousarray(out)
+    g = g if g.flags.c_contiguous else np.ascontiguousarray(g)
+    out = out if out.flags.c_contiguous else np.ascontiguousarray(out)
     gz = np.empty(g.shape, g.dtype)
     _activation_grad(g, out, ACTIVATION_CODES[activation], g.dtype.type(1), gz)
     return gz

@@ -158,7 +158,7 @@ def test_dense_kernels_equal_the_separate_primitives_bit_for_bit(problem):
 @given(dense_problems())
 @settings(max_examples=20)
 def test_the_linear_primitive_gives_the_values_and_gradients_of_the_separate_ones(problem):
-    """One fused primitive or matmul, + and an activation: the same bits, forward and backward."""
+    """One fused primitive, or matmul, + and an activation: the same bits, forward and backward."""
     x, w, b, g, activation = problem
 
     def fused(x, w, b):

@@ -391,28 +391,24 @@ class FunctionWriter:
                          f"best = {x}[b, c, ih, iw]\n                            bi = ih\n"
                          f"                            bj = iw")
 
-    def emit_max_pool(self, e) -> bool:
-        x, o = self.name(e.inputs[0]), self.name(e.out)
+    def _max_windows(self, e, allocate: str, done: str) -> bool:
+        """A max-pooling form: ``done`` uses the window's argmax (bi, bj); inputs are (x, other)."""
+        names = [self.name(v) for v in e.inputs]
+        o = self.name(e.out)
         geo = self._pool_geometry(e, e.inputs[0].shape)
-        self.emit(f"{o} = np.empty({tuple(e.out.shape)!r}, np.{np.dtype(e.out.dtype).name})")
-        self._block(_WINDOWS, done=f"{o}[b, c, oh, ow] = {x}[b, c, bi, bj]", **self._argmax_window(x), **geo)
+        self.emit(f"{o} = np.{allocate}({tuple(e.out.shape)!r}, np.{np.dtype(e.out.dtype).name})")
+        other = names[1] if len(names) > 1 else names[0]
+        self._block(_WINDOWS, done=done.format(o=o, other=other), **self._argmax_window(names[0]), **geo)
         return True
+
+    def emit_max_pool(self, e) -> bool:
+        return self._max_windows(e, "empty", "{o}[b, c, oh, ow] = {other}[b, c, bi, bj]")
 
     def emit_max_pool_grad(self, e) -> bool:
-        x, g = (self.name(v) for v in e.inputs)
-        o = self.name(e.out)
-        geo = self._pool_geometry(e, e.inputs[0].shape)
-        self.emit(f"{o} = np.zeros({tuple(e.out.shape)!r}, np.{np.dtype(e.out.dtype).name})")
-        self._block(_WINDOWS, done=f"{o}[b, c, bi, bj] += {g}[b, c, oh, ow]", **self._argmax_window(x), **geo)
-        return True
+        return self._max_windows(e, "zeros", "{o}[b, c, bi, bj] += {other}[b, c, oh, ow]")
 
     def emit_max_pool_gather(self, e) -> bool:
-        x, c_ = (self.name(v) for v in e.inputs)
-        o = self.name(e.out)
-        geo = self._pool_geometry(e, e.inputs[0].shape)
-        self.emit(f"{o} = np.empty({tuple(e.out.shape)!r}, np.{np.dtype(e.out.dtype).name})")
-        self._block(_WINDOWS, done=f"{o}[b, c, oh, ow] = {c_}[b, c, bi, bj]", **self._argmax_window(x), **geo)
-        return True
+        return self._max_windows(e, "empty", "{o}[b, c, oh, ow] = {other}[b, c, bi, bj]")
 
     def emit_avg_pool(self, e) -> bool:
         x, o = self.name(e.inputs[0]), self.name(e.out)

@@ -60,10 +60,17 @@ def test_compiled_training_steps_equal_interpreted_ones(width, act, batch, dtype
     assert_trees_close(p_fast, p_ref, dtype)
 
 
-@pytest.mark.parametrize("name", ["residual_fanout", "recurrent"])
-def test_compiled_combinators_and_scans(name):
+@pytest.mark.parametrize("name", ["residual_fanout", "recurrent", "cnn"])
+def test_compiled_combinators_scans_and_convolutions(name):
     rng = np.random.default_rng(0)
-    if name == "residual_fanout":
+    if name == "cnn":
+        from nnc import Input, Tensor
+        from nnc.conv import Conv2d, avg_pool, flatten, max_pool
+
+        model = (Input(Tensor[2, 7, 6]) >> Conv2d(2, 3, 3, padding=1, stride=2) >> relu >> max_pool(2)
+                 >> Conv2d(3, 2, 1, dilation=1) >> avg_pool(1) >> flatten >> Linear(None, 1))
+        x = rng.standard_normal((3, 2, 7, 6))
+    elif name == "residual_fanout":
         model = Linear(3, 4) >> residual(Linear(4, 4) >> tanh) >> fanout(tanh, logistic) >> concat >> Linear(8, 1)
         x = rng.standard_normal((5, 3))
     else:

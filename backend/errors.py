@@ -9,7 +9,30 @@ DOCS = "docs/errors.md"
 
 
 class NNCError(Exception):
-    """Base class of every error nnc raises on purpose."""
+    """Base class of every error nnc raises on purpose.
+
+    Its message ends with the section of the docs that explains it:
+    ``see docs/errors.md#shapeerror``. An error whose message already carries such a link
+    (one that wraps another nnc error's message) adds no second one.
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if f"see {DOCS}#" in text:
+            return text
+        return f"{text}\n  see {DOCS}#{docs_section(type(self))}"
+
+
+def docs_section(cls: type) -> str:
+    """The anchor of the section of ``docs/errors.md`` about ``cls``: its nearest nnc class.
+
+    >>> docs_section(ShapeError)
+    'shapeerror'
+    """
+    for klass in cls.__mro__:
+        if klass.__module__ == "nnc" or klass.__module__.startswith("nnc."):
+            return klass.__name__.lower()
+    return "nncerror"
 
 
 class TypeMismatch(NNCError, TypeError):

@@ -67,7 +67,8 @@ def test_a_different_model_is_refused_saying_what_differs(saved):
         "  linear_0/b: saved shape (4,), the model expects (5,)\n"
         "  linear_1/W: saved shape (4, 2), the model expects (5, 3)\n"
         "  linear_1/b: saved shape (2,), the model expects (3,)\n"
-        "  hint: load it into the model it was saved from (same layers, sizes and names)")
+        "  hint: load it into the model it was saved from (same layers, sizes and names)\n"
+        "  see docs/errors.md#checkpointerror")
 
 
 def test_missing_and_extra_parameters_are_listed(saved):

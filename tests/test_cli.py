@@ -108,7 +108,8 @@ def test_render_without_dot_writes_the_source_and_exits_3(folder, capsys, no_dot
     assert err.startswith("nnc render: Graphviz's dot program was not found, so pics/model.png "
                           "was not drawn. Its Graphviz source is written to pics/model.gv.")
     assert "sudo apt-get install graphviz" in err
-    assert err.endswith("then run:\n  dot -Tpng -Gdpi=150 pics/model.gv -o pics/model.png\n")
+    assert err.endswith("then run:\n  dot -Tpng -Gdpi=150 pics/model.gv -o pics/model.png\n"
+                        "  see docs/errors.md#graphviznotfound\n")
 
 
 # ----------------------------------------------------------------------------- summary and check
@@ -159,7 +160,8 @@ def test_check_fails_with_the_type_mismatch(folder, capsys):
                    "  Linear(2 -> 3) (created at bad.py:4) outputs Vec[3]\n"
                    "  Linear(4 -> 1) (created at bad.py:4) expects Vec[4]\n"
                    "  axis 0: size 3 differs from size 4\n"
-                   "  hint: Linear(None, n) infers its input size from what comes before it\n")
+                   "  hint: Linear(None, n) infers its input size from what comes before it\n"
+                   "  see docs/errors.md#typemismatch\n")
 
 
 def test_check_says_when_sizes_are_not_known_yet(folder, capsys):
@@ -174,38 +176,38 @@ def test_check_says_when_sizes_are_not_known_yet(folder, capsys):
 
 
 BAD = {
-    "missing file": ({}, ["render", "nope.py"], 1, "nnc render: no such file: nope.py\n"),
+    "missing file": ({}, ["render", "nope.py"], 1, "nnc render: no such file: nope.py\n  see docs/errors.md#loaderror\n"),
     "a folder": ({"pkg/x.py": ""}, ["summary", "pkg"], 1,
-                 "nnc summary: pkg is a folder; give a Python file that defines a model\n"),
+                 "nnc summary: pkg is a folder; give a Python file that defines a model\n  see docs/errors.md#loaderror\n"),
     "syntax error": ({"syn.py": "from nnc import tanh\nmodel = (tanh\n"}, ["check", "syn.py"], 1,
-                     "nnc check: syn.py:2: cannot parse syn.py: '(' was never closed: model = (tanh\n"),
+                     "nnc check: syn.py:2: cannot parse syn.py: '(' was never closed: model = (tanh\n  see docs/errors.md#loaderror\n"),
     "raises on import": (
         {"boom.py": "from nnc import tanh\nmodel = tanh\nratio = 1 / 0\n"}, ["render", "boom.py"], 1,
         "nnc render: boom.py:3: ZeroDivisionError: division by zero in `ratio = 1 / 0`, raised while "
         "loading boom.py (run as a module, without its `if __name__ == \"__main__\":` block, with its "
-        "folder on sys.path)\n"),
+        "folder on sys.path)\n  see docs/errors.md#loaderror\n"),
     "exits on import": (
         {"quit.py": "import sys\nsys.exit(4)\n"}, ["summary", "quit.py"], 1,
         "nnc summary: quit.py:2: SystemExit: 4 in `sys.exit(4)`, raised while loading quit.py (run as a "
-        "module, without its `if __name__ == \"__main__\":` block, with its folder on sys.path)\n"),
+        "module, without its `if __name__ == \"__main__\":` block, with its folder on sys.path)\n  see docs/errors.md#loaderror\n"),
     "no model": ({"none.py": "from nnc import tanh, relu\nx = 1\n"}, ["render", "none.py"], 1,
                  "nnc render: none.py assigns no nnc model at top level; define one, e.g. "
-                 "model = Linear(2, 4) >> tanh\n"),
+                 "model = Linear(2, 4) >> tanh\n  see docs/errors.md#loaderror\n"),
     "several models": (
         {"two.py": "from nnc import Linear\nenc = Linear(2, 3)\ndec = Linear(3, 2)\n"}, ["render", "two.py"],
         1, "nnc render: two.py defines 2 nnc models and none is called 'model'; choose one as "
-           "two.py:NAME, from: enc (line 2, Vec[2] -> Vec[3]), dec (line 3, Vec[3] -> Vec[2])\n"),
+           "two.py:NAME, from: enc (line 2, Vec[2] -> Vec[3]), dec (line 3, Vec[3] -> Vec[2])\n  see docs/errors.md#loaderror\n"),
     "no such name": (
         {"two.py": "from nnc import Linear\nenc = Linear(2, 3)\n"}, ["summary", "two.py:decoder"], 1,
-        "nnc summary: two.py has no 'decoder'; its models are: enc (line 2, Vec[2] -> Vec[3])\n"),
+        "nnc summary: two.py has no 'decoder'; its models are: enc (line 2, Vec[2] -> Vec[3])\n  see docs/errors.md#loaderror\n"),
     "not a model": ({"two.py": "from nnc import Linear\nenc = Linear(2, 3)\nsize = 3\n"},
-                    ["render", "two.py:size"], 1, "nnc render: size in two.py is a int, not an nnc model\n"),
+                    ["render", "two.py:size"], 1, "nnc render: size in two.py is a int, not an nnc model\n  see docs/errors.md#loaderror\n"),
     "unknown suffix": ({"m.py": "from nnc import tanh\nmodel = tanh\n"}, ["render", "m.py", "-o", "m.jpg"], 2,
                        "nnc render: cannot tell the format of 'm.jpg' from its suffix; use one ending in "
-                       ".svg, .png, .pdf, .gv, .dot or give the format (svg, png, pdf, dot)\n"),
+                       ".svg, .png, .pdf, .gv, .dot or give the format (svg, png, pdf, dot)\n  see docs/errors.md#rendererror\n"),
     "suffix against format": (
         {"m.py": "from nnc import tanh\nmodel = tanh\n"}, ["render", "m.py", "-o", "m.png", "-f", "svg"], 2,
-        "nnc render: the output 'm.png' ends in .png but the format asked for is svg; change one of them\n"),
+        "nnc render: the output 'm.png' ends in .png but the format asked for is svg; change one of them\n  see docs/errors.md#rendererror\n"),
     "negative depth": ({"m.py": "from nnc import tanh\nmodel = tanh\n"}, ["render", "m.py", "--depth", "-1"],
                        2, "nnc render: --depth must be 0 or more, got -1\n"),
     "picture to stdout": ({"m.py": "from nnc import tanh\nmodel = tanh\n"}, ["render", "m.py", "-o", "-",

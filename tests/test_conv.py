@@ -84,7 +84,8 @@ def test_an_impossible_convolution_is_a_type_mismatch_naming_the_layer():
         f"cannot compose at {HERE}:{at}\n"
         f"  Conv2d(1 -> 4, 5x5, padding=1) (created at {HERE}:{made}) cannot take Tensor[1, 2, 3]:\n"
         f"  its 5x5 kernel is larger than the padded input 4x5 (2x3 with padding 1x1)\n"
-        f"  hint: pad the input (padding=k//2 keeps the size), or use a smaller kernel or dilation")
+        f"  hint: pad the input (padding=k//2 keeps the size), or use a smaller kernel or dilation\n"
+        f"  see docs/errors.md#typemismatch")
 
 
 def test_a_dilated_kernel_names_its_span():
@@ -103,7 +104,8 @@ def test_a_pooling_window_larger_than_the_image_is_a_type_mismatch():
         f"cannot compose at {HERE}:{at}\n"
         f"  avg_pool(4) (created at {HERE}:{made}) cannot take Tensor[3, 3, 8]:\n"
         f"  its 4x4 window is larger than the 3x8 input\n"
-        f"  hint: use a smaller window, or pad before pooling with a Conv2d(padding=...)")
+        f"  hint: use a smaller window, or pad before pooling with a Conv2d(padding=...)\n"
+        f"  see docs/errors.md#typemismatch")
 
 
 def test_wrong_channels_are_a_composition_mismatch():

@@ -28,7 +28,8 @@ def test_composition_mismatch_names_both_layers_types_and_places():
         f"  Linear(64 -> 128) (created at {HERE}:{a_line}) outputs Vec[128]\n"
         f"  Linear(100 -> 10) (created at {HERE}:{b_line}) expects Vec[100]\n"
         f"  axis 0: size 128 differs from size 100\n"
-        f"  hint: Linear(None, n) infers its input size from what comes before it")
+        f"  hint: Linear(None, n) infers its input size from what comes before it\n"
+        f"  see docs/errors.md#typemismatch")
 
 
 def test_mismatch_deep_in_a_chain_names_the_meeting_layers():
@@ -57,7 +58,8 @@ def test_wrong_input_size_names_the_layer_path_and_the_expected_type():
     assert str(info.value) == (
         f"input of shape (8, 3) does not fit linear_0: Linear(2 -> 4) (created at {HERE}:{model_line}), "
         "which expects Vec[2]: one example of shape (2,) or a batch of shape (batch, 2)\n"
-        "  axis -1: expected size 2, got 3")
+        "  axis -1: expected size 2, got 3\n"
+        "  see docs/errors.md#shapeerror")
 
 
 def test_wrong_rank_is_a_shape_error_not_broadcasting():
@@ -99,7 +101,8 @@ def test_silent_broadcasting_is_an_error_in_traced_code():
     assert str(info.value) == (
         "subtract: operand shapes (8, 1) and (8,) do not match; numpy would broadcast them to (8, 8).\n"
         "  nnc broadcasts only a scalar, matching trailing axes (a bias), or equal ranks with size-1 axes.\n"
-        "  hint: reshape one operand so the ranks agree, e.g. t.reshape(-1, 1)")
+        "  hint: reshape one operand so the ranks agree, e.g. t.reshape(-1, 1)\n"
+        "  see docs/errors.md#shapeerror")
 
 
 def test_mse_names_both_shapes_and_the_fix():

@@ -191,7 +191,7 @@ def check_refused(error, message, data, validation=None, model=None):
     with pytest.raises(error) as info:
         quiet_fit(model, model.init(seed=0), data, loss=nnc.cross_entropy, opt=sgd(0.1),
                   validation=validation)
-    assert str(info.value) == message
+    assert str(info.value) == f"{message}\n  see docs/errors.md#{error.__name__.lower()}"
 
 
 def test_lengths_that_differ_are_refused():
@@ -373,7 +373,8 @@ def test_stop_on_nan_names_the_first_parameter_that_went_non_finite():
         f"the update before it; the first is linear_0/W of linear_0: Linear(5 -> 16) (created at "
         f"{HERE}:{model_line}), which holds ")
     assert message.endswith("(4 of 4 parameters hold NaN or infinity)\n  hint: lower the learning "
-                            "rate, or clip gradients (e.g. nnc.adam(1e-3, clip_norm=1.0))")
+                            "rate, or clip gradients (e.g. nnc.adam(1e-3, clip_norm=1.0))\n"
+                            "  see docs/errors.md#nonfiniteerror")
 
 
 def test_stop_on_nan_names_the_layer_when_the_parameters_are_finite():

@@ -346,7 +346,7 @@ def test_without_dot_the_source_is_written_and_the_error_says_how_to_finish(tmp_
     assert info.value.command == f"dot -Tpng -Gdpi=200 {gv} -o {tmp_path / 'out' / 'm.png'}"
     message = str(info.value)
     assert "sudo apt-get install graphviz" in message and "brew install graphviz" in message
-    assert message.endswith("\n  " + info.value.command)
+    assert message.endswith("\n  " + info.value.command + "\n  see docs/errors.md#graphviznotfound")
     assert not (tmp_path / "out" / "m.png").exists()
     assert render(model, tmp_path / "m.gv").exists()  # the source needs no Graphviz
 

@@ -27,7 +27,8 @@ def test_typed_names_function_argument_and_expected_type():
         affine(np.ones(5), np.ones((3, 4)))
     message = str(info.value)
     assert message.startswith("affine (defined at ")
-    assert message.endswith("argument 'x' has shape (5,), expected Vec[3]: an array of shape (3,) or (batch, 3)")
+    assert message.endswith("argument 'x' has shape (5,), expected Vec[3]: an array of shape (3,) or (batch, 3)"
+                            "\n  see docs/errors.md#shapeerror")
 
 
 def test_named_dimensions_bind_across_arguments():

@@ -79,6 +79,7 @@ def _run_doctest(block: Block, namespace: dict) -> str | None:
     report: list[str] = []
     runner = doctest.DocTestRunner(optionflags=DOCTEST_FLAGS)
     runner.run(test, out=report.append, clear_globs=False)
+    namespace.update(test.globs)  # a DocTest runs in a copy of the namespace it is given
     return "".join(report) if runner.failures else None
 
 

@@ -72,9 +72,9 @@ def binary_cross_entropy(p, t):
 params, history = nnc.fit(model, model.init(seed=0), (x, t), loss=binary_cross_entropy,
                           opt=nnc.sgd(0.5), epochs=5 if FAST else 30, batch_size=40,
                           metrics=[accuracy], seed=0, progress=False)
+history.plot(OUT / "tutorial_02_curve.png")
 print(history)
 print(f"accuracy: {accuracy(model(params, x), t):.3f}")
-history.plot(OUT / "tutorial_02_curve.png")
 
 # %% [markdown]
 # ![Learning curves](tutorial_02_curve.png)

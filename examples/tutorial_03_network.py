@@ -81,9 +81,9 @@ except nnc.TypeMismatch as mismatch:
 
 # %%
 params, history = train(network, epochs=8 if FAST else 80)
+history.plot(OUT / "tutorial_03_curve.png")
 print(history)
 print(f"network: accuracy {accuracy(network(params, x), t):.3f}")
-history.plot(OUT / "tutorial_03_curve.png")
 
 # %% [markdown]
 # ![Learning curves](tutorial_03_curve.png)

@@ -80,8 +80,8 @@ params, history = nnc.fit(model, model.init(seed=0), (x_train, y_train),
                           validation=(x_val, y_val), metrics=[accuracy],
                           callbacks=[EarlyStopping(patience=10, restore_best=True)],
                           progress=False)
-print(history)
 history.plot(OUT / "tutorial_04_curve.png")
+print(history)
 
 # %% [markdown]
 # ![Learning curves](tutorial_04_curve.png)

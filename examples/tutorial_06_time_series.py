@@ -113,8 +113,8 @@ print("drawn:", nnc.render(rnn, OUT / "tutorial_06_model.svg").name)
 rnn_params, history = nnc.fit(rnn, rnn.init(seed=0), (x[:cut], y[:cut]), loss=nnc.mse,
                               opt=nnc.adam(3e-3), epochs=3 if FAST else 40, batch_size=32,
                               validation=(x[cut:], y[cut:]), seed=0, progress=False)
-print(history)
 history.plot(OUT / "tutorial_06_curve.png")
+print(history)
 
 # %% [markdown]
 # ![Learning curves](tutorial_06_curve.png)

@@ -53,9 +53,8 @@ def _tutorial(notebook: Path) -> tuple[str, list[tuple[str, Path]]]:
         return _cache[key]
     page = notebooks.execute(notebook, _folder())
     source = notebook.relative_to(ROOT).as_posix()
-    note = (f'!!! note "Run it yourself"\n    This page is the notebook `{source}`, run in a '
-            f"Jupyter kernel while the site was built. Run it as a script (`python {source}`) "
-            f"or open it as a notebook (`jupytext --to notebook {source}`).\n")
+    note = (f'!!! note ""\n    This page is the notebook `{source}`, run in a Jupyter kernel '
+            f"while the site was built.\n")
     text = re.sub(r"^(# .*\n)", lambda m: m.group(1) + "\n" + note, page.markdown, count=1)
     result = (text, [(f"tutorial/{p.name}", p) for p in page.files])
     _cache[key] = result

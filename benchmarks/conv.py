@@ -1,4 +1,5 @@
-"""conv2d forward and forward+backward: nnc's kernels against numpy im2col and PyTorch (float32).
+"""conv2d forward and forward+backward: nnc's kernels against numpy im2col and PyTorch (float32);
+pooling forward+backward against numpy.
 
 Run: python benchmarks/conv.py [--quick]
 
@@ -6,22 +7,25 @@ Forward+backward computes the output and both cotangents (images and filters) fo
 given output cotangent, in every contender. 3x3 filters, padding 1, stride 1. Times are
 medians of interleaved rounds (nnc.kernels.timing); ratios below 1 mean nnc is faster.
 PyTorch is timed when installed (optional: pip install torch==2.13.0), on its default
-threads (both cores), like numpy's BLAS and nnc.
+threads (both cores) like numpy's BLAS and nnc, in a child process of its own: idle
+OpenBLAS threads spin for about 0.1 s after each product and would slow it down here.
 Targets (issue 5): forward+backward within 1.5x of PyTorch and faster than numpy im2col.
 """
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
 
 from nnc.kernels import dispatch
 from nnc.kernels import reference as R
-from nnc.kernels.timing import interleaved
+from nnc.kernels.timing import calls_for, interleaved, timed_in_child
 
 GEOMETRY = ((1, 1), (1, 1), (1, 1))  # stride, padding, dilation
 SHAPES = [(64, 1, 16, 28, 28), (32, 16, 32, 32, 32), (8, 64, 64, 56, 56)]  # B, C_in, C_out, H, W
 SMALL = [(1, 1, 4, 3, 3), (1, 3, 8, 8, 8), (32, 1, 16, 8, 8), (32, 16, 32, 8, 8)]
+POOLS = [(1, 1, 4, 4), (32, 16, 8, 8), (64, 16, 28, 28), (8, 64, 56, 56)]  # B, C, H, W; 2x2 windows
 
 
 def problem(shape, seed=0):
@@ -33,81 +37,101 @@ def problem(shape, seed=0):
     return x, f, g
 
 
-def numpy_and_nnc(x, w, g):
-    def nnc_forward():
-        return dispatch.conv2d(x, w, *GEOMETRY)
+def numpy_and_nnc(x, w, g) -> dict:
+    """``name -> (forward, forward+backward)`` for nnc's dispatch and the numpy reference."""
+    def both(impl):
+        return lambda: (impl.conv2d(x, w, *GEOMETRY), impl.conv2d_input_grad(g, w, x.shape, *GEOMETRY),
+                        impl.conv2d_weight_grad(x, g, w.shape, *GEOMETRY))
 
-    def nnc_both():
-        return (dispatch.conv2d(x, w, *GEOMETRY), dispatch.conv2d_input_grad(g, w, x.shape, *GEOMETRY),
-                dispatch.conv2d_weight_grad(x, g, w.shape, *GEOMETRY))
-
-    def numpy_forward():
-        return R.conv2d(x, w, *GEOMETRY)
-
-    def numpy_both():
-        return (R.conv2d(x, w, *GEOMETRY), R.conv2d_input_grad(g, w, x.shape, *GEOMETRY),
-                R.conv2d_weight_grad(x, g, w.shape, *GEOMETRY))
-
-    return {"nnc": (nnc_forward, nnc_both), "numpy": (numpy_forward, numpy_both)}
+    return {"nnc": (lambda: dispatch.conv2d(x, w, *GEOMETRY), both(dispatch)),
+            "numpy": (lambda: R.conv2d(x, w, *GEOMETRY), both(R))}
 
 
-def torch_contender(x, w, g):
+def relative_difference(ours, theirs) -> float:
+    return max(float(np.abs(a - b).max() / (np.abs(b).max() + 1e-30)) for a, b in zip(ours, theirs))
+
+
+def torch_times(rounds: int) -> dict:
+    """PyTorch's medians for every shape; run in a child process (see the module docstring)."""
+    import torch
+
+    out = {}
+    for shape in SHAPES + SMALL:
+        x, w, g = problem(shape)
+        tx, tw, tg = (torch.tensor(a) for a in (x, w, g))
+        tx.requires_grad_(True)
+        tw.requires_grad_(True)
+
+        def forward():
+            with torch.no_grad():
+                return torch.nn.functional.conv2d(tx, tw, padding=1)
+
+        def both():
+            y = torch.nn.functional.conv2d(tx, tw, padding=1)
+            y.backward(tg)
+            grads = (y.detach().numpy(), tx.grad.numpy(), tw.grad.numpy())
+            tx.grad = tw.grad = None
+            return grads
+
+        assert relative_difference(both(), numpy_and_nnc(x, w, g)["numpy"][1]()) < 1e-4
+        t = interleaved({"forward": forward, "fwd+bwd": both}, rounds=rounds,
+                        number=1 if shape in SHAPES else 20)
+        out.update({f"{shape}/{k}": v for k, v in t.items()})
+    return out
+
+
+def torch_or_none(rounds: int) -> dict | None:
     try:
-        import torch
+        import torch  # noqa: F401 - only asks whether it is installed
     except ImportError:
         return None
-    tx, tw, tg = (torch.tensor(a) for a in (x, w, g))
-    tx.requires_grad_(True)
-    tw.requires_grad_(True)
-
-    def forward():
-        with torch.no_grad():
-            return torch.nn.functional.conv2d(tx, tw, padding=1)
-
-    def both():
-        y = torch.nn.functional.conv2d(tx, tw, padding=1)
-        y.backward(tg)
-        grads = (y.detach(), tx.grad, tw.grad)
-        tx.grad = tw.grad = None
-        return grads
-
-    return forward, both
+    return timed_in_child(__file__, ["--torch-child", str(rounds)])
 
 
-def check_agreement(runs: dict) -> float:
-    """Largest relative difference of every contender's results from nnc's."""
-    ours = [np.asarray(a, dtype=np.float64) for a in runs["nnc"][1]()]
-    worst = 0.0
-    for name, (_, both) in runs.items():
-        for a, b in zip(ours, both()):
-            b = np.asarray(b.numpy() if hasattr(b, "numpy") else b, dtype=np.float64)
-            worst = max(worst, float(np.abs(a - b).max() / (np.abs(a).max() + 1e-30)))
-    return worst
+def pooling(rounds: int) -> None:
+    """Max and average pooling (2x2, stride 2), forward+backward: kernels against numpy."""
+    print(f"{'pooling (B, C, HxW)':27} {'kind':9} {'nnc ms':>8} {'numpy ms':>9} {'':>9} {'nnc/numpy':>9}")
+    for b, c, h, w in POOLS:
+        x = np.random.default_rng(0).standard_normal((b, c, h, w), dtype=np.float32)
+        g = np.ones((b, c, h // 2, w // 2), np.float32)
+        k = (2, 2)
+        runs = {
+            "max": (lambda: (dispatch.max_pool(x, k, k), dispatch.max_pool_grad(x, g, k, k)),
+                    lambda: (R.max_pool(x, k, k), R.max_pool_grad(x, g, k, k))),
+            "avg": (lambda: (dispatch.avg_pool(x, k, k), dispatch.avg_pool_grad(g, x.shape, k, k)),
+                    lambda: (R.avg_pool(x, k, k), R.avg_pool_grad(g, x.shape, k, k))),
+        }
+        for kind, (ours, theirs) in runs.items():
+            assert relative_difference(ours(), theirs()) < 1e-6
+            t = interleaved({"nnc": ours, "numpy": theirs}, rounds=rounds, number=calls_for(theirs))
+            print(f"{f'({b}, {c}, {h}x{w})':27} {kind:9} {t['nnc'] * 1e3:8.3f} {t['numpy'] * 1e3:9.3f} "
+                  f"{'':>9} {t['nnc'] / t['numpy']:9.2f}", flush=True)
 
 
 def main(argv: list[str]) -> None:
     rounds = 5 if "--quick" in argv else 15
+    if "--torch-child" in argv:
+        print(json.dumps(torch_times(int(argv[argv.index("--torch-child") + 1]))))
+        return
+    torch_t = torch_or_none(rounds)
     print(f"{'shape (B, Cin->Cout, HxW)':27} {'pass':9} {'nnc ms':>8} {'numpy ms':>9} {'torch ms':>9} "
           f"{'nnc/numpy':>9} {'nnc/torch':>9}")
     for shape in SHAPES + SMALL:
         x, w, g = problem(shape)
         runs = numpy_and_nnc(x, w, g)
-        torch_run = torch_contender(x, w, g)
-        if torch_run is not None:
-            runs["torch"] = torch_run
-        worst = check_agreement(runs)
-        assert worst < 1e-4, f"results differ by {worst:.2e} (relative)"
+        assert relative_difference(runs["nnc"][1](), runs["numpy"][1]()) < 1e-4
         label = f"({shape[0]}, {shape[1]}->{shape[2]}, {shape[3]}x{shape[4]})"
-        big = shape in SHAPES
         for k, name in enumerate(("forward", "fwd+bwd")):
             t = interleaved({n: fns[k] for n, fns in runs.items()}, rounds=rounds,
-                            number=1 if big else 20)
-            torch_ms = f"{t['torch'] * 1e3:9.3f}" if "torch" in t else f"{'(absent)':>9}"
-            vs_torch = f"{t['nnc'] / t['torch']:9.2f}" if "torch" in t else f"{'-':>9}"
+                            number=1 if shape in SHAPES else 20)
+            theirs = None if torch_t is None else torch_t[f"{shape}/{name}"]
+            torch_ms = f"{theirs * 1e3:9.3f}" if theirs else f"{'(absent)':>9}"
+            vs_torch = f"{t['nnc'] / theirs:9.2f}" if theirs else f"{'-':>9}"
             print(f"{label:27} {name:9} {t['nnc'] * 1e3:8.3f} {t['numpy'] * 1e3:9.3f} {torch_ms} "
                   f"{t['nnc'] / t['numpy']:9.2f} {vs_torch}", flush=True)
         if shape == SHAPES[-1]:
             print("small inputs (where a kernel could lose to numpy's fixed costs):")
+    pooling(rounds)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ output cotangent g:
   (what ``Linear(k, n) >> tanh`` runs today).
 
 Target (issue 5): faster than numpy's separate calls at batch 32, 64 -> 128.
-Times are medians of interleaved rounds; PyTorch is timed when installed.
+Times are medians of interleaved rounds; PyTorch is timed when installed, in a child
+process of its own (see nnc.kernels.timing).
 """
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -25,9 +27,10 @@ import nnc
 from nnc.backend import activations as A
 from nnc.backend import linalg as L
 from nnc.kernels import dense
-from nnc.kernels.timing import calls_for, interleaved
+from nnc.kernels.timing import calls_for, interleaved, timed_in_child
 
 SHAPES = [(32, 64, 128), (32, 128, 10), (256, 64, 128), (8, 16, 16)]
+ACTIVATIONS = ("tanh", "relu")
 NUMPY_ACTIVATION = {
     "tanh": (np.tanh, lambda g, y: g * (1 - y * y)),
     "relu": (lambda z: np.maximum(z, 0, dtype=z.dtype), lambda g, y: g * (y > 0)),
@@ -66,50 +69,67 @@ def nnc_pass(x, w, b, g, activation, fused: bool):
     return lambda: step(x, w, b)
 
 
-def torch_pass(x, w, b, g, activation):
+def problem(batch: int, n_in: int, n_out: int):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, n_in), dtype=np.float32)
+    w = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
+    b = rng.standard_normal(n_out, dtype=np.float32)
+    g = rng.standard_normal((batch, n_out), dtype=np.float32)
+    return x, w, b, g
+
+
+def torch_times(rounds: int) -> dict:
+    """PyTorch's medians, run in a child process (see nnc.kernels.timing)."""
+    import torch
+
+    out = {}
+    for shape in SHAPES:
+        tx, tw, tb, tg = (torch.tensor(a) for a in problem(*shape))
+        for t in (tx, tw, tb):
+            t.requires_grad_(True)
+        for activation in ACTIVATIONS:
+            act = {"tanh": torch.tanh, "relu": torch.relu}[activation]
+
+            def run():
+                y = act(torch.addmm(tb, tx, tw))
+                y.backward(tg)
+                tx.grad = tw.grad = tb.grad = None
+
+            t = interleaved({"torch": run}, rounds=rounds, number=calls_for(run))
+            out[f"{shape}/{activation}"] = t["torch"]
+    return out
+
+
+def torch_or_none(rounds: int) -> dict | None:
     try:
-        import torch
+        import torch  # noqa: F401 - only asks whether it is installed
     except ImportError:
         return None
-    tx, tw, tb, tg = (torch.tensor(a) for a in (x, w, b, g))
-    for t in (tx, tw, tb):
-        t.requires_grad_(True)
-    act = {"tanh": torch.tanh, "relu": torch.relu}[activation]
-
-    def run():
-        y = act(torch.addmm(tb, tx, tw))
-        y.backward(tg)
-        out = (y, tx.grad, tw.grad, tb.grad)
-        tx.grad = tw.grad = tb.grad = None
-        return out
-
-    return run
+    return timed_in_child(__file__, ["--torch-child", str(rounds)])
 
 
 def main(argv: list[str]) -> None:
     rounds = 7 if "--quick" in argv else 21
+    if "--torch-child" in argv:
+        print(json.dumps(torch_times(int(argv[argv.index("--torch-child") + 1]))))
+        return
+    torch_t = torch_or_none(rounds)
     print(f"{'batch, in -> out':17} {'act':5} {'numpy us':>9} {'kernels us':>10} {'grad fused':>10} "
           f"{'grad sep.':>9} {'torch us':>9} {'kernels/np':>10} {'fused/np':>9}")
-    for batch, n_in, n_out in SHAPES:
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((batch, n_in), dtype=np.float32)
-        w = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
-        b = rng.standard_normal(n_out, dtype=np.float32)
-        g = rng.standard_normal((batch, n_out), dtype=np.float32)
-        for activation in ("tanh", "relu"):
+    for shape in SHAPES:
+        x, w, b, g = problem(*shape)
+        for activation in ACTIVATIONS:
             runs = {"numpy": numpy_pass(x, w, b, g, activation),
                     "kernels": kernel_pass(x, w, b, g, activation),
                     "fused": nnc_pass(x, w, b, g, activation, fused=True),
                     "separate": nnc_pass(x, w, b, g, activation, fused=False)}
-            torch_run = torch_pass(x, w, b, g, activation)
-            if torch_run is not None:
-                runs["torch"] = torch_run
             reference = runs["numpy"]()
             for got, want in zip(runs["kernels"](), reference):
                 assert np.allclose(got, want, rtol=1e-4, atol=1e-4)
             t = interleaved(runs, rounds=rounds, number=calls_for(runs["numpy"]))
             us = {k: v * 1e6 for k, v in t.items()}
-            torch_us = f"{us['torch']:9.1f}" if "torch" in us else f"{'(absent)':>9}"
+            torch_us = f"{torch_t[f'{shape}/{activation}'] * 1e6:9.1f}" if torch_t else f"{'(absent)':>9}"
+            batch, n_in, n_out = shape
             print(f"{f'{batch}, {n_in} -> {n_out}':17} {activation:5} {us['numpy']:9.1f} {us['kernels']:10.1f} "
                   f"{us['fused']:10.1f} {us['separate']:9.1f} {torch_us} "
                   f"{us['kernels'] / us['numpy']:10.2f} {us['fused'] / us['numpy']:9.2f}", flush=True)

@@ -6,19 +6,23 @@ Run: python benchmarks/matmul.py [--quick]
 ratio nnc/numpy shows what the checks cost (target: at least 0.9 at n = 1024). The
 Numba column is the plain loop kernel below, the best-vectorising order (i, k, j) with
 unsigned indices: it is what lost to BLAS at every size, which is why nnc's dispatch
-sends every matrix product to BLAS (docs/kernels.md). PyTorch is timed when installed.
+sends every matrix product to BLAS (docs/kernels.md). PyTorch is timed when installed,
+in a child process of its own (see nnc.kernels.timing: OpenBLAS's idle threads would
+slow it down here).
 """
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
 
 import nnc
 from nnc.kernels.jit import kernel
-from nnc.kernels.timing import calls_for, interleaved
+from nnc.kernels.timing import calls_for, interleaved, timed_in_child
 
 SIZES = (16, 64, 256, 1024)
+DTYPES = (np.float32, np.float64)
 
 
 @kernel
@@ -39,40 +43,56 @@ def numba_matmul(x, w, out):
                 of[row + j] += a * wf[wrow + j]
 
 
-def contenders(a: np.ndarray, b: np.ndarray) -> dict:
-    out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-    runs = {"numpy": lambda: np.dot(a, b), "nnc": lambda: nnc.matmul(a, b),
-            "numba": lambda: numba_matmul(a, b, out)}
+def problem(dtype, n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(n)
+    return tuple(rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
+
+
+def torch_gflops(rounds: int) -> dict:
+    """PyTorch's GFLOP/s for every size, run in a child process (see nnc.kernels.timing)."""
+    import torch
+
+    out = {}
+    for dtype in DTYPES:
+        for n in SIZES:
+            a, b = (torch.tensor(m) for m in problem(dtype, n))
+            t = interleaved({"torch": lambda: torch.matmul(a, b)}, rounds=rounds,
+                            number=calls_for(lambda: torch.matmul(a, b)))
+            out[f"{np.dtype(dtype).name}/{n}"] = 2 * n ** 3 / t["torch"] / 1e9
+    return out
+
+
+def torch_or_none(rounds: int) -> dict | None:
     try:
-        import torch
+        import torch  # noqa: F401 - only asks whether it is installed
     except ImportError:
-        return runs
-    ta, tb = torch.tensor(a), torch.tensor(b)
-    runs["torch"] = lambda: torch.matmul(ta, tb)
-    return runs
+        return None
+    return timed_in_child(__file__, ["--torch-child", str(rounds)])
 
 
 def main(argv: list[str]) -> None:
     rounds = 5 if "--quick" in argv else 15
+    if "--torch-child" in argv:
+        print(json.dumps(torch_gflops(int(argv[argv.index("--torch-child") + 1]))))
+        return
+    torch_gf = torch_or_none(rounds)
     print(f"{'dtype':8} {'n':>5} {'numpy GF/s':>10} {'nnc GF/s':>9} {'numba GF/s':>10} {'torch GF/s':>10} "
           f"{'nnc/numpy':>9} {'numba/numpy':>11}")
-    for dtype in (np.float32, np.float64):
+    for dtype in DTYPES:
         for n in SIZES:
-            rng = np.random.default_rng(n)
-            a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
-            runs = contenders(a, b)
-            if n <= 256:
-                expected = a.astype(np.float64) @ b.astype(np.float64)
-                out = np.empty_like(a)
+            a, b = problem(dtype, n)
+            out = np.empty_like(a)
+            runs = {"numpy": lambda: np.dot(a, b), "nnc": lambda: nnc.matmul(a, b)}
+            if n <= 256:  # minutes at n = 1024; the trend is clear below
+                runs["numba"] = lambda: numba_matmul(a, b, out)
                 numba_matmul(a, b, out)
+                expected = a.astype(np.float64) @ b.astype(np.float64)
                 assert np.allclose(out, expected, rtol=1e-3, atol=1e-2 * np.sqrt(n))
-            if n == 1024:
-                runs.pop("numba")  # minutes at this size; its trend is clear below
-            number = calls_for(runs["numpy"])
-            t = interleaved(runs, rounds=rounds, number=number)
+            t = interleaved(runs, rounds=rounds, number=calls_for(runs["numpy"]))
             gflops = {name: 2 * n ** 3 / s / 1e9 for name, s in t.items()}
             numba = f"{gflops['numba']:10.1f}" if "numba" in gflops else f"{'-':>10}"
-            torch = f"{gflops['torch']:10.1f}" if "torch" in gflops else f"{'(absent)':>10}"
+            key = f"{np.dtype(dtype).name}/{n}"
+            torch = f"{torch_gf[key]:10.1f}" if torch_gf else f"{'(absent)':>10}"
             numba_ratio = f"{gflops['numba'] / gflops['numpy']:11.2f}" if "numba" in gflops else f"{'-':>11}"
             print(f"{np.dtype(dtype).name:8} {n:5d} {gflops['numpy']:10.1f} {gflops['nnc']:9.1f} {numba} "
                   f"{torch} {gflops['nnc'] / gflops['numpy']:9.2f} {numba_ratio}", flush=True)

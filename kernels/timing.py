@@ -5,6 +5,11 @@ alternating rounds, so a busy moment hits all of them alike, and each reports th
 median of its rounds. The benchmarks in ``benchmarks/`` use this, and the crossovers
 written down in docs/kernels.md come from them.
 
+Libraries with their own thread pools must not share a process while timed: after each
+product OpenBLAS's workers spin for about 0.1 s (measured: 0.135 s of CPU in the 0.2 s
+after one call), which starves the next library's threads on two cores. PyTorch is
+therefore timed in a child process (:func:`timed_in_child`).
+
 >>> import numpy as np
 >>> times = interleaved({"sum": lambda: np.ones(100).sum(), "max": lambda: np.ones(100).max()},
 ...                     rounds=3, number=10)
@@ -13,7 +18,10 @@ written down in docs/kernels.md come from them.
 """
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -40,3 +48,12 @@ def calls_for(fn: Callable[[], object], budget: float = 0.02) -> int:
     fn()
     once = time.perf_counter() - start
     return max(1, int(budget / max(once, 1e-7)))
+
+
+def timed_in_child(script: str, args: list[str], timeout: float = 1800) -> dict:
+    """Run ``python script *args`` and return the JSON object it prints on its last line."""
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
+                          timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{script} {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -81,6 +81,61 @@ def jax_mlp(params):
     return run, p, jnp
 
 
+def jax_rnn(params):
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+
+    def loss(p, x, y):
+        Wx, Wh, b, Wo, bo = p
+
+        def cell(h, xt):
+            h = jnp.tanh(xt @ Wx + h @ Wh + b)
+            return h, None
+
+        h, _ = jax.lax.scan(cell, jnp.zeros((x.shape[0], Wh.shape[0]), x.dtype), jnp.swapaxes(x, 0, 1))
+        return jnp.mean((h @ Wo + bo - y) ** 2)
+
+    @jax.jit
+    def step(p, x, y):
+        value, g = jax.value_and_grad(loss)(p, x, y)
+        return [a - LR * b for a, b in zip(p, g)], value
+
+    def run(p, x, y):
+        p, value = step(p, x, y)
+        value.block_until_ready()
+        return p, value
+
+    c, o = params["fcrnn_0"], params["linear_0"]
+    return run, [jnp.asarray(a) for a in (c["Wx"], c["Wh"], c["b"], o["W"], o["b"])], jnp
+
+
+def torch_cnn(params):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    leaves = [torch.tensor(params[k][n], requires_grad=True)
+              for k in ("conv2d_0", "linear_0") for n in ("W", "b")]
+
+    def step(state, x, y):
+        cw, cb, W, b = leaves
+        z = torch.nn.functional.conv2d(x, cw, cb, padding=1)
+        z = torch.nn.functional.max_pool2d(torch.relu(z), 2).flatten(1) @ W + b
+        loss = torch.nn.functional.cross_entropy(z, y)
+        loss.backward()
+        with torch.no_grad():
+            for t in leaves:
+                t -= LR * t.grad
+                t.grad = None
+        return state, loss
+
+    return step, torch
+
+
 def compile_seconds(compiled, *args) -> float:
     start = time.perf_counter()
     compiled(*args)
@@ -131,10 +186,23 @@ def main(argv: list[str]) -> None:
     y = rng.standard_normal((16, 1)).astype(np.float32)
     interpreted, compiled = nnc_steps(model, nnc.mse, params)
     seconds = compile_seconds(compiled, params, x, y)
-    times = time_interleaved({"nnc compiled": (compiled, params, x, y),
-                              "nnc interpreted": (interpreted, params, x, y)}, repeat, 10)
-    report("Elman RNN BPTT step, hidden 32, 50 steps, batch 16", times,
-           [f"compile time {seconds:.2f} s"])
+    runs = {"nnc compiled": (compiled, params, x, y), "nnc interpreted": (interpreted, params, x, y)}
+    notes = [f"compile time {seconds:.2f} s"]
+    from rnn_step import numpy_step, torch_step
+    np_state, np_fn = numpy_step(params)
+    runs["numpy by hand"] = (np_fn, np_state, x, y)
+    torch_part = torch_step(params)
+    if torch_part:
+        t_step, torch = torch_part
+        runs["torch nn.RNN"] = (t_step, None, torch.tensor(x), torch.tensor(y))
+    jax_part = jax_rnn(params)
+    if jax_part:
+        j_step, j_params, jnp = jax_part
+        runs["jax lax.scan"] = (j_step, j_params, jnp.asarray(x), jnp.asarray(y))
+    else:
+        notes.append("JAX not installed: pip install jax to compare")
+    times = time_interleaved(runs, repeat, 10)
+    report("Elman RNN BPTT step, hidden 32, 50 steps, batch 16", times, notes)
 
     try:
         from nnc.conv import Conv2d, flatten, max_pool
@@ -148,8 +216,12 @@ def main(argv: list[str]) -> None:
     y = rng.integers(0, 10, 32)
     interpreted, compiled = nnc_steps(model, nnc.cross_entropy, params)
     seconds = compile_seconds(compiled, params, x, y)
-    times = time_interleaved({"nnc compiled": (compiled, params, x, y),
-                              "nnc interpreted": (interpreted, params, x, y)}, repeat, 20)
+    runs = {"nnc compiled": (compiled, params, x, y), "nnc interpreted": (interpreted, params, x, y)}
+    torch_part = torch_cnn(params)
+    if torch_part:
+        t_step, torch = torch_part
+        runs["torch eager"] = (t_step, None, torch.tensor(x), torch.tensor(y))
+    times = time_interleaved(runs, repeat, 20)
     report("digits CNN step, batch 32", times, [f"compile time {seconds:.2f} s"])
 
 

@@ -226,4 +226,11 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:  # one BLAS thread for every contender (PyTorch is set to one thread above): on two
+        # cores, a multithreaded BLAS stalls badly whenever another process holds a core
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        main(sys.argv[1:])
+    else:
+        with threadpool_limits(1):
+            main(sys.argv[1:])

@@ -22,10 +22,12 @@ from .jit import kernel
 from .reference import output_size
 
 # A chunk's columns stay below this many bytes unless one image alone needs more: the
-# gathered matrix is still in L2 (2 MB per core here) when BLAS reads it. Measured on
-# the benchmark shapes: 64 images of 1x28x28 ran 1.3x faster in chunks of 4 (112 kB)
-# than all at once (1.8 MB); larger images go one at a time either way.
-CHUNK_BYTES = 256 << 10
+# gathered matrix is still in L2 (2 MB per core here) when BLAS reads it, and there are
+# few BLAS calls. Few calls matter when another process holds the second core: each
+# two-thread BLAS call then waits for its second thread to be scheduled (measured:
+# milliseconds per call). Between 256 kB and 4 MB the quiet-machine timings differed
+# by less than their noise.
+CHUNK_BYTES = 1 << 20
 
 
 @kernel

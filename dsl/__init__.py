@@ -18,6 +18,7 @@ from nnc.backend.tree import tree_flatten, tree_leaves, tree_map, tree_paths, tr
 
 from .combinators import add, concat, fanout, parallel, residual
 from .compile import compile
+from .conv import Conv2d, avg_pool, flatten, max_pool
 from .layers import Input, Linear, log_softmax, logistic, relu, softmax, tanh
 from .losses import cross_entropy, mse
 from .model import Model, Signature
@@ -44,7 +45,7 @@ __all__ = [
     "Callback", "Checkpoint", "Decision", "EarlyStopping", "StopOnNaN", "CheckpointError", "load",
     "save", "accuracy", "ConfigError", "adam", "adamw", "clip_by_global_norm", "clip_by_value",
     "cosine_decay", "exponential_decay", "piecewise_constant", "rmsprop", "warmup",
-    "History", "TrainStep", "fit", "train_step",
+    "History", "TrainStep", "fit", "train_step", "Conv2d", "avg_pool", "flatten", "max_pool",
     "Dim", "InitError", "Input", "Linear", "Mat", "MissingGradient", "Model", "NNCError",
     "NonFiniteError", "Optimizer", "ShapeError", "Signature", "Tensor", "TraceError",
     "TypeMismatch", "TypeVar", "Vec", "absolute", "add", "concat", "cross_entropy", "exp",

@@ -7,7 +7,7 @@ import numpy as np
 
 from . import elementwise as E
 from . import reductions as R
-from .core import bind, defprim, defvjp
+from .core import bind, defgeneric, defprim, defvjp
 
 tanh_p = defprim("tanh", np.tanh)
 
@@ -18,6 +18,7 @@ def tanh(x) -> Any:
 
 
 defvjp(tanh_p, lambda g, out, x: (E.mul(g, E.sub(1.0, E.mul(out, out))),))
+defgeneric(tanh_p, lambda xp, x: xp.tanh(x))
 
 
 def _logistic_impl(x):
@@ -28,7 +29,13 @@ def _logistic_impl(x):
     return y
 
 
+def logistic_generic(xp, x):
+    """The logistic function in the tanh form, with array-API namespace ``xp``."""
+    return xp.tanh(x * 0.5) * 0.5 + 0.5
+
+
 logistic_p = defprim("logistic", _logistic_impl)
+defgeneric(logistic_p, logistic_generic)
 
 
 def logistic(x) -> Any:
@@ -44,6 +51,7 @@ def _step_impl(x):
 
 
 step_p = defprim("step", _step_impl, nondiff=True)
+defgeneric(step_p, lambda xp, x: xp.astype(x > 0, x.dtype))
 
 
 def step(x) -> Any:
@@ -52,6 +60,7 @@ def step(x) -> Any:
 
 
 relu_p = defprim("relu", lambda x: np.maximum(x, 0, dtype=x.dtype))
+defgeneric(relu_p, lambda xp, x: xp.maximum(x, xp.zeros_like(x)))
 
 
 def relu(x) -> Any:
@@ -77,8 +86,20 @@ def _log_softmax_impl(x, axis):
     return shifted
 
 
+def _softmax_generic(xp, x, axis):
+    e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+def _log_softmax_generic(xp, x, axis):
+    shifted = x - xp.max(x, axis=axis, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
 softmax_p = defprim("softmax", _softmax_impl)
 log_softmax_p = defprim("log_softmax", _log_softmax_impl)
+defgeneric(softmax_p, _softmax_generic)
+defgeneric(log_softmax_p, _log_softmax_generic)
 
 
 def softmax(x, axis: int = -1) -> Any:

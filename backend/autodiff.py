@@ -20,6 +20,7 @@ import numpy as np
 
 from . import elementwise as E
 from . import structural as S
+from .array_api import Placement, lift, mixed, numpy_dtype, placement
 from .core import Const, Graph, Tracer, eval_graph, missing_gradient, store, trace_graph
 from .errors import ShapeError
 from .execute import compile_graph
@@ -107,6 +108,7 @@ class _Signature:
     dynamic: list  # leaf positions of arrays
     statics: tuple  # (position, value) of constant leaves
     key: tuple
+    where: Placement | None = None  # where non-numpy arrays live; None: all numpy
 
     @property
     def treedefs(self) -> tuple:
@@ -124,9 +126,14 @@ class _Signature:
 
 
 def _signature(args: tuple) -> tuple[_Signature, list]:
-    """Split the arguments into array values (traced) and constants; ``key`` names the trace."""
+    """Split the arguments into array values (traced) and constants; ``key`` names the trace.
+
+    Arrays of another namespace than numpy (CuPy, array-api-strict) add their placement to
+    the key, so the graph is compiled for them; they may not meet numpy arrays or another
+    device in one call (numpy scalars are constants and are moved)."""
     leaves, treedef = tree_flatten(args)
     dynamic, values, statics, avals = [], [], [], []
+    foreign = None
     for i, leaf in enumerate(leaves):
         t = type(leaf)
         if t is np.ndarray or t is Tracer:
@@ -137,10 +144,42 @@ def _signature(args: tuple) -> tuple[_Signature, list]:
             dynamic.append(i)
             values.append(np.asarray(leaf))
             avals.append(((), leaf.dtype))
+        elif hasattr(leaf, "__array_namespace__"):
+            dynamic.append(i)
+            values.append(leaf)
+            avals.append((tuple(leaf.shape), numpy_dtype(leaf.dtype)))
+            foreign = foreign or []
+            foreign.append(i)
         else:
             statics.append((i, leaf))
     statics = tuple(statics)
-    return _Signature(treedef, dynamic, statics, (treedef, tuple(avals), statics)), values
+    key = (treedef, tuple(avals), statics)
+    if foreign is None:
+        return _Signature(treedef, dynamic, statics, key), values
+    where = _one_placement(treedef, leaves, dynamic, foreign)
+    return _Signature(treedef, dynamic, statics, key + (where.key,), where), lift(values, where)
+
+
+def _one_placement(treedef: Any, leaves: list, dynamic: list, foreign: list) -> Placement:
+    """The placement of the call's device arrays; a clear error when backends or devices mix."""
+    sizes = [treedef_size(d) for d in treedef[2]]
+    starts = np.cumsum([0] + sizes)
+
+    def name(i: int) -> str:
+        return f"argument {int(np.searchsorted(starts, i, side='right')) - 1}"
+
+    first = foreign[0]
+    where = placement(leaves[first])
+    for i in foreign[1:]:
+        other = placement(leaves[i])
+        if other != where:
+            raise mixed("this call's arguments", f"{name(first)} holds {where.describe()}",
+                        f"{name(i)} holds {other.describe()}")
+    for i in dynamic:
+        if type(leaves[i]) is np.ndarray and leaves[i].ndim > 0:
+            raise mixed("this call's arguments", f"{name(first)} holds {where.describe()}",
+                        f"{name(i)} holds numpy arrays (cpu)")
+    return where
 
 
 def _rebuild(sig: _Signature, values: list) -> tuple:
@@ -158,9 +197,9 @@ class _Staged:
 
     __slots__ = ("graph", "run", "meta")
 
-    def __init__(self, graph: Graph, meta: Any = None):
+    def __init__(self, graph: Graph, meta: Any = None, where: Placement | None = None):
         self.graph = graph
-        self.run = compile_graph(graph)
+        self.run = compile_graph(graph, where)
         self.meta = meta
 
     def __call__(self, values: list) -> list:
@@ -178,8 +217,12 @@ def _trace_forward(fn: Callable, sig: _Signature, values: list) -> tuple[Graph, 
         out_leaves, box["treedef"] = tree_flatten(out)
         return out_leaves
 
-    graph = trace_graph(flat_fn, [(np.shape(v), v.dtype) for v in values])
+    graph = trace_graph(flat_fn, _avals(values))
     return graph, box["treedef"]
+
+
+def _avals(values: list) -> list:
+    return [(tuple(v.shape), numpy_dtype(v.dtype)) for v in values]
 
 
 def _wrt_positions(sig: _Signature, argnums: tuple[int, ...], fname: str) -> list[int]:
@@ -210,7 +253,7 @@ def _cache_for(fn: Callable) -> dict:
 
 def _float_check(values: list, wrt: list[int], fname: str) -> None:
     for k in wrt:
-        if np.dtype(values[k].dtype).kind != "f":
+        if numpy_dtype(values[k].dtype).kind != "f":
             raise ShapeError(f"{fname}: can only differentiate with respect to floating-point "
                              f"arrays, got dtype {values[k].dtype}")
 
@@ -247,13 +290,13 @@ def value_and_grad(fn: Callable, argnums: int | tuple[int, ...] = 0) -> Callable
             outs, grads = backward_pass(fwd, tracers, [one], wrt)
             return outs + grads
 
-        graph = trace_graph(joint, [(np.shape(v), v.dtype) for v in values])
+        graph = trace_graph(joint, _avals(values))
         spans, k = [], 1
         for a in nums:
             n = len(sig.per_arg[a])
             spans.append((sig.treedefs[a], k, k + n))
             k += n
-        return _Staged(graph, spans)
+        return _Staged(graph, spans, sig.where)
 
     def run(*args):
         sig, values = _signature(args)
@@ -304,7 +347,7 @@ def vjp(fn: Callable, *args: Any) -> tuple[Any, Callable]:
     entry = cache.get(key)
     if entry is None:
         fwd, out_def = _trace_forward(fn, sig, values)
-        wrt = [k for k, v in enumerate(values) if np.dtype(v.dtype).kind == "f"]
+        wrt = [k for k, v in enumerate(values) if numpy_dtype(v.dtype).kind == "f"]
         n_in = len(values)
 
         def joint(tracers):
@@ -312,9 +355,9 @@ def vjp(fn: Callable, *args: Any) -> tuple[Any, Callable]:
             return grads
 
         ct_avals = [(v.shape, v.dtype) for v in fwd.outputs]
-        back = _Staged(trace_graph(joint, [(np.shape(v), v.dtype) for v in values] + ct_avals),
-                       (wrt, out_def, ct_avals))
-        entry = cache[key] = (_Staged(fwd), back)
+        back = _Staged(trace_graph(joint, _avals(values) + ct_avals), (wrt, out_def, ct_avals),
+                       sig.where)
+        entry = cache[key] = (_Staged(fwd, None, sig.where), back)
     forward, back = entry
     wrt, out_def, ct_avals = back.meta
     out = tree_unflatten(out_def, forward(values))
@@ -324,8 +367,13 @@ def vjp(fn: Callable, *args: Any) -> tuple[Any, Callable]:
         if ct_def != out_def or [np.shape(c) for c in ct_leaves] != [s for s, _ in ct_avals]:
             raise ShapeError(f"vjp: the cotangent must match the output's structure and shapes "
                              f"{[s for s, _ in ct_avals]}, got {[np.shape(c) for c in ct_leaves]}")
-        ct_leaves = [c if type(c) is Tracer else np.asarray(c, dtype=d)
-                     for c, (_, d) in zip(ct_leaves, ct_avals)]
+        if sig.where is None:
+            ct_leaves = [c if type(c) is Tracer else np.asarray(c, dtype=d)
+                         for c, (_, d) in zip(ct_leaves, ct_avals)]
+        else:
+            ct_leaves = lift([c if type(c) is Tracer or placement(c) is not None
+                              else np.asarray(c, dtype=d) for c, (_, d) in zip(ct_leaves, ct_avals)],
+                             sig.where)
         grads = back(values + ct_leaves)
         flat: list = [None] * len(values)
         for k, g in zip(wrt, grads):

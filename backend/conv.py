@@ -30,7 +30,7 @@ from nnc.kernels.reference import output_size
 
 from . import elementwise as E
 from . import structural as S
-from .core import bind, defprim, defvjp
+from .core import bind, defgeneric, defprim, defvjp
 from .errors import ShapeError
 
 
@@ -79,6 +79,116 @@ conv2d_input_grad_p = defprim(
 conv2d_weight_grad_p = defprim(
     "conv2d_weight_grad", K.conv2d_weight_grad,
     abstract=lambda x, g, w_shape, stride, padding, dilation: (w_shape, np.result_type(x[1], g[1])))
+
+
+# ----------------------------------------------------------------------------- array-API forms
+# im2col written with slicing, stacking and matmul alone, so it runs on any array-API
+# namespace (on CuPy the products go to cuBLAS). Tap t = i * kw + j is kernel row i, column j.
+
+
+def _taps(images, kernel, stride, dilation, out_hw) -> list:
+    """The slice of ``images`` each kernel tap sees, one (B, C, ho, wo) view per tap."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_hw
+    return [(slice(None), slice(None), slice(i * dh, i * dh + sh * (ho - 1) + 1, sh),
+             slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)) for i in range(kh) for j in range(kw)]
+
+
+def _padded_zeros(xp, shape, padding, like):
+    b, c, h, w = shape
+    return xp.zeros((b, c, h + 2 * padding[0], w + 2 * padding[1]), dtype=like.dtype, device=like.device)
+
+
+def _pad(xp, x, padding):
+    if padding == (0, 0):
+        return x
+    out = _padded_zeros(xp, x.shape, padding, x)
+    out[:, :, padding[0]:padding[0] + x.shape[2], padding[1]:padding[1] + x.shape[3]] = x
+    return out
+
+
+def _crop(x, shape, padding):
+    if padding == (0, 0):
+        return x
+    return x[:, :, padding[0]:padding[0] + shape[2], padding[1]:padding[1] + shape[3]]
+
+
+def _columns(xp, x, kernel, stride, padding, dilation, out_hw):
+    """(B, C * kh * kw, ho * wo): every tap's view of the padded images, stacked."""
+    padded = _pad(xp, x, padding)
+    cols = xp.stack([padded[t] for t in _taps(padded, kernel, stride, dilation, out_hw)], axis=2)
+    b, c = x.shape[:2]
+    return xp.reshape(cols, (b, c * kernel[0] * kernel[1], out_hw[0] * out_hw[1]))
+
+
+def _conv2d_generic(xp, x, w, stride, padding, dilation):
+    o, _, kh, kw = w.shape
+    _, _, ho, wo = _conv_shape(x.shape, w.shape, stride, padding, dilation)
+    cols = _columns(xp, x, (kh, kw), stride, padding, dilation, (ho, wo))
+    y = xp.matmul(xp.reshape(w, (o, -1)), cols)
+    return xp.reshape(y, (x.shape[0], o, ho, wo))
+
+
+def _conv2d_input_grad_generic(xp, g, w, x_shape, stride, padding, dilation):
+    (b, o, ho, wo), (_, c, kh, kw) = g.shape, w.shape
+    cols = xp.matmul(xp.matrix_transpose(xp.reshape(w, (o, -1))), xp.reshape(g, (b, o, ho * wo)))
+    cols = xp.reshape(cols, (b, c, kh * kw, ho, wo))
+    out = _padded_zeros(xp, x_shape, padding, g)
+    for t, where in enumerate(_taps(out, (kh, kw), stride, dilation, (ho, wo))):
+        out[where] = out[where] + cols[:, :, t, ...]
+    return _crop(out, x_shape, padding)
+
+
+def _conv2d_weight_grad_generic(xp, x, g, w_shape, stride, padding, dilation):
+    b, o, ho, wo = g.shape
+    cols = _columns(xp, x, w_shape[2:], stride, padding, dilation, (ho, wo))
+    gw = xp.sum(xp.matmul(xp.reshape(g, (b, o, ho * wo)), xp.matrix_transpose(cols)), axis=0)
+    return xp.reshape(gw, w_shape)
+
+
+def _windows(xp, x, kernel, stride):
+    """(B, C, kh * kw, ho, wo): each pooling window's entries along axis 2, and the tap slices."""
+    _, _, ho, wo = _pool_shape(x.shape, kernel, stride)
+    taps = _taps(x, kernel, stride, (1, 1), (ho, wo))
+    return xp.stack([x[t] for t in taps], axis=2), taps
+
+
+def _first_largest(xp, x, kernel, stride):
+    """Per window, a one-hot mask (B, C, K, ho, wo) of its first largest entry, and the tap slices."""
+    stacked, taps = _windows(xp, x, kernel, stride)
+    first = xp.argmax(stacked, axis=2)
+    k = xp.arange(len(taps), device=x.device)
+    return first[:, :, None, ...] == xp.reshape(k, (1, 1, -1, 1, 1)), taps
+
+
+def _max_pool_generic(xp, x, kernel, stride):
+    return xp.max(_windows(xp, x, kernel, stride)[0], axis=2)
+
+
+def _max_pool_grad_generic(xp, x, g, kernel, stride):
+    mask, taps = _first_largest(xp, x, kernel, stride)
+    out = xp.zeros(x.shape, dtype=g.dtype, device=g.device)
+    zero = xp.zeros_like(g)
+    for t, where in enumerate(taps):
+        out[where] = out[where] + xp.where(mask[:, :, t, ...], g, zero)
+    return out
+
+
+def _max_pool_gather_generic(xp, x, c, kernel, stride):
+    mask, _ = _first_largest(xp, x, kernel, stride)
+    stacked = _windows(xp, c, kernel, stride)[0]
+    return xp.sum(xp.where(mask, stacked, xp.zeros_like(stacked)), axis=2)
+
+
+def _avg_pool_generic(xp, x, kernel, stride):
+    return xp.sum(_windows(xp, x, kernel, stride)[0], axis=2) / (kernel[0] * kernel[1])
+
+
+def _avg_pool_grad_generic(xp, g, x_shape, kernel, stride):
+    out = xp.zeros(x_shape, dtype=g.dtype, device=g.device)
+    share = g / (kernel[0] * kernel[1])
+    for where in _taps(out, kernel, stride, (1, 1), g.shape[2:]):
+        out[where] = out[where] + share
+    return out
 
 
 def conv2d(x, w, stride: Any = 1, padding: Any = 0, dilation: Any = 1) -> Any:
@@ -216,3 +326,12 @@ defvjp(avg_pool_p, lambda g, out, x, kernel, stride:
        (avg_pool_grad(g, E.shape_of(x), kernel, stride),))
 defvjp(avg_pool_grad_p, lambda ct, out, g, x_shape, kernel, stride:
        (bind(avg_pool_p, ct, kernel=kernel, stride=stride),))
+
+defgeneric(conv2d_p, _conv2d_generic)
+defgeneric(conv2d_input_grad_p, _conv2d_input_grad_generic)
+defgeneric(conv2d_weight_grad_p, _conv2d_weight_grad_generic)
+defgeneric(max_pool_p, _max_pool_generic)
+defgeneric(max_pool_grad_p, _max_pool_grad_generic)
+defgeneric(max_pool_gather_p, _max_pool_gather_generic)
+defgeneric(avg_pool_p, _avg_pool_generic)
+defgeneric(avg_pool_grad_p, _avg_pool_grad_generic)

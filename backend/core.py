@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .array_api import BackendError, Placement, lift, namespace_of, numpy_dtype, placement_of
 from .errors import MissingGradient, TraceError
 
 # ----------------------------------------------------------------------------- primitives
@@ -41,6 +42,9 @@ class Primitive:
     # emitted by vjp_fwd(*inputs, needed=(bool per input), **params) -> (results, saved),
     # and vjp then receives saved=... as a keyword.
     vjp_fwd: Callable[..., tuple] | None = None
+    # The same operation written with the Python array API alone: generic(xp, *inputs, **params)
+    # runs on arrays of namespace xp (CuPy, array-api-strict); impl stays the numpy fast path.
+    generic: Callable[..., Any] | None = None
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
@@ -64,6 +68,29 @@ def defprim(name: str, impl: Callable, *, abstract: Callable | None = None,
 
 def defvjp(prim: Primitive, rule: Callable[..., tuple]) -> None:
     prim.vjp = rule
+
+
+def defgeneric(prim: Primitive, fn: Callable[..., Any]) -> None:
+    """Attach ``fn(xp, *inputs, **params)``, ``prim`` written with array-API namespace ``xp`` only."""
+    prim.generic = fn
+
+
+def impl_for(prim: Primitive, where: Placement | None) -> Callable[..., Any]:
+    """The implementation of ``prim`` for arrays at ``where`` (``None``: numpy, the fast path)."""
+    if where is None:
+        return prim.impl
+    if prim.generic is None:
+        raise BackendError(
+            f"primitive '{prim.name}' has no array-API implementation, so it runs on numpy only, "
+            f"not on {where.describe()}.\n"
+            f"  hint: move the arrays to numpy with nnc.to_backend(tree, 'numpy'), or register one "
+            f"with nnc.backend.core.defgeneric")
+    generic, xp = prim.generic, where.xp
+
+    def run(*args, **params):
+        return generic(xp, *args, **params)
+
+    return run
 
 
 def missing_gradient(prim: Primitive) -> MissingGradient:
@@ -102,9 +129,11 @@ class Const:
 
     def __init__(self, value: Any):
         self.value = value
-        arr = np.asarray(value)
-        self.shape = arr.shape
-        self.dtype = arr.dtype
+        if namespace_of(value) is None:
+            arr = np.asarray(value)
+            self.shape, self.dtype = arr.shape, arr.dtype
+        else:  # a device array: read its description, never its contents
+            self.shape, self.dtype = tuple(value.shape), numpy_dtype(value.dtype)
         self.id = next(_ids)
 
     def __repr__(self) -> str:
@@ -224,14 +253,20 @@ def _abstract_by_running(prim: Primitive, avals, params) -> tuple[tuple[int, ...
 def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
     """Apply ``prim``: at once on arrays, or recorded in the trace when an argument is a tracer."""
     trace = None
+    plain = True
     for a in args:
-        if type(a) is Tracer:
+        t = type(a)
+        if t is Tracer:
             if trace is None:
                 trace = a.trace
             elif a.trace is not trace:
                 raise _mixed_traces(prim)
+        elif t is not np.ndarray:
+            plain = False
     if trace is None:
-        return prim.impl(*args, **params)
+        if plain:
+            return prim.impl(*args, **params)
+        return _bind_foreign(prim, args, params)
     if trace.closed:
         raise _escaped(prim)
     inputs = tuple(a.var if type(a) is Tracer else Const(a) for a in args)
@@ -248,6 +283,14 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
     if prim.multiple_results:
         return tuple(Tracer(trace, v) for v in outs)
     return Tracer(trace, outs[0])
+
+
+def _bind_foreign(prim: Primitive, args: tuple, params: dict) -> Any:
+    """Run ``prim`` at once where its arguments live: numpy, or one other array namespace."""
+    where = placement_of(args, f"the arguments of '{prim.name}'")
+    if where is None:
+        return prim.impl(*args, **params)
+    return impl_for(prim, where)(*lift(list(args), where), **params)
 
 
 def _mixed_traces(prim: Primitive) -> TraceError:

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from . import reductions as R
-from .core import Tracer, bind, defprim, defvjp
+from .array_api import namespace_of, numpy_dtype, xp_dtype
+from .core import Tracer, bind, defgeneric, defprim, defvjp
 from .errors import ShapeError
 
 
@@ -22,7 +23,11 @@ def shape_of(x: Any) -> tuple[int, ...]:
 
 
 def dtype_of(x: Any) -> np.dtype:
-    return x.dtype if type(x) is Tracer or isinstance(x, np.ndarray) else np.asarray(x).dtype
+    if type(x) is Tracer or isinstance(x, np.ndarray):
+        return x.dtype
+    if namespace_of(x) is not None:
+        return numpy_dtype(x.dtype)
+    return np.asarray(x).dtype
 
 
 def _is_float(dt: np.dtype) -> bool:
@@ -44,9 +49,9 @@ def operands(name: str, a: Any, b: Any) -> tuple[Any, Any]:
         return a, np.asarray(b, dtype=_weak_dtype(b, dtype_of(a)))
     da, db = dtype_of(a), dtype_of(b)
     if _is_float(da) and not _is_float(db) and type(b) is not Tracer:
-        b = np.asarray(b, dtype=da)
+        b = np.asarray(b, dtype=da) if namespace_of(b) is None else cast(b, da)
     elif _is_float(db) and not _is_float(da) and type(a) is not Tracer:
-        a = np.asarray(a, dtype=db)
+        a = np.asarray(a, dtype=db) if namespace_of(a) is None else cast(a, db)
     check_broadcast(name, shape_of(a), shape_of(b))
     return a, b
 
@@ -131,6 +136,11 @@ defvjp(div_p, lambda g, out, a, b: (unbroadcast(div(g, b), a),
 defvjp(neg_p, lambda g, out, a: (neg(g),))
 
 
+for _prim, _name in ((add_p, "add"), (sub_p, "subtract"), (mul_p, "multiply"), (div_p, "divide")):
+    defgeneric(_prim, lambda xp, a, b, _name=_name: getattr(xp, _name)(a, b))
+defgeneric(neg_p, lambda xp, a: xp.negative(a))
+
+
 def _integer_pow_impl(x, n):
     if n == 2:
         return np.multiply(x, x)
@@ -165,6 +175,8 @@ def _pow_vjp(g, out, a, b):
 
 defvjp(integer_pow_p, _integer_pow_vjp)
 defvjp(pow_p, _pow_vjp)
+defgeneric(integer_pow_p, lambda xp, x, n: x * x if n == 2 else x ** n)
+defgeneric(pow_p, lambda xp, a, b: xp.pow(a, b))
 
 # --------------------------------------------------------------------------- transcendental
 
@@ -205,6 +217,8 @@ defvjp(exp_p, lambda g, out, x: (mul(g, out),))
 defvjp(log_p, lambda g, out, x: (div(g, x),))
 defvjp(sqrt_p, lambda g, out, x: (div(g, mul(out, 2.0)),))
 defvjp(abs_p, lambda g, out, x: (mul(g, sign(x)),))
+for _prim, _name in ((exp_p, "exp"), (log_p, "log"), (sqrt_p, "sqrt"), (abs_p, "abs")):
+    defgeneric(_prim, lambda xp, x, _name=_name: getattr(xp, _name)(x))
 
 # --------------------------------------------------------------------------- non-differentiable
 
@@ -217,6 +231,11 @@ sign_p = defprim("sign", _sign_impl, nondiff=True)
 greater_p = defprim("greater", np.greater, nondiff=True)
 less_p = defprim("less", np.less, nondiff=True)
 equal_p = defprim("equal", np.equal, nondiff=True)
+
+
+defgeneric(sign_p, lambda xp, x: xp.sign(x))
+for _prim, _name in ((greater_p, "greater"), (less_p, "less"), (equal_p, "equal")):
+    defgeneric(_prim, lambda xp, a, b, _name=_name: getattr(xp, _name)(a, b))
 
 
 def sign(x):
@@ -244,6 +263,7 @@ def _cast_impl(x, dtype):
 
 
 cast_p = defprim("cast", _cast_impl)
+defgeneric(cast_p, lambda xp, x, dtype: xp.astype(x, xp_dtype(xp, dtype), copy=False))
 
 
 def cast(x, dtype) -> Any:
@@ -258,6 +278,7 @@ defvjp(cast_p, lambda g, out, x, dtype: (cast(g, dtype_of(x)) if _is_float(dtype
 
 
 where_p = defprim("where", np.where)
+defgeneric(where_p, lambda xp, cond, a, b: xp.where(cond, a, b))
 
 
 def where(cond, a, b):

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .core import Const, Graph
+from .array_api import Placement
+from .core import Const, Graph, impl_for
 
 _LITERAL_TYPES = (int, float, bool, str, type(None))
 
 
-def compile_graph(graph: Graph) -> Callable[..., list]:
-    """A function ``run(*inputs) -> list of outputs`` that computes ``graph``."""
+def compile_graph(graph: Graph, where: Placement | None = None) -> Callable[..., list]:
+    """A function ``run(*inputs) -> list of outputs`` that computes ``graph``.
+
+    ``where`` (a :class:`Placement`) compiles it for arrays of another namespace than numpy:
+    each primitive's generic implementation is bound and constants are put on the device once."""
     names: dict[int, str] = {}
     namespace: dict[str, Any] = {}
 
@@ -23,7 +27,7 @@ def compile_graph(graph: Graph) -> Callable[..., list]:
         if key not in names:
             if type(v) is Const:
                 names[key] = f"c{len(names)}"
-                namespace[names[key]] = v.value
+                namespace[names[key]] = v.value if where is None else where.put(v.value)
             else:
                 names[key] = f"v{len(names)}"
         return names[key]
@@ -38,7 +42,7 @@ def compile_graph(graph: Graph) -> Callable[..., list]:
     lines = [f"def run({', '.join(args)}):"]
     for i, eqn in enumerate(graph.eqns):
         fn = f"p_{eqn.prim.name}"
-        namespace[fn] = eqn.prim.impl
+        namespace[fn] = eqn.prim.impl if where is None else impl_for(eqn.prim, where)
         call_args = [name_of(v) for v in eqn.inputs]
         for k, value in eqn.params.items():
             if type(value) in _LITERAL_TYPES:
@@ -63,9 +67,15 @@ def compile_graph(graph: Graph) -> Callable[..., list]:
     return run
 
 
-def compiled(graph: Graph) -> Callable[..., list]:
-    """``compile_graph(graph)``, made once per graph and kept with it."""
-    run = getattr(graph, "_compiled", None)
+def compiled(graph: Graph, where: Placement | None = None) -> Callable[..., list]:
+    """``compile_graph(graph, where)``, made once per graph and placement and kept with it."""
+    if where is None:
+        run = getattr(graph, "_compiled", None)
+        if run is None:
+            run = graph._compiled = compile_graph(graph)
+        return run
+    by_place = graph.__dict__.setdefault("_compiled_at", {})
+    run = by_place.get(where.key)
     if run is None:
-        run = graph._compiled = compile_graph(graph)
+        run = by_place[where.key] = compile_graph(graph, where)
     return run

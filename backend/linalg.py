@@ -10,7 +10,8 @@ from nnc.kernels import dispatch as K
 from . import elementwise as E
 from . import reductions as R
 from . import structural as S
-from .core import bind, defprim, defvjp
+from .activations import logistic_generic
+from .core import bind, defgeneric, defprim, defvjp
 from .errors import ShapeError
 
 
@@ -18,6 +19,8 @@ matmul_p = defprim("matmul", np.matmul)
 # Matrix times matrix binds np.dot directly: measurably cheaper per call than np.matmul on
 # small matrices, and the hot case of every dense layer.
 dot_p = defprim("dot", np.dot)
+defgeneric(matmul_p, lambda xp, a, b: xp.matmul(a, b))
+defgeneric(dot_p, lambda xp, a, b: xp.matmul(a, b))
 
 
 def matmul(a, b) -> Any:
@@ -87,6 +90,29 @@ def _linear_abstract(x, w, b, activation):
 linear_p = defprim("linear", K.linear, abstract=_linear_abstract)
 activation_grad_p = defprim("activation_grad", K.activation_grad,
                             abstract=lambda g, out, activation: g)
+
+
+def _linear_generic(xp, x, w, b, activation):
+    z = xp.matmul(x, w) + b
+    if activation == "relu":
+        return xp.maximum(z, xp.zeros_like(z))
+    if activation == "tanh":
+        return xp.tanh(z)
+    if activation == "logistic":
+        return logistic_generic(xp, z)
+    return z
+
+
+def _activation_grad_generic(xp, g, out, activation):
+    if activation == "relu":
+        return g * xp.astype(out > 0, g.dtype)
+    if activation == "tanh":
+        return g * (1 - out * out)
+    return g * (out * (1 - out))
+
+
+defgeneric(linear_p, _linear_generic)
+defgeneric(activation_grad_p, _activation_grad_generic)
 
 
 def linear(x, w, b, activation: str = "identity") -> Any:

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import elementwise as E
 from . import structural as S
-from .core import bind, defprim, defvjp
+from .core import bind, defgeneric, defprim, defvjp
 from .errors import ShapeError
 
 
@@ -39,6 +39,7 @@ def _sum_impl(x, axis, keepdims):
 
 
 sum_p = defprim("sum", _sum_impl)
+defgeneric(sum_p, lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims))
 
 
 def sum(x, axis=None, keepdims: bool = False):  # noqa: A001 - mirrors numpy
@@ -73,6 +74,7 @@ def _max_impl(x, axis, keepdims):
 
 
 max_p = defprim("max", _max_impl)
+defgeneric(max_p, lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims))
 
 
 def max(x, axis=None, keepdims: bool = False):  # noqa: A001 - mirrors numpy
@@ -103,6 +105,7 @@ def _broadcast_impl(x, shape):
 
 
 broadcast_p = defprim("broadcast_to", _broadcast_impl)
+defgeneric(broadcast_p, lambda xp, x, shape: xp.asarray(xp.broadcast_to(x, shape), copy=True))
 
 
 def broadcast_to(x, shape: tuple[int, ...]):
@@ -119,6 +122,7 @@ def _sum_to_impl(x, shape, axes):
 
 
 sum_to_p = defprim("sum_to", _sum_to_impl)
+defgeneric(sum_to_p, lambda xp, x, shape, axes: xp.reshape(xp.sum(x, axis=axes), shape))
 
 
 def sum_to(x, shape: tuple[int, ...]):

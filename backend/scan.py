@@ -17,7 +17,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .autodiff import backward_pass
-from .core import Const, Graph, bind, defprim, defvjp, eval_graph, prune, trace_graph
+from .array_api import placement
+from .core import Const, Graph, bind, defgeneric, defprim, defvjp, eval_graph, prune, trace_graph
 from .elementwise import add, dtype_of, shape_of
 from .errors import ShapeError
 from .execute import compiled
@@ -141,7 +142,37 @@ def _scan_impl(*args, body, n_consts, n_carry, length, reverse):
     return tuple(np.asarray(c) for c in carry) + tuple(ys) + tuple(hist)
 
 
+def _scan_generic(xp, *args, body, n_consts, n_carry, length, reverse):
+    """The loop with array-API namespace ``xp``: steps are collected, then stacked once."""
+    where = placement(args[0]) if args else None
+    consts = args[:n_consts]
+    carry = list(args[n_consts:n_consts + n_carry])
+    xs = args[n_consts + n_carry:]
+    run = compiled(body, where)
+    hist: list = [[] for _ in carry]
+    ys: list = [[] for _ in body.outputs[n_carry:]]
+    order = range(length - 1, -1, -1) if reverse else range(length)
+    for t in order:
+        for h, c in zip(hist, carry):
+            h.append(c)
+        outs = run(*consts, *carry, *[x[t, ...] for x in xs])
+        carry = outs[:n_carry]
+        for buf, y in zip(ys, outs[n_carry:]):
+            buf.append(y)
+
+    def stacked(steps: list, shape: tuple, dtype) -> Any:
+        if not steps:
+            return where.put(np.empty((0,) + tuple(shape), dtype))
+        return xp.stack(steps[::-1] if reverse else steps, axis=0)
+
+    ins = body.inputs[n_consts:n_consts + n_carry]
+    return tuple(carry) + \
+        tuple(stacked(b, v.shape, v.dtype) for b, v in zip(ys, body.outputs[n_carry:])) + \
+        tuple(stacked(h, v.shape, v.dtype) for h, v in zip(hist, ins))
+
+
 scan_p = defprim("scan", _scan_impl, abstract=_scan_abstract, multiple_results=True)
+defgeneric(scan_p, _scan_generic)
 
 
 def _zeros(like_shape, like_dtype):

@@ -6,7 +6,8 @@ from typing import Any
 import numpy as np
 
 from . import elementwise as E
-from .core import Tracer, bind, defprim, defvjp
+from .array_api import BackendError, placement
+from .core import Tracer, bind, defgeneric, defprim, defvjp
 from .errors import ShapeError
 
 # --------------------------------------------------------------------------- reshape / transpose
@@ -37,6 +38,7 @@ def reshape(x, shape) -> Any:
 
 
 defvjp(reshape_p, lambda g, out, x, shape: (reshape(g, E.shape_of(x)),))
+defgeneric(reshape_p, lambda xp, x, shape: xp.reshape(x, shape))
 
 
 def _transpose_impl(x, axes):
@@ -44,6 +46,7 @@ def _transpose_impl(x, axes):
 
 
 transpose_p = defprim("transpose", _transpose_impl)
+defgeneric(transpose_p, lambda xp, x, axes: xp.permute_dims(x, axes))
 
 
 def transpose(x, axes=None) -> Any:
@@ -91,6 +94,57 @@ getitem_p = defprim("getitem", _getitem_impl)
 unindex_p = defprim("unindex", _unindex_impl)
 
 
+def _array_axis(index, ndim: int) -> tuple[int, Any] | None:
+    """``(axis, integers)`` when ``index`` is one integer array with full slices around it
+    (the advanced index the array API can take), else ``None`` for a basic index."""
+    items = index if isinstance(index, tuple) else (index,)
+    arrays = [k for k, i in enumerate(items) if isinstance(i, np.ndarray) or placement(i) is not None]
+    if not arrays:
+        return None
+    k = arrays[0]
+    rest_full = all(i == slice(None) for j, i in enumerate(items) if j != k)
+    if len(arrays) > 1 or not rest_full or E.dtype_of(items[k]).kind not in "iu" \
+            or len(E.shape_of(items[k])) != 1:
+        raise BackendError(f"index {index!r}: off numpy, nnc takes one 1-D integer array "
+                           "with full slices (:) on the other axes")
+    return k, items[k]
+
+
+def _full(index, ndim: int):
+    """A basic index spelled for every axis: the array API does not pad a short one as numpy does."""
+    items = index if isinstance(index, tuple) else (index,)
+    if Ellipsis in items or sum(i is not None for i in items) >= ndim:
+        return index
+    return items + (Ellipsis,)
+
+
+def _getitem_generic(xp, x, index):
+    found = _array_axis(index, x.ndim)
+    if found is None:
+        return x[_full(index, x.ndim)]
+    axis, ints = found
+    return xp.take(x, placement(x).put(ints), axis=axis)
+
+
+def _unindex_generic(xp, g, index, shape):
+    found = _array_axis(index, len(shape))
+    if found is None:
+        out = xp.zeros(shape, dtype=g.dtype, device=g.device)
+        out[_full(index, len(shape))] = g
+        return out
+    # repeated integers must add up: a one-hot matrix sums them in one product
+    axis, ints = found
+    ints = placement(g).put(ints)
+    onehot = xp.astype(ints[:, None] == xp.arange(shape[axis], device=g.device)[None, :], g.dtype)
+    moved = xp.moveaxis(g, axis, 0)
+    summed = xp.tensordot(xp.matrix_transpose(onehot), moved, axes=1)
+    return xp.moveaxis(summed, 0, axis)
+
+
+defgeneric(getitem_p, _getitem_generic)
+defgeneric(unindex_p, _unindex_generic)
+
+
 def getitem(x, index) -> Any:
     """``x[index]`` for indices known while tracing (ints, slices, constant integer arrays)."""
     items = index if isinstance(index, tuple) else (index,)
@@ -124,6 +178,7 @@ def _concat_impl(*xs, axis):
 
 
 concat_p = defprim("concat", _concat_impl)
+defgeneric(concat_p, lambda xp, *xs, axis: xp.concat(xs, axis=axis))
 
 
 def concat(xs, axis: int = -1) -> Any:
@@ -179,8 +234,29 @@ def _unpick_impl(g, labels, k):
     return out
 
 
+def _one_hot(xp, labels, k):
+    if labels.size and bool(xp.min(labels) < 0):
+        raise ShapeError(f"pick: label {int(xp.min(labels))} is negative (labels must be 0..{k - 1})")
+    if labels.size and bool(xp.max(labels) >= k):
+        raise ShapeError(f"pick: label {int(xp.max(labels))} is out of range for {k} classes "
+                         f"(labels must be 0..{k - 1})")
+    return labels[..., None] == xp.arange(k, dtype=labels.dtype, device=labels.device)
+
+
+def _pick_generic(xp, x, labels):
+    chosen = _one_hot(xp, labels, x.shape[-1])
+    return xp.sum(xp.where(chosen, x, xp.zeros_like(x)), axis=-1)
+
+
+def _unpick_generic(xp, g, labels, k):
+    spread = xp.broadcast_to(g[..., None], g.shape + (k,))
+    return xp.where(_one_hot(xp, labels, k), spread, xp.zeros_like(spread))
+
+
 pick_p = defprim("pick", _pick_impl)
 unpick_p = defprim("unpick", _unpick_impl)
+defgeneric(pick_p, _pick_generic)
+defgeneric(unpick_p, _unpick_generic)
 
 
 def pick(x, labels) -> Any:

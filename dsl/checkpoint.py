@@ -27,6 +27,7 @@ from typing import IO, Any, Callable
 
 import numpy as np
 
+from nnc.backend.array_api import to_numpy
 from nnc.backend.errors import NNCError
 from nnc.backend.tree import tree_flatten, tree_paths, tree_unflatten
 
@@ -108,7 +109,7 @@ def save(path: str | os.PathLike, model: Model, params: Any) -> None:
     entries: dict[str, np.ndarray] = {}
     described = []
     for key, leaf in tree_paths(params):
-        array = np.asarray(leaf)
+        array = to_numpy(leaf)  # a device array is copied to the host, so any machine loads it
         entries[key] = array
         described.append({"path": key, "shape": list(array.shape), "dtype": array.dtype.str})
     meta = {"format": FORMAT, "version": VERSION, "signature": str(model.signature),

@@ -14,11 +14,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nnc.backend.array_api import namespace_of, numpy_dtype, xp_dtype
 from nnc.backend.core import Tracer
 from nnc.backend.errors import InitError, NonFiniteError, ShapeError, TypeMismatch
 from nnc.backend.tree import tree_flatten, tree_paths
 
 from . import types as T
+from .backends import match_inputs
 from .source import Where, user_frame
 
 _MISSING = object()
@@ -178,15 +180,22 @@ class Model:
 
     # ------------------------------------------------------------------ parameters
 
-    def init(self, seed: int = 0, dtype: Any = np.float32) -> dict:
+    def init(self, seed: int = 0, dtype: Any = np.float32, backend: Any = None) -> dict:
         """Fresh parameters: a nested dict of arrays keyed by readable, unique paths.
 
         Each parameter's random stream is derived from ``seed`` and its path, so the same
-        seed always gives the same parameters, and adding a layer leaves the others alone."""
+        seed always gives the same parameters, and adding a layer leaves the others alone.
+        ``backend`` (a name from ``nnc.backends()``; default: the one chosen by ``nnc.use``,
+        else numpy) is where they live; the numbers are made by numpy, then moved, so
+        every backend starts from the same ones."""
+        from .backends import current, get_backend, to_backend
+
         dtype = np.dtype(dtype)
         if dtype.kind != "f":
             raise InitError(f"parameters must be floating point (float32 or float64), got {dtype}")
-        return _init(self, "", int(seed), dtype)
+        target = current() if backend is None else get_backend(backend)
+        params = _init(self, "", int(seed), dtype)
+        return params if target.where is None else to_backend(params, target)
 
     @cached_property
     def param_shapes(self) -> dict:
@@ -380,8 +389,8 @@ def _initialise(spec: ParamSpec, shape: tuple, rng: np.random.Generator, path: s
 def _params_dtype(params: Any) -> np.dtype | None:
     for leaf in tree_flatten(params)[0]:
         dt = getattr(leaf, "dtype", None)
-        if dt is not None and np.dtype(dt).kind == "f":
-            return np.dtype(dt)
+        if dt is not None and numpy_dtype(dt).kind == "f":
+            return numpy_dtype(dt)
     return None
 
 
@@ -414,6 +423,8 @@ def _short(model: Model) -> str:
 
 
 def _as_array(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
+    if namespace_of(x) is not None:
+        return _as_device_array(x, dtype, model, what)
     if type(x) is not Tracer and not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
@@ -434,6 +445,21 @@ def _as_array(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
         bad = np.argwhere(~np.isfinite(x))[0]
         raise NonFiniteError(f"{what} of {_short(model)} holds {x[tuple(bad)]} at index "
                              f"{tuple(int(i) for i in bad)}; nnc refuses NaN and infinite inputs")
+    return x
+
+
+def _as_device_array(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
+    """``_as_array`` for an array of another namespace than numpy; it stays on its device."""
+    xp, kind = x.__array_namespace__(), numpy_dtype(x.dtype).kind
+    if kind not in "fiub":
+        raise ShapeError(f"{what} of {_short(model)} has dtype {x.dtype}; expected numbers "
+                         f"({dtype or 'float32'})")
+    target = dtype or (numpy_dtype(x.dtype) if kind == "f" else np.dtype(np.float32))
+    if numpy_dtype(x.dtype) != target:
+        x = xp.astype(x, xp_dtype(xp, target))
+    if not bool(xp.all(xp.isfinite(x))):
+        raise NonFiniteError(f"{what} of {_short(model)} holds NaN or infinite values; "
+                             "nnc refuses NaN and infinite inputs")
     return x
 
 
@@ -496,9 +522,11 @@ def call_checked(model: Model, params: Any, x: Any, state: Any = _MISSING) -> An
         check_params(model, params)
     dtype = _params_dtype(params)
     s: T.Subst = {}
+    x = match_inputs(params, x, _short(model))
     x, batch = match_input(model.in_type, x, s, model, "input", dtype)
     if state is _MISSING:
         return model.forward(model, params, x)
+    state = match_inputs(params, state, _short(model))
     state, state_batch = match_input(model.state_type, state, s, model, "state", dtype)
     if state_batch != batch:
         raise ShapeError(

@@ -22,6 +22,9 @@ from .conv import Conv2d, avg_pool, flatten, max_pool
 from .layers import Input, Linear, log_softmax, logistic, relu, softmax, tanh
 from .losses import cross_entropy, mse
 from .model import Model, Signature
+from nnc.backend.array_api import BackendError
+
+from .backends import backends, get_backend, to_backend, use
 from .callbacks import Callback, Checkpoint, Decision, EarlyStopping, StopOnNaN
 from .checkpoint import CheckpointError, load, save
 from .metrics import accuracy
@@ -45,6 +48,7 @@ __all__ = [
     "Callback", "Checkpoint", "Decision", "EarlyStopping", "StopOnNaN", "CheckpointError", "load",
     "save", "accuracy", "ConfigError", "adam", "adamw", "clip_by_global_norm", "clip_by_value",
     "cosine_decay", "exponential_decay", "piecewise_constant", "rmsprop", "warmup",
+    "BackendError", "backends", "get_backend", "to_backend", "use",
     "History", "TrainStep", "fit", "train_step", "Conv2d", "avg_pool", "flatten", "max_pool",
     "Dim", "InitError", "Input", "Linear", "Mat", "MissingGradient", "Model", "NNCError",
     "NonFiniteError", "Optimizer", "ShapeError", "Signature", "Tensor", "TraceError",

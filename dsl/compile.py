@@ -167,6 +167,10 @@ class Compiled:
 
     def __call__(self, *args: Any) -> Any:
         sig, values = _signature(args)
+        if any(type(v) is not np.ndarray for v in values):
+            # Traced values (compile inside grad) or another backend's arrays: the generated
+            # code is numpy-and-Numba only, so those run the interpreted, array-API path.
+            return self.fn(*args)
         entry = self.specialisations.get(sig.key)
         if entry is None:
             entry = self.specialisations[sig.key] = self._build(sig, values)

@@ -165,3 +165,17 @@ def test_fit_with_compile_equals_fit_without():
     np.testing.assert_allclose(h_fast["loss"], h_ref["loss"], rtol=1e-10)
     with pytest.raises(nnc.ConfigError, match="either step= or compile=True"):
         nnc.fit(model, params, (x, y), compile=True, step=lambda *a: a, **kwargs)
+
+
+def test_arrays_of_another_backend_run_the_interpreted_path():
+    import array_api_strict as xp
+
+    model = Linear(2, 3) >> tanh
+    params = model.init(seed=0, dtype=np.float64)
+    device = xp.Device("device1")
+    moved = nnc.tree_map(lambda a: xp.asarray(a, device=device), params)
+    x = xp.asarray(np.ones((4, 2)), device=device)
+    y = ncompile(model)(moved, x)
+    assert y.device == device
+    np.testing.assert_allclose(np.asarray(xp.asarray(y, device=xp.Device("CPU_DEVICE"))),
+                               model(params, np.ones((4, 2))), rtol=1e-12)

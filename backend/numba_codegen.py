@@ -446,20 +446,30 @@ class FunctionWriter:
         return True
 
     def _reduce(self, e, axes: tuple, keep_shape: tuple, init: str, update: str) -> None:
+        """Loops that accumulate ``x`` straight into an array of the output's shape (no reshape:
+        every distinct reshape is one more Numba overload to compile)."""
         x, out = e.inputs[0], e.out
-        shape = x.shape
-        acc = self.module.fresh("acc")
-        if init == _literal(0, out.dtype):  # np.zeros is cheaper for Numba to compile than np.full
-            self.emit(f"{acc} = np.zeros({keep_shape!r}, np.{np.dtype(out.dtype).name})")
+        shape, o = x.shape, self.name(out)
+        dtype = np.dtype(out.dtype).name
+        keepdims = tuple(out.shape) == tuple(keep_shape) and len(out.shape) == len(shape)
+        if not out.shape:  # a total: accumulate in a scalar
+            acc = self.module.fresh("acc")
+            self.emit(f"{acc} = {init}")
+            target = acc
         else:
-            self.emit(f"{acc} = np.full({keep_shape!r}, {init}, np.{np.dtype(out.dtype).name})")
+            self.emit(f"{o} = np.zeros({tuple(out.shape)!r}, np.{dtype})" if init == _literal(0, out.dtype)
+                      else f"{o} = np.full({tuple(out.shape)!r}, {init}, np.{dtype})")
         idx = [f"i{k}" for k in range(len(shape))]
         for k in range(len(shape)):
             self.emit(f"for {idx[k]} in range({shape[k]}):", k + 1)
-        kept = ", ".join("0" if k in axes else idx[k] for k in range(len(shape))) or "()"
-        self.emit(update.format(acc=f"{acc}[{kept}]", x=f"{self.name(x)}[{', '.join(idx)}]"),
-                  len(shape) + 1)
-        self.emit(f"{self.name(out)} = {acc}.reshape({_flat(out.shape)})" if out.shape else f"{self.name(out)} = {acc}.reshape(())")
+        if out.shape:
+            kept = [("0" if k in axes else idx[k]) for k in range(len(shape))] if keepdims else \
+                [idx[k] for k in range(len(shape)) if k not in axes]
+            target = f"{o}[{', '.join(kept)}]"
+        self.emit(update.format(acc=target, x=f"{self.name(x)}[{', '.join(idx)}]"), len(shape) + 1)
+        if not out.shape:
+            self.emit(f"{o} = np.empty((), np.{dtype})")
+            self.emit(f"{o}[()] = {acc}")
 
     def emit_sum(self, e) -> bool:
         x = e.inputs[0]

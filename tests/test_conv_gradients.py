@@ -15,7 +15,9 @@ from nnc.testing import check_grads
 
 small = st.floats(-2, 2, width=64)
 # Distinct values at least 0.01 apart: a finite difference never crosses a tie of max.
-spaced = st.integers(-200, 200).map(lambda i: i / 100)
+# Within [-1, 1]: the second-order check raises them to the sixth power, and larger
+# values would drown the finite differences in rounding.
+spaced = st.integers(-100, 100).map(lambda i: i / 100)
 
 
 def arr(draw, shape, elements=small, unique=False):

@@ -61,14 +61,15 @@ def im2col(x, b0, nb, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, cols):
                             continue
                         for t in range(np.uint64(j0)):
                             cf[dst + t] = 0
-                        src = np.uint64(plane + y * W + j0 * sw + off)
-                        d = dst + np.uint64(j0)
-                        if sw == 1:
-                            for t in range(np.uint64(j1 - j0)):
-                                cf[d + t] = xf[src + t]
-                        else:
-                            for t in range(np.uint64(j1 - j0)):
-                                cf[d + t] = xf[src + t * usw]
+                        if j1 > j0:  # else the first source index may be negative
+                            src = np.uint64(plane + y * W + j0 * sw + off)
+                            d = dst + np.uint64(j0)
+                            if sw == 1:
+                                for t in range(np.uint64(j1 - j0)):
+                                    cf[d + t] = xf[src + t]
+                            else:
+                                for t in range(np.uint64(j1 - j0)):
+                                    cf[d + t] = xf[src + t * usw]
                         for t in range(np.uint64(j1), np.uint64(wo)):
                             cf[dst + t] = 0
 
@@ -96,7 +97,7 @@ def col2im(cols, b0, nb, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, x):
                     j1 = max(j0, min(wo, (W - 1 - off) // sw + 1)) if W - 1 - off >= 0 else j0
                     for i in range(ho):
                         y = i * sh - ph + ki * dh
-                        if y < 0 or y >= H:
+                        if y < 0 or y >= H or j1 == j0:
                             continue
                         s = np.uint64(r * ncols + b * P + i * wo + j0)
                         dst = np.uint64(plane + y * W + j0 * sw + off)

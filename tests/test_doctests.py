@@ -7,7 +7,13 @@ import pytest
 
 import nnc
 
-MODULES = sorted({"nnc"} | {m.name for m in pkgutil.walk_packages(nnc.__path__, "nnc.")})
+import nnc.backend
+import nnc.kernels
+
+MODULES = sorted({"nnc", "nnc.backend", "nnc.kernels"}
+                 | {m.name for pkg, prefix in ((nnc, "nnc."), (nnc.backend, "nnc.backend."),
+                                               (nnc.kernels, "nnc.kernels."))
+                    for m in pkgutil.iter_modules(pkg.__path__, prefix)})
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -471,32 +471,23 @@ class FunctionWriter:
             self.emit(f"{o} = np.empty((), np.{dtype})")
             self.emit(f"{o}[()] = {acc}")
 
-    def emit_sum(self, e) -> bool:
+    def _reduction(self, e, axes: tuple, init: str, update: str) -> bool:
         x = e.inputs[0]
         if not x.shape:
             self.emit(f"{self.name(e.out)} = {self.name(x)}.copy()")
             return True
-        axes = tuple(e.params["axis"])
         keep = tuple(1 if k in axes else d for k, d in enumerate(x.shape))
-        self._reduce(e, axes, keep, _literal(0, e.out.dtype), "{acc} += {x}")
+        self._reduce(e, axes, keep, init, update)
         return True
+
+    def emit_sum(self, e) -> bool:
+        return self._reduction(e, tuple(e.params["axis"]), _literal(0, e.out.dtype), "{acc} += {x}")
 
     def emit_sum_to(self, e) -> bool:
-        x = e.inputs[0]
-        axes = tuple(e.params["axes"])
-        keep = tuple(1 if k in axes else d for k, d in enumerate(x.shape))
-        self._reduce(e, axes, keep, _literal(0, e.out.dtype), "{acc} += {x}")
-        return True
+        return self._reduction(e, tuple(e.params["axes"]), _literal(0, e.out.dtype), "{acc} += {x}")
 
     def emit_max(self, e) -> bool:
-        x = e.inputs[0]
-        if not x.shape:
-            self.emit(f"{self.name(e.out)} = {self.name(x)}.copy()")
-            return True
-        axes = tuple(e.params["axis"])
-        keep = tuple(1 if k in axes else d for k, d in enumerate(x.shape))
-        self._reduce(e, axes, keep, "-np.inf", "{acc} = max({acc}, {x})")
-        return True
+        return self._reduction(e, tuple(e.params["axis"]), "-np.inf", "{acc} = max({acc}, {x})")
 
     def emit_broadcast_to(self, e) -> bool:
         x, out = e.inputs[0], e.out

@@ -20,7 +20,7 @@ import numpy as np
 
 from nnc.kernels import dispatch
 from nnc.kernels import reference as R
-from nnc.kernels.timing import calls_for, interleaved, timed_in_child
+from nnc.kernels.timing import calls_for, interleaved, torch_times_in_child
 
 GEOMETRY = ((1, 1), (1, 1), (1, 1))  # stride, padding, dilation
 SHAPES = [(64, 1, 16, 28, 28), (32, 16, 32, 32, 32), (8, 64, 64, 56, 56)]  # B, C_in, C_out, H, W
@@ -80,14 +80,6 @@ def torch_times(rounds: int) -> dict:
     return out
 
 
-def torch_or_none(rounds: int) -> dict | None:
-    try:
-        import torch  # noqa: F401 - only asks whether it is installed
-    except ImportError:
-        return None
-    return timed_in_child(__file__, ["--torch-child", str(rounds)])
-
-
 def pooling(rounds: int) -> None:
     """Max and average pooling (2x2, stride 2), forward+backward: kernels against numpy."""
     print(f"{'pooling (B, C, HxW)':27} {'kind':9} {'nnc ms':>8} {'numpy ms':>9} {'':>9} {'nnc/numpy':>9}")
@@ -113,7 +105,7 @@ def main(argv: list[str]) -> None:
     if "--torch-child" in argv:
         print(json.dumps(torch_times(int(argv[argv.index("--torch-child") + 1]))))
         return
-    torch_t = torch_or_none(rounds)
+    torch_t = torch_times_in_child(__file__, rounds)
     print(f"{'shape (B, Cin->Cout, HxW)':27} {'pass':9} {'nnc ms':>8} {'numpy ms':>9} {'torch ms':>9} "
           f"{'nnc/numpy':>9} {'nnc/torch':>9}")
     for shape in SHAPES + SMALL:

@@ -27,7 +27,7 @@ import nnc
 from nnc.backend import activations as A
 from nnc.backend import linalg as L
 from nnc.kernels import dense
-from nnc.kernels.timing import calls_for, interleaved, timed_in_child
+from nnc.kernels.timing import calls_for, interleaved, torch_times_in_child
 
 SHAPES = [(32, 64, 128), (32, 128, 10), (256, 64, 128), (8, 16, 16)]
 ACTIVATIONS = ("tanh", "relu")
@@ -100,20 +100,12 @@ def torch_times(rounds: int) -> dict:
     return out
 
 
-def torch_or_none(rounds: int) -> dict | None:
-    try:
-        import torch  # noqa: F401 - only asks whether it is installed
-    except ImportError:
-        return None
-    return timed_in_child(__file__, ["--torch-child", str(rounds)])
-
-
 def main(argv: list[str]) -> None:
     rounds = 7 if "--quick" in argv else 21
     if "--torch-child" in argv:
         print(json.dumps(torch_times(int(argv[argv.index("--torch-child") + 1]))))
         return
-    torch_t = torch_or_none(rounds)
+    torch_t = torch_times_in_child(__file__, rounds)
     print(f"{'batch, in -> out':17} {'act':5} {'numpy us':>9} {'kernels us':>10} {'grad fused':>10} "
           f"{'grad sep.':>9} {'torch us':>9} {'kernels/np':>10} {'fused/np':>9}")
     for shape in SHAPES:

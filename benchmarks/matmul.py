@@ -19,7 +19,7 @@ import numpy as np
 
 import nnc
 from nnc.kernels.jit import kernel
-from nnc.kernels.timing import calls_for, interleaved, timed_in_child
+from nnc.kernels.timing import calls_for, interleaved, torch_times_in_child
 
 SIZES = (16, 64, 256, 1024)
 DTYPES = (np.float32, np.float64)
@@ -62,20 +62,12 @@ def torch_gflops(rounds: int) -> dict:
     return out
 
 
-def torch_or_none(rounds: int) -> dict | None:
-    try:
-        import torch  # noqa: F401 - only asks whether it is installed
-    except ImportError:
-        return None
-    return timed_in_child(__file__, ["--torch-child", str(rounds)])
-
-
 def main(argv: list[str]) -> None:
     rounds = 5 if "--quick" in argv else 15
     if "--torch-child" in argv:
         print(json.dumps(torch_gflops(int(argv[argv.index("--torch-child") + 1]))))
         return
-    torch_gf = torch_or_none(rounds)
+    torch_gf = torch_times_in_child(__file__, rounds)
     print(f"{'dtype':8} {'n':>5} {'numpy GF/s':>10} {'nnc GF/s':>9} {'numba GF/s':>10} {'torch GF/s':>10} "
           f"{'nnc/numpy':>9} {'numba/numpy':>11}")
     for dtype in DTYPES:

@@ -57,3 +57,14 @@ def timed_in_child(script: str, args: list[str], timeout: float = 1800) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"{script} {' '.join(args)} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def torch_times_in_child(script: str, rounds: int) -> dict | None:
+    """``script --torch-child rounds``'s timings, or ``None`` when PyTorch is not installed.
+
+    PyTorch runs in a child process so that its threads never share a process with numpy's."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    return timed_in_child(script, ["--torch-child", str(rounds)])

@@ -80,12 +80,13 @@ def _digest(text: str, globals_: dict) -> str:
     return h.hexdigest()[:24]
 
 
-def _load(source: str, globals_: dict, fallbacks: set, name: str) -> tuple[Callable, bool]:
+def _load(source: str, globals_: dict, fallbacks: set, name: str, disk: bool = True) -> tuple[Callable, bool]:
     """The jitted function, from a file in the cache directory when one is writable
     (so Numba's own cache keeps the machine code across processes), else from memory."""
     import numba  # only here: `import nnc` stays fast
 
-    directory = None if fallbacks else _cache_dir()  # object-mode fallbacks are not cacheable
+    # object-mode fallbacks are not cacheable
+    directory = _cache_dir() if disk and not fallbacks else None
     if directory is not None:
         digest = _digest(source, globals_)
         path = os.path.join(directory, f"nnc_{digest}.py")
@@ -151,7 +152,7 @@ class Compiled:
         try:
             _quietly(run)(*values)  # compile now, so that the reported time is the real one
         except Exception:  # a damaged disk cache, or values only the interpreter can judge
-            run, cached = _load(source, module.globals, {"(no disk cache)"}, "compiled")
+            run, cached = _load(source, module.globals, module.fallbacks, "compiled", disk=False)
             entry.run, entry.cached_on_disk = run, cached
         entry.seconds = time.perf_counter() - start
         new = set(module.fallbacks) - _REPORTED_FALLBACKS

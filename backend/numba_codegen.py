@@ -2,9 +2,12 @@
 
 Every shape is known when a graph is traced, so the generated code is specialised to
 them: elementwise chains become one fused loop nest (intermediates live in registers,
-not arrays), reductions and softmaxes become explicit loops, matrix products call
-``np.dot`` (BLAS), and a ``scan`` becomes a loop calling its body, itself generated
-the same way. A primitive without a compiled form runs its numpy implementation in
+not arrays), reductions and softmaxes become explicit loops, matrix products call BLAS through
+:mod:`nnc.backend.numba_blas` (transposes as flags), and a ``scan`` becomes a loop calling
+its body, itself generated the same way. Every array is allocated with ``np.empty`` and a
+tuple shape: each other numpy form (``np.zeros``, ``np.full``, an integer shape, ``np.dot`` on
+a transposed view) is one more Numba overload to compile, and those compilations are most of
+the cold compile time. A primitive without a compiled form runs its numpy implementation in
 Numba's object mode: correct, slower, and reported once.
 """
 from __future__ import annotations
@@ -26,6 +29,9 @@ ELEMENTWISE = {
 SPECIAL_ELEMENTWISE = {"integer_pow", "logistic", "relu", "step", "cast"}
 # Results that may be views of other arrays (not C-contiguous, or aliasing an input).
 _VIEWS = {"transpose", "getitem", "reshape", "scan"}
+# nnc.backend.numba_blas: the product for each dtype, and its transpose flags
+_MATMUL = {np.dtype(np.float32): "matmul_f32", np.dtype(np.float64): "matmul_f64"}
+_TRANS_A, _TRANS_B = 2, 1
 
 
 def _numba_type(dtype: np.dtype) -> str:
@@ -58,13 +64,17 @@ class Source:
     globals: dict = field(default_factory=dict)
     fallbacks: set = field(default_factory=set)
     counter: int = 0
+    products: set = field(default_factory=set)  # the numba_blas functions the code calls
 
     def fresh(self, prefix: str) -> str:
         self.counter += 1
         return f"{prefix}{self.counter}"
 
     def text(self) -> str:
-        return "import numpy as np\nimport numba\n\n" + "\n\n".join(self.functions) + "\n"
+        head = "import numpy as np\nimport numba\n"
+        if self.products:
+            head += f"from nnc.backend.numba_blas import {', '.join(sorted(self.products))}\n"
+        return head + "\n" + "\n\n".join(self.functions) + "\n"
 
 
 class FunctionWriter:
@@ -80,6 +90,7 @@ class FunctionWriter:
                 uses[id(v)] = uses.get(id(v), 0) + 1
         self.uses = uses
         self.outputs = {id(v) for v in graph.outputs}
+        self.transposed: dict[int, Var] = {}  # a matrix's .T -> the matrix, for the products
 
     # -------------------------------------------------------------- names and values
 
@@ -107,6 +118,51 @@ class FunctionWriter:
     def emit(self, line: str, indent: int = 1) -> None:
         self.lines.append("    " * indent + line)
 
+    def alloc(self, name: str, shape: tuple, dtype: Any, fill: str | None = None, indent: int = 1) -> None:
+        """``name = np.empty(shape)``, every entry set to ``fill`` when given (see the module docstring)."""
+        shape = tuple(int(d) for d in shape)
+        self.emit(f"{name} = np.empty({shape!r}, np.{np.dtype(dtype).name})", indent)
+        if fill is not None:
+            self.emit(f"{name}.reshape({int(np.prod(shape, dtype=np.int64))})[:] = {fill}", indent)
+
+    def matrix(self, v: Any, shape: tuple) -> tuple[str, bool]:
+        """``v`` as a C-ordered matrix of ``shape`` for :meth:`gemm`, and whether it stands
+        for its transpose (a ``.T`` is multiplied as the matrix it views, with a flag)."""
+        source = self.transposed.get(id(v))
+        if source is not None and len(shape) == 2 and tuple(v.shape) == tuple(shape):
+            return self.contiguous(source), True
+        expr = self.contiguous(v)
+        return (expr if tuple(v.shape) == tuple(shape) else f"{expr}.reshape({tuple(shape)!r})"), False
+
+    def contiguous(self, v: Any) -> str:
+        """An expression for ``v`` that is C-ordered: arguments are (``nnc.compile`` and the scan
+        loops pass them so), as is every array the generated code allocates; views may not be."""
+        if type(v) is not Const and v.producer is not None and v.producer.prim.name in _VIEWS:
+            return f"np.ascontiguousarray({self.name(v)})"
+        return self.name(v)
+
+    def gemm(self, out: str, a: str, b: str, m: int, n: int, dtype: Any,
+             trans_a: bool = False, trans_b: bool = False) -> None:
+        """``out = op(a) @ op(b)``, an (m, n) matrix, for C-ordered matrix expressions ``a`` and ``b``."""
+        fn = _MATMUL[np.dtype(dtype)]
+        self.module.products.add(fn)
+        self.alloc(out, (m, n), dtype)
+        # np.int64: a literal flag would make Numba compile the product once per value
+        self.emit(f"{fn}({a}, {b}, np.int64({_TRANS_A * trans_a + _TRANS_B * trans_b}), {out})")
+
+    def product(self, e, a_rows: tuple, b_rows: tuple) -> None:
+        """``e.out = a @ b`` with the operands viewed as matrices of the given shapes."""
+        a, b = e.inputs
+        (m, _), (_, n) = a_rows, b_rows
+        ea, ta = self.matrix(a, a_rows)
+        eb, tb = self.matrix(b, b_rows)
+        out = self.name(e.out)
+        if tuple(e.out.shape) == (m, n):
+            self.gemm(out, ea, eb, m, n, e.out.dtype, ta, tb)
+        else:
+            self.gemm(f"{out}_m", ea, eb, m, n, e.out.dtype, ta, tb)
+            self.emit(f"{out} = {out}_m.reshape({tuple(int(d) for d in e.out.shape)!r})")
+
     # -------------------------------------------------------------- the function
 
     def write(self) -> str:
@@ -125,7 +181,7 @@ class FunctionWriter:
                 self.module.globals[g] = value.reshape(-1) if value.ndim == 0 else np.ascontiguousarray(value)
                 outs.append(f"{g}.copy()")
             elif not v.shape:
-                outs.append(f"np.asarray({self.name(v)}).reshape(1)")  # a 0-d value travels as (1,)
+                outs.append(f"{self.name(v)}.reshape(1)")  # a 0-d value travels as (1,)
             elif v.producer is not None and v.producer.prim.name in _VIEWS or v in self.graph.inputs:
                 outs.append(f"np.ascontiguousarray({self.name(v)})")
             else:  # freshly allocated and C-ordered already
@@ -142,7 +198,7 @@ class FunctionWriter:
         materialise = [e.out for e in eqns
                        if id(e.out) in self.outputs or self.uses.get(id(e.out), 0) > self._uses_inside(e.out, eqns)]
         for v in materialise:
-            self.emit(f"{self.name(v)} = np.empty({tuple(shape)!r}, np.{np.dtype(v.dtype).name})")
+            self.alloc(self.name(v), shape, v.dtype)
         rank = len(shape)
         idx = [f"i{k}" for k in range(rank)]
         # 0-d inputs are read once, outside the loops
@@ -260,24 +316,22 @@ class FunctionWriter:
 
     def emit_dot(self, e) -> bool:
         a, b = e.inputs
-        if a.dtype != b.dtype or a.dtype.kind != "f":
+        if a.dtype != b.dtype or np.dtype(a.dtype) not in _MATMUL or not (1 <= len(a.shape) <= 2) \
+                or not (1 <= len(b.shape) <= 2):
             return False
-        self.emit(f"{self.name(e.out)} = np.dot({self.name(a)}, {self.name(b)})")
+        a_rows = tuple(a.shape) if len(a.shape) == 2 else (1, a.shape[0])
+        b_rows = tuple(b.shape) if len(b.shape) == 2 else (b.shape[0], 1)
+        self.product(e, a_rows, b_rows)
         return True
 
     def emit_matmul(self, e) -> bool:
         a, b = e.inputs
-        if a.dtype != b.dtype or a.dtype.kind != "f":
+        if len(a.shape) <= 2:
+            return self.emit_dot(e)
+        if a.dtype != b.dtype or np.dtype(a.dtype) not in _MATMUL or len(b.shape) != 2:
             return False
-        if len(a.shape) <= 2 and len(b.shape) <= 2:
-            self.emit(f"{self.name(e.out)} = np.dot({self.name(a)}, {self.name(b)})")
-            return True
-        if len(b.shape) == 2 and len(a.shape) > 2:
-            rows = int(np.prod(a.shape[:-1]))
-            self.emit(f"{self.name(e.out)} = np.dot(np.ascontiguousarray({self.name(a)}).reshape(({rows}, "
-                      f"{a.shape[-1]})), {self.name(b)}).reshape({tuple(e.out.shape)!r})")
-            return True
-        return False
+        self.product(e, (int(np.prod(a.shape[:-1])), a.shape[-1]), tuple(b.shape))
+        return True
 
     def _activation_lines(self, t: str, arg: str, activation: str, dtype: np.dtype) -> list[str]:
         zero, half = _literal(0, dtype), _literal(0.5, dtype)
@@ -302,8 +356,8 @@ class FunctionWriter:
         rows = int(np.prod(x.shape[:-1], dtype=np.int64)) if len(x.shape) > 1 else 1
         o = self.name(e.out)
         z = self.module.fresh("z")
-        x2 = f"np.ascontiguousarray({self.name(x)}).reshape(({rows}, {k}))"
-        self.emit(f"{z} = np.dot({x2}, {self.name(w)})")
+        x2, _ = self.matrix(x, (rows, k))
+        self.gemm(z, x2, self.contiguous(w), rows, n, e.out.dtype)
         self.emit(f"for i in range({rows}):")
         self.emit(f"for j in range({n}):", 2)
         t = self.module.fresh("t")
@@ -325,7 +379,7 @@ class FunctionWriter:
         o, size = self.name(e.out), int(np.prod(g.shape, dtype=np.int64))
         self.emit(f"{o}_g = np.ascontiguousarray({self.name(g)}).reshape({size})")
         self.emit(f"{o}_y = np.ascontiguousarray({self.name(out)}).reshape({size})")
-        self.emit(f"{o}_f = np.empty({size}, np.{np.dtype(dtype).name})")
+        self.alloc(f"{o}_f", (size,), dtype)
         self.emit(f"for i in range({size}):")
         self.emit(f"gv = {o}_g[i]", 2)
         self.emit(f"y = {o}_y[i]", 2)
@@ -339,7 +393,7 @@ class FunctionWriter:
 
     def _im2col(self, x: str, geo: dict, dtype: str) -> str:
         cols = self.module.fresh("cols")
-        self.emit(f"{cols} = np.zeros(({geo['R']}, {geo['K']}), np.{dtype})")
+        self.alloc(cols, (geo['R'], geo['K']), dtype, fill="0")
         self._block(_FIELDS, body=f"{cols}[r, col] = {x}[b, c, ih, iw]", **geo)
         return cols
 
@@ -352,9 +406,9 @@ class FunctionWriter:
         geo = _conv_geometry(e, x.shape, w.shape)
         dtype = np.dtype(e.out.dtype).name
         cols = self._im2col(self.name(x), geo, dtype)
-        w2 = f"np.ascontiguousarray({self.name(w)}).reshape(({geo['O']}, {geo['K']}))"
+        w2, _ = self.matrix(w, (geo['O'], geo['K']))
         rows = self.module.fresh("rows")
-        self.emit(f"{rows} = np.dot({cols}, {w2}.T)")
+        self.gemm(rows, cols, w2, geo['R'], geo['O'], e.out.dtype, trans_b=True)
         self.emit(f"{self.name(e.out)} = np.ascontiguousarray(np.transpose({rows}.reshape(({geo['B']}, "
                   f"{geo['HO']}, {geo['WO']}, {geo['O']})), (0, 3, 1, 2)))")
         return True
@@ -364,9 +418,9 @@ class FunctionWriter:
         geo = _conv_geometry(e, e.params["x_shape"], w.shape)
         dtype = np.dtype(e.out.dtype).name
         dcols, dx = self.module.fresh("dcols"), self.name(e.out)
-        w2 = f"np.ascontiguousarray({self.name(w)}).reshape(({geo['O']}, {geo['K']}))"
-        self.emit(f"{dcols} = np.dot({self._rows_of(self.name(g), geo)}, {w2})")
-        self.emit(f"{dx} = np.zeros({tuple(e.params['x_shape'])!r}, np.{dtype})")
+        w2, _ = self.matrix(w, (geo['O'], geo['K']))
+        self.gemm(dcols, self._rows_of(self.name(g), geo), w2, geo['R'], geo['K'], e.out.dtype)
+        self.alloc(dx, e.params['x_shape'], dtype, fill="0")
         self._block(_FIELDS, body=f"{dx}[b, c, ih, iw] += {dcols}[r, col]", **geo)
         return True
 
@@ -375,8 +429,9 @@ class FunctionWriter:
         geo = _conv_geometry(e, x.shape, e.params["w_shape"])
         dtype = np.dtype(e.out.dtype).name
         cols = self._im2col(self.name(x), geo, dtype)
-        self.emit(f"{self.name(e.out)} = np.dot({self._rows_of(self.name(g), geo)}.T, {cols})"
-                  f".reshape({tuple(e.params['w_shape'])!r})")
+        gw = self.module.fresh("gw")
+        self.gemm(gw, self._rows_of(self.name(g), geo), cols, geo['O'], geo['K'], e.out.dtype, trans_a=True)
+        self.emit(f"{self.name(e.out)} = {gw}.reshape({tuple(e.params['w_shape'])!r})")
         return True
 
     def _pool_geometry(self, e, x_shape) -> dict:
@@ -396,7 +451,7 @@ class FunctionWriter:
         names = [self.name(v) for v in e.inputs]
         o = self.name(e.out)
         geo = self._pool_geometry(e, e.inputs[0].shape)
-        self.emit(f"{o} = np.{allocate}({tuple(e.out.shape)!r}, np.{np.dtype(e.out.dtype).name})")
+        self.alloc(o, e.out.shape, e.out.dtype, fill="0" if allocate == "zeros" else None)
         other = names[1] if len(names) > 1 else names[0]
         self._block(_WINDOWS, done=done.format(o=o, other=other), **self._argmax_window(names[0]), **geo)
         return True
@@ -414,7 +469,7 @@ class FunctionWriter:
         x, o = self.name(e.inputs[0]), self.name(e.out)
         geo = self._pool_geometry(e, e.inputs[0].shape)
         dtype = e.out.dtype
-        self.emit(f"{o} = np.empty({tuple(e.out.shape)!r}, np.{np.dtype(dtype).name})")
+        self.alloc(o, e.out.shape, dtype)
         scale = _literal(1.0 / (geo["KH"] * geo["KW"]), dtype)
         self._block(_WINDOWS, init=f"acc = {_literal(0, dtype)}", each=f"acc += {x}[b, c, ih, iw]",
                     done=f"{o}[b, c, oh, ow] = acc * {scale}", **geo)
@@ -425,13 +480,14 @@ class FunctionWriter:
         geo = self._pool_geometry(e, e.params["x_shape"])
         dtype = e.out.dtype
         scale = _literal(1.0 / (geo["KH"] * geo["KW"]), dtype)
-        self.emit(f"{o} = np.zeros({tuple(e.out.shape)!r}, np.{np.dtype(dtype).name})")
+        self.alloc(o, e.out.shape, dtype, fill="0")
         self._block(_WINDOWS, init=f"share = {g}[b, c, oh, ow] * {scale}", each=f"{o}[b, c, ih, iw] += share",
                     done="pass", **geo)
         return True
 
     def emit_transpose(self, e) -> bool:
-        if tuple(e.params["axes"]) == (1, 0):  # .T is Fortran-ordered, which BLAS takes as is
+        if tuple(e.params["axes"]) == (1, 0):
+            self.transposed[id(e.out)] = e.inputs[0]  # a product multiplies the matrix, with a flag
             self.emit(f"{self.name(e.out)} = {self.name(e.inputs[0])}.T")
             return True
         self.emit(f"{self.name(e.out)} = np.transpose({self.name(e.inputs[0])}, {tuple(e.params['axes'])!r})")
@@ -457,8 +513,7 @@ class FunctionWriter:
             self.emit(f"{acc} = {init}")
             target = acc
         else:
-            self.emit(f"{o} = np.zeros({tuple(out.shape)!r}, np.{dtype})" if init == _literal(0, out.dtype)
-                      else f"{o} = np.full({tuple(out.shape)!r}, {init}, np.{dtype})")
+            self.alloc(o, out.shape, out.dtype, fill=init)
         idx = [f"i{k}" for k in range(len(shape))]
         for k in range(len(shape)):
             self.emit(f"for {idx[k]} in range({shape[k]}):", k + 1)
@@ -468,7 +523,7 @@ class FunctionWriter:
             target = f"{o}[{', '.join(kept)}]"
         self.emit(update.format(acc=target, x=f"{self.name(x)}[{', '.join(idx)}]"), len(shape) + 1)
         if not out.shape:
-            self.emit(f"{o} = np.empty((), np.{dtype})")
+            self.alloc(o, (), out.dtype)
             self.emit(f"{o}[()] = {acc}")
 
     def _reduction(self, e, axes: tuple, init: str, update: str) -> bool:
@@ -493,7 +548,7 @@ class FunctionWriter:
         x, out = e.inputs[0], e.out
         shape = tuple(e.params["shape"])
         o = self.name(out)
-        self.emit(f"{o} = np.empty({shape!r}, np.{np.dtype(out.dtype).name})")
+        self.alloc(o, shape, out.dtype)
         if not x.shape:
             self.emit(f"{o}[...] = {self.scalar(x)}")
             return True
@@ -510,7 +565,7 @@ class FunctionWriter:
         x, out = e.inputs[0], e.out
         shape, axis = x.shape, e.params["axis"]
         o = self.name(out)
-        self.emit(f"{o} = np.empty({tuple(shape)!r}, np.{np.dtype(out.dtype).name})")
+        self.alloc(o, shape, out.dtype)
         outer = [k for k in range(len(shape)) if k != axis]
         idx = {k: f"i{k}" for k in outer}
         for depth, k in enumerate(outer):
@@ -540,7 +595,7 @@ class FunctionWriter:
         if len(x.shape) != 2:
             return False
         o, k = self.name(e.out), x.shape[1]
-        self.emit(f"{o} = np.empty({x.shape[0]}, np.{np.dtype(e.out.dtype).name})")
+        self.alloc(o, (x.shape[0],), e.out.dtype)
         self.emit(f"for i in range({x.shape[0]}):")
         self.emit(f"lab = {self.name(labels)}[i]", 2)
         self.emit(f"if lab < 0 or lab >= {k}:", 2)
@@ -553,7 +608,7 @@ class FunctionWriter:
         if len(g.shape) != 1:
             return False
         o = self.name(e.out)
-        self.emit(f"{o} = np.zeros(({g.shape[0]}, {e.params['k']}), np.{np.dtype(e.out.dtype).name})")
+        self.alloc(o, (g.shape[0], e.params['k']), e.out.dtype, fill="0")
         self.emit(f"for i in range({g.shape[0]}):")
         self.emit(f"{o}[i, {self.name(labels)}[i]] = {self.name(g)}[i]", 2)
         return True
@@ -575,7 +630,7 @@ class FunctionWriter:
         if text is None:
             return False
         g, o = e.inputs[0], self.name(e.out)
-        self.emit(f"{o} = np.zeros({tuple(e.params['shape'])!r}, np.{np.dtype(e.out.dtype).name})")
+        self.alloc(o, e.params['shape'], e.out.dtype, fill="0")
         value = self.scalar(g) if not g.shape else self.name(g)
         self.emit(f"{o}[{text}] = {value}")
         return True
@@ -592,7 +647,9 @@ class FunctionWriter:
         self.module.functions.append(FunctionWriter(body, fn, self.module).write())
         n_consts, n_carry, length = p["n_consts"], p["n_carry"], p["length"]
         ins = [self.name(v) for v in e.inputs]
-        consts, carry, xs = ins[:n_consts], ins[n_consts:n_consts + n_carry], ins[n_consts + n_carry:]
+        # the body's arguments are C-ordered, like the main function's (see contiguous())
+        consts = [self.contiguous(v) if v.shape else self.name(v) for v in e.inputs[:n_consts]]
+        carry, xs = ins[n_consts:n_consts + n_carry], ins[n_consts + n_carry:]
         n_y = len(body.outputs) - n_carry
         carry_vars = e.inputs[n_consts:n_consts + n_carry]
         outs = [self.name(v) for v in e.outs]
@@ -601,10 +658,10 @@ class FunctionWriter:
             self.emit(f"{c} = np.ascontiguousarray({src})" if v.shape else f"{c} = np.asarray({src}).reshape(1)")
         hist = outs[n_carry + n_y:]
         for h, v in zip(hist, e.outs[n_carry + n_y:]):
-            self.emit(f"{h} = np.empty({tuple(v.shape)!r}, np.{np.dtype(v.dtype).name})")
+            self.alloc(h, v.shape, v.dtype)
         ys = outs[n_carry:n_carry + n_y]
         for y, v in zip(ys, e.outs[n_carry:n_carry + n_y]):
-            self.emit(f"{y} = np.empty({tuple(v.shape)!r}, np.{np.dtype(v.dtype).name})")
+            self.alloc(y, v.shape, v.dtype)
         order = f"range({length} - 1, -1, -1)" if p["reverse"] else f"range({length})"
         self.emit(f"for t in {order}:")
         for h, c, v in zip(hist, c_names, carry_vars):
@@ -633,7 +690,10 @@ _TANH32_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4
 
 def _tanh32_lines(t: str, arg: str) -> list[str]:
     x, x2, p, q = (f"{t}_{s}" for s in "xzpq")
-    lines = [f"{x} = min(max(np.float32({arg}), np.float32(-7.90531110763549805)), np.float32(7.90531110763549805))",
+    # a clamp written as conditions (min and max are each one more overload to compile); NaN passes
+    lines = [f"{x} = np.float32({arg})",
+             f"{x} = np.float32(-7.90531110763549805) if {x} < np.float32(-7.90531110763549805) else "
+             f"(np.float32(7.90531110763549805) if {x} > np.float32(7.90531110763549805) else {x})",
              f"{x2} = {x} * {x}", f"{p} = np.float32({_TANH32_P[0]!r})"]
     lines += [f"{p} = {p} * {x2} + np.float32({c!r})" for c in _TANH32_P[1:]]
     lines += [f"{q} = np.float32({_TANH32_Q[0]!r})"]

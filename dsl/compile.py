@@ -172,6 +172,8 @@ class Compiled:
             # Traced values (compile inside grad) or another backend's arrays: the generated
             # code is numpy-and-Numba only, so those run the interpreted, array-API path.
             return self.fn(*args)
+        # the generated code takes C-ordered arrays (its products hand them to BLAS as such)
+        values = [v if v.flags.c_contiguous else np.ascontiguousarray(v) for v in values]
         entry = self.specialisations.get(sig.key)
         if entry is None:
             entry = self.specialisations[sig.key] = self._build(sig, values)

@@ -97,6 +97,48 @@ def test_compiled_model_predicts_like_the_model_and_caches_per_shape():
     assert len(predict.specialisations) == 2
 
 
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 9), k=st.integers(0, 9), n=st.integers(1, 9), trans=st.integers(0, 3),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 9))
+def test_the_generated_codes_products_equal_numpys(m, k, n, trans, dtype, seed):
+    from nnc.backend.numba_blas import TRANS_A, TRANS_B, matmul_f32, matmul_f64
+
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    a_in = np.ascontiguousarray(a.T) if trans & TRANS_A else a
+    b_in = np.ascontiguousarray(b.T) if trans & TRANS_B else b
+    out = np.full((m, n), np.nan, dtype)
+    (matmul_f32 if dtype == np.float32 else matmul_f64)(a_in, b_in, np.int64(trans), out)
+    np.testing.assert_allclose(out, a @ b, **TOL[dtype])
+
+
+def test_a_training_step_compiles_to_one_product_function_and_one_allocation_form():
+    """Each numpy form in generated code is a Numba overload compiled per layout and call form,
+    and those compilations were most of the cold compile time: guard against their return."""
+    model = Linear(4, 5) >> tanh >> Linear(5, 3)
+    step = ncompile(nnc.train_step(model, loss=nnc.cross_entropy, opt=nnc.sgd(0.1)))
+    params = model.init(seed=0)
+    x, y = np.ones((2, 4), np.float32), np.array([0, 2])
+    step(params, nnc.sgd(0.1).init(params), x, y)
+    (entry,) = step.specialisations.values()
+    for form in ("np.dot", "np.zeros", "np.full", "min(", "max(", ".T,"):
+        assert form not in entry.source, form
+    assert "from nnc.backend.numba_blas import matmul_f32\n" in entry.source
+
+
+def test_arrays_in_any_memory_order_compute_the_same():
+    model = Linear(4, 3) >> tanh
+    params = model.init(seed=0, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((4, 6)).T  # Fortran-ordered
+    expected = model(params, x)
+    predict = ncompile(model)
+    predict(params, np.ascontiguousarray(x))  # compiled for C-ordered arrays
+    predict.fn = lambda *args: pytest.fail("ran the interpreted path")
+    np.testing.assert_allclose(predict(params, x), expected, **TOL[np.float64])
+    transposed = {k: {n: np.asfortranarray(w) for n, w in v.items()} for k, v in params.items()}
+    np.testing.assert_allclose(predict(transposed, x), expected, **TOL[np.float64])
+
+
 def test_bad_input_gives_the_same_errors_as_the_interpreter():
     model = Linear(2, 3) >> softmax
     step = sgd_step(model, nnc.cross_entropy)

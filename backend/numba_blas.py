@@ -1,0 +1,84 @@
+"""Matrix products for the code ``nnc.compile`` generates: one BLAS call, transposes as flags.
+
+``np.dot`` inside Numba compiles a fresh implementation for every operand layout (C-ordered,
+or a transposed view), and that compilation is most of the cold compile time of a training
+step, whose backward pass multiplies by transposes. Here every product goes through one
+function per dtype, compiled once for C-ordered operands (an operand's transpose is a flag,
+not a view) and kept in Numba's disk cache, so it is compiled once per machine rather than
+once per model.
+
+The BLAS call is Numba's own ``numba_xxgemm`` (scipy's BLAS, the one ``np.dot`` uses in
+Numba), so results are those of ``np.dot`` inside Numba. This module imports Numba: only
+generated code imports it.
+
+>>> import numpy as np
+>>> a = np.arange(6, dtype=np.float32).reshape(2, 3)
+>>> b = np.ones((2, 4), np.float32)
+>>> out = np.empty((3, 4), np.float32)
+>>> matmul_f32(a, b, np.int64(TRANS_A), out)  # a.T @ b
+array([[3., 3., 3., 3.],
+       [5., 5., 5., 5.],
+       [7., 7., 7., 7.]], dtype=float32)
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import types
+from numba.np.linalg import ensure_blas
+
+ensure_blas()  # a clear ImportError when scipy (Numba's BLAS provider) is missing
+
+TRANS_A, TRANS_B = 2, 1  # bits of ``trans``: multiply by the transpose of a, of b
+
+
+def _xxgemm(dtype) -> types.ExternalFunction:
+    ptr = types.CPointer(dtype)
+    return types.ExternalFunction("numba_xxgemm", types.intc(
+        types.char, types.char, types.char, types.intp, types.intp, types.intp,  # kind, transa, transb, m, n, k
+        ptr, ptr, types.intp, ptr, types.intp, ptr, ptr, types.intp))  # alpha, a, lda, b, ldb, beta, c, ldc
+
+
+_sgemm, _dgemm = _xxgemm(types.float32), _xxgemm(types.float64)
+_N, _T = ord("n"), ord("t")
+
+
+# BLAS is column-major: a C-ordered (m, n) result is the column-major (n, m) matrix, so the
+# call computes out.T = op(b).T @ op(a).T, and a C-ordered operand is its own transpose there.
+@numba.njit(cache=True, nogil=True)
+def matmul_f32(a, b, trans, out):  # pragma: no cover - compiled; tested through matmul_f32 calls
+    """``out = op(a) @ op(b)`` for C-ordered float32 matrices; ``trans`` says which op is a transpose."""
+    m, n = out.shape
+    ta, tb = (trans & TRANS_A) != 0, (trans & TRANS_B) != 0
+    k = a.shape[0] if ta else a.shape[1]
+    if m == 0 or n == 0:
+        return out
+    if k == 0:
+        out[:] = 0
+        return out
+    coef = np.empty(2, np.float32)
+    coef[0], coef[1] = 1, 0
+    _sgemm(ord("s"), _T if tb else _N, _T if ta else _N, n, m, k, coef[0:].ctypes, b.ctypes,
+           b.shape[1], a.ctypes, a.shape[1], coef[1:].ctypes, out.ctypes, n)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def matmul_f64(a, b, trans, out):  # pragma: no cover - compiled; tested through matmul_f64 calls
+    """``out = op(a) @ op(b)`` for C-ordered float64 matrices; ``trans`` says which op is a transpose."""
+    m, n = out.shape
+    ta, tb = (trans & TRANS_A) != 0, (trans & TRANS_B) != 0
+    k = a.shape[0] if ta else a.shape[1]
+    if m == 0 or n == 0:
+        return out
+    if k == 0:
+        out[:] = 0
+        return out
+    coef = np.empty(2, np.float64)
+    coef[0], coef[1] = 1, 0
+    _dgemm(ord("d"), _T if tb else _N, _T if ta else _N, n, m, k, coef[0:].ctypes, b.ctypes,
+           b.shape[1], a.ctypes, a.shape[1], coef[1:].ctypes, out.ctypes, n)
+    return out
+
+
+MATMUL = {np.dtype(np.float32): "matmul_f32", np.dtype(np.float64): "matmul_f64"}

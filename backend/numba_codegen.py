@@ -91,6 +91,7 @@ class FunctionWriter:
         self.uses = uses
         self.outputs = {id(v) for v in graph.outputs}
         self.transposed: dict[int, Var] = {}  # a matrix's .T -> the matrix, for the products
+        self.c_ordered: set[int] = set()  # results of view primitives that were copied instead
 
     # -------------------------------------------------------------- names and values
 
@@ -137,9 +138,38 @@ class FunctionWriter:
     def contiguous(self, v: Any) -> str:
         """An expression for ``v`` that is C-ordered: arguments are (``nnc.compile`` and the scan
         loops pass them so), as is every array the generated code allocates; views may not be."""
-        if type(v) is not Const and v.producer is not None and v.producer.prim.name in _VIEWS:
+        if type(v) is not Const and v.producer is not None and v.producer.prim.name in _VIEWS \
+                and id(v) not in self.c_ordered and not any(v is u for u in self.graph.inputs):
             return f"np.ascontiguousarray({self.name(v)})"
         return self.name(v)
+
+    def copy(self, dst: str, src: str, shape: tuple, indent: int = 1) -> None:
+        """``dst[...] = src`` for C-ordered arrays of ``shape``, as a loop: Numba compiles an
+        array assignment's shape check with its error message, which took seconds."""
+        if not shape:
+            self.emit(f"{dst}[()] = {src}[()]", indent)
+            return
+        n = int(np.prod(shape, dtype=np.int64))
+        d, s_ = self.module.fresh("d"), self.module.fresh("s")
+        self.emit(f"{d} = {dst}.reshape({n})", indent)
+        self.emit(f"{s_} = {src}.reshape({n})", indent)
+        self.emit(f"for j in range({n}):", indent)
+        self.emit(f"{d}[j] = {s_}[j]", indent + 1)
+
+    def permute(self, out: str, src: str, shape: tuple, axes: tuple, dtype: Any) -> None:
+        """``out = np.transpose(src, axes)`` as a fresh C-ordered array, written as loops
+        (``np.transpose`` with axes took seconds to compile)."""
+        out_shape = tuple(int(shape[a]) for a in axes)
+        self.emit(f"{out}_src = {src}")
+        src = f"{out}_src"
+        self.alloc(out, out_shape, dtype)
+        idx = [f"i{k}" for k in range(len(axes))]
+        for k, d in enumerate(out_shape):
+            self.emit(f"for {idx[k]} in range({d}):", k + 1)
+        src_idx = [""] * len(axes)
+        for k, a in enumerate(axes):
+            src_idx[a] = idx[k]
+        self.emit(f"{out}[{', '.join(idx)}] = {src}[{', '.join(src_idx)}]", len(axes) + 1)
 
     def gemm(self, out: str, a: str, b: str, m: int, n: int, dtype: Any,
              trans_a: bool = False, trans_b: bool = False) -> None:
@@ -397,9 +427,11 @@ class FunctionWriter:
         self._block(_FIELDS, body=f"{cols}[r, col] = {x}[b, c, ih, iw]", **geo)
         return cols
 
-    def _rows_of(self, g: str, geo: dict) -> str:
+    def _rows_of(self, g: str, geo: dict, dtype: Any) -> str:
         """(B, O, HO, WO) as the (B*HO*WO, O) matrix the im2col rows line up with."""
-        return (f"np.ascontiguousarray(np.transpose({g}, (0, 2, 3, 1))).reshape(({geo['R']}, {geo['O']}))")
+        rows = self.module.fresh("grows")
+        self.permute(rows, g, (geo['B'], geo['O'], geo['HO'], geo['WO']), (0, 2, 3, 1), dtype)
+        return f"{rows}.reshape(({geo['R']}, {geo['O']}))"
 
     def emit_conv2d(self, e) -> bool:
         x, w = e.inputs
@@ -409,8 +441,8 @@ class FunctionWriter:
         w2, _ = self.matrix(w, (geo['O'], geo['K']))
         rows = self.module.fresh("rows")
         self.gemm(rows, cols, w2, geo['R'], geo['O'], e.out.dtype, trans_b=True)
-        self.emit(f"{self.name(e.out)} = np.ascontiguousarray(np.transpose({rows}.reshape(({geo['B']}, "
-                  f"{geo['HO']}, {geo['WO']}, {geo['O']})), (0, 3, 1, 2)))")
+        self.permute(self.name(e.out), f"{rows}.reshape(({geo['B']}, {geo['HO']}, {geo['WO']}, {geo['O']}))",
+                     (geo['B'], geo['HO'], geo['WO'], geo['O']), (0, 3, 1, 2), e.out.dtype)
         return True
 
     def emit_conv2d_input_grad(self, e) -> bool:
@@ -419,7 +451,7 @@ class FunctionWriter:
         dtype = np.dtype(e.out.dtype).name
         dcols, dx = self.module.fresh("dcols"), self.name(e.out)
         w2, _ = self.matrix(w, (geo['O'], geo['K']))
-        self.gemm(dcols, self._rows_of(self.name(g), geo), w2, geo['R'], geo['K'], e.out.dtype)
+        self.gemm(dcols, self._rows_of(self.contiguous(g), geo, e.out.dtype), w2, geo['R'], geo['K'], e.out.dtype)
         self.alloc(dx, e.params['x_shape'], dtype, fill="0")
         self._block(_FIELDS, body=f"{dx}[b, c, ih, iw] += {dcols}[r, col]", **geo)
         return True
@@ -430,7 +462,8 @@ class FunctionWriter:
         dtype = np.dtype(e.out.dtype).name
         cols = self._im2col(self.name(x), geo, dtype)
         gw = self.module.fresh("gw")
-        self.gemm(gw, self._rows_of(self.name(g), geo), cols, geo['O'], geo['K'], e.out.dtype, trans_a=True)
+        self.gemm(gw, self._rows_of(self.contiguous(g), geo, e.out.dtype), cols, geo['O'], geo['K'], e.out.dtype,
+                  trans_a=True)
         self.emit(f"{self.name(e.out)} = {gw}.reshape({tuple(e.params['w_shape'])!r})")
         return True
 
@@ -490,7 +523,9 @@ class FunctionWriter:
             self.transposed[id(e.out)] = e.inputs[0]  # a product multiplies the matrix, with a flag
             self.emit(f"{self.name(e.out)} = {self.name(e.inputs[0])}.T")
             return True
-        self.emit(f"{self.name(e.out)} = np.transpose({self.name(e.inputs[0])}, {tuple(e.params['axes'])!r})")
+        self.permute(self.name(e.out), self.name(e.inputs[0]), e.inputs[0].shape, tuple(e.params["axes"]),
+                     e.out.dtype)
+        self.c_ordered.add(id(e.out))
         return True
 
     def emit_reshape(self, e) -> bool:
@@ -631,8 +666,15 @@ class FunctionWriter:
             return False
         g, o = e.inputs[0], self.name(e.out)
         self.alloc(o, e.params['shape'], e.out.dtype, fill="0")
-        value = self.scalar(g) if not g.shape else self.name(g)
-        self.emit(f"{o}[{text}] = {value}")
+        if not g.shape:
+            self.emit(f"{o}[{text}] = {self.scalar(g)}")
+            return True
+        part = self.module.fresh("part")
+        self.emit(f"{part} = {o}[{text}]")
+        idx = [f"i{k}" for k in range(len(g.shape))]
+        for k, d in enumerate(g.shape):
+            self.emit(f"for {idx[k]} in range({d}):", k + 1)
+        self.emit(f"{part}[{', '.join(idx)}] = {self.name(g)}[{', '.join(idx)}]", len(g.shape) + 1)
         return True
 
     def emit_concat(self, e) -> bool:
@@ -646,35 +688,56 @@ class FunctionWriter:
         fn = self.module.fresh("body")
         self.module.functions.append(FunctionWriter(body, fn, self.module).write())
         n_consts, n_carry, length = p["n_consts"], p["n_carry"], p["length"]
-        ins = [self.name(v) for v in e.inputs]
-        # the body's arguments are C-ordered, like the main function's (see contiguous())
-        consts = [self.contiguous(v) if v.shape else self.name(v) for v in e.inputs[:n_consts]]
-        carry, xs = ins[n_consts:n_consts + n_carry], ins[n_consts + n_carry:]
+        # the body's arguments are C-ordered, like the main function's (see contiguous());
+        # views among the constants are copied once, before the loop
+        consts = []
+        for v in e.inputs[:n_consts]:
+            expr = self.contiguous(v) if v.shape else self.name(v)
+            if expr != self.name(v):
+                k = self.module.fresh("k")
+                self.emit(f"{k} = {expr}")
+                expr = k
+            consts.append(expr)
+        carry_vars, x_vars = e.inputs[n_consts:n_consts + n_carry], e.inputs[n_consts + n_carry:]
         n_y = len(body.outputs) - n_carry
-        carry_vars = e.inputs[n_consts:n_consts + n_carry]
         outs = [self.name(v) for v in e.outs]
-        c_names = [self.module.fresh("c") for _ in carry]
-        for c, src, v in zip(c_names, carry, carry_vars):
-            self.emit(f"{c} = np.ascontiguousarray({src})" if v.shape else f"{c} = np.asarray({src}).reshape(1)")
-        hist = outs[n_carry + n_y:]
-        for h, v in zip(hist, e.outs[n_carry + n_y:]):
-            self.alloc(h, v.shape, v.dtype)
-        ys = outs[n_carry:n_carry + n_y]
-        for y, v in zip(ys, e.outs[n_carry:n_carry + n_y]):
-            self.alloc(y, v.shape, v.dtype)
+        c_names = [self.module.fresh("c") for _ in carry_vars]
+        for c, v in zip(c_names, carry_vars):
+            self.emit(f"{c} = np.ascontiguousarray({self.name(v)})" if v.shape
+                      else f"{c} = np.asarray({self.name(v)}).reshape(1)")
+        # stacked results nobody reads (a reverse scan's carry history, often) are not stored
+        def read(v) -> bool:
+            return self.uses.get(id(v), 0) > 0 or id(v) in self.outputs
+
+        stacked_ys, stacked_hist = e.outs[n_carry:n_carry + n_y], e.outs[n_carry + n_y:]
+        ys = [(k, self.name(v), v) for k, v in enumerate(stacked_ys) if read(v)]
+        hist = [(self.name(v), c, carry) for v, c, carry in zip(stacked_hist, c_names, carry_vars) if read(v)]
+        for v in [v for v in stacked_ys + stacked_hist if read(v)]:
+            self.alloc(self.name(v), v.shape, v.dtype)
         order = f"range({length} - 1, -1, -1)" if p["reverse"] else f"range({length})"
         self.emit(f"for t in {order}:")
-        for h, c, v in zip(hist, c_names, carry_vars):
-            self.emit(f"{h}[t] = {c}" if v.shape else f"{h}[t] = {c}[0]", 2)
-        step_args = consts + [c if v.shape else f"{c}.reshape(())" for c, v in zip(c_names, carry_vars)] + \
-            [f"np.ascontiguousarray({x}[t])" if len(v.shape) > 1 else f"np.full((), {x}[t])" for x, v in
-             zip(xs, e.inputs[n_consts + n_carry:])]
+        for h, c, v in hist:
+            self.copy(f"{h}[t]", c, v.shape, 2) if v.shape else self.emit(f"{h}[t] = {c}[0]", 2)
+        xs = []
+        for x, v in zip(x_vars, x_vars):
+            if len(v.shape) > 1:
+                src = self.contiguous(v)
+                xs.append(f"{self.name(v)}[t]" if src == self.name(v) else f"np.ascontiguousarray({self.name(v)}[t])")
+            else:
+                xt = self.module.fresh("xt")
+                self.emit(f"{xt} = np.empty((), np.{np.dtype(v.dtype).name})", 2)
+                self.emit(f"{xt}[()] = {self.name(v)}[t]", 2)
+                xs.append(xt)
+        step_args = consts + [c if v.shape else f"{c}.reshape(())" for c, v in zip(c_names, carry_vars)] + xs
         res = self.module.fresh("res")
         self.emit(f"{res} = {fn}({', '.join(step_args)})", 2)
         for k, c in enumerate(c_names):
             self.emit(f"{c} = {res}[{k}]", 2)
-        for k, (y, v) in enumerate(zip(ys, e.outs[n_carry:n_carry + n_y])):
-            self.emit(f"{y}[t] = {res}[{n_carry + k}]" if len(v.shape) > 1 else f"{y}[t] = {res}[{n_carry + k}][0]", 2)
+        for k, y, v in ys:
+            if len(v.shape) > 1:
+                self.copy(f"{y}[t]", f"{res}[{n_carry + k}]", v.shape[1:], 2)
+            else:
+                self.emit(f"{y}[t] = {res}[{n_carry + k}][0]", 2)
         for out, c, v in zip(outs[:n_carry], c_names, carry_vars):
             self.emit(f"{out} = {c}" if v.shape else f"{out} = {c}.reshape(())")
         return True

@@ -81,4 +81,12 @@ def matmul_f64(a, b, trans, out):  # pragma: no cover - compiled; tested through
     return out
 
 
-MATMUL = {np.dtype(np.float32): "matmul_f32", np.dtype(np.float64): "matmul_f64"}
+def _numpy_matmul(a, b, trans, out):
+    """What the functions above compute, in numpy: the generated code runs as plain Python
+    under ``NUMBA_DISABLE_JIT=1``, where Numba's BLAS binding cannot be called."""
+    np.dot(a.T if trans & TRANS_A else a, b.T if trans & TRANS_B else b, out=out)
+    return out
+
+
+if numba.config.DISABLE_JIT:
+    matmul_f32 = matmul_f64 = _numpy_matmul

@@ -2,10 +2,10 @@
 
 ``np.dot`` inside Numba compiles a fresh implementation for every operand layout (C-ordered,
 or a transposed view), and that compilation is most of the cold compile time of a training
-step, whose backward pass multiplies by transposes. Here every product goes through one
-function per dtype, compiled once for C-ordered operands (an operand's transpose is a flag,
-not a view) and kept in Numba's disk cache, so it is compiled once per machine rather than
-once per model.
+step, whose backward pass multiplies by transposes. Here every product goes through
+:func:`matmul`, compiled once per dtype for C-ordered operands (an operand's transpose is a
+flag, not a view) and kept in Numba's disk cache, so it is compiled once per machine rather
+than once per model.
 
 The BLAS call is Numba's own ``numba_xxgemm`` (scipy's BLAS, the one ``np.dot`` uses in
 Numba), so results are those of ``np.dot`` inside Numba. This module imports Numba: only
@@ -15,7 +15,7 @@ generated code imports it.
 >>> a = np.arange(6, dtype=np.float32).reshape(2, 3)
 >>> b = np.ones((2, 4), np.float32)
 >>> out = np.empty((3, 4), np.float32)
->>> matmul_f32(a, b, np.int64(TRANS_A), out)  # a.T @ b
+>>> matmul(a, b, np.int64(TRANS_A), out)  # a.T @ b
 array([[3., 3., 3., 3.],
        [5., 5., 5., 5.],
        [7., 7., 7., 7.]], dtype=float32)
@@ -25,6 +25,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba import types
+from numba.extending import overload
 from numba.np.linalg import ensure_blas
 
 ensure_blas()  # a clear ImportError when scipy (Numba's BLAS provider) is missing
@@ -39,15 +40,31 @@ def _xxgemm(dtype) -> types.ExternalFunction:
         ptr, ptr, types.intp, ptr, types.intp, ptr, ptr, types.intp))  # alpha, a, lda, b, ldb, beta, c, ldc
 
 
-_sgemm, _dgemm = _xxgemm(types.float32), _xxgemm(types.float64)
+_GEMM = {types.float32: (_xxgemm(types.float32), ord("s")), types.float64: (_xxgemm(types.float64), ord("d"))}
 _N, _T = ord("n"), ord("t")
+
+
+def _gemm(transa, transb, m, n, k, coef, a, lda, b, ldb, c):  # pragma: no cover - typed by Numba only
+    """BLAS ``gemm`` for the dtype of ``c`` (resolved when Numba compiles a caller)."""
+    raise NotImplementedError
+
+
+@overload(_gemm)
+def _gemm_for_dtype(transa, transb, m, n, k, coef, a, lda, b, ldb, c):
+    fn, kind = _GEMM[c.dtype]
+
+    def call(transa, transb, m, n, k, coef, a, lda, b, ldb, c):
+        fn(kind, transa, transb, m, n, k, coef[0:].ctypes, a.ctypes, lda, b.ctypes, ldb, coef[1:].ctypes,
+           c.ctypes, m)  # c is column-major m x n
+    return call
 
 
 # BLAS is column-major: a C-ordered (m, n) result is the column-major (n, m) matrix, so the
 # call computes out.T = op(b).T @ op(a).T, and a C-ordered operand is its own transpose there.
 @numba.njit(cache=True, nogil=True)
-def matmul_f32(a, b, trans, out):  # pragma: no cover - compiled; tested through matmul_f32 calls
-    """``out = op(a) @ op(b)`` for C-ordered float32 matrices; ``trans`` says which op is a transpose."""
+def matmul(a, b, trans, out):  # pragma: no cover - compiled; tested through calls
+    """``out = op(a) @ op(b)`` for C-ordered float32 or float64 matrices; ``trans`` (an ``np.int64``)
+    says which op is a transpose: bits :data:`TRANS_A` and :data:`TRANS_B`."""
     m, n = out.shape
     ta, tb = (trans & TRANS_A) != 0, (trans & TRANS_B) != 0
     k = a.shape[0] if ta else a.shape[1]
@@ -56,28 +73,9 @@ def matmul_f32(a, b, trans, out):  # pragma: no cover - compiled; tested through
     if k == 0:
         out[:] = 0
         return out
-    coef = np.empty(2, np.float32)
+    coef = np.empty(2, out.dtype)
     coef[0], coef[1] = 1, 0
-    _sgemm(ord("s"), _T if tb else _N, _T if ta else _N, n, m, k, coef[0:].ctypes, b.ctypes,
-           b.shape[1], a.ctypes, a.shape[1], coef[1:].ctypes, out.ctypes, n)
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def matmul_f64(a, b, trans, out):  # pragma: no cover - compiled; tested through matmul_f64 calls
-    """``out = op(a) @ op(b)`` for C-ordered float64 matrices; ``trans`` says which op is a transpose."""
-    m, n = out.shape
-    ta, tb = (trans & TRANS_A) != 0, (trans & TRANS_B) != 0
-    k = a.shape[0] if ta else a.shape[1]
-    if m == 0 or n == 0:
-        return out
-    if k == 0:
-        out[:] = 0
-        return out
-    coef = np.empty(2, np.float64)
-    coef[0], coef[1] = 1, 0
-    _dgemm(ord("d"), _T if tb else _N, _T if ta else _N, n, m, k, coef[0:].ctypes, b.ctypes,
-           b.shape[1], a.ctypes, a.shape[1], coef[1:].ctypes, out.ctypes, n)
+    _gemm(_T if tb else _N, _T if ta else _N, n, m, k, coef, b, b.shape[1], a, a.shape[1], out)
     return out
 
 
@@ -89,4 +87,4 @@ def _numpy_matmul(a, b, trans, out):
 
 
 if numba.config.DISABLE_JIT:
-    matmul_f32 = matmul_f64 = _numpy_matmul
+    matmul = _numpy_matmul  # noqa: F811

@@ -29,8 +29,8 @@ ELEMENTWISE = {
 SPECIAL_ELEMENTWISE = {"integer_pow", "logistic", "relu", "step", "cast"}
 # Results that may be views of other arrays (not C-contiguous, or aliasing an input).
 _VIEWS = {"transpose", "getitem", "reshape", "scan"}
-# nnc.backend.numba_blas: the product for each dtype, and its transpose flags
-_MATMUL = {np.dtype(np.float32): "matmul_f32", np.dtype(np.float64): "matmul_f64"}
+# nnc.backend.numba_blas.matmul: the dtypes it takes, and its transpose flags
+_MATMUL_DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 _TRANS_A, _TRANS_B = 2, 1
 
 
@@ -64,7 +64,7 @@ class Source:
     globals: dict = field(default_factory=dict)
     fallbacks: set = field(default_factory=set)
     counter: int = 0
-    products: set = field(default_factory=set)  # the numba_blas functions the code calls
+    products: bool = False  # whether the code calls nnc.backend.numba_blas.matmul
 
     def fresh(self, prefix: str) -> str:
         self.counter += 1
@@ -73,7 +73,7 @@ class Source:
     def text(self) -> str:
         head = "import numpy as np\nimport numba\n"
         if self.products:
-            head += f"from nnc.backend.numba_blas import {', '.join(sorted(self.products))}\n"
+            head += "from nnc.backend.numba_blas import matmul\n"
         return head + "\n" + "\n\n".join(self.functions) + "\n"
 
 
@@ -174,11 +174,10 @@ class FunctionWriter:
     def gemm(self, out: str, a: str, b: str, m: int, n: int, dtype: Any,
              trans_a: bool = False, trans_b: bool = False) -> None:
         """``out = op(a) @ op(b)``, an (m, n) matrix, for C-ordered matrix expressions ``a`` and ``b``."""
-        fn = _MATMUL[np.dtype(dtype)]
-        self.module.products.add(fn)
+        self.module.products = True
         self.alloc(out, (m, n), dtype)
         # np.int64: a literal flag would make Numba compile the product once per value
-        self.emit(f"{fn}({a}, {b}, np.int64({_TRANS_A * trans_a + _TRANS_B * trans_b}), {out})")
+        self.emit(f"matmul({a}, {b}, np.int64({_TRANS_A * trans_a + _TRANS_B * trans_b}), {out})")
 
     def product(self, e, a_rows: tuple, b_rows: tuple) -> None:
         """``e.out = a @ b`` with the operands viewed as matrices of the given shapes."""
@@ -346,7 +345,7 @@ class FunctionWriter:
 
     def emit_dot(self, e) -> bool:
         a, b = e.inputs
-        if a.dtype != b.dtype or np.dtype(a.dtype) not in _MATMUL or not (1 <= len(a.shape) <= 2) \
+        if a.dtype != b.dtype or np.dtype(a.dtype) not in _MATMUL_DTYPES or not (1 <= len(a.shape) <= 2) \
                 or not (1 <= len(b.shape) <= 2):
             return False
         a_rows = tuple(a.shape) if len(a.shape) == 2 else (1, a.shape[0])
@@ -358,7 +357,7 @@ class FunctionWriter:
         a, b = e.inputs
         if len(a.shape) <= 2:
             return self.emit_dot(e)
-        if a.dtype != b.dtype or np.dtype(a.dtype) not in _MATMUL or len(b.shape) != 2:
+        if a.dtype != b.dtype or np.dtype(a.dtype) not in _MATMUL_DTYPES or len(b.shape) != 2:
             return False
         self.product(e, (int(np.prod(a.shape[:-1])), a.shape[-1]), tuple(b.shape))
         return True

@@ -67,8 +67,17 @@ def _cache_dir() -> str | None:
         return None
 
 
+def _runtime_fingerprint() -> bytes:
+    """The source of the functions generated code calls: Numba's cache of a generated
+    function holds their machine code too, so a changed helper must change the digest."""
+    spec = importlib.util.find_spec("nnc.backend.numba_blas")
+    with open(spec.origin, "rb") as f:
+        return f.read()
+
+
 def _digest(text: str, globals_: dict) -> str:
     h = hashlib.sha256(text.encode())
+    h.update(_runtime_fingerprint())
     for name in sorted(globals_):
         value = globals_[name]
         h.update(name.encode())

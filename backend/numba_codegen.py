@@ -699,7 +699,6 @@ class FunctionWriter:
             consts.append(expr)
         carry_vars, x_vars = e.inputs[n_consts:n_consts + n_carry], e.inputs[n_consts + n_carry:]
         n_y = len(body.outputs) - n_carry
-        outs = [self.name(v) for v in e.outs]
         c_names = [self.module.fresh("c") for _ in carry_vars]
         for c, v in zip(c_names, carry_vars):
             self.emit(f"{c} = np.ascontiguousarray({self.name(v)})" if v.shape
@@ -716,9 +715,12 @@ class FunctionWriter:
         order = f"range({length} - 1, -1, -1)" if p["reverse"] else f"range({length})"
         self.emit(f"for t in {order}:")
         for h, c, v in hist:
-            self.copy(f"{h}[t]", c, v.shape, 2) if v.shape else self.emit(f"{h}[t] = {c}[0]", 2)
+            if v.shape:
+                self.copy(f"{h}[t]", c, v.shape, 2)
+            else:
+                self.emit(f"{h}[t] = {c}[0]", 2)
         xs = []
-        for x, v in zip(x_vars, x_vars):
+        for v in x_vars:
             if len(v.shape) > 1:
                 src = self.contiguous(v)
                 xs.append(f"{self.name(v)}[t]" if src == self.name(v) else f"np.ascontiguousarray({self.name(v)}[t])")
@@ -737,8 +739,8 @@ class FunctionWriter:
                 self.copy(f"{y}[t]", f"{res}[{n_carry + k}]", v.shape[1:], 2)
             else:
                 self.emit(f"{y}[t] = {res}[{n_carry + k}][0]", 2)
-        for out, c, v in zip(outs[:n_carry], c_names, carry_vars):
-            self.emit(f"{out} = {c}" if v.shape else f"{out} = {c}.reshape(())")
+        for out, c, v in zip(e.outs[:n_carry], c_names, carry_vars):
+            self.emit(f"{self.name(out)} = {c}" if v.shape else f"{self.name(out)} = {c}.reshape(())")
         return True
 
 

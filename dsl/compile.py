@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import importlib.util
 import os
@@ -67,6 +68,7 @@ def _cache_dir() -> str | None:
         return None
 
 
+@functools.cache
 def _runtime_fingerprint() -> bytes:
     """The source of the functions generated code calls: Numba's cache of a generated
     function holds their machine code too, so a changed helper must change the digest."""

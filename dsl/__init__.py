@@ -9,6 +9,11 @@ Vec[2] -> Vec[1]
 >>> model(params, np.ones((8, 2))).shape
 (8, 1)
 """
+from nnc.backend.memory import keep_freed_memory
+
+keep_freed_memory()  # before any array: fresh pages cost more than small models' work
+
+
 from nnc.backend.autodiff import grad, hessian, jacobian, value_and_grad, vjp
 from nnc.backend.errors import (InitError, MissingGradient, NNCError, NonFiniteError, ShapeError,
                                 TraceError, TypeMismatch)

@@ -7,20 +7,22 @@ Forward+backward computes the output and both cotangents (images and filters) fo
 given output cotangent, in every contender. 3x3 filters, padding 1, stride 1. Times are
 medians of interleaved rounds (nnc.kernels.timing); ratios below 1 mean nnc is faster.
 PyTorch is timed when installed (optional: pip install torch==2.13.0), on its default
-threads (both cores) like numpy's BLAS and nnc, in a child process of its own: idle
-OpenBLAS threads spin for about 0.1 s after each product and would slow it down here.
+threads (both cores) like numpy's BLAS and nnc, in a child process of its own (idle
+OpenBLAS threads spin for about 0.1 s after each product and would slow it down here),
+in the same alternating rounds as nnc and numpy, so that a busy spell on this shared
+machine slows all three alike.
 Targets (issue 5): forward+backward within 1.5x of PyTorch and faster than numpy im2col.
 """
 from __future__ import annotations
 
-import json
 import sys
+from contextlib import nullcontext
 
 import numpy as np
 
 from nnc.kernels import dispatch
 from nnc.kernels import reference as R
-from nnc.kernels.timing import calls_for, interleaved, torch_times_in_child
+from nnc.kernels.timing import ChildTimers, calls_for, interleaved, serve_timings
 
 GEOMETRY = ((1, 1), (1, 1), (1, 1))  # stride, padding, dilation
 SHAPES = [(64, 1, 16, 28, 28), (32, 16, 32, 32, 32), (8, 64, 64, 56, 56)]  # B, C_in, C_out, H, W
@@ -51,8 +53,8 @@ def relative_difference(ours, theirs) -> float:
     return max(float(np.abs(a - b).max() / (np.abs(b).max() + 1e-30)) for a, b in zip(ours, theirs))
 
 
-def torch_times(rounds: int) -> dict:
-    """PyTorch's medians for every shape; run in a child process (see the module docstring)."""
+def torch_contenders() -> dict:
+    """PyTorch's forward and forward+backward for every shape, by name; built in the child."""
     import torch
 
     out = {}
@@ -62,11 +64,11 @@ def torch_times(rounds: int) -> dict:
         tx.requires_grad_(True)
         tw.requires_grad_(True)
 
-        def forward():
+        def forward(tx=tx, tw=tw):
             with torch.no_grad():
                 return torch.nn.functional.conv2d(tx, tw, padding=1)
 
-        def both():
+        def both(tx=tx, tw=tw, tg=tg):
             y = torch.nn.functional.conv2d(tx, tw, padding=1)
             y.backward(tg)
             grads = (y.detach().numpy(), tx.grad.numpy(), tw.grad.numpy())
@@ -74,9 +76,7 @@ def torch_times(rounds: int) -> dict:
             return grads
 
         assert relative_difference(both(), numpy_and_nnc(x, w, g)["numpy"][1]()) < 1e-4
-        t = interleaved({"forward": forward, "fwd+bwd": both}, rounds=rounds,
-                        number=1 if shape in SHAPES else 20)
-        out.update({f"{shape}/{k}": v for k, v in t.items()})
+        out.update({f"{shape}/forward": forward, f"{shape}/fwd+bwd": both})
     return out
 
 
@@ -102,10 +102,17 @@ def pooling(rounds: int) -> None:
 
 def main(argv: list[str]) -> None:
     rounds = 5 if "--quick" in argv else 15
-    if "--torch-child" in argv:
-        print(json.dumps(torch_times(int(argv[argv.index("--torch-child") + 1]))))
+    if "--timing-child" in argv:
+        serve_timings(torch_contenders())
         return
-    torch_t = torch_times_in_child(__file__, rounds)
+    with ChildTimers.start(__file__) or nullcontext() as child:
+        convolutions(rounds, child)
+    pooling(rounds)
+
+
+def convolutions(rounds: int, child: ChildTimers | None) -> None:
+    """Every shape's forward and forward+backward: nnc, numpy and (in ``child``) PyTorch,
+    timed in the same alternating rounds."""
     print(f"{'shape (B, Cin->Cout, HxW)':27} {'pass':9} {'nnc ms':>8} {'numpy ms':>9} {'torch ms':>9} "
           f"{'nnc/numpy':>9} {'nnc/torch':>9}")
     for shape in SHAPES + SMALL:
@@ -114,16 +121,17 @@ def main(argv: list[str]) -> None:
         assert relative_difference(runs["nnc"][1](), runs["numpy"][1]()) < 1e-4
         label = f"({shape[0]}, {shape[1]}->{shape[2]}, {shape[3]}x{shape[4]})"
         for k, name in enumerate(("forward", "fwd+bwd")):
-            t = interleaved({n: fns[k] for n, fns in runs.items()}, rounds=rounds,
-                            number=1 if shape in SHAPES else 20)
-            theirs = None if torch_t is None else torch_t[f"{shape}/{name}"]
+            contenders = {n: fns[k] for n, fns in runs.items()}
+            if child is not None:
+                contenders["torch"] = child.contender(f"{shape}/{name}")
+            t = interleaved(contenders, rounds=rounds, number=1 if shape in SHAPES else 20)
+            theirs = t.get("torch")
             torch_ms = f"{theirs * 1e3:9.3f}" if theirs else f"{'(absent)':>9}"
             vs_torch = f"{t['nnc'] / theirs:9.2f}" if theirs else f"{'-':>9}"
             print(f"{label:27} {name:9} {t['nnc'] * 1e3:8.3f} {t['numpy'] * 1e3:9.3f} {torch_ms} "
                   f"{t['nnc'] / t['numpy']:9.2f} {vs_torch}", flush=True)
         if shape == SHAPES[-1]:
             print("small inputs (where a kernel could lose to numpy's fixed costs):")
-    pooling(rounds)
 
 
 if __name__ == "__main__":

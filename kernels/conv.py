@@ -21,13 +21,14 @@ import numpy as np
 from .jit import kernel
 from .reference import output_size
 
-# A chunk's columns stay below this many bytes unless one image alone needs more: the
-# gathered matrix is still in L2 (2 MB per core here) when BLAS reads it, and there are
-# few BLAS calls. Few calls matter when another process holds the second core: each
-# two-thread BLAS call then waits for its second thread to be scheduled (measured:
-# milliseconds per call). Between 256 kB and 4 MB the quiet-machine timings differed
-# by less than their noise.
-CHUNK_BYTES = 1 << 20
+# A chunk's columns stay below this many bytes unless one image alone needs more: few
+# BLAS calls, and the gathered matrix mostly still in cache (2 MB of L2 per core, 32 MB
+# of L3 here) when BLAS reads it. Few calls matter when another process holds the second
+# core: each two-thread BLAS call then waits for its second thread to be scheduled
+# (measured: milliseconds per call). Swept from 1 to 32 MB on the benchmark shapes:
+# 4 MB ran (32, 16->32, 32x32) 10-20% faster than 1 MB, and 32 MB lost 20% on
+# (8, 64->64, 56x56); the small shape did not care.
+CHUNK_BYTES = 1 << 22
 
 
 @kernel
@@ -151,9 +152,11 @@ def conv2d_weight_grad(x, g, w_shape, stride, padding, dilation) -> np.ndarray:
     """The cotangent of the weights: ``sum over images and positions of g * receptive field``.
 
     A chunk's images sit side by side in one (K, m*P) matrix of columns, so each chunk is
-    one product, accumulated transposed, ``columns @ g.T`` (K x O): OpenBLAS ran that
-    orientation 10-25% faster than ``g @ columns.T`` on the benchmark shapes, and one
-    product per chunk ran up to twice as fast as one per image."""
+    one product (up to twice as fast as one per image), accumulated transposed,
+    ``columns @ g.T`` (K x O): OpenBLAS ran that 10-25% faster than ``g @ columns.T`` on
+    the benchmark shapes. Copying ``g.T`` to a contiguous matrix first made the product
+    faster still, but the copy cost as much on (32, 16->32, 32x32), the shape that
+    needs it most."""
     b, c, o, kh, kw, ho, wo = _geometry(x.shape, w_shape, stride, padding, dilation)
     k, p = c * kh * kw, ho * wo
     gw_t = np.zeros((k, o), g.dtype)

@@ -5,7 +5,9 @@ Run: python benchmarks/conv.py [--quick]
 
 Forward+backward computes the output and both cotangents (images and filters) for a
 given output cotangent, in every contender. 3x3 filters, padding 1, stride 1. Times are
-medians of interleaved rounds (nnc.kernels.timing); ratios below 1 mean nnc is faster.
+medians of interleaved rounds (nnc.kernels.timing); ratios are medians of each round's
+ratio, and below 1 mean nnc is faster. The BLAS column times nnc's matrix products
+alone, on receptive fields gathered beforehand: the floor of nnc's approach here.
 PyTorch is timed when installed (optional: pip install torch==2.13.0), on its default
 threads (both cores) like numpy's BLAS and nnc, in a child process of its own (idle
 OpenBLAS threads spin for about 0.1 s after each product and would slow it down here),
@@ -15,6 +17,7 @@ Targets (issue 5): forward+backward within 1.5x of PyTorch and faster than numpy
 """
 from __future__ import annotations
 
+import statistics
 import sys
 from contextlib import nullcontext
 
@@ -22,7 +25,8 @@ import numpy as np
 
 from nnc.kernels import dispatch
 from nnc.kernels import reference as R
-from nnc.kernels.timing import ChildTimers, calls_for, interleaved, serve_timings
+from nnc.kernels.timing import (ChildTimers, calls_for, interleaved, interleaved_samples, median_ratio,
+                               serve_timings)
 
 GEOMETRY = ((1, 1), (1, 1), (1, 1))  # stride, padding, dilation
 SHAPES = [(64, 1, 16, 28, 28), (32, 16, 32, 32, 32), (8, 64, 64, 56, 56)]  # B, C_in, C_out, H, W
@@ -47,6 +51,27 @@ def numpy_and_nnc(x, w, g) -> dict:
 
     return {"nnc": (lambda: dispatch.conv2d(x, w, *GEOMETRY), both(dispatch)),
             "numpy": (lambda: R.conv2d(x, w, *GEOMETRY), both(R))}
+
+
+def products_alone(x, w, g) -> tuple:
+    """nnc's matrix products with the receptive fields gathered beforehand and nothing
+    scattered afterwards: (forward, forward+backward). What BLAS alone costs, the floor
+    of any im2col convolution on this machine."""
+    b, c, h, wd = x.shape
+    o, k, p = w.shape[0], c * 9, h * wd
+    cols = R.im2col(x, (3, 3), *GEOMETRY)  # (B, K, P)
+    side_by_side = np.ascontiguousarray(cols.transpose(1, 0, 2)).reshape(k, b * p)
+    wm, wt = w.reshape(o, k), np.ascontiguousarray(w.reshape(o, k).T)
+    g3 = g.reshape(b, o, p)
+    g_side = np.ascontiguousarray(g3.transpose(1, 0, 2)).reshape(o, b * p)
+
+    def forward():
+        return np.matmul(wm, cols)
+
+    def both():
+        return forward(), np.matmul(wt, g3), np.dot(side_by_side, g_side.T)
+
+    return forward, both
 
 
 def relative_difference(ours, theirs) -> float:
@@ -114,22 +139,25 @@ def convolutions(rounds: int, child: ChildTimers | None) -> None:
     """Every shape's forward and forward+backward: nnc, numpy and (in ``child``) PyTorch,
     timed in the same alternating rounds."""
     print(f"{'shape (B, Cin->Cout, HxW)':27} {'pass':9} {'nnc ms':>8} {'numpy ms':>9} {'torch ms':>9} "
-          f"{'nnc/numpy':>9} {'nnc/torch':>9}")
+          f"{'nnc/numpy':>9} {'nnc/torch':>9} {'BLAS ms':>8} {'BLAS/torch':>10}")
     for shape in SHAPES + SMALL:
         x, w, g = problem(shape)
-        runs = numpy_and_nnc(x, w, g)
+        runs = {**numpy_and_nnc(x, w, g), "BLAS": products_alone(x, w, g)}
         assert relative_difference(runs["nnc"][1](), runs["numpy"][1]()) < 1e-4
         label = f"({shape[0]}, {shape[1]}->{shape[2]}, {shape[3]}x{shape[4]})"
         for k, name in enumerate(("forward", "fwd+bwd")):
             contenders = {n: fns[k] for n, fns in runs.items()}
             if child is not None:
                 contenders["torch"] = child.contender(f"{shape}/{name}")
-            t = interleaved(contenders, rounds=rounds, number=1 if shape in SHAPES else 20)
+            samples = interleaved_samples(contenders, rounds=rounds, number=1 if shape in SHAPES else 20)
+            t = {n: statistics.median(s) for n, s in samples.items()}
             theirs = t.get("torch")
             torch_ms = f"{theirs * 1e3:9.3f}" if theirs else f"{'(absent)':>9}"
-            vs_torch = f"{t['nnc'] / theirs:9.2f}" if theirs else f"{'-':>9}"
+            vs_torch = f"{median_ratio(samples, 'nnc', 'torch'):9.2f}" if theirs else f"{'-':>9}"
+            blas_vs_torch = f"{median_ratio(samples, 'BLAS', 'torch'):10.2f}" if theirs else f"{'-':>10}"
             print(f"{label:27} {name:9} {t['nnc'] * 1e3:8.3f} {t['numpy'] * 1e3:9.3f} {torch_ms} "
-                  f"{t['nnc'] / t['numpy']:9.2f} {vs_torch}", flush=True)
+                  f"{median_ratio(samples, 'nnc', 'numpy'):9.2f} {vs_torch} {t['BLAS'] * 1e3:8.3f} {blas_vs_torch}",
+                  flush=True)
         if shape == SHAPES[-1]:
             print("small inputs (where a kernel could lose to numpy's fixed costs):")
 

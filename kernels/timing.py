@@ -48,6 +48,19 @@ def interleaved(contenders: dict[str, Callable[[], object] | Remote], rounds: in
 
     A :class:`Remote` contender is timed in its own process, with a pause before and after
     it so that neither process's idle threads compete with the other's work."""
+    samples = interleaved_samples(contenders, rounds, number, warmup)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def median_ratio(samples: dict[str, list[float]], ours: str, theirs: str) -> float:
+    """The median over rounds of ``ours / theirs``: a busy spell that slows one round of
+    both sides leaves their ratio alone, where it would shift one side's median."""
+    return statistics.median(a / b for a, b in zip(samples[ours], samples[theirs]))
+
+
+def interleaved_samples(contenders: dict[str, Callable[[], object] | Remote], rounds: int = 15,
+                        number: int = 1, warmup: int = 2) -> dict[str, list[float]]:
+    """Every round's seconds per call of each contender (see :func:`interleaved`)."""
     timers = {name: fn.run if isinstance(fn, Remote) else _local(fn) for name, fn in contenders.items()}
     remote = {name for name, fn in contenders.items() if isinstance(fn, Remote)}
     for name, timer in timers.items():
@@ -57,7 +70,7 @@ def interleaved(contenders: dict[str, Callable[[], object] | Remote], rounds: in
     for _ in range(rounds):
         for name, timer in timers.items():
             samples[name].append(_timed(timer, number, name in remote))
-    return {name: statistics.median(times) for name, times in samples.items()}
+    return samples
 
 
 def _local(fn: Callable[[], object]) -> Callable[[int], float]:

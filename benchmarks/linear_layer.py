@@ -14,12 +14,12 @@ output cotangent g:
 
 Target (issue 5): faster than numpy's separate calls at batch 32, 64 -> 128.
 Times are medians of interleaved rounds; PyTorch is timed when installed, in a child
-process of its own (see nnc.kernels.timing).
+process of its own, in the same alternating rounds (see nnc.kernels.timing).
 """
 from __future__ import annotations
 
-import json
 import sys
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -27,7 +27,7 @@ import nnc
 from nnc.backend import activations as A
 from nnc.backend import linalg as L
 from nnc.kernels import dense
-from nnc.kernels.timing import calls_for, interleaved, torch_times_in_child
+from nnc.kernels.timing import ChildTimers, calls_for, interleaved, serve_timings
 
 SHAPES = [(32, 64, 128), (32, 128, 10), (256, 64, 128), (8, 16, 16)]
 ACTIVATIONS = ("tanh", "relu")
@@ -78,8 +78,9 @@ def problem(batch: int, n_in: int, n_out: int):
     return x, w, b, g
 
 
-def torch_times(rounds: int) -> dict:
-    """PyTorch's medians, run in a child process (see nnc.kernels.timing)."""
+def torch_contenders() -> dict:
+    """PyTorch's forward+backward for every shape and activation, by name; built in the
+    timing child."""
     import torch
 
     out = {}
@@ -90,22 +91,27 @@ def torch_times(rounds: int) -> dict:
         for activation in ACTIVATIONS:
             act = {"tanh": torch.tanh, "relu": torch.relu}[activation]
 
-            def run():
+            def run(act=act, tx=tx, tw=tw, tb=tb, tg=tg):
                 y = act(torch.addmm(tb, tx, tw))
                 y.backward(tg)
                 tx.grad = tw.grad = tb.grad = None
 
-            t = interleaved({"torch": run}, rounds=rounds, number=calls_for(run))
-            out[f"{shape}/{activation}"] = t["torch"]
+            out[f"{shape}/{activation}"] = run
     return out
 
 
 def main(argv: list[str]) -> None:
     rounds = 7 if "--quick" in argv else 21
-    if "--torch-child" in argv:
-        print(json.dumps(torch_times(int(argv[argv.index("--torch-child") + 1]))))
+    if "--timing-child" in argv:
+        serve_timings(torch_contenders())
         return
-    torch_t = torch_times_in_child(__file__, rounds)
+    with ChildTimers.start(__file__) or nullcontext() as child:
+        layers(rounds, child)
+
+
+def layers(rounds: int, child: ChildTimers | None) -> None:
+    """Every shape and activation: numpy, the kernels, nnc's graph and (in ``child``) PyTorch,
+    timed in the same alternating rounds."""
     print(f"{'batch, in -> out':17} {'act':5} {'numpy us':>9} {'kernels us':>10} {'grad fused':>10} "
           f"{'grad sep.':>9} {'torch us':>9} {'kernels/np':>10} {'fused/np':>9}")
     for shape in SHAPES:
@@ -118,9 +124,11 @@ def main(argv: list[str]) -> None:
             reference = runs["numpy"]()
             for got, want in zip(runs["kernels"](), reference):
                 assert np.allclose(got, want, rtol=1e-4, atol=1e-4)
+            if child is not None:
+                runs["torch"] = child.contender(f"{shape}/{activation}")
             t = interleaved(runs, rounds=rounds, number=calls_for(runs["numpy"]))
             us = {k: v * 1e6 for k, v in t.items()}
-            torch_us = f"{torch_t[f'{shape}/{activation}'] * 1e6:9.1f}" if torch_t else f"{'(absent)':>9}"
+            torch_us = f"{us['torch']:9.1f}" if "torch" in us else f"{'(absent)':>9}"
             batch, n_in, n_out = shape
             print(f"{f'{batch}, {n_in} -> {n_out}':17} {activation:5} {us['numpy']:9.1f} {us['kernels']:10.1f} "
                   f"{us['fused']:10.1f} {us['separate']:9.1f} {torch_us} "

@@ -99,15 +99,6 @@ def calls_for(fn: Callable[[], object], budget: float = 0.02) -> int:
     return max(1, int(budget / max(once, 1e-7)))
 
 
-def timed_in_child(script: str, args: list[str], timeout: float = 1800) -> dict:
-    """Run ``python script *args`` and return the JSON object it prints on its last line."""
-    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
-                          timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"{script} {' '.join(args)} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 class ChildTimers:
     """A child process ``python script --timing-child`` whose contenders the parent times
     as :class:`Remote` ones; ``None`` from :meth:`start` when ``needs`` is not installed.
@@ -150,14 +141,3 @@ def serve_timings(contenders: dict[str, Callable[[], object]]) -> None:
     for line in sys.stdin:
         name, number = json.loads(line)
         print(_local(contenders[name])(number), flush=True)
-
-
-def torch_times_in_child(script: str, rounds: int) -> dict | None:
-    """``script --torch-child rounds``'s timings, or ``None`` when PyTorch is not installed.
-
-    PyTorch runs in a child process so that its threads never share a process with numpy's."""
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
-        return None
-    return timed_in_child(script, ["--torch-child", str(rounds)])

@@ -22,7 +22,6 @@ True
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 import sys
@@ -41,7 +40,9 @@ def keep_freed_memory() -> bool:
     if os.environ.get("NNC_KEEP_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # The process's own symbols, libc's among them: no search for the library file
+        # (ctypes.util.find_library runs ldconfig, 6 ms of every import).
+        libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
         # gnu_get_libc_version exists only in glibc; musl's mallopt accepts and ignores everything.
         libc.gnu_get_libc_version

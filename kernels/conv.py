@@ -54,6 +54,32 @@ def im2col(x, b0, nb, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, cols, row_stride, 
                     off = kj * dw - pw  # input column of output column j is j*sw + off
                     j0 = 0 if off >= 0 else min(wo, (-off + sw - 1) // sw)
                     j1 = max(j0, min(wo, (W - 1 - off) // sw + 1)) if W - 1 - off >= 0 else j0
+                    if sh == 1 and sw == 1 and wo == W:
+                        # "Same" width, stride 1: the block is the image plane shifted by a
+                        # constant, so one long copy, then zeros where it reads the padding
+                        # (rows outside the image, and the columns that wrapped round).
+                        base = r * row_stride + b * image_stride
+                        shift = (ki * dh - ph) * W + off
+                        i0 = min(ho, max(0, ph - ki * dh))
+                        i1 = max(i0, min(ho, H + ph - ki * dh))
+                        lo = min(i1 * W, max(i0 * W, -shift))
+                        hi = max(lo, min(i1 * W, H * W - shift))
+                        for t in range(np.uint64(base), np.uint64(base + lo)):
+                            cf[t] = 0
+                        if hi > lo:  # else plane + lo + shift may be negative
+                            src = np.uint64(plane + lo + shift)
+                            d = np.uint64(base + lo)
+                            for t in range(np.uint64(hi - lo)):
+                                cf[d + t] = xf[src + t]
+                        for t in range(np.uint64(base + hi), np.uint64(base + ho * W)):
+                            cf[t] = 0
+                        for i in range(i0, i1):
+                            row = base + i * W
+                            for t in range(np.uint64(row), np.uint64(row + j0)):
+                                cf[t] = 0
+                            for t in range(np.uint64(row + j1), np.uint64(row + W)):
+                                cf[t] = 0
+                        continue
                     for i in range(ho):
                         y = i * sh - ph + ki * dh
                         dst = np.uint64(r * row_stride + b * image_stride + i * wo)
@@ -79,7 +105,9 @@ def im2col(x, b0, nb, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, cols, row_stride, 
 @kernel
 def col2im(cols, b0, nb, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, x, row_stride, image_stride):
     """The transpose of :func:`im2col` (same layout arguments): images ``b0 .. b0+nb`` of ``x``
-    become the sums of the column entries gathered from each position (zero where nothing was)."""
+    become the sums of the column entries gathered from each position (zero where nothing was).
+
+    ``cols`` is scratch: entries that stand for padding may be set to zero."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     xf = x.ravel()
     cf = cols.ravel()
@@ -95,6 +123,27 @@ def col2im(cols, b0, nb, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, x, row_stride, 
                     off = kj * dw - pw
                     j0 = 0 if off >= 0 else min(wo, (-off + sw - 1) // sw)
                     j1 = max(j0, min(wo, (W - 1 - off) // sw + 1)) if W - 1 - off >= 0 else j0
+                    if sh == 1 and sw == 1 and wo == W:
+                        # As in im2col: one long shifted add, after zeroing the entries of
+                        # the columns that would wrap round into the neighbouring rows.
+                        base = r * row_stride + b * image_stride
+                        shift = (ki * dh - ph) * W + off
+                        i0 = min(ho, max(0, ph - ki * dh))
+                        i1 = max(i0, min(ho, H + ph - ki * dh))
+                        for i in range(i0, i1):
+                            row = base + i * W
+                            for t in range(np.uint64(row), np.uint64(row + j0)):
+                                cf[t] = 0
+                            for t in range(np.uint64(row + j1), np.uint64(row + W)):
+                                cf[t] = 0
+                        lo = min(i1 * W, max(i0 * W, -shift))
+                        hi = max(lo, min(i1 * W, H * W - shift))
+                        if hi > lo:
+                            dst = np.uint64(plane + lo + shift)
+                            s0 = np.uint64(base + lo)
+                            for t in range(np.uint64(hi - lo)):
+                                xf[dst + t] += cf[s0 + t]
+                        continue
                     for i in range(ho):
                         y = i * sh - ph + ki * dh
                         if y < 0 or y >= H or j1 == j0:

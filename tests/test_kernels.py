@@ -4,6 +4,7 @@
 with nnc's separate primitives."""
 import doctest
 import importlib
+import itertools
 import os
 import subprocess
 import sys
@@ -33,12 +34,19 @@ def tolerance(dtype):
 
 
 @st.composite
-def conv_problems(draw):
-    """Images, filters and an output cotangent for a valid convolution geometry."""
-    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+def conv_problems(draw, same_width=False):
+    """Images, filters and an output cotangent for a valid convolution geometry.
+
+    ``same_width``: stride 1 and the output as wide as the input (the kernels' shifted-copy
+    path), with any height padding, small images and padding wider than the image."""
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 5))
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
     dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    if same_width:
+        stride = (1, 1)
+        kw = draw(st.sampled_from([1, 3, 5]))
+        padding = (draw(st.integers(0, 6)), dilation[1] * (kw - 1) // 2)
     low_h = max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0])
     low_w = max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1])
     h, w = draw(st.integers(low_h, low_h + 6)), draw(st.integers(low_w, low_w + 6))
@@ -55,7 +63,7 @@ def conv_problems(draw):
     return x, f, g, (stride, padding, dilation), chunk
 
 
-@given(conv_problems())
+@given(st.one_of(conv_problems(), conv_problems(same_width=True)))
 def test_conv_kernels_match_the_numpy_im2col_reference(problem):
     x, w, g, geometry, chunk = problem
     saved, KC.CHUNK_BYTES = KC.CHUNK_BYTES, chunk
@@ -72,7 +80,7 @@ def test_conv_kernels_match_the_numpy_im2col_reference(problem):
     np.testing.assert_allclose(gw, R.conv2d_weight_grad(x, g, w.shape, *geometry), **tol)
 
 
-@given(conv_problems())
+@given(st.one_of(conv_problems(), conv_problems(same_width=True)))
 def test_the_conv_backward_passes_are_the_adjoints_of_the_forward(problem):
     """<conv(x, w), g> = <x, input_grad(g, w)> = <w, weight_grad(x, g)>: the backward
     passes are the transposes of the forward, checked without any reference."""
@@ -80,6 +88,27 @@ def test_the_conv_backward_passes_are_the_adjoints_of_the_forward(problem):
     forward = np.vdot(KC.conv2d_forward(x, w, *geometry), g)
     assert np.isclose(forward, np.vdot(x, KC.conv2d_input_grad(g, w, x.shape, *geometry)))
     assert np.isclose(forward, np.vdot(w, KC.conv2d_weight_grad(x, g, w.shape, *geometry)))
+
+
+def test_same_width_convolutions_with_rows_all_in_the_padding():
+    """The shifted-copy path (stride 1, output as wide as the input) on every small height
+    geometry, including filter rows that see only padding (padding taller than the image)."""
+    rng = np.random.default_rng(5)
+    for kh, dh, ph, h, kw, dw in itertools.product(range(1, 4), (1, 3), range(0, 5), (1, 2, 3),
+                                                  (1, 3), (1, 2)):
+        if R.output_size(h, kh, 1, ph, dh) <= 0:
+            continue
+        geometry = ((1, 1), (ph, dw * (kw - 1) // 2), (dh, dw))
+        x, w = rng.standard_normal((2, 2, h, 4)), rng.standard_normal((2, 2, kh, kw))
+        g = rng.standard_normal(R.conv2d(x, w, *geometry).shape)
+        np.testing.assert_allclose(KC.conv2d_forward(x, w, *geometry), R.conv2d(x, w, *geometry),
+                                   atol=1e-12, err_msg=str(geometry))
+        np.testing.assert_allclose(KC.conv2d_input_grad(g, w, x.shape, *geometry),
+                                   R.conv2d_input_grad(g, w, x.shape, *geometry), atol=1e-12,
+                                   err_msg=str(geometry))
+        np.testing.assert_allclose(KC.conv2d_weight_grad(x, g, w.shape, *geometry),
+                                   R.conv2d_weight_grad(x, g, w.shape, *geometry), atol=1e-12,
+                                   err_msg=str(geometry))
 
 
 def test_conv_reference_matches_a_direct_loop():

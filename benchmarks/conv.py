@@ -54,9 +54,10 @@ def numpy_and_nnc(x, w, g) -> dict:
 
 
 def products_alone(x, w, g) -> tuple:
-    """nnc's matrix products with the receptive fields gathered beforehand and nothing
-    scattered afterwards: (forward, forward+backward). What BLAS alone costs, the floor
-    of any im2col convolution on this machine."""
+    """The products nnc's kernels make, in the same orientations, with the receptive fields
+    gathered beforehand and nothing scattered afterwards: (forward, forward+backward). Each
+    is one call over the whole batch (nnc's kernels make one per chunk of images). What
+    BLAS alone costs, the floor of any im2col convolution on this machine."""
     b, c, h, wd = x.shape
     o, k, p = w.shape[0], c * 9, h * wd
     cols = R.im2col(x, (3, 3), *GEOMETRY)  # (B, K, P)

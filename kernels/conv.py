@@ -125,7 +125,9 @@ def col2im(cols, b0, nb, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, x, row_stride, 
                     j1 = max(j0, min(wo, (W - 1 - off) // sw + 1)) if W - 1 - off >= 0 else j0
                     if sh == 1 and sw == 1 and wo == W:
                         # As in im2col: one long shifted add, after zeroing the entries of
-                        # the columns that would wrap round into the neighbouring rows.
+                        # the columns that would wrap round into the neighbouring rows. The
+                        # geometry is im2col's, written out again: a kernel can only call
+                        # compiled functions, and a shared one would import Numba with nnc.
                         base = r * row_stride + b * image_stride
                         shift = (ki * dh - ph) * W + off
                         i0 = min(ho, max(0, ph - ki * dh))
@@ -197,6 +199,13 @@ def conv2d_forward(x, w, stride, padding, dilation) -> np.ndarray:
     return y
 
 
+def _cotangent_columns(g, b0, m, o, p):
+    """Images ``b0 .. b0+m`` of the output cotangent side by side, one (O, m * P) matrix."""
+    if m == 1:
+        return g[b0].reshape(o, p)
+    return g[b0:b0 + m].reshape(m, o, p).transpose(1, 0, 2).reshape(o, m * p)
+
+
 def conv2d_weight_grad(x, g, w_shape, stride, padding, dilation) -> np.ndarray:
     """The cotangent of the weights: ``sum over images and positions of g * receptive field``.
 
@@ -218,8 +227,7 @@ def conv2d_weight_grad(x, g, w_shape, stride, padding, dilation) -> np.ndarray:
         m = min(n, b - b0)
         part = cols[:k * m * p].reshape(k, m * p)
         im2col(x, b0, m, *geometry, part, m * p, p)
-        gm = g[b0].reshape(o, p) if m == 1 else g[b0:b0 + m].reshape(m, o, p).transpose(1, 0, 2).reshape(o, m * p)
-        gw_t += np.dot(part, gm.T)
+        gw_t += np.dot(part, _cotangent_columns(g, b0, m, o, p).T)
     return np.ascontiguousarray(gw_t.T).reshape(w_shape)
 
 

@@ -131,8 +131,9 @@ class ChildTimers:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._process.stdin.close()
+        self._process.stdin.close()  # the child's loop ends at end of input
         self._process.wait(timeout=60)
+        self._process.stdout.close()
 
 
 def serve_timings(contenders: dict[str, Callable[[], object]]) -> None:

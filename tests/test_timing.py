@@ -1,7 +1,6 @@
 """nnc.kernels.timing: the measuring behind the benchmarks, including a contender timed in a
 child process in the same rounds as the parent's."""
 import textwrap
-import time
 
 import pytest
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from nnc.backend.array_api import namespace_of, numpy_dtype, xp_dtype
 from nnc.backend.core import Tracer
+from nnc.backend.checks import check_finite, non_finite_message
 from nnc.backend.errors import InitError, NonFiniteError, ShapeError, TypeMismatch
 from nnc.backend.tree import tree_flatten, tree_paths
 
@@ -438,13 +439,12 @@ def _as_array(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
     if type(x) is Tracer:
         from nnc.backend.elementwise import cast
 
-        return cast(x, target)
+        # traced (grad, train_step, nnc.compile): the values are checked when the graph runs
+        return check_finite(cast(x, target), what=f"{what} of {_short(model)}")
     if x.dtype != target:
         x = x.astype(target)
     if not np.isfinite(x).all():
-        bad = np.argwhere(~np.isfinite(x))[0]
-        raise NonFiniteError(f"{what} of {_short(model)} holds {x[tuple(bad)]} at index "
-                             f"{tuple(int(i) for i in bad)}; nnc refuses NaN and infinite inputs")
+        raise NonFiniteError(non_finite_message(f"{what} of {_short(model)}", x))
     return x
 
 

@@ -24,6 +24,7 @@ from nnc.backend.tree import tree_flatten, tree_leaves, tree_map, tree_paths, tr
 from .combinators import add, concat, fanout, parallel, residual
 from .compile import compile
 from .conv import Conv2d, avg_pool, flatten, max_pool
+from .lift import lift
 from .layers import Input, Linear, log_softmax, logistic, relu, softmax, tanh
 from .losses import cross_entropy, mse
 from .model import Model, Signature
@@ -58,7 +59,7 @@ __all__ = [
     "Dim", "InitError", "Input", "Linear", "Mat", "MissingGradient", "Model", "NNCError",
     "NonFiniteError", "Optimizer", "ShapeError", "Signature", "Tensor", "TraceError",
     "TypeMismatch", "TypeVar", "Vec", "absolute", "add", "concat", "cross_entropy", "exp",
-    "fanout", "grad", "hessian", "jacobian", "log", "log_softmax", "logistic", "matmul", "max",
+    "fanout", "grad", "lift", "hessian", "jacobian", "log", "log_softmax", "logistic", "matmul", "max",
     "maximum", "mean", "minimum", "mse", "parallel", "pick", "relu", "reshape", "residual", "sgd",
     "softmax", "sqrt", "sum", "tanh", "transpose", "tree_flatten", "tree_leaves", "tree_map",
     "tree_paths", "tree_unflatten", "typed", "value_and_grad", "vjp", "where",

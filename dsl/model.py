@@ -176,8 +176,12 @@ class Model:
 
     def __rshift__(self, other: "Model") -> "Model":
         if not isinstance(other, Model):
-            return NotImplemented
+            raise not_a_model(other, user_frame(2), left=self)
         return compose(self, other, user_frame(2))
+
+    def __rrshift__(self, other: Any) -> "Model":
+        # reached only when the left operand is not a model (numpy's ufuncs, a lambda, a number)
+        raise not_a_model(other, user_frame(2), right=self)
 
     # ------------------------------------------------------------------ parameters
 
@@ -191,7 +195,15 @@ class Model:
         every backend starts from the same ones."""
         from .backends import current, get_backend, to_backend
 
-        dtype = np.dtype(dtype)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise InitError(f"{_short(self)}.init: seed must be an int >= 0, got {seed!r}"
+                            + ("\n  hint: write seed=0 (any int >= 0); the same seed always gives "
+                               "the same parameters" if not isinstance(seed, (int, np.integer)) else ""))
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise InitError(f"{_short(self)}.init: dtype {dtype!r} is not a dtype; use np.float32 "
+                            "or np.float64") from None
         if dtype.kind != "f":
             raise InitError(f"parameters must be floating point (float32 or float64), got {dtype}")
         target = current() if backend is None else get_backend(backend)
@@ -266,6 +278,39 @@ def path_to(model: Model, end: str) -> tuple[str, Model]:
 
 def _created(m: Model) -> str:
     return f" (created at {m.where})" if m.where else ""
+
+
+def not_a_model(other: Any, where: Where | None, left: Model | None = None,
+                right: Model | None = None) -> TypeMismatch:
+    """The error for ``model >> x`` or ``x >> model`` where ``x`` is not a model."""
+    what = _describe_value(other)
+    place = f" at {where}" if where else ""
+    side = (f"  {left!r}{_created(left)} >> {what}" if left is not None
+            else f"  {what} >> {right!r}{_created(right)}")
+    hint = _non_model_hint(other)
+    return TypeMismatch(f"cannot compose{place}: {what} is not an nnc model\n{side}\n  hint: {hint}")
+
+
+def _describe_value(x: Any) -> str:
+    if isinstance(x, np.ufunc):
+        return f"numpy's np.{x.__name__}"
+    if callable(x):
+        name = getattr(x, "__name__", type(x).__name__)
+        return "a lambda" if name == "<lambda>" else f"the function {name}"
+    return f"the {type(x).__name__} {x!r}" if not isinstance(x, np.ndarray) else f"an array of shape {x.shape}"
+
+
+def _non_model_hint(x: Any) -> str:
+    import nnc
+
+    name = getattr(x, "__name__", None)
+    model_form = getattr(nnc, name, None) if isinstance(name, str) and name.isidentifier() else None
+    if model_form is not None and isinstance(model_form, Model):
+        return f"use nnc.{name}, the model form of {name}"
+    if callable(x):
+        return ("only models compose with >>; use a model from nnc (nnc.tanh, nnc.relu, ...) or "
+                "wrap your function as a model with nnc.lift(fn), written with nnc operations")
+    return "only models compose with >>: layers (nnc.Linear(...)), activations (nnc.tanh) and combinators"
 
 
 def compose(f: Model, g: Model, where: Where | None) -> Model:
@@ -424,42 +469,43 @@ def _short(model: Model) -> str:
 
 
 def _as_array(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
-    if namespace_of(x) is not None:
-        return _as_device_array(x, dtype, model, what)
-    if type(x) is not Tracer and not isinstance(x, np.ndarray):
+    """``x`` as an array of the parameters' dtype, refused if it is not numbers or not finite."""
+    return _converted(_numbers(x, dtype, model, what), dtype, model, what)
+
+
+def _numbers(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
+    """``x`` as an array (not yet cast: its shape is checked before its data is touched)."""
+    if type(x) is not Tracer and not isinstance(x, np.ndarray) and namespace_of(x) is None:
         try:
             x = np.asarray(x)
         except (ValueError, TypeError) as err:
             raise ShapeError(f"{what} of {_short(model)} is not an array: {err}") from None
-    kind = np.dtype(x.dtype).kind
-    if kind not in "fiub":
+    if numpy_dtype(x.dtype).kind not in "fiub":
         raise ShapeError(f"{what} of {_short(model)} has dtype {x.dtype}; expected numbers "
                          f"({dtype or 'float32'})")
-    target = dtype or (np.dtype(x.dtype) if kind == "f" else np.dtype(np.float32))
+    return x
+
+
+def _converted(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
+    kind = numpy_dtype(x.dtype).kind
+    target = dtype or (numpy_dtype(x.dtype) if kind == "f" else np.dtype(np.float32))
     if type(x) is Tracer:
         from nnc.backend.elementwise import cast
 
         # traced (grad, train_step, nnc.compile): the values are checked when the graph runs
         return check_finite(cast(x, target), what=f"{what} of {_short(model)}")
+    if namespace_of(x) is not None:  # another namespace's array: it stays on its device
+        xp = x.__array_namespace__()
+        if numpy_dtype(x.dtype) != target:
+            x = xp.astype(x, xp_dtype(xp, target))
+        if not bool(xp.all(xp.isfinite(x))):
+            raise NonFiniteError(f"{what} of {_short(model)} holds NaN or infinite values; "
+                                 "nnc refuses NaN and infinite inputs")
+        return x
     if x.dtype != target:
         x = x.astype(target)
     if not np.isfinite(x).all():
         raise NonFiniteError(non_finite_message(f"{what} of {_short(model)}", x))
-    return x
-
-
-def _as_device_array(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
-    """``_as_array`` for an array of another namespace than numpy; it stays on its device."""
-    xp, kind = x.__array_namespace__(), numpy_dtype(x.dtype).kind
-    if kind not in "fiub":
-        raise ShapeError(f"{what} of {_short(model)} has dtype {x.dtype}; expected numbers "
-                         f"({dtype or 'float32'})")
-    target = dtype or (numpy_dtype(x.dtype) if kind == "f" else np.dtype(np.float32))
-    if numpy_dtype(x.dtype) != target:
-        x = xp.astype(x, xp_dtype(xp, target))
-    if not bool(xp.all(xp.isfinite(x))):
-        raise NonFiniteError(f"{what} of {_short(model)} holds NaN or infinite values; "
-                             "nnc refuses NaN and infinite inputs")
     return x
 
 
@@ -484,14 +530,17 @@ def match_input(t: T.Type, x: Any, s: T.Subst, model: Model, what: str, dtype) -
             raise ShapeError(f"{what} of {_short(model)}: the tuple's arrays disagree on the batch "
                              f"axis (batch sizes {sorted(batch, key=str)})")
         return tuple(vals), batch.pop()
-    x = _as_array(x, dtype, model, what)
+    x = _numbers(x, dtype, model, what)
     shape = tuple(x.shape)
     if len(shape) not in (t.rank, t.rank + 1):
         raise ShapeError(_shape_message(t, shape, model, what, f"rank {len(shape)} fits neither"))
     batch = shape[0] if len(shape) == t.rank + 1 else None
     item = t.item if isinstance(t, T.SeqType) else t
+    if isinstance(t, T.SeqType) and shape[len(shape) - t.rank] == 0:
+        raise ShapeError(_shape_message(
+            t, shape, model, what, "the sequence has 0 steps; a recurrent model needs at least one"))
     if isinstance(item, T.TypeVar):
-        return x, batch
+        return _converted(x, dtype, model, what), batch
     for i, (d, n) in enumerate(zip(item.dims, shape[len(shape) - item.rank:])):
         d = T.resolve_dim(d, s)
         if isinstance(d, int) and d != n:
@@ -501,7 +550,7 @@ def match_input(t: T.Type, x: Any, s: T.Subst, model: Model, what: str, dtype) -
             T.unify_dims(d, n, s)
         except T.Mismatch as err:
             raise ShapeError(_shape_message(t, shape, model, what, f"axis {i - item.rank}: {err}")) from None
-    return x, batch
+    return _converted(x, dtype, model, what), batch
 
 
 def _shape_message(t: T.ArrayType, shape: tuple, model: Model, what: str, detail: str) -> str:
@@ -518,6 +567,11 @@ def _shape_message(t: T.ArrayType, shape: tuple, model: Model, what: str, detail
 
 def call_checked(model: Model, params: Any, x: Any, state: Any = _MISSING) -> Any:
     """Call ``model`` after checking parameters, input (and state) at the boundary."""
+    if isinstance(x, dict) and not isinstance(params, dict):
+        raise ShapeError(
+            f"{_short(model)} was called with its arguments swapped: the second argument is a "
+            f"parameter dict and the first {_describe_value(params)}\n"
+            "  hint: call it as model(params, x)")
     if model.has_params:
         check_params(model, params)
     dtype = _params_dtype(params)

@@ -63,7 +63,7 @@ NUMPY_DESCRIPTION = "numpy arrays (cpu)"
 
 def namespace_of(x: Any) -> Any | None:
     """The array-API namespace of ``x``; ``None`` for numpy arrays, numpy scalars and Python values."""
-    if type(x) is np.ndarray or isinstance(x, (np.generic, Number)):
+    if isinstance(x, (np.ndarray, np.generic, Number)):  # subclasses too: np.memmap is numpy
         return None
     get = getattr(x, "__array_namespace__", None)
     return None if get is None else get()

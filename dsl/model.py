@@ -198,7 +198,8 @@ class Model:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InitError(f"{_short(self)}.init: seed must be an int >= 0, got {seed!r}"
                             + ("\n  hint: write seed=0 (any int >= 0); the same seed always gives "
-                               "the same parameters" if not isinstance(seed, (int, np.integer)) else ""))
+                               "the same parameters" if isinstance(seed, bool) or
+                               not isinstance(seed, (int, np.integer)) else ""))
         try:
             dtype = np.dtype(dtype)
         except TypeError:
@@ -297,7 +298,9 @@ def _describe_value(x: Any) -> str:
     if callable(x):
         name = getattr(x, "__name__", type(x).__name__)
         return "a lambda" if name == "<lambda>" else f"the function {name}"
-    return f"the {type(x).__name__} {x!r}" if not isinstance(x, np.ndarray) else f"an array of shape {x.shape}"
+    if isinstance(x, np.ndarray) or type(x) is Tracer or namespace_of(x) is not None:
+        return f"an array of shape {tuple(x.shape)}"
+    return f"the {type(x).__name__} {x!r}"
 
 
 def _non_model_hint(x: Any) -> str:

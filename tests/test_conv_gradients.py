@@ -143,6 +143,9 @@ def test_gradient_matches_finite_differences(name, data):
 def test_second_derivatives_match_finite_differences(name, data):
     """The gradient rules are written with primitives, so the backward pass differentiates too."""
     fn, args = data.draw(st.composite(lambda d: CASES[name](d))())
+    # within [-1, 1] (see `spaced`): the energy raises the values to the sixth power, and
+    # from [-2, 2] its rounding drowned the finite differences of its smaller entries
+    args = tuple(a / 2 if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in args)
 
     def gradient_energy(*xs):
         grads = nnc.grad(lambda *ys: nnc.sum(fn(*ys) * fn(*ys)), tuple(range(len(xs))))(*xs)

@@ -32,7 +32,7 @@ from nnc.backend.array_api import BackendError
 
 from .backends import backends, get_backend, to_backend, use
 from .callbacks import Callback, Checkpoint, Decision, EarlyStopping, StopOnNaN
-from .checkpoint import CheckpointError, load, save
+from .checkpoint import CheckpointError, CheckpointNotFound, load, save
 from .metrics import accuracy
 from .optim import (ConfigError, Optimizer, adam, adamw, clip_by_global_norm, clip_by_value,
                     cosine_decay, exponential_decay, piecewise_constant, rmsprop, sgd, warmup)
@@ -51,7 +51,7 @@ __all__ = [
     "GRU", "LSTM", "Seq", "fcrnn", "feedback", "fix_state", "lagged", "learned_state", "prime",
     "recurrently", "unroll", "unroll_last", "zero_state", "scan", "compile",
     "render", "summary", "GraphvizNotFound", "RenderError", "LoadError",
-    "Callback", "Checkpoint", "Decision", "EarlyStopping", "StopOnNaN", "CheckpointError", "load",
+    "Callback", "Checkpoint", "Decision", "EarlyStopping", "StopOnNaN", "CheckpointError", "CheckpointNotFound", "load",
     "save", "accuracy", "ConfigError", "adam", "adamw", "clip_by_global_norm", "clip_by_value",
     "cosine_decay", "exponential_decay", "piecewise_constant", "rmsprop", "warmup",
     "BackendError", "backends", "get_backend", "to_backend", "use",

@@ -2,10 +2,14 @@
 
 The file is a plain numpy ``.npz`` archive: one array per parameter, keyed by its path
 (``linear_0/W``), and an ``__nnc__`` entry holding JSON text (format, version, the model's
-signature and description, every parameter's path, shape and dtype). Nothing in it is
-pickled, and it is read with ``allow_pickle=False``, so loading never runs code from the
-file. Writes are atomic: the archive is written to a temporary file in the same directory
-and renamed over the target, so a crash leaves either the old file or the new one.
+signature and description, every parameter's path, shape and dtype, and every layer's path
+and kind, which ``load`` compares with the model it loads into). Nothing in it is pickled,
+and it is read with ``allow_pickle=False``, so loading never runs code from the file.
+
+Writes are atomic: the archive is written to a temporary file in the same directory
+(``.model.npz.nnc-tmp-<host>-<pid>-<random>``) and renamed over the target, so a crash
+leaves either the old file or the new one. A save killed before its rename leaves its
+temporary file behind; the next save to the same path removes it once its process is gone.
 
 >>> import os, tempfile
 >>> from nnc import Linear, tanh
@@ -19,9 +23,15 @@ True
 """
 from __future__ import annotations
 
+import difflib
+import errno
 import json
 import os
+import re
 import secrets
+import socket
+import time
+import warnings
 import zipfile
 from typing import IO, Any, Callable
 
@@ -31,6 +41,7 @@ from nnc.backend.array_api import to_numpy
 from nnc.backend.errors import NNCError
 from nnc.backend.tree import tree_flatten, tree_paths, tree_unflatten
 
+from .inspection import child_path
 from .model import Model, check_params
 
 FORMAT = "nnc-checkpoint"
@@ -46,13 +57,102 @@ class CheckpointError(NNCError, ValueError):
     """A file cannot be loaded as a checkpoint of this model (another model, truncated, not a checkpoint)."""
 
 
-CheckpointError.__module__ = "nnc"
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """The checkpoint to load, or the folder to save one into, does not exist.
+
+    It is also a ``FileNotFoundError``, so code that catches that keeps working."""
+
+
+CheckpointError.__module__ = CheckpointNotFound.__module__ = "nnc"
+
+# A temporary file of another machine (a shared folder) cannot be asked whether its process
+# lives; one this old is taken for the leftover of a killed save.
+STALE_AFTER_S = 24 * 3600
+_TEMP_MARK = ".nnc-tmp-"
+
+
+def this_host() -> str:
+    """This machine's name as it appears in temporary file names."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
+
+
+def temp_name(base: str, host: str, pid: int, token: str) -> str:
+    """The name of the temporary file a save to ``base`` writes first: it says whose it is.
+
+    >>> temp_name("model.npz", "box", 4242, "0badcafe")
+    '.model.npz.nnc-tmp-box-4242-0badcafe'
+    """
+    return f".{base}{_TEMP_MARK}{host}-{pid}-{token}"
+
+
+def is_stale(name: str, base: str, host: str, pid: int, alive: Callable[[int], bool | None],
+             age_s: float) -> bool:
+    """Whether ``name`` is a temporary file left by a killed save to ``base``.
+
+    Only nnc's own temporary names count. One of this machine is stale when its process is
+    gone (never this process's own: another thread may be saving); one of another machine,
+    or whose process cannot be asked, when it is older than ``STALE_AFTER_S``.
+
+    >>> gone = lambda pid: False
+    >>> is_stale(".m.npz.nnc-tmp-box-7-0badcafe", "m.npz", "box", 1, gone, age_s=1.0)
+    True
+    >>> is_stale(".m.npz.nnc-tmp-box-1-0badcafe", "m.npz", "box", 1, gone, age_s=1.0)
+    False
+    >>> is_stale(".other.npz.nnc-tmp-box-7-0badcafe", "m.npz", "box", 1, gone, age_s=1.0)
+    False
+    """
+    own_name = rf"\.{re.escape(base)}{re.escape(_TEMP_MARK)}(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{{8}}"
+    match = re.fullmatch(own_name, name)
+    if match is None:
+        return False
+    owner = int(match["pid"])
+    if match["host"] == host:
+        if owner == pid:
+            return False
+        living = alive(owner)
+        if living is not None:
+            return not living
+    return age_s > STALE_AFTER_S
+
+
+def process_alive(pid: int) -> bool | None:
+    """Whether process ``pid`` of this machine runs (``None``: this platform cannot tell)."""
+    if os.name != "posix":  # Windows' os.kill terminates the process instead of asking
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    except OSError:
+        return None
+    return True
+
+
+def remove_stale_temporaries(folder: str, base: str) -> None:
+    """Remove the temporary files that killed saves to ``folder/base`` left behind."""
+    host, pid, now = this_host(), os.getpid(), time.time()
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(f".{base}{_TEMP_MARK}")]
+    except OSError:  # a missing folder is reported by the write that follows
+        return
+    for name in names:
+        full = os.path.join(folder, name)
+        try:
+            if is_stale(name, base, host, pid, process_alive, now - os.stat(full).st_mtime):
+                os.remove(full)
+        except OSError:  # another save removed it first, or it is not ours to remove
+            continue
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
 
-    On any failure the temporary file is removed and ``path`` is left as it was.
+    On any failure the temporary file is removed and ``path`` is left as it was. The new
+    file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` less the
+    umask). Temporary files that killed saves to ``path`` left behind are removed first.
+    A missing folder raises ``FileNotFoundError`` naming the folder and ``path``.
 
     >>> import os, tempfile
     >>> target = os.path.join(tempfile.mkdtemp(), "note.txt")
@@ -62,9 +162,15 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]
     """
     path = os.fspath(path)
     folder, base = os.path.split(os.path.abspath(path))
-    temp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # os.open with mode 0o666 lets the umask decide permissions, as for an ordinary new file
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    remove_stale_temporaries(folder, base)
+    temp = os.path.join(folder, temp_name(base, this_host(), os.getpid(), secrets.token_hex(4)))
+    try:
+        # os.open with mode 0o666 lets the umask decide permissions, as for an ordinary new file
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except FileNotFoundError:
+        # name what the caller asked for, not the temporary file it never heard of
+        raise FileNotFoundError(errno.ENOENT, f"cannot write {path}: the folder "
+                                f"{os.path.dirname(path) or '.'} does not exist", path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -100,10 +206,58 @@ def _describe(model: Model) -> str:
     return describe(model)
 
 
+def _created(model: Model) -> str:
+    return f" (created at {model.where})" if model.where else ""
+
+
+# Attributes that only say how a model is wired, not what it computes
+_WIRING_ATTRS = {"transparent"}
+
+
+def _attr_text(value: Any) -> str | None:
+    """A plain attribute as text, ``None`` for one that is not plain data (a function)."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return repr(value)
+    if isinstance(value, tuple):
+        parts = [_attr_text(v) for v in value]
+        return None if None in parts else f"({', '.join(parts)}{',' if len(parts) == 1 else ''})"
+    return None
+
+
+def _layer_text(model: Model) -> str:
+    """What a layer computes, without its sizes (the shapes check those): ``flatten(rank=3)``."""
+    shown = [(k, _attr_text(v)) for k, v in model.attrs if k not in _WIRING_ATTRS]
+    plain = [f"{k}={t}" for k, t in shown if t is not None]
+    return f"{model.kind}({', '.join(plain)})" if plain else model.kind
+
+
+def layers(model: Model) -> list[list[str]]:
+    """Every layer of ``model`` in order, as ``[path, kind]``: what a checkpoint records.
+
+    Chains are left out (their layers are listed); other combinators are listed before
+    their parts.
+
+    >>> from nnc import Linear, residual, tanh
+    >>> layers(Linear(2, 4) >> residual(tanh))
+    [['linear_0', 'Linear'], ['residual_0', 'residual'], ['residual_0/tanh_0', 'tanh']]
+    """
+    found: list[list[str]] = []
+
+    def walk(node: Model, path: str) -> None:
+        if node.kind != "serial" or not node.children:
+            found.append([path, _layer_text(node)])
+        for i, child in enumerate(node.children):
+            walk(child, child_path(node, path, i))
+
+    walk(model, "")
+    return found
+
+
 def save(path: str | os.PathLike, model: Model, params: Any) -> None:
     """Write ``params`` of ``model`` to ``path`` (an ``.npz`` file), atomically.
 
-    Raises :class:`nnc.ShapeError` before writing anything if ``params`` do not fit ``model``.
+    Raises :class:`nnc.ShapeError` before writing anything if ``params`` do not fit ``model``,
+    and :class:`CheckpointNotFound` if the folder of ``path`` does not exist.
     """
     check_params(model, params)
     entries: dict[str, np.ndarray] = {}
@@ -112,39 +266,91 @@ def save(path: str | os.PathLike, model: Model, params: Any) -> None:
         array = to_numpy(leaf)  # a device array is copied to the host, so any machine loads it
         entries[key] = array
         described.append({"path": key, "shape": list(array.shape), "dtype": array.dtype.str})
+    # "layers" is an addition within format version 1: older nnc versions ignore it
     meta = {"format": FORMAT, "version": VERSION, "signature": str(model.signature),
-            "model": _describe(model), "parameters": described}
+            "model": _describe(model), "parameters": described, "layers": layers(model)}
     entries[META_KEY] = np.array(json.dumps(meta))
-    write_atomically(path, lambda f: np.savez(f, **entries))
+    try:
+        write_atomically(path, lambda f: np.savez(f, **entries))
+    except FileNotFoundError:
+        folder = os.path.dirname(os.fspath(path)) or "."
+        if os.path.isdir(folder):
+            raise
+        raise CheckpointNotFound(
+            f"cannot save the checkpoint of {_describe(model)}{_created(model)} to "
+            f"{os.fspath(path)}: the folder {folder} does not exist\n"
+            f"  hint: create it first: os.makedirs({folder!r}, exist_ok=True)") from None
 
 
-def load(path: str | os.PathLike, model: Model) -> Any:
+def load(path: str | os.PathLike, model: Model, *, check_architecture: bool = True) -> Any:
     """The parameters stored at ``path``, checked against ``model`` and shaped like ``model.init()``.
 
     Raises :class:`CheckpointError` for a file saved from a different model (saying what
-    differs), a truncated or corrupt file, or a file that is not an nnc checkpoint.
+    differs: parameter paths and shapes, and, unless ``check_architecture=False``, the
+    kinds of layers), a truncated or corrupt file, or a file that is not an nnc checkpoint;
+    :class:`CheckpointNotFound` (a ``FileNotFoundError`` too) when there is no file at ``path``.
+
+    ``check_architecture=False`` loads a file whose parameters fit by path and shape even
+    if its layers differ (a ``tanh`` network's weights into a ``relu`` one). A file written
+    by an nnc that did not record layers loads with a warning saying they were not checked.
     """
     path = os.fspath(path)
     meta, arrays = _read(path)
     expected = [(p, tuple(s)) for p, s in tree_paths(model.param_shapes)]
     problems = _differences(meta, arrays, model, expected)
-    if problems:
-        shown = problems[:6] + ([f"... and {len(problems) - 6} more"] if len(problems) > 6 else [])
+    layer_problems = _layer_check(path, meta, model) if check_architecture else []
+    if problems or layer_problems:
+        listed = problems + layer_problems
+        shown = listed[:6] + ([f"... and {len(listed) - 6} more"] if len(listed) > 6 else [])
+        hint = ("load it into the model it was saved from (same layers, sizes and names)" if problems
+                else "load it into the model it was saved from, or pass check_architecture=False "
+                     "to load parameters that fit by path and shape into layers of other kinds")
         raise CheckpointError(
             f"checkpoint {path} was saved from a different model\n"
             f"  saved from:   {meta['model']}  ({meta['signature']})\n"
-            f"  loading into: {_describe(model)}  ({model.signature})\n"
-            + "".join(f"  {p}\n" for p in shown)
-            + "  hint: load it into the model it was saved from (same layers, sizes and names)")
+            f"  loading into: {_describe(model)}  ({model.signature}){_created(model)}\n"
+            + "".join(f"  {p}\n" for p in shown) + f"  hint: {hint}")
     _, treedef = tree_flatten(model.param_shapes)
     return tree_unflatten(treedef, [arrays[p] for p, _ in expected])
+
+
+def _layer_check(path: str, meta: dict, model: Model) -> list[str]:
+    """How the file's layers differ from the model's (a warning for files without them)."""
+    if "layers" not in meta:
+        warnings.warn(
+            f"checkpoint {path} was written by an nnc that did not record layers, so only its "
+            f"parameters' paths and shapes were checked against {_describe(model)}"
+            f"{_created(model)}; it was saved from {meta.get('model')}. Save it again to record "
+            "them, or pass check_architecture=False to load it without this warning", stacklevel=3)
+        return []
+    return layer_differences(meta["layers"], layers(model))
+
+
+def layer_differences(saved: list, current: list) -> list[str]:
+    """The differences between two lists of ``[path, kind]``, each placed after the layer before it.
+
+    >>> layer_differences([["linear_0", "Linear"], ["tanh_0", "tanh"]],
+    ...                   [["linear_0", "Linear"], ["relu_0", "relu"]])
+    ['after linear_0: tanh in the file, relu in the model']
+    """
+    kinds_saved, kinds_now = [k for _, k in saved], [k for _, k in current]
+    found = []
+    opcodes = difflib.SequenceMatcher(a=kinds_saved, b=kinds_now, autojunk=False).get_opcodes()
+    for tag, i1, i2, j1, j2 in opcodes:
+        if tag == "equal":
+            continue
+        place = f"after {saved[i1 - 1][0] or 'the input'}" if i1 else "at the start"
+        in_file = ", ".join(kinds_saved[i1:i2]) or "nothing"
+        in_model = ", ".join(kinds_now[j1:j2]) or "nothing"
+        found.append(f"{place}: {in_file} in the file, {in_model} in the model")
+    return found
 
 
 def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
     try:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise
+        raise CheckpointNotFound(_not_found(path)) from None
     except _READ_ERRORS as err:
         raise CheckpointError(_unreadable(path, err)) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -169,6 +375,15 @@ def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
         raise CheckpointError(f"{path} is an nnc checkpoint of format version {meta.get('version')}, "
                               f"but this nnc reads version {VERSION}")
     return meta, arrays
+
+
+def _not_found(path: str) -> str:
+    folder = os.path.dirname(path)
+    detail = (f" (the folder {folder} does not exist either)" if folder and not os.path.isdir(folder)
+              else f" (relative to the current folder, {os.getcwd()})" if not os.path.isabs(path)
+              else "")
+    return (f"there is no checkpoint at {path}: no such file{detail}\n"
+            "  hint: check the path; nnc.save(path, model, params) writes a checkpoint there")
 
 
 def _unreadable(path: str, err: Exception, inside: bool = False) -> str:

@@ -8,6 +8,7 @@
     nnc render model.py -f dot                 # Graphviz source, needs no Graphviz program
     nnc summary model.py                       # layers, types, parameter counts, total
     nnc check model.py                         # type-checks every model in the file
+    nnc --version                              # prints nnc 0.1.0
 
 Exit codes: 0 done; 1 the model file or a model in it is wrong (missing, does not parse,
 raises, a type mismatch, no such model) or Graphviz failed; 2 a wrong command line;
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from nnc import __version__
 from nnc.backend.errors import NNCError
 
 from .draw import RANKDIRS
@@ -36,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="MODEL is file.py or file.py:NAME; without NAME, the file's variable 'model', "
                "else its only nnc model. Exit codes: 0 done, 1 model or Graphviz error, 2 usage, "
                "3 Graphviz missing (source written).")
+    parser.add_argument("--version", action="version", version=f"nnc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{render,summary,check}")
 
     r = sub.add_parser("render", help="draw a model (svg, png, pdf) or write its Graphviz source")

@@ -3,7 +3,9 @@
 The picture itself is made in :mod:`nnc.draw`; here it is handed to Graphviz's ``dot``
 program, run as a subprocess found on ``PATH``. When ``dot`` is missing, the source is
 still written (``.gv``) and :class:`GraphvizNotFound` says how to install Graphviz and
-which command finishes the job. Files are written atomically.
+which command finishes the job; an older picture of the same name is removed, so that it
+does not pass for a drawing of this model. Files are written atomically, with the
+permissions an ordinary new file gets (the umask decides).
 
 >>> import os, tempfile
 >>> from nnc import Linear, tanh
@@ -17,12 +19,12 @@ import os
 import shlex
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from nnc.backend.errors import NNCError
 
+from .checkpoint import write_atomically
 from .draw import Options, to_dot
 from .model import Model
 
@@ -103,16 +105,20 @@ def run_dot(source: str, fmt: str, dpi: int | None = None, timeout: float = 120.
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    Creates the folder if needed; the file gets the umask's permissions, as ``open`` would."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    write_atomically(path, lambda f: f.write(data))
+
+
+def _remove_older(path: Path) -> str:
+    """Remove an older picture at ``path``; the words that tell the user so."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        path.unlink()
+    except FileNotFoundError:
+        return ""
+    return f" The older {path} was removed, so that it does not pass for a drawing of this model."
 
 
 def render(model: Model, path: str | os.PathLike, *, format: str | None = None,
@@ -135,7 +141,8 @@ def render(model: Model, path: str | os.PathLike, *, format: str | None = None,
         collapse_repeats: draw identical blocks repeated in a chain once, with "× N".
 
     Returns: the path written. Raises :class:`GraphvizNotFound` after writing the ``.gv``
-    source beside ``path`` when Graphviz's ``dot`` is missing.
+    source beside ``path`` (and removing an older file at ``path``) when Graphviz's ``dot``
+    is missing.
     """
     path = Path(path)
     fmt = format_of(path, format)
@@ -151,10 +158,11 @@ def render(model: Model, path: str | os.PathLike, *, format: str | None = None,
     except GraphvizNotFound:
         gv = path.with_suffix(".gv")
         write_atomic(gv, source.encode("utf-8"))
+        removed = _remove_older(path)
         command = shlex.join(["dot", *dot_arguments(fmt, dpi), str(gv), "-o", str(path)])
         raise GraphvizNotFound(
-            f"Graphviz's dot program was not found, so {path} was not drawn. Its Graphviz source "
-            f"is written to {gv}. To draw it, {INSTALL_HINT}, then run:\n  {command}",
+            f"Graphviz's dot program was not found, so {path} was not drawn.{removed} Its "
+            f"Graphviz source is written to {gv}. To draw it, {INSTALL_HINT}, then run:\n  {command}",
             gv, command) from None
     write_atomic(path, picture)
     return path

@@ -1,7 +1,12 @@
-"""Where the user wrote something: the first stack frame outside nnc itself."""
+"""Where the user wrote something: the first stack frame outside nnc itself.
+
+In IPython and Jupyter, code runs from files named like ``/tmp/ipykernel_1234/5678.py``;
+such places are shown as IPython shows them in tracebacks, ``cell In[3], line 2``.
+"""
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -20,6 +25,9 @@ class Where:
     line: int
 
     def __str__(self) -> str:
+        cell = ipython_cell(self.file)
+        if cell is not None:
+            return f"cell {cell}, line {self.line}"
         name = self.file
         if not name.startswith("<"):
             try:
@@ -28,6 +36,24 @@ class Where:
             except ValueError:
                 pass
         return f"{name}:{self.line}"
+
+
+def ipython_cell(file: str) -> str | None:
+    """IPython's name of the cell whose code ``file`` holds (``In[3]``), or ``None``.
+
+    IPython's compiler keeps a map from the file names it gives cells to their execution
+    counts; it is asked only when IPython is already loaded, never imported for this.
+
+    >>> ipython_cell("<ipython-input-3-9d1c2f7b5e4a>"), ipython_cell("model.py")
+    ('In[3]', None)
+    """
+    old_style = re.match(r"<ipython-input-(\d+)-", file)  # IPython before 7.x named cells so
+    if old_style:
+        return f"In[{old_style[1]}]"
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)()
+    number = getattr(getattr(shell, "compile", None), "_filename_map", {}).get(file)
+    return None if number is None else f"In[{number}]"
 
 
 def user_frame(skip: int = 1) -> Where | None:

@@ -2,6 +2,12 @@
 import json
 import os
 import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -9,8 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nnc
-from nnc import Linear, tanh
-from nnc.checkpoint import CheckpointError, load, save, write_atomically
+from nnc import Linear, relu, tanh
+from nnc.checkpoint import (STALE_AFTER_S, CheckpointError, CheckpointNotFound, is_stale,
+                            layer_differences, layers, load, save, temp_name, this_host,
+                            write_atomically)
 
 
 def make_model(hidden=4, out=2):
@@ -56,12 +64,13 @@ def test_the_file_is_a_plain_npz_with_paths_and_the_signature(saved):
 
 def test_a_different_model_is_refused_saying_what_differs(saved):
     _, _, path = saved
+    other = make_model(hidden=5, out=3)
     with pytest.raises(CheckpointError) as info:
-        load(path, make_model(hidden=5, out=3))
+        load(path, other)
     assert str(info.value) == (
         f"checkpoint {path} was saved from a different model\n"
         "  saved from:   Linear(3 -> 4) >> tanh >> Linear(4 -> 2)  (Vec[3] -> Vec[2])\n"
-        "  loading into: Linear(3 -> 5) >> tanh >> Linear(5 -> 3)  (Vec[3] -> Vec[3])\n"
+        f"  loading into: Linear(3 -> 5) >> tanh >> Linear(5 -> 3)  (Vec[3] -> Vec[3]) (created at {other.where})\n"
         "  signature: saved Vec[3] -> Vec[2], this model Vec[3] -> Vec[3]\n"
         "  linear_0/W: saved shape (3, 4), the model expects (3, 5)\n"
         "  linear_0/b: saved shape (4,), the model expects (5,)\n"
@@ -150,8 +159,6 @@ def test_files_that_are_not_checkpoints_are_named(tmp_path):
     np.savez(tmp_path / "header.npz", __nnc__=np.array('{"format": "something else"}'))
     with pytest.raises(CheckpointError, match="whose '__nnc__' entry is not an nnc checkpoint header"):
         load(tmp_path / "header.npz", model)
-    with pytest.raises(FileNotFoundError):
-        load(tmp_path / "absent.npz", model)
 
 
 def test_params_of_another_model_are_refused_before_anything_is_written(saved):
@@ -178,8 +185,220 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(saved, monkeyp
     assert os.listdir(path.parent) == ["model.npz"]
 
 
-def test_a_new_file_gets_ordinary_permissions(tmp_path):
-    umask = os.umask(0o022)
-    os.umask(umask)
+@pytest.fixture
+def umask_027():
+    previous = os.umask(0o027)
+    yield 0o640
+    os.umask(previous)
+
+
+def test_a_new_file_gets_the_permissions_the_umask_gives(tmp_path, umask_027):
     write_atomically(tmp_path / "f.bin", lambda f: f.write(b"x"))
-    assert os.stat(tmp_path / "f.bin").st_mode & 0o777 == 0o666 & ~umask
+    assert os.stat(tmp_path / "f.bin").st_mode & 0o777 == umask_027
+    model = make_model()
+    save(tmp_path / "m.npz", model, model.init(seed=0))
+    assert os.stat(tmp_path / "m.npz").st_mode & 0o777 == umask_027
+
+
+# ----------------------------------------------------------------------------- missing files
+
+
+def test_loading_a_missing_file_names_the_path_and_is_a_file_not_found_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as info:
+        load("nope.npz", make_model())
+    assert isinstance(info.value, CheckpointNotFound) and isinstance(info.value, CheckpointError)
+    assert str(info.value) == (
+        f"there is no checkpoint at nope.npz: no such file (relative to the current folder, {os.getcwd()})\n"
+        "  hint: check the path; nnc.save(path, model, params) writes a checkpoint there\n"
+        "  see docs/errors.md#checkpointnotfound")
+    absent = tmp_path / "runs" / "m.npz"
+    with pytest.raises(CheckpointNotFound, match=rf"^there is no checkpoint at {re.escape(str(absent))}: "
+                                                 rf"no such file \(the folder {re.escape(str(absent.parent))} "
+                                                 r"does not exist either\)\n"):
+        load(absent, make_model())
+
+
+def test_saving_into_a_missing_folder_names_the_folder_not_a_temporary_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = make_model()
+    with pytest.raises(FileNotFoundError) as info:
+        save(os.path.join("runs", "m.npz"), model, model.init(seed=0))
+    assert isinstance(info.value, CheckpointNotFound)
+    assert str(info.value) == (
+        f"cannot save the checkpoint of Linear(3 -> 4) >> tanh >> Linear(4 -> 2) (created at {model.where}) "
+        "to runs/m.npz: the folder runs does not exist\n"
+        "  hint: create it first: os.makedirs('runs', exist_ok=True)\n"
+        "  see docs/errors.md#checkpointnotfound")
+    assert os.listdir(tmp_path) == []
+
+
+def test_write_atomically_into_a_missing_folder_names_the_path_given(tmp_path):
+    target = tmp_path / "nowhere" / "f.bin"
+    with pytest.raises(FileNotFoundError) as info:
+        write_atomically(target, lambda f: f.write(b"x"))
+    assert info.value.filename == str(target)
+    assert info.value.strerror == f"cannot write {target}: the folder {target.parent} does not exist"
+    assert ".nnc-tmp-" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- architecture
+
+
+def test_the_file_records_every_layer_with_its_path_and_kind(saved):
+    _, _, path = saved
+    with np.load(path, allow_pickle=False) as archive:
+        meta = json.loads(str(archive["__nnc__"]))
+    assert meta["layers"] == [["linear_0", "Linear"], ["tanh_0", "tanh"], ["linear_1", "Linear"]]
+
+
+def test_a_tanh_network_file_is_refused_by_a_relu_network_of_the_same_shapes(saved):
+    _, params, path = saved
+    relu_model = Linear(3, 4) >> relu >> Linear(4, 2)
+    with pytest.raises(CheckpointError) as info:
+        load(path, relu_model)
+    assert str(info.value) == (
+        f"checkpoint {path} was saved from a different model\n"
+        "  saved from:   Linear(3 -> 4) >> tanh >> Linear(4 -> 2)  (Vec[3] -> Vec[2])\n"
+        f"  loading into: Linear(3 -> 4) >> relu >> Linear(4 -> 2)  (Vec[3] -> Vec[2]) (created at {relu_model.where})\n"
+        "  after linear_0: tanh in the file, relu in the model\n"
+        "  hint: load it into the model it was saved from, or pass check_architecture=False to load "
+        "parameters that fit by path and shape into layers of other kinds\n"
+        "  see docs/errors.md#checkpointerror")
+    assert leaves_equal(load(path, relu_model, check_architecture=False), params)
+
+
+def test_the_opt_out_still_checks_shapes(saved):
+    _, _, path = saved
+    with pytest.raises(CheckpointError, match=r"  linear_0/W: saved shape \(3, 4\), the model expects \(3, 5\)"):
+        load(path, Linear(3, 5) >> relu >> Linear(5, 2), check_architecture=False)
+
+
+def test_added_and_removed_layers_are_placed_after_the_layer_before_them(saved):
+    _, _, path = saved
+    with pytest.raises(CheckpointError, match=r"  after tanh_0: nothing in the file, relu in the model\n"):
+        load(path, Linear(3, 4) >> tanh >> relu >> Linear(4, 2))
+    with pytest.raises(CheckpointError, match=r"  after linear_0: tanh in the file, nothing in the model\n"):
+        load(path, Linear(3, 4) >> Linear(4, 2, name="linear_1"))
+
+
+def test_layer_differences_name_where_in_the_chain():
+    a = [["linear_0", "Linear"], ["tanh_0", "tanh"], ["linear_1", "Linear"], ["softmax_0", "softmax"]]
+    b = [["linear_0", "Linear"], ["relu_0", "relu"], ["linear_1", "Linear"], ["log_softmax_0", "log_softmax"]]
+    assert layer_differences(a, b) == ["after linear_0: tanh in the file, relu in the model",
+                                       "after linear_1: softmax in the file, log_softmax in the model"]
+    assert layer_differences([["tanh", "tanh"]], [["relu", "relu"]]) == [
+        "at the start: tanh in the file, relu in the model"]
+    assert layer_differences(a, a) == []
+
+
+def test_layers_keep_plain_attributes_and_leave_out_functions_and_wiring():
+    from nnc import Conv2d, Model, Vec, flatten, residual
+
+    assert layers(Conv2d(1, 2, 3, stride=2) >> flatten) == [
+        ["conv2d_0", "Conv2d(kernel=(3, 3), stride=(2, 2), padding=(0, 0), dilation=(1, 1))"],
+        ["flatten_0", "flatten(rank=3)"]]
+    assert layers(residual(Linear(4, 4) >> tanh))[0] == ["", "residual"]
+    lifted = Model("lift", Vec[2], Vec[2], lambda m, p, x: x,
+                   attrs=(("fn", abs), ("label", "abs"), ("transparent", True)))
+    assert layers(lifted) == [["", "lift(label='abs')"]]
+
+
+def strip_layers(path, to):
+    with np.load(path, allow_pickle=False) as archive:
+        entries = {k: archive[k] for k in archive.files}
+    meta = json.loads(str(entries["__nnc__"]))
+    del meta["layers"]  # what nnc wrote before it recorded layers
+    entries["__nnc__"] = np.array(json.dumps(meta))
+    np.savez(to, **entries)
+
+
+def test_a_file_from_before_layers_were_recorded_loads_with_a_note(saved, tmp_path):
+    _, params, path = saved
+    strip_layers(path, tmp_path / "old.npz")
+    relu_model = Linear(3, 4) >> relu >> Linear(4, 2)
+    with pytest.warns(UserWarning) as caught:
+        loaded = load(tmp_path / "old.npz", relu_model)
+    assert leaves_equal(loaded, params)
+    assert [str(w.message) for w in caught] == [
+        f"checkpoint {tmp_path / 'old.npz'} was written by an nnc that did not record layers, so only its "
+        f"parameters' paths and shapes were checked against Linear(3 -> 4) >> relu >> Linear(4 -> 2) "
+        f"(created at {relu_model.where}); it was saved from Linear(3 -> 4) >> tanh >> Linear(4 -> 2). "
+        "Save it again to record them, or pass check_architecture=False to load it without this warning"]
+    assert caught[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert leaves_equal(load(tmp_path / "old.npz", relu_model, check_architecture=False), params)
+
+
+# ----------------------------------------------------------------------------- killed saves
+
+
+def temporaries(folder):
+    return sorted(n for n in os.listdir(folder) if ".nnc-tmp-" in n)
+
+
+KILLED_SAVE = """
+import os, signal, sys
+from nnc.checkpoint import write_atomically
+
+def half_then_killed(f):
+    f.write(b"PK half an archive")
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+write_atomically(sys.argv[1], half_then_killed)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="kills a process with SIGKILL")
+def test_a_killed_save_leaves_its_temporary_file_and_the_next_save_removes_it(saved):
+    model, params, path = saved
+    before = path.read_bytes()
+    done = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(path)], capture_output=True)
+    assert done.returncode == -signal.SIGKILL
+    left = temporaries(path.parent)
+    assert len(left) == 1 and left[0].startswith(".model.npz.nnc-tmp-")
+    assert path.read_bytes() == before  # the old checkpoint is intact
+    save(path, model, params)
+    assert temporaries(path.parent) == []
+    assert leaves_equal(load(path, model), params)
+
+
+def test_the_next_save_leaves_live_processes_and_other_targets_alone(saved):
+    model, params, path = saved
+    host = this_host()
+    live = temp_name("model.npz", host, os.getppid(), "0badcafe")  # the process that runs pytest's
+    mine = temp_name("model.npz", host, os.getpid(), "1badcafe")  # another thread of this process
+    other_target = temp_name("other.npz", host, 2 ** 22 + 1, "2badcafe")
+    far_new = temp_name("model.npz", "elsewhere", 7, "3badcafe")
+    far_old = temp_name("model.npz", "elsewhere", 7, "4badcafe")
+    for name in (live, mine, other_target, far_new, far_old):
+        (path.parent / name).write_bytes(b"partial")
+    old = time.time() - STALE_AFTER_S - 60
+    os.utime(path.parent / far_old, (old, old))
+    save(path, model, params)
+    assert temporaries(path.parent) == sorted([live, mine, other_target, far_new])
+
+
+def alive_as(answer):
+    return lambda pid: answer
+
+
+names = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=12)
+
+
+@settings(max_examples=200)
+@given(base=names, host=st.from_regex(r"[A-Za-z0-9.]{1,10}", fullmatch=True),
+       pid=st.integers(1, 2 ** 22), token=st.from_regex(r"[0-9a-f]{8}", fullmatch=True),
+       alive=st.sampled_from([True, False, None]), age=st.floats(0, 10 * STALE_AFTER_S))
+def test_stale_is_only_said_of_nnc_temporaries_whose_writer_is_gone(base, host, pid, token, alive, age):
+    name = temp_name(base, host, pid, token)
+    me = pid + 1
+    # this machine: stale exactly when the process is gone (or cannot be asked and it is old)
+    expected = (not alive) if alive is not None else age > STALE_AFTER_S
+    assert is_stale(name, base, host, me, alive_as(alive), age) == expected
+    assert not is_stale(name, base, host, pid, alive_as(False), age)  # this process's own
+    assert is_stale(name, base, host + "x", me, alive_as(True), age) == (age > STALE_AFTER_S)
+    assert not is_stale(name, base + "x", host, me, alive_as(False), age)  # another target's
+    assert not is_stale(base, base, host, me, alive_as(False), age)

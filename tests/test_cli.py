@@ -112,6 +112,17 @@ def test_render_without_dot_writes_the_source_and_exits_3(folder, capsys, no_dot
                         "  see docs/errors.md#graphviznotfound\n")
 
 
+def test_render_without_dot_removes_an_older_picture_of_the_same_name(folder, capsys, no_dot):
+    write(folder, "model.py", MODELS)
+    (folder / "model.svg").write_text("the picture of yesterday's model")
+    code, out, err = run(capsys, "render", "model.py")
+    assert (code, out) == (3, "")
+    assert not (folder / "model.svg").exists() and (folder / "model.gv").exists()
+    assert err.startswith("nnc render: Graphviz's dot program was not found, so model.svg was not "
+                          "drawn. The older model.svg was removed, so that it does not pass for a "
+                          "drawing of this model. Its Graphviz source is written to model.gv.")
+
+
 # ----------------------------------------------------------------------------- summary and check
 
 
@@ -296,6 +307,12 @@ def test_python_m_nnc_runs_the_command_in_its_own_process(folder):
     help_text = subprocess.run([sys.executable, "-m", "nnc", "--help"], capture_output=True, text=True,
                                cwd=folder, timeout=120)
     assert help_text.returncode == 0 and "{render,summary,check}" in help_text.stdout
+
+
+def test_version_prints_the_package_version(capsys):
+    code, out, err = run(capsys, "--version")
+    assert (code, out, err) == (0, "nnc 0.1.0\n", "")
+    assert out == f"nnc {importlib.metadata.version('nnc')}\n" == f"nnc {nnc.__version__}\n"
 
 
 def test_the_console_script_is_declared():

@@ -179,3 +179,42 @@ def test_a_message_that_wraps_another_error_keeps_one_link():
     inner = str(nnc.TypeMismatch("cannot compose"))
     outer = str(nnc.LoadError(f"model.py raised TypeMismatch while loading:\n{inner}"))
     assert outer.count("see docs/errors.md") == 1 and outer.endswith("#typemismatch")
+
+
+def ci_commands() -> list[str]:
+    """The commands .ci/run runs (not its comments nor its shell set-up lines)."""
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")
+            and not line.startswith(("set ", "cd "))]
+
+
+def test_the_readme_says_exactly_what_ci_runs():
+    assert ci_commands() == ["bash scripts/setup.sh", "python -m pytest",
+                             "NUMBA_DISABLE_JIT=1 python -m pytest -q -p no:cacheprovider",
+                             "mkdocs build --strict"]
+    readme = (ROOT / "README.md").read_text()
+    paragraph = next(p for p in readme.split("\n\n") if "`.ci/run`" in p)
+    said = re.findall(r"`([^`]+)`", paragraph.replace("\n", " "))
+    assert [c for c in said if c in ci_commands()] == ci_commands()
+    contributing = (ROOT / "CONTRIBUTING.md").read_text().replace("\n", " ")
+    assert all(command in contributing for command in ci_commands())
+
+
+def test_the_site_publishes_only_the_files_a_page_links_to():
+    hook = load("hook")
+    training = (DOCS / "training.md").read_text()
+    assert 'save("digits.npz", model, params)' in training  # a sample writes a checkpoint
+    written = ["curves.png", "digits.npz", "pics/mlp.svg", "notes.txt"]
+    assert hook.linked(training, written) == ["curves.png"]
+    assert hook.linked("![a](./pics/mlp.svg) and [its source](notes.txt#top)", written) == [
+        "pics/mlp.svg", "notes.txt"]
+
+
+def test_every_picture_a_page_shows_is_published_and_no_checkpoint_is():
+    hook = load("hook")
+    for page in PAGES:
+        text = page.read_text()
+        pictures = [m["src"] for m in hook._IMAGE.finditer(text) if "://" not in m["src"]]
+        assert hook.linked(text, pictures) == pictures
+        checkpoints = re.findall(r"""["']([\w./-]+\.npz)["']""", text)
+        assert hook.linked(text, checkpoints) == [], f"{page} links to a checkpoint it writes"

@@ -428,3 +428,39 @@ def test_summary_of_a_recurrent_model_shows_the_state():
     table = summary(zero_state(unroll_last(fcrnn(1, 30) >> Linear(30, 1))))
     assert table.total == 991 == init_count(zero_state(unroll_last(fcrnn(1, 30) >> Linear(30, 1))))
     assert [r.layer for r in table.rows if not r.block] == ["fcrnn(1 -> 30), state Vec[30]", "Linear(30 -> 1)"]
+
+
+# ----------------------------------------------------------------------------- files written
+
+
+@pytest.fixture
+def umask_027():
+    previous = os.umask(0o027)
+    yield 0o640
+    os.umask(previous)
+
+
+def test_graphviz_source_gets_the_permissions_the_umask_gives(tmp_path, umask_027):
+    written = render(golden_models()["mlp"], tmp_path / "m.gv")
+    assert os.stat(written).st_mode & 0o777 == umask_027
+
+
+@pytest.mark.parametrize("suffix", [".svg", ".png", ".pdf"])
+def test_pictures_get_the_permissions_the_umask_gives(tmp_path, dot_program, umask_027, suffix):
+    written = render(golden_models()["mlp"], tmp_path / f"m{suffix}")
+    assert os.stat(written).st_mode & 0o777 == umask_027
+    assert [p.name for p in tmp_path.iterdir()] == [f"m{suffix}"]  # no temporary file left
+
+
+def test_without_dot_an_older_picture_is_removed_and_the_message_says_so(tmp_path, no_dot):
+    model = golden_models()["mlp"]
+    out = tmp_path / "m.svg"
+    out.write_text("a picture of an older model")
+    with pytest.raises(GraphvizNotFound) as info:
+        render(model, out)
+    assert not out.exists()
+    assert str(info.value).startswith(
+        f"Graphviz's dot program was not found, so {out} was not drawn. The older {out} was "
+        f"removed, so that it does not pass for a drawing of this model. Its Graphviz source is "
+        f"written to {tmp_path / 'm.gv'}. To draw it, install Graphviz (")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty-path", "m.gv"]

@@ -4,14 +4,16 @@
   becomes the page ``tutorial/<name>.md``, with its printed output and the pictures and
   learning curves it wrote.
 - A hand-written page whose image links name files that do not exist (``![](mlp.svg)``)
-  has its samples run (``samples.py``) in a scratch folder; the files they write are
-  published beside the page. So every picture in the site is drawn by code the reader sees.
+  has its samples run (``samples.py``) in a scratch folder; the files they write that the
+  page links to are published beside the page (a checkpoint a sample saves, ``digits.npz``,
+  is not). So every picture in the site is drawn by code the reader sees.
 
 Nothing generated is written into the source tree. ``mkdocs serve`` runs the notebooks
 once and reuses their pages while it rebuilds.
 """
 from __future__ import annotations
 
+import posixpath
 import re
 import shutil
 import subprocess
@@ -27,6 +29,7 @@ import notebooks  # noqa: E402 - beside this hook, which MkDocs loads by path
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 _IMAGE = re.compile(r"!\[[^\]]*\]\((?P<src>[^)\s]+)")
+_LINK = re.compile(r"\]\((?P<src>[^)\s#]+)")  # images and links alike: ![..](x.svg), [..](x.gv)
 _scratch: list[Path] = []
 _cache: dict[str, tuple[str, list[tuple[str, Path]]]] = {}
 _serving = False
@@ -68,8 +71,15 @@ def _missing_images(page: File, docs_dir: Path) -> list[str]:
             if "://" not in m["src"] and not (here / m["src"]).exists()]
 
 
+def linked(text: str, written: list[str]) -> list[str]:
+    """The files of ``written`` (paths relative to the page's folder) that ``text`` links to."""
+    targets = {posixpath.normpath(m["src"]) for m in _LINK.finditer(text) if "://" not in m["src"]}
+    return [name for name in written if name in targets]
+
+
 def _page_pictures(page: File) -> list[tuple[str, Path]]:
-    """Run a page's samples in a scratch folder; the files they write go beside the page."""
+    """Run a page's samples in a scratch folder; the files they write that the page links to
+    go beside the page (the others, a checkpoint or a script a sample writes, are left out)."""
     folder = _folder()
     shutil.copytree(EXAMPLES, folder / "examples", ignore=shutil.ignore_patterns("*.svg", "*.png"))
     done = subprocess.run([sys.executable, str(Path(__file__).with_name("samples.py")),
@@ -77,8 +87,10 @@ def _page_pictures(page: File) -> list[tuple[str, Path]]:
     if done.returncode != 0:
         raise RuntimeError(f"the samples of {page.src_uri} failed:\n{done.stderr}")
     base = Path(page.src_uri).parent
-    return [((base / p.relative_to(folder)).as_posix(), p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.relative_to(folder).parts[0] == "examples"]
+    written = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*"))
+               if p.is_file() and not p.relative_to(folder).parts[0] == "examples"]
+    text = Path(page.abs_src_path).read_text(encoding="utf-8")
+    return [((base / name).as_posix(), folder / name) for name in linked(text, written)]
 
 
 def on_files(files: Files, config) -> Files:

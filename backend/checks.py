@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from .array_api import numpy_dtype
+from .array_api import numpy_dtype, to_numpy
 from .core import bind, defgeneric, defprim, defvjp
-from .errors import NonFiniteError
+from .errors import NNCError, NonFiniteError
+from .execute import quiet
 
 
 def non_finite_message(what: str, x: np.ndarray) -> str:
@@ -58,3 +59,140 @@ def check_finite(x: Any, *, what: str) -> Any:
     """``x`` itself, after raising :class:`nnc.NonFiniteError` (naming ``what``, the first bad
     value and its index) if it holds a NaN or an infinity; recorded when ``x`` is traced."""
     return bind(check_finite_p, x, what=what)
+
+
+# ----------------------------------------------------------------------------- values a loss accepts
+
+
+class DomainError(NNCError, ValueError):
+    """Values outside what an operation accepts: labels out of range, predictions that are not
+    probabilities."""
+
+
+DomainError.__module__ = "nnc"  # shown as nnc.DomainError, like the other errors
+
+
+def _rows(p: np.ndarray) -> np.ndarray:
+    """``p`` as a matrix with one row per position of its leading axes (one row for a vector)."""
+    return p.reshape(int(np.prod(p.shape[:-1], dtype=np.int64)), p.shape[-1]) if p.ndim else p.reshape(1, 1)
+
+
+def _out_of_range(rows: np.ndarray, tolerance: float) -> np.ndarray:
+    return (rows < -tolerance) | (rows > 1 + tolerance)
+
+
+def _improper_rows(rows: np.ndarray, tolerance: float) -> np.ndarray:
+    """Which finite rows are not probability distributions. Rows holding NaN or infinity are left
+    alone: they come from a diverging model, which the training loop reports as such."""
+    with quiet():  # a row holding inf and -inf sums to nan: left alone, as said
+        sums = rows.sum(axis=-1, dtype=np.float64)
+    return np.isfinite(sums) & (_out_of_range(rows, tolerance).any(axis=-1) | (np.abs(sums - 1) > tolerance))
+
+
+def improper_probabilities_message(what: str, p: np.ndarray, row: int, tolerance: float) -> str:
+    """The message for ``p`` (the input of loss ``what``) whose ``row`` is not a distribution."""
+    values = _rows(p)[row]
+    index = tuple(int(i) for i in np.unravel_index(row, p.shape[:-1]))
+    label = index[0] if len(index) == 1 else index
+    shown = [f"{float(v):.4g}" for v in values]
+    shown = shown if len(shown) <= 8 else shown[:3] + ["..."] + shown[-3:]
+    outside = np.flatnonzero(_out_of_range(values, tolerance))
+    detail = f"sums to {float(values.sum(dtype=np.float64)):.4g}"
+    if outside.size:
+        detail = f"holds {float(values[outside[0]]):.4g} at index {index + (int(outside[0]),)} and " + detail
+    return (f"{what} expects probabilities (values in [0, 1] that sum to 1 along the last axis), "
+            f"but row {label} of its prediction is [{', '.join(shown)}], which {detail}\n"
+            f"  hint: end the model with >> softmax, or, if these are logits, use "
+            f"{what}(..., from_logits=True) (in fit: loss=functools.partial(nnc.{what}, from_logits=True))")
+
+
+def _check_probabilities_impl(p: np.ndarray, what: str, tolerance: float) -> np.ndarray:
+    bad = _improper_rows(_rows(p), tolerance)
+    if bad.any():
+        raise DomainError(improper_probabilities_message(what, p, int(np.argmax(bad)), tolerance))
+    return p
+
+
+def _check_probabilities_generic(xp: Any, p: Any, what: str, tolerance: float) -> Any:
+    rows = xp.reshape(p, (-1, p.shape[-1])) if p.ndim else xp.reshape(p, (1, 1))
+    sums = xp.sum(rows, axis=-1)
+    outside = xp.any((rows < -tolerance) | (rows > 1 + tolerance), axis=-1)
+    bad = xp.isfinite(sums) & (outside | (xp.abs(sums - 1) > tolerance))
+    if bool(xp.any(bad)):  # rare: the detailed message is built from a host copy
+        _check_probabilities_impl(to_numpy(p), what, tolerance)
+    return p
+
+
+check_probabilities_p = defprim("check_probabilities", _check_probabilities_impl,
+                                abstract=lambda aval, what, tolerance: aval)
+defvjp(check_probabilities_p, lambda g, out, p, what, tolerance: (g,))
+defgeneric(check_probabilities_p, _check_probabilities_generic)
+
+
+def check_probabilities(p: Any, *, what: str, tolerance: float = 1e-3) -> Any:
+    """``p`` itself, after raising :class:`nnc.DomainError` if a row along its last axis is not a
+    probability distribution (a value outside ``[0, 1]``, or a sum off 1 by more than
+    ``tolerance``); recorded when ``p`` is traced. Rows holding NaN or infinity pass.
+
+    >>> check_probabilities(np.array([[0.25, 0.75]]), what="cross_entropy").tolist()
+    [[0.25, 0.75]]
+    >>> check_probabilities(np.array([[0.25, 0.75], [2.0, -1.5]]), what="cross_entropy")
+    Traceback (most recent call last):
+    ...
+    nnc.DomainError: cross_entropy expects probabilities (values in [0, 1] that sum to 1 along the last axis), but row 1 of its prediction is [2, -1.5], which holds 2 at index (1, 0) and sums to 0.5
+      hint: end the model with >> softmax, or, if these are logits, use cross_entropy(..., from_logits=True) (in fit: loss=functools.partial(nnc.cross_entropy, from_logits=True))
+      see docs/errors.md#domainerror
+    """
+    return bind(check_probabilities_p, p, what=what, tolerance=float(tolerance))
+
+
+def labels_message(what: str, labels: np.ndarray, classes: int) -> str:
+    """The message for integer ``labels`` of loss ``what`` that are not all in ``0..classes-1``."""
+    bad = np.argwhere((labels < 0) | (labels >= classes))[0] if labels.ndim else ()
+    value = int(np.asarray(labels)[tuple(bad)])
+    if value < 0:
+        hint = "labels count classes from 0; shift them so that the smallest is 0"
+    else:
+        hint = (f"the prediction has {classes} columns, one per class; make the model's last layer "
+                f"as wide as the number of classes (labels.max() + 1 = {int(labels.max()) + 1})")
+    return (f"{what}: label {value} at index {tuple(int(i) for i in bad)} is out of range for "
+            f"{classes} classes (labels must be 0..{classes - 1})\n  hint: {hint}")
+
+
+_UNSIGNED = {np.dtype(f"i{n}"): np.dtype(f"u{n}") for n in (1, 2, 4, 8)}
+
+
+def _check_labels_impl(labels: np.ndarray, what: str, classes: int) -> np.ndarray:
+    # one reduction, not two: seen as unsigned, a negative label is a huge one
+    unsigned = labels.view(_UNSIGNED[labels.dtype]) if labels.dtype.kind == "i" else labels
+    if labels.size and unsigned.max() >= classes:
+        raise DomainError(labels_message(what, labels, classes))
+    return labels
+
+
+def _check_labels_generic(xp: Any, labels: Any, what: str, classes: int) -> Any:
+    if labels.size and bool(xp.any((labels < 0) | (labels >= classes))):
+        _check_labels_impl(to_numpy(labels), what, classes)
+    return labels
+
+
+# integer labels carry no gradient
+check_labels_p = defprim("check_labels", _check_labels_impl, nondiff=True,
+                         abstract=lambda aval, what, classes: aval)
+defgeneric(check_labels_p, _check_labels_generic)
+
+
+def check_labels(labels: Any, *, what: str, classes: int) -> Any:
+    """Integer ``labels`` themselves, after raising :class:`nnc.DomainError` (naming the first
+    label outside ``0..classes-1``, its index and the number of classes); recorded when traced.
+
+    >>> check_labels(np.array([0, 2, 1]), what="cross_entropy", classes=3).tolist()
+    [0, 2, 1]
+    >>> check_labels(np.array([0, 3, 1]), what="cross_entropy", classes=3)
+    Traceback (most recent call last):
+    ...
+    nnc.DomainError: cross_entropy: label 3 at index (1,) is out of range for 3 classes (labels must be 0..2)
+      hint: the prediction has 3 columns, one per class; make the model's last layer as wide as the number of classes (labels.max() + 1 = 4)
+      see docs/errors.md#domainerror
+    """
+    return bind(check_labels_p, labels, what=what, classes=int(classes))

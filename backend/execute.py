@@ -6,7 +6,10 @@ equation list on every call we generate the code once per graph (``v3 = matmul(v
 """
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any, Callable
+
+import numpy as np
 
 from .array_api import Placement
 from .core import Const, Graph, impl_for
@@ -79,3 +82,37 @@ def compiled(graph: Graph, where: Placement | None = None) -> Callable[..., list
     if run is None:
         run = by_place[where.key] = compile_graph(graph, where)
     return run
+
+
+# Whether the floating-point state is already nnc's: nested boundaries then skip np.errstate,
+# which costs microseconds per use while a ContextVar read costs tens of nanoseconds.
+_QUIET: ContextVar[bool] = ContextVar("nnc_quiet_floating_point", default=False)
+
+
+class quiet:
+    """``with quiet():`` runs nnc code with numpy's floating-point warnings off.
+
+    Overflow inside a diverging model is not hidden by this, but reported by nnc itself: the
+    check primitives refuse non-finite inputs and targets, and ``fit`` stops on a non-finite
+    loss or parameter, naming it. Numpy's raw ``RuntimeWarning`` (pointing at nnc's source or
+    at generated code) would only repeat that without saying where. Only the outermost of
+    nested uses sets the state.
+
+    >>> with quiet():
+    ...     float(np.float32(1e38) * np.float32(1e38))
+    inf
+    """
+
+    __slots__ = ("_token", "_errstate")
+
+    def __enter__(self) -> None:
+        self._token = None
+        if not _QUIET.get():
+            self._errstate = np.errstate(all="ignore")
+            self._errstate.__enter__()
+            self._token = _QUIET.set(True)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._token is not None:
+            _QUIET.reset(self._token)
+            self._errstate.__exit__(*exc_info)

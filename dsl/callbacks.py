@@ -29,7 +29,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from nnc.backend.errors import NonFiniteError
 from nnc.backend.tree import tree_leaves, tree_paths
 
 from .model import Model
@@ -220,52 +219,59 @@ class Checkpoint(Callback):
 
 @dataclass(frozen=True)
 class StopOnNaN(Callback):
-    """Stop as soon as a batch's loss is NaN or infinite, naming what went non-finite first.
+    """Stop training when a loss or a parameter is NaN or infinite, naming what went non-finite first.
 
-    The message names the first parameter (in model order) that holds a NaN or infinity,
-    with its layer and where that layer was created; when every parameter is finite, the
-    first layer whose output is not. With ``raise_error=True`` (the default) training ends
-    with :class:`nnc.NonFiniteError`; otherwise ``fit`` stops and returns the last
-    parameters that gave a finite loss.
+    ``fit`` runs this check by default (``fit(..., stop_on_nan=False)`` turns it off); a
+    ``StopOnNaN`` among the callbacks only chooses how it stops. ``fit`` performs it itself,
+    for next to nothing per batch: it tests each batch's loss (a float it has anyway) and
+    scans the parameters at the end of each epoch; only when something is not finite does it
+    rerun that epoch's steps from the epoch's first parameters, to find the update that first
+    made a parameter non-finite.
+
+    The message names the epoch and the batch, the first parameter (in model order) that holds
+    NaN or infinity, with its layer and where that layer was created; when every parameter is
+    finite, the first layer whose output is not. With ``raise_error=True`` (the default)
+    ``fit`` raises :class:`nnc.NonFiniteError`, whose ``params`` attribute holds the last
+    finite parameters (those the failing batch started from) and ``history`` the epochs
+    completed; with ``raise_error=False`` it stops and returns those parameters, the message
+    in ``history.events`` and the epoch in ``history.stopped_at``.
     """
 
     raise_error: bool = True
 
-    def begin(self) -> Any:
-        return None  # the last parameters known to give a finite loss
 
-    def on_batch_end(self, state: Any, log: BatchEnd) -> tuple[Any, Decision | None]:
-        if math.isfinite(log.loss):
-            return log.params_before, None
-        message = non_finite_report(log)
-        if self.raise_error:
-            raise NonFiniteError(message)
-        return state, Decision(stop=True, params=state, reason=message)
+_HINT = "\n  hint: lower the learning rate, or clip gradients (e.g. nnc.adam(1e-3, clip_norm=1.0))"
 
 
-def non_finite_report(log: BatchEnd) -> str:
-    """Why the loss of ``log``'s batch is not finite, naming the first parameter or layer at fault."""
-    head = f"the loss of epoch {log.epoch}, batch {log.batch} is {log.loss}"
-    hint = "\n  hint: lower the learning rate, or clip gradients (e.g. nnc.adam(1e-3, clip_norm=1.0))"
-    bad = [(path, leaf) for path, leaf in tree_paths(log.params_before)
-           if not np.isfinite(leaf).all()]
-    if bad:
-        path, leaf = bad[0]
-        index = tuple(int(i) for i in np.argwhere(~np.isfinite(leaf))[0])
-        layer = _layer_text(*layer_of(log.model, path))
-        return (f"{head}: the parameters it was computed from went non-finite in the update "
-                f"before it; the first is {path} of {layer}, which holds {leaf[index]} at index "
-                f"{index} ({len(bad)} of {len(tree_leaves(log.params_before))} parameters hold "
-                "NaN or infinity)" + hint)
-    culprit = first_non_finite_layer(log.model, log.params_before, log.x)
+def all_finite(params: Any) -> bool:
+    """Whether every leaf of ``params`` is free of NaN and infinity (one scan of the tree)."""
+    return all(np.isfinite(leaf).all() for leaf in tree_leaves(params))
+
+
+def non_finite_params_report(model: Model, params: Any, head: str, hint: str = _HINT) -> str:
+    """``head``, then the first parameter of ``params`` that holds NaN or infinity: its path,
+    layer, value and index, and how many parameters are not finite."""
+    bad = [(path, leaf) for path, leaf in tree_paths(params) if not np.isfinite(leaf).all()]
+    path, leaf = bad[0]
+    index = tuple(int(i) for i in np.argwhere(~np.isfinite(leaf))[0])
+    return (f"{head}; the first is {path} of {_layer_text(*layer_of(model, path))}, which holds "
+            f"{leaf[index]} at index {index} ({len(bad)} of {len(tree_leaves(params))} parameters "
+            "hold NaN or infinity)" + hint)
+
+
+def non_finite_loss_report(model: Model, epoch: int, batch: int, loss: float, params: Any, x: Any) -> str:
+    """Why the loss of a batch computed from finite ``params`` on ``x`` is not finite: the first
+    layer whose output is not, else the loss itself."""
+    head = f"the loss of epoch {epoch}, batch {batch} is {loss}"
+    culprit = first_non_finite_layer(model, params, x)
     if culprit is not None:
         return (f"{head}: every parameter is finite, but {_layer_text(*culprit)} produced NaN or "
-                "infinity on this batch" + hint)
+                "infinity on this batch" + _HINT)
     with np.errstate(all="ignore"):
         largest = max(float(np.max(np.abs(leaf), initial=0.0))
-                      for leaf in tree_leaves(log.model.apply(log.params_before, log.x)))
+                      for leaf in tree_leaves(model.apply(params, x)))
     return (f"{head}: the parameters and the model's output are finite (largest magnitude "
-            f"{largest:.3g}), so the loss itself overflowed or met bad targets in this batch" + hint)
+            f"{largest:.3g}), so the loss itself overflowed or met bad targets in this batch" + _HINT)
 
 
 def layer_of(model: Model, path: str) -> tuple[str, Model]:

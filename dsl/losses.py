@@ -1,14 +1,26 @@
-"""Losses as ``loss(prediction, target) -> scalar``, averaged over the batch."""
+"""Losses as ``loss(prediction, target) -> scalar``, averaged over the batch.
+
+A loss checks what it is given, on every path (eagerly on arrays, and at run time inside
+``grad``, ``train_step`` and ``nnc.compile``, through check primitives): NaN or infinite
+float targets raise :class:`nnc.NonFiniteError`; labels out of range and predictions that
+are not probabilities raise :class:`nnc.DomainError`. An empty batch raises
+:class:`nnc.ShapeError`: its mean is undefined, and nnc refuses it rather than return NaN
+(which would look like a diverging run) or 0 (which would look like a perfect one).
+"""
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import numpy as np
 
 from nnc.backend import elementwise as E
 from nnc.backend import reductions as R
+from nnc.backend.activations import log_softmax
+from nnc.backend.checks import DomainError, check_finite, check_labels, check_probabilities
 from nnc.backend.core import Tracer
 from nnc.backend.errors import ShapeError
+from nnc.backend.execute import quiet
 from nnc.backend.structural import pick
 
 
@@ -16,6 +28,32 @@ def _as_array(x: Any) -> Any:
     return x if type(x) is Tracer or isinstance(x, np.ndarray) else np.asarray(x)
 
 
+def _quietly(loss: Callable) -> Callable:
+    """``loss`` without numpy's floating-point warnings when called on arrays: an overflowing
+    loss is reported by fit, or is inf, not a RuntimeWarning from nnc's source (see
+    :class:`nnc.backend.execute.quiet`)."""
+    @functools.wraps(loss)
+    def run(prediction: Any, target: Any, **options: Any) -> Any:
+        with quiet():
+            return loss(prediction, target, **options)
+    return run
+
+
+def _refuse_empty(loss: str, shape: tuple) -> None:
+    if int(np.prod(shape, dtype=np.int64)) == 0:
+        raise ShapeError(f"{loss}: the prediction of shape {shape} holds no values, and the mean "
+                         "of an empty batch is undefined (nnc raises rather than return nan)\n"
+                         "  hint: skip empty batches; fit never makes one")
+
+
+def _finite_target(target: Any, loss: str) -> Any:
+    # as at a model's input: data is checked, a target computed inside a traced function is not
+    if E.dtype_of(target).kind == "f" and _producer(target) is None:
+        return check_finite(target, what=f"target of {loss}")
+    return target
+
+
+@_quietly
 def mse(prediction: Any, target: Any) -> Any:
     """Mean squared error ``mean((prediction - target) ** 2)``; shapes must be equal.
 
@@ -29,44 +67,80 @@ def mse(prediction: Any, target: Any) -> Any:
             f"mse: prediction of shape {E.shape_of(prediction)} and target of shape "
             f"{E.shape_of(target)} differ.\n  hint: a target of shape (batch,) for predictions "
             "of shape (batch, 1) needs target.reshape(-1, 1)")
-    target = E.cast(target, E.dtype_of(prediction))
+    _refuse_empty("mse", E.shape_of(prediction))
+    target = E.cast(_finite_target(target, "mse"), E.dtype_of(prediction))
     return R.mean(E.power(E.sub(prediction, target), 2))
 
 
-def cross_entropy(probabilities: Any, target: Any) -> Any:
-    """Mean negative log-likelihood of ``target`` under predicted ``probabilities``.
+@_quietly
+def cross_entropy(prediction: Any, target: Any, *, from_logits: bool = False) -> Any:
+    """Mean negative log-likelihood of ``target`` under the predicted class probabilities.
 
-    ``target`` holds integer labels (shape ``(batch,)``) or one-hot rows (the shape of
-    ``probabilities``). When the probabilities come from ``softmax`` inside a traced
+    ``prediction`` holds probabilities along its last axis (a model ending in ``softmax``),
+    or, with ``from_logits=True``, unnormalised scores (logits), turned into log-probabilities
+    by a stable ``log_softmax``. When the probabilities come from ``softmax`` inside a traced
     function, the loss is computed from the logits as ``log_softmax`` (stable, exact).
+    ``target`` holds integer labels (shape ``(batch,)``) or one-hot rows (the shape of
+    ``prediction``).
+
+    Raises :class:`nnc.DomainError` for a prediction that is not probabilities (a value outside
+    ``[0, 1]`` or a row whose sum is off 1 by more than 1e-3) and for labels outside
+    ``0..classes-1``; :class:`nnc.ShapeError` for float labels and mismatched shapes.
 
     >>> import numpy as np
     >>> p = np.array([[0.25, 0.75], [0.5, 0.5]])
     >>> print(round(float(cross_entropy(p, np.array([1, 0]))), 6))
     0.490415
+    >>> print(round(float(cross_entropy(np.log(p) + 3.0, np.array([1, 0]), from_logits=True)), 6))
+    0.490415
     """
-    probabilities, target = _as_array(probabilities), _as_array(target)
-    ps, ts = E.shape_of(probabilities), E.shape_of(target)
-    logp = _log_probabilities(probabilities)
+    prediction, target = _as_array(prediction), _as_array(target)
+    ps, ts = E.shape_of(prediction), E.shape_of(target)
+    if not ps:
+        raise ShapeError("cross_entropy: the prediction is a single number; it needs a last axis "
+                         "with one entry per class")
     if E.dtype_of(target).kind in "iu":
         if ts != ps[:-1]:
             raise ShapeError(f"cross_entropy: integer labels of shape {ts} do not match "
                              f"probabilities of shape {ps} (expected labels of shape {ps[:-1]})")
-        return _negative_mean(pick(logp, target))
+        _refuse_empty("cross_entropy", ps)
+        labels = check_labels(target, what="cross_entropy", classes=ps[-1])
+        return _negative_mean(pick(_log_probabilities(prediction, from_logits), labels))
+    if ts == ps[:-1]:
+        raise ShapeError(f"cross_entropy: labels of shape {ts} hold {E.dtype_of(target)} values, but "
+                         "class labels must be integers\n  hint: labels.astype(int), or pass one-hot "
+                         f"rows of shape {ps}")
     if ts != ps:
         raise ShapeError(f"cross_entropy: one-hot targets of shape {ts} do not match probabilities "
                          f"of shape {ps}; pass integer labels of shape {ps[:-1]} or one-hot rows")
-    target = E.cast(target, E.dtype_of(probabilities))
-    return _negative_mean(R.sum(E.mul(target, logp), axis=-1))
+    _refuse_empty("cross_entropy", ps)
+    target = E.cast(_finite_target(target, "cross_entropy"), E.dtype_of(prediction))
+    return _negative_mean(R.sum(E.mul(target, _log_probabilities(prediction, from_logits)), axis=-1))
 
 
 def _negative_mean(x: Any) -> Any:
-    count = max(int(np.prod(E.shape_of(x), dtype=np.int64)), 1)
+    count = int(np.prod(E.shape_of(x), dtype=np.int64))  # >= 1: empty batches are refused
     return E.mul(R.sum(x), -1.0 / count)
 
 
-def _log_probabilities(p: Any) -> Any:
-    if type(p) is Tracer and p.var.producer is not None and p.var.producer.prim.name == "softmax":
-        return E.log(p)  # rewritten to log_softmax of the logits
+def _producer(x: Any) -> str | None:
+    """The primitive that made traced ``x`` (``None`` for arrays and graph inputs)."""
+    if type(x) is Tracer and x.var.producer is not None:
+        return x.var.producer.prim.name
+    return None
+
+
+def _log_probabilities(p: Any, from_logits: bool) -> Any:
+    if from_logits:
+        if _producer(p) == "softmax":
+            raise DomainError(
+                "cross_entropy(..., from_logits=True) was given the output of softmax, which is "
+                "probabilities, not logits: the loss would apply softmax twice\n  hint: drop "
+                "from_logits=True (cross_entropy of softmax's output is computed stably from "
+                "its logits anyway), or end the model without softmax")
+        return log_softmax(p)
+    if _producer(p) == "softmax":
+        return E.log(p)  # rewritten to log_softmax of the logits: already probabilities
+    p = check_probabilities(p, what="cross_entropy")
     tiny = np.finfo(E.dtype_of(p)).tiny if E.dtype_of(p).kind == "f" else 1e-300
     return E.log(E.maximum(p, tiny))

@@ -60,5 +60,8 @@ def mse(prediction: Any, target: Any) -> float:
     if prediction.shape != target.shape:
         raise ShapeError(f"mse: prediction of shape {prediction.shape} and target of shape "
                          f"{target.shape} differ")
+    if prediction.size == 0:  # as the loss: the mean of nothing is undefined
+        raise ShapeError(f"mse: the prediction of shape {prediction.shape} holds no values, and "
+                         "the mean of an empty set is undefined (nnc raises rather than return nan)")
     diff = prediction.astype(np.float64) - target.astype(np.float64)
     return float(np.mean(diff * diff))

@@ -19,6 +19,7 @@ True
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -28,9 +29,11 @@ import numpy as np
 
 from nnc.backend.autodiff import value_and_grad
 from nnc.backend.errors import NonFiniteError, ShapeError
+from nnc.backend.execute import quiet
 from nnc.backend.tree import tree_flatten, tree_unflatten
 
-from .callbacks import BatchEnd, EpochEnd, as_callback, checked_decision, overrides
+from .callbacks import (BatchEnd, EpochEnd, StopOnNaN, all_finite, as_callback, checked_decision,
+                        non_finite_loss_report, non_finite_params_report, overrides)
 from . import types as T
 from .model import Model, _params_dtype, check_params, match_input
 from .optim import ConfigError, Optimizer
@@ -62,8 +65,9 @@ class TrainStep:
         return value_and_grad(self.objective)
 
     def __call__(self, params: Any, opt_state: Any, x: Any, y: Any) -> tuple[Any, Any, Any]:
-        value, grads = self._value_and_grad(params, x, y)
-        params, opt_state = self.opt.update(params, grads, opt_state)
+        with quiet():  # the update of a diverging step overflows too; see nnc.backend.execute.quiet
+            value, grads = self._value_and_grad(params, x, y)
+            params, opt_state = self.opt.update(params, grads, opt_state)
         return params, opt_state, value
 
 
@@ -98,8 +102,8 @@ class History:
     ``loss`` is the mean of the epoch's batch losses (weighted by batch size); a metric
     ``m`` is evaluated on the whole training set with the parameters at the end of the
     epoch; ``val_loss`` and ``val_m`` on the validation set. ``events`` holds
-    ``(epoch, message)`` pairs from callbacks; ``stopped_at`` is the epoch a callback
-    stopped training at, or None.
+    ``(epoch, message)`` pairs from callbacks; ``stopped_at`` is the epoch a callback (or
+    ``StopOnNaN(raise_error=False)``) stopped training at, or None.
     """
 
     values: Mapping[str, tuple] = field(default_factory=dict)
@@ -284,7 +288,7 @@ def _metric_table(metrics: Any) -> list[tuple[str, Callable]]:
 
 def _evaluate(model, params, data: Dataset, loss, metrics, prefix: str, with_loss: bool) -> dict:
     x, y = data.xy
-    with np.errstate(all="ignore"):  # non-finite values are reported, not warned about
+    with quiet():  # non-finite values are reported, not warned about
         prediction = predict(model, params, x)
         logs = {f"{prefix}loss": float(loss(prediction, y))} if with_loss else {}
         for name, fn in metrics:
@@ -318,7 +322,8 @@ def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], An
         epochs: int = 1, batch_size: int = 32, validation: tuple | None = None, seed: int = 0,
         metrics: Sequence[Callable] | Mapping[str, Callable] = (), callbacks: Sequence[Any] = (),
         progress: bool = True, shuffle: bool = True, drop_last: bool = False,
-        step: Callable | None = None, compile: bool = False) -> tuple[Any, History]:  # noqa: A002
+        step: Callable | None = None, compile: bool = False,  # noqa: A002
+        stop_on_nan: bool = True) -> tuple[Any, History]:
     """Train ``model`` from ``params`` on ``data = (x, y)``; returns ``(params, history)``.
 
     Args:
@@ -340,9 +345,17 @@ def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], An
         compile: run each batch through ``nnc.compile(train_step(...))``: the forward pass,
             the backward pass and the update as one native function (compiled once per
             batch shape; the results equal the interpreted ones to float rounding).
+        stop_on_nan: stop when a batch's loss or a parameter is NaN or infinite (see
+            :class:`nnc.callbacks.StopOnNaN`): raise :class:`nnc.NonFiniteError` naming the epoch,
+            the batch and the first non-finite parameter with its layer; its ``params`` attribute
+            holds the last finite parameters. ``StopOnNaN(raise_error=False)`` among the
+            callbacks returns them instead; ``False`` trains on regardless.
 
     Data are checked before the first step (lengths, dtypes, NaNs, emptiness, the model's
-    input type) and converted once to the parameters' dtype.
+    input type) and converted once to the parameters' dtype; the initial parameters must be
+    finite. Numpy's floating-point warnings are off while ``fit`` runs: a run that overflows
+    is reported by the check above, or, with ``stop_on_nan=False``, shows as ``nan`` in the
+    history.
     """
     epochs, batch_size = _check_count("epochs", epochs), _check_count("batch_size", batch_size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -362,6 +375,8 @@ def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], An
     valid = prepare_data(model, params, validation, "validation") if validation is not None else None
     metric_fns = _metric_table(metrics)
     hooks = [as_callback(c) for c in callbacks]
+    guard = _nan_guard(hooks, stop_on_nan)
+    _refuse_non_finite_params(model, params)
     batch_hooks = [(i, c.on_batch_end) for i, c in enumerate(hooks) if overrides(c, "on_batch_end")]
     epoch_hooks = [(i, c.on_epoch_end) for i, c in enumerate(hooks) if overrides(c, "on_epoch_end")]
     states = [c.begin() for c in hooks]
@@ -374,38 +389,47 @@ def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], An
     history = History()
     bar = _progress_bar(epochs * len(starts), progress)
     try:
-        for epoch in range(1, epochs + 1):
-            if bar is not None:
-                bar.set_description(f"epoch {epoch}/{epochs}", refresh=False)
-            epoch_data = train.take(rng.permutation(train.n)) if shuffle else train
-            losses = np.empty(len(starts), np.float64)
-            stop = None
-            for b, start in enumerate(starts):
-                x, y = epoch_data.batch(start, start + batch_size)
-                before = params
-                params, opt_state, losses[b] = step(params, opt_state, x, y)
+        with quiet():  # one np.errstate for the whole run: see nnc.backend.execute.quiet
+            for epoch in range(1, epochs + 1):
                 if bar is not None:
-                    bar.update()
-                if batch_hooks:
-                    log = BatchEnd(epoch, b + 1, float(losses[b]), before, params, x, y, model)
-                    params, history, stop = _ask(batch_hooks, states, log, params, history, epoch)
-                    if stop:
+                    bar.set_description(f"epoch {epoch}/{epochs}", refresh=False)
+                epoch_data = train.take(rng.permutation(train.n)) if shuffle else train
+                replay = _Replay(model, step, epoch, params, opt_state, epoch_data, starts, batch_size)
+                losses = np.empty(len(starts), np.float64)
+                stop = None
+                for b, start in enumerate(starts):
+                    x, y = epoch_data.batch(start, start + batch_size)
+                    before = params
+                    params, opt_state, losses[b] = step(params, opt_state, x, y)
+                    if guard is not None and not math.isfinite(losses[b]):  # a float test: free
+                        params, history = _stopped(guard, *replay.of_loss(b, losses[b], before, x), history)
+                        stop = True
                         break
-            if stop:
-                break
-            logs = {"loss": float(np.dot(losses, sizes) / sizes.sum())}
-            if metric_fns:
-                logs.update(_evaluate(model, params, train, loss, metric_fns, "", with_loss=False))
-            if valid is not None:
-                logs.update(_evaluate(model, params, valid, loss, metric_fns, "val_", with_loss=True))
-            history = history.with_epoch(logs)
-            if bar is not None:
-                bar.set_postfix_str(", ".join(f"{k} {v:.4g}" for k, v in logs.items()), refresh=False)
-            if epoch_hooks:
-                log = EpochEnd(epoch, epochs, logs, history, params, opt_state, model)
-                params, history, stop = _ask(epoch_hooks, states, log, params, history, epoch)
+                    if bar is not None:
+                        bar.update()
+                    if batch_hooks:
+                        log = BatchEnd(epoch, b + 1, float(losses[b]), before, params, x, y, model)
+                        params, history, stop = _ask(batch_hooks, states, log, params, history, epoch)
+                        if stop:
+                            break
                 if stop:
                     break
+                if guard is not None and not all_finite(params):  # one scan per epoch
+                    params, history = _stopped(guard, *replay.of_epoch(params), history)
+                    break
+                logs = {"loss": float(np.dot(losses, sizes) / sizes.sum())}
+                if metric_fns:
+                    logs.update(_evaluate(model, params, train, loss, metric_fns, "", with_loss=False))
+                if valid is not None:
+                    logs.update(_evaluate(model, params, valid, loss, metric_fns, "val_", with_loss=True))
+                history = history.with_epoch(logs)
+                if bar is not None:
+                    bar.set_postfix_str(", ".join(f"{k} {v:.4g}" for k, v in logs.items()), refresh=False)
+                if epoch_hooks:
+                    log = EpochEnd(epoch, epochs, logs, history, params, opt_state, model)
+                    params, history, stop = _ask(epoch_hooks, states, log, params, history, epoch)
+                    if stop:
+                        break
     finally:
         if bar is not None:
             bar.close()
@@ -413,6 +437,107 @@ def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], An
         for epoch, message in history.events:
             print(f"epoch {epoch}: {message}")
     return params, history
+
+
+# ----------------------------------------------------------------------------- non-finite values
+
+
+def _nan_guard(hooks: list, stop_on_nan: Any) -> StopOnNaN | None:
+    """The StopOnNaN that fit applies itself (the one among the callbacks, else the default)."""
+    if not isinstance(stop_on_nan, bool):
+        raise ConfigError(f"fit: stop_on_nan must be True or False, got {stop_on_nan!r}")
+    given = [h for h in hooks if isinstance(h, StopOnNaN)]
+    if len(given) > 1:
+        raise ConfigError(f"fit: {len(given)} StopOnNaN callbacks given; give at most one")
+    if given and not stop_on_nan:
+        raise ConfigError("fit: stop_on_nan=False contradicts the StopOnNaN callback; drop one of them")
+    return given[0] if given else StopOnNaN() if stop_on_nan else None
+
+
+def _refuse_non_finite_params(model: Model, params: Any) -> None:
+    if not all_finite(params):
+        raise NonFiniteError(non_finite_params_report(
+            model, params, "fit: the initial parameters are not finite",
+            hint="\n  hint: start from model.init(seed=...), or from the last finite parameters of a "
+                 "run that diverged (the params attribute of its NonFiniteError)"))
+
+
+@dataclass(frozen=True)
+class _Replay:
+    """One epoch as fit ran it: its first parameters and optimiser state, and its batches.
+
+    Steps are pure, so rerunning them from there gives the same values: when a loss or a
+    parameter turns out not to be finite, this finds the update that first made a parameter
+    non-finite, at the cost of at most one epoch's steps, only then."""
+
+    model: Model
+    step: Callable
+    epoch: int
+    params: Any
+    opt_state: Any
+    data: Dataset
+    starts: list
+    batch_size: int
+
+    def _first_bad_update(self, count: int) -> tuple[int, Any, Any, float] | None:
+        """Among the first ``count`` steps, the first whose update is not finite, as (its index,
+        the parameters before it, those after it, its loss); None if there is none, or if the
+        epoch began with non-finite parameters (which no update of it made so)."""
+        params, opt_state = self.params, self.opt_state
+        if not all_finite(params):
+            return None
+        for u, start in enumerate(self.starts[:count]):
+            x, y = self.data.batch(start, start + self.batch_size)
+            updated, opt_state, loss = self.step(params, opt_state, x, y)
+            if not all_finite(updated):
+                return u, params, updated, float(loss)
+            params = updated
+        return None
+
+    def of_loss(self, b: int, loss: float, before: Any, x: Any) -> tuple[str, Any, int]:
+        """The report, the last finite parameters and the epoch, for the non-finite ``loss`` of
+        batch ``b`` (counting from 0), computed from ``before`` on ``x``."""
+        if all_finite(before):
+            return non_finite_loss_report(self.model, self.epoch, b + 1, loss, before, x), before, self.epoch
+        head = f"the loss of epoch {self.epoch}, batch {b + 1} is {loss}: the parameters it was computed from"
+        found = self._first_bad_update(b)
+        if found is None:
+            return self._unexplained(f"{head} are not finite", before)
+        u, last, updated, u_loss = found
+        when = ("in the update before it" if u == b - 1 else
+                f"in the update of batch {u + 1}, whose loss ({u_loss:.4g}) was finite")
+        return non_finite_params_report(self.model, updated, f"{head} went non-finite {when}"), last, self.epoch
+
+    def of_epoch(self, params: Any) -> tuple[str, Any, int]:
+        """The same for non-finite ``params`` at the end of the epoch, every loss having been finite."""
+        found = self._first_bad_update(len(self.starts))
+        if found is None:
+            return self._unexplained(f"the parameters are not finite at the end of epoch {self.epoch}", params)
+        u, last, updated, u_loss = found
+        head = (f"the parameters went non-finite in the update of epoch {self.epoch}, batch {u + 1}, "
+                f"whose loss ({u_loss:.4g}) was finite")
+        return non_finite_params_report(self.model, updated, head), last, self.epoch
+
+    def _unexplained(self, head: str, params: Any) -> tuple[str, Any, int]:
+        """No update of this epoch made the parameters non-finite: a callback replaced them (at
+        the end of the last epoch, or after a batch), or the step is not deterministic. The
+        parameters returned are then those the epoch began with."""
+        if not all_finite(self.params):
+            head += f"; they were already when epoch {self.epoch} began (did a callback replace them?)"
+        else:
+            head += ", and rerunning the epoch's steps does not show which update made them so"
+        return non_finite_params_report(self.model, params, head), self.params, self.epoch
+
+
+def _stopped(guard: StopOnNaN, message: str, params: Any, epoch: int,
+             history: History) -> tuple[Any, History]:
+    """Stop as ``guard`` says: raise ``message`` (carrying ``params`` and ``history``), or go on to
+    return ``params`` with the message recorded."""
+    if guard.raise_error:
+        error = NonFiniteError(message)
+        error.params, error.history = params, history
+        raise error
+    return params, history.with_event(epoch, message, stopped=True)
 
 
 def _ask(hooks: list[tuple[int, Callable]], states: list, log: Any, params: Any,

@@ -34,12 +34,14 @@ from .core import bind, defgeneric, defprim, defvjp
 from .errors import ShapeError
 
 
-def pair(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:
-    """``3 -> (3, 3)``; a pair stays a pair. Raises ``ValueError`` naming ``name`` if invalid."""
+def pair(value: Any, name: str, op: str, minimum: int = 1) -> tuple[int, int]:
+    """``3 -> (3, 3)``; a pair stays a pair. Anything else is a :class:`ShapeError` of ``op``
+    naming ``name``: the geometry decides the output's shape. (The layers check their own
+    arguments when they are created, with messages that say where.)"""
     items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(items) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
                                   and v >= minimum for v in items):
-        raise ValueError(f"{name} must be an int >= {minimum} or a pair of them, got {value!r}")
+        raise ShapeError(f"{op}: {name} must be an int >= {minimum} or a pair of them, got {value!r}")
     return int(items[0]), int(items[1])
 
 
@@ -198,8 +200,8 @@ def conv2d(x, w, stride: Any = 1, padding: Any = 0, dilation: Any = 1) -> Any:
     are ints or (rows, cols) pairs. The result has shape (B, O, ho, wo), with
     ``ho = (H + 2 * padding - dilation * (kh - 1) - 1) // stride + 1`` (likewise wo).
     """
-    stride, padding, dilation = pair(stride, "stride"), pair(padding, "padding", 0), \
-        pair(dilation, "dilation")
+    stride, padding, dilation = pair(stride, "stride", "conv2d"), \
+        pair(padding, "padding", "conv2d", 0), pair(dilation, "dilation", "conv2d")
     x, single = _images(x, "conv2d")
     ws = tuple(E.shape_of(w))
     if len(ws) != 4:
@@ -278,8 +280,8 @@ avg_pool_grad_p = defprim("avg_pool_grad", K.avg_pool_grad,
 
 
 def _pool(prim, op: str, x, kernel, stride) -> Any:
-    kernel = pair(kernel, "kernel")
-    stride = kernel if stride is None else pair(stride, "stride")
+    kernel = pair(kernel, "kernel", op)
+    stride = kernel if stride is None else pair(stride, "stride", op)
     x, single = _images(x, op)
     xs = tuple(E.shape_of(x))
     if kernel[0] > xs[2] or kernel[1] > xs[3]:

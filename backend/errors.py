@@ -59,5 +59,15 @@ class InitError(NNCError, ValueError):
     """A model cannot create its parameters (a size is still unknown, a bad initialiser)."""
 
 
-for _cls in (NNCError, TypeMismatch, ShapeError, NonFiniteError, MissingGradient, TraceError, InitError):
+class ArgumentError(NNCError, TypeError, ValueError):
+    """A layer, cell, combinator or type was given an argument it cannot take: a size that is
+    not a positive int, an unknown activation, a stride of 0.
+
+    It derives from ``TypeError``, which these arguments raised before nnc had errors of its
+    own (so ``except TypeError`` keeps working), and from ``ValueError``, which a bad value is.
+    """
+
+
+for _cls in (NNCError, TypeMismatch, ShapeError, NonFiniteError, MissingGradient, TraceError, InitError,
+             ArgumentError):
     _cls.__module__ = "nnc"  # shown as nnc.ShapeError in tracebacks, where users import it from

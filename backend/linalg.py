@@ -129,7 +129,7 @@ def linear(x, w, b, activation: str = "identity") -> Any:
            [0., 4.]])
     """
     if activation not in ACTIVATIONS:
-        raise ValueError(f"linear: activation must be one of {ACTIVATIONS}, got {activation!r}")
+        raise ShapeError(f"linear: activation must be one of {ACTIVATIONS}, got {activation!r}")
     sx, sw, sb = E.shape_of(x), E.shape_of(w), E.shape_of(b)
     if len(sw) != 2 or not sx or sx[-1] != sw[0] or sb != sw[1:]:
         raise ShapeError(f"linear: expected x (..., k), w (k, n) and b (n,), got shapes "

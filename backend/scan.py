@@ -108,6 +108,8 @@ def scan(fn: Callable[[list, list, list], tuple[list, list]], consts: list, init
     steps = lengths.pop() if lengths else length
     if steps is None:
         raise ShapeError("scan: give length= when there are no sequences to scan over")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ShapeError(f"scan: length must be an int >= 0 (the number of steps), got {steps!r}")
     before, body = _trace_body(fn, consts, init, xs, len(consts), len(init))
     if before is not None:
         consts = consts + eval_graph(before, consts)

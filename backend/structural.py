@@ -27,7 +27,12 @@ def reshape(x, shape) -> Any:
     size = int(np.prod(old, dtype=np.int64))
     if shape.count(-1) == 1:
         rest = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
-        if rest == 0 or size % rest:
+        if rest == 0:
+            raise ShapeError(
+                f"reshape: cannot infer the -1 of {shape} for an array of shape {old}: the other "
+                "sizes multiply to 0, so no size or every size fits\n"
+                "  hint: give every size, e.g. (0, n) for an empty batch of n features")
+        if size % rest:
             raise ShapeError(f"reshape: cannot reshape an array of shape {old} into {shape}")
         shape = tuple(size // rest if d == -1 else d for d in shape)
     if int(np.prod(shape, dtype=np.int64)) != size:

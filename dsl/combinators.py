@@ -17,20 +17,37 @@ from nnc.backend import structural as S
 from nnc.backend.errors import TypeMismatch
 
 from . import types as T
-from .model import Model, _created, child_params
+from .model import Model, _created, _describe_value, _non_model_hint, child_params
 from .source import Where, user_frame
 
 
 def _check_models(name: str, models: tuple) -> None:
+    where = user_frame(3)
     if not models:
-        raise TypeError(f"{name} needs at least one model")
-    for m in models:
+        raise T.ArgumentError(f"{name} at {where or 'unknown place'} needs at least one model, got none"
+                              f"\n  hint: write {name}(f, g) with the models as its arguments")
+    for i, m in enumerate(models):
         if not isinstance(m, Model):
-            raise TypeError(f"{name} takes nnc models, got {type(m).__name__}: {m!r}")
+            raise not_a_model_argument(name, where, m, i if len(models) > 1 else None)
         if m.state_type is not None:
             raise TypeMismatch(f"{name} takes stateless models, but {m!r}{_created(m)} is a recurrent "
                                f"cell ({m.signature}).\n  hint: make it stateless first with "
                                "zero_state(unroll_last(...)) or learned_state(...)")
+
+
+def not_a_model_argument(name: str, where: Where | None, value: Any,
+                         index: int | None = None) -> TypeMismatch:
+    """The error for a combinator given something that is not a model (as ``>>`` gives it)."""
+    which = "" if index is None else f" (argument {index + 1})"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Model) for v in value):
+        hint = f"pass the models themselves, {name}(f, g), or unpack the list: {name}(*models)"
+    elif callable(value):
+        hint = _non_model_hint(value)
+    else:
+        hint = (f"{name} takes models: layers (nnc.Linear(...)), activations (nnc.tanh) and "
+                "compositions of them")
+    return TypeMismatch(f"{name} at {where or 'unknown place'}: {_describe_value(value)}{which} is not "
+                        f"an nnc model\n  hint: {hint}")
 
 
 def _parallel_forward(model: Model, params: Any, x: Any) -> Any:

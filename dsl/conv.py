@@ -15,6 +15,7 @@ Tensor[1, 8, 8] -> Vec[10]
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -25,16 +26,28 @@ from nnc.backend.errors import TypeMismatch
 from nnc.kernels.reference import output_size
 
 from . import types as T
+from .layers import check_init, check_options
 from .model import Model, ParamSpec, _created
 from .show import describer, dims
 from .source import user_frame
 
 
-def _positive(value: Any, name: str, layer: str, minimum: int = 1) -> tuple[int, int]:
-    try:
-        return C.pair(value, name, minimum)
-    except ValueError as err:
-        raise TypeError(f"{layer}: {err}") from None
+def _pair(value: Any, name: str, layer: str, where: Any, minimum: int = 1) -> tuple[int, int]:
+    """``3 -> (3, 3)``, a pair stays a pair; anything else is an ArgumentError naming the layer."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) == 2 and all(T.is_int(v) and v >= minimum for v in items):
+        return int(items[0]), int(items[1])
+    least = "1" if minimum == 1 else str(minimum)
+    raise T.bad_argument(layer, where, name, f"an int >= {least} or a (rows, cols) pair of them", value,
+                         _PAIR_HINTS.get(name, ""))
+
+
+_PAIR_HINTS = {
+    "kernel": "kernel=3 is a 3x3 window; (3, 5) is 3 rows by 5 columns",
+    "padding": "padding=k // 2 keeps the size for an odd kernel k; 0 adds none",
+    "stride": "stride=1 visits every position, stride=2 every other one",
+    "dilation": "dilation=1 is an ordinary kernel",
+}
 
 
 def _sizes(t: T.Type) -> tuple[int, int] | None:
@@ -113,14 +126,17 @@ def Conv2d(c_in: int | None, c_out: int, kernel: int | tuple[int, int], stride: 
     >>> model(model.init(seed=0), np.ones((4, 3, 32, 32))).shape
     (4, 8, 16, 16)
     """
-    for label, n in (("c_in", c_in), ("c_out", c_out)):
-        if (n is not None or label == "c_out") and \
-                (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
-            raise TypeError(f"Conv2d: {label} must be a positive int, got {n!r}")
-    kh, kw = _positive(kernel, "kernel", "Conv2d")
-    stride = _positive(stride, "stride", "Conv2d")
-    padding = _positive(padding, "padding", "Conv2d", 0)
-    dilation = _positive(dilation, "dilation", "Conv2d")
+    where = user_frame(2)
+    c_in = T.size_argument(c_in, "Conv2d", "c_in", where, optional=True,
+                           hint="c_in is the number of input channels; None infers it")
+    c_out = T.size_argument(c_out, "Conv2d", "c_out", where,
+                            hint="c_out is the number of filters (output channels)")
+    kh, kw = _pair(kernel, "kernel", "Conv2d", where)
+    stride = _pair(stride, "stride", "Conv2d", where)
+    padding = _pair(padding, "padding", "Conv2d", where, 0)
+    dilation = _pair(dilation, "dilation", "Conv2d", where)
+    check_init(init, "Conv2d", where)
+    check_options("Conv2d", where, bias, name)
     d_in = T.Dim() if c_in is None else c_in
     params = [("W", ParamSpec((c_out, d_in, kh, kw), init,
                               fan=(T.dim_prod([d_in, kh * kw]), c_out * kh * kw)))]
@@ -129,7 +145,7 @@ def Conv2d(c_in: int | None, c_out: int, kernel: int | tuple[int, int], stride: 
     attrs = (("kernel", (kh, kw)), ("stride", stride), ("padding", padding), ("dilation", dilation))
     return Model("Conv2d", T.Tensor[d_in, T.Dim("h"), T.Dim("w")],
                  T.Tensor[c_out, T.Dim(), T.Dim()], _conv_forward, params=tuple(params),
-                 attrs=attrs, name=name, where=user_frame(2), refine=_conv_refine)
+                 attrs=attrs, name=name, where=where, refine=_conv_refine)
 
 
 def _pair_text(v: tuple) -> str:
@@ -168,12 +184,13 @@ def _pool_refine(model: Model, incoming: T.Type) -> Model:
 
 
 def _pool_layer(kind: str, fn, kernel: Any, stride: Any) -> Model:
-    k = _positive(kernel, "kernel", kind)
-    s = k if stride is None else _positive(stride, "stride", kind)
+    where = user_frame(3)
+    k = _pair(kernel, "kernel", kind, where)
+    s = k if stride is None else _pair(stride, "stride", kind, where)
     c = T.Dim("c")
     return Model(kind, T.Tensor[c, T.Dim("h"), T.Dim("w")], T.Tensor[c, T.Dim(), T.Dim()],
                  lambda m, p, x: fn(x, m.attr("kernel"), m.attr("stride")),
-                 attrs=(("kernel", k), ("stride", s)), where=user_frame(3), refine=_pool_refine)
+                 attrs=(("kernel", k), ("stride", s)), where=where, refine=_pool_refine)
 
 
 def max_pool(kernel: int | tuple[int, int], stride: Any = None) -> Model:
@@ -214,7 +231,9 @@ def _describe_pool(model: Model) -> str:
 def _flatten_forward(model: Model, params: Any, x: Any) -> Any:
     shape = E.shape_of(x)
     batched = len(shape) > model.attr("rank")
-    return S.reshape(x, (shape[0], -1) if batched else (-1,))
+    # the example's size, not -1: an empty batch (0, c, h, w) leaves -1 undetermined
+    size = math.prod(shape[1:] if batched else shape)
+    return S.reshape(x, (shape[0], size) if batched else (size,))
 
 
 def _flatten_of(dims_in: tuple) -> Model:

@@ -10,6 +10,7 @@ from typing import Any
 
 from nnc.backend import activations as A
 from nnc.backend import elementwise as E
+from nnc.backend.errors import InitError
 from nnc.backend.linalg import matmul
 
 from . import types as T
@@ -25,8 +26,30 @@ def Input(t: Any) -> Model:
     >>> (Input(Vec[64]) >> Linear(None, 10)).signature
     Vec[64] -> Vec[10]
     """
-    t = T.as_type(t)
+    t = T.as_type(t, "Input")
     return Model("Input", t, t, lambda m, p, x: x, where=user_frame(2))
+
+
+INITIALISERS = ("glorot_uniform", "he_normal", "lecun_normal", "zeros")
+"""The initialisers known by name; any ``fn(rng, shape) -> array`` is one too."""
+
+
+def check_init(init: Any, layer: str, where: Any) -> Any:
+    """``init`` if it names an initialiser or is a function, else an :class:`InitError` now,
+    where the layer is written, rather than at ``model.init`` time."""
+    if callable(init) or (isinstance(init, str) and init in INITIALISERS):
+        return init
+    raise T.bad_argument(layer, where, "init", "one of " + ", ".join(map(repr, INITIALISERS))
+                         + " or a function (rng, shape) -> array", init, cls=InitError)
+
+
+def check_options(layer: str, where: Any, bias: Any, name: Any) -> None:
+    """``bias`` must be a bool and ``name`` a string (or None): a name is a key of the parameters."""
+    if not isinstance(bias, bool):
+        raise T.bad_argument(layer, where, "bias", "True or False", bias)
+    if name is not None and (not isinstance(name, str) or not name):
+        raise T.bad_argument(layer, where, "name", "a non-empty string or None", name,
+                             "the name is the key of its parameters inside a composed model")
 
 
 def _linear_forward(model: Model, params: Any, x: Any) -> Any:
@@ -54,17 +77,18 @@ def Linear(n_in: int | None, n_out: int, *, bias: bool = True, init: Any = "glor
     >>> layer(params, np.ones((5, 2))).shape
     (5, 3)
     """
-    for label, n in (("n_in", n_in), ("n_out", n_out)):
-        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
-            raise TypeError(f"Linear: {label} must be a positive int, got {n!r}")
-    if n_out is None:
-        raise TypeError("Linear: n_out must be a positive int, got None")
+    where = user_frame(2)
+    n_in = T.size_argument(n_in, "Linear", "n_in", where, optional=True,
+                           hint="n_in is the input size; Linear(None, n) infers it from the model before")
+    n_out = T.size_argument(n_out, "Linear", "n_out", where, hint="n_out is the output size")
+    check_init(init, "Linear", where)
+    check_options("Linear", where, bias, name)
     d_in = T.Dim() if n_in is None else n_in
     params = [("W", ParamSpec((d_in, n_out), init, fan=(d_in, n_out)))]
     if bias:
         params.append(("b", ParamSpec((n_out,), "zeros")))
     return Model("Linear", T.Vec[d_in], T.Vec[n_out], _linear_forward, params=tuple(params),
-                 name=name, where=user_frame(2))
+                 name=name, where=where)
 
 
 @describer("Linear")

@@ -37,6 +37,8 @@ from nnc.backend.scan import scan
 from nnc.backend.tree import tree_flatten, tree_unflatten
 
 from . import types as T
+from .combinators import not_a_model_argument
+from .layers import check_options
 from .model import Model, ParamSpec, _created, child_params
 from .show import describer, describe, dims
 from .source import Where, user_frame
@@ -54,9 +56,13 @@ def _batched(x: Any, t: T.Type) -> bool:
     return len(E.shape_of(x)) == t.rank + 1
 
 
-def _require_cell(name: str, model: Model) -> None:
+def _require_model(name: str, model: Any) -> None:
     if not isinstance(model, Model):
-        raise TypeError(f"{name} takes an nnc model, got {type(model).__name__}")
+        raise not_a_model_argument(name, user_frame(3), model)
+
+
+def _require_cell(name: str, model: Model) -> None:
+    _require_model(name, model)
     if model.state_type is None:
         raise TypeMismatch(
             f"{name} needs a stateful model (a recurrent cell), but {model!r}{_created(model)} "
@@ -65,6 +71,7 @@ def _require_cell(name: str, model: Model) -> None:
 
 
 def _require_stateless(name: str, model: Model) -> None:
+    _require_model(name, model)
     if model.state_type is not None:
         raise TypeMismatch(f"{name} takes a stateless model, but {model!r}{_created(model)} has "
                            f"state {T.show([model.state_type])[0]}")
@@ -114,11 +121,19 @@ def _fcrnn_forward(model: Model, params: Any, x: Any, h: Any) -> tuple:
     return h, h
 
 
+def _cell_sizes(kind: str, n_in: Any, n_hidden: Any, name: Any, where: Where | None) -> tuple:
+    """The sizes of a cell, checked where the user wrote it."""
+    n_in = T.size_argument(n_in, kind, "n_in", where, optional=True,
+                           hint=f"n_in is the size of one step's input; {kind}(None, n) infers it")
+    n_hidden = T.size_argument(n_hidden, kind, "n_hidden", where,
+                               hint="n_hidden is the size of the state (and of the output)")
+    check_options(kind, where, True, name)
+    return n_in, n_hidden
+
+
 def _cell(kind: str, n_in: int | None, n_hidden: int, gates: int, forward: Callable,
           state: T.Type, attrs: tuple, name: str | None, where: Where | None,
           extra: tuple = ()) -> Model:
-    if not isinstance(n_hidden, int) or n_hidden <= 0:
-        raise TypeError(f"{kind}: n_hidden must be a positive int, got {n_hidden!r}")
     d_in = T.Dim() if n_in is None else n_in
     width = gates * n_hidden
     params = (("Wx", ParamSpec((d_in, width), "glorot_uniform", fan=(d_in, width))),
@@ -137,10 +152,12 @@ def fcrnn(n_in: int | None, n_hidden: int, activation: str = "tanh", *, name: st
     >>> fcrnn(1, 30).signature
     Vec[1] -> Vec[30], state Vec[30]
     """
+    where = user_frame(2)
+    n_in, n_hidden = _cell_sizes("fcrnn", n_in, n_hidden, name, where)
     if activation not in ("tanh", "logistic"):
-        raise ValueError(f"fcrnn: activation must be 'tanh' or 'logistic', got {activation!r}")
+        raise T.bad_argument("fcrnn", where, "activation", "'tanh' or 'logistic'", activation)
     return _cell("fcrnn", n_in, n_hidden, 1, _fcrnn_forward, T.Vec[n_hidden],
-                 (("activation", activation),), name, user_frame(2))
+                 (("activation", activation),), name, where)
 
 
 def _lstm_forward(model: Model, params: Any, x: Any, state: Any) -> tuple:
@@ -175,9 +192,11 @@ def LSTM(n_in: int | None, n_hidden: int, *, name: str | None = None) -> Model:
     >>> LSTM(3, 8).signature
     Vec[3] -> Vec[8], state (Vec[8], Vec[8])
     """
+    where = user_frame(2)
+    n_in, n_hidden = _cell_sizes("LSTM", n_in, n_hidden, name, where)
     model = _cell("LSTM", n_in, n_hidden, 4, _lstm_forward,
                   T.TupleType((T.Vec[n_hidden], T.Vec[n_hidden])), (("hidden", n_hidden),), name,
-                  user_frame(2))
+                  where)
     params = tuple((k, replace(p, init=_forget_bias(n_hidden)) if k == "b" else p) for k, p in model.params)
     return replace(model, params=params)
 
@@ -205,9 +224,11 @@ def GRU(n_in: int | None, n_hidden: int, *, name: str | None = None) -> Model:
     >>> GRU(2, 5).signature
     Vec[2] -> Vec[5], state Vec[5]
     """
+    where = user_frame(2)
+    n_in, n_hidden = _cell_sizes("GRU", n_in, n_hidden, name, where)
     extra = (("Uh", ParamSpec((n_hidden, n_hidden), "glorot_uniform", fan=(n_hidden, n_hidden))),)
     model = _cell("GRU", n_in, n_hidden, 3, _gru_forward, T.Vec[n_hidden], (("hidden", n_hidden),),
-                  name, user_frame(2), extra)
+                  name, where, extra)
     # the recurrent gate map needs only the two gate blocks
     params = tuple((k, replace(p, shape=(n_hidden, 2 * n_hidden), fan=(n_hidden, 2 * n_hidden)))
                    if k == "Wh" else (k, p) for k, p in model.params)
@@ -261,10 +282,21 @@ def _time_major(x: Any, batched: bool) -> Any:
 def _run_unrolled(model: Model, params: Any, xs: Any, state: Any) -> tuple:
     (cell,) = model.children
     batched = _batched(xs, model.in_type)
+    _require_steps(model, E.shape_of(xs), batched)
     p_leaves, p_def = tree_flatten(child_params(model, params)[0])
     s_leaves, s_def = tree_flatten(state)
     final, (ys,) = scan(_step_of(cell, p_def, s_def), p_leaves, s_leaves, [_time_major(xs, batched)])
     return ys, tree_unflatten(s_def, final), batched
+
+
+def _require_steps(model: Model, shape: tuple, batched: bool) -> None:
+    """A sequence of 0 steps has no last output and no step to run: a ShapeError naming the
+    layer (its shape as the user gave it, batch first), not an index error deep inside."""
+    if shape[1 if batched else 0] == 0:
+        raise ShapeError(
+            f"{model!r}{_created(model)} got a sequence of 0 steps (input of shape {tuple(shape)}, "
+            f"{'(batch, time, ...)' if batched else '(time, ...)'}); it needs at least one step\n"
+            "  hint: leave empty sequences out of the data, or pad them to at least one step")
 
 
 def _unroll_forward(model: Model, params: Any, xs: Any, state: Any) -> tuple:
@@ -473,10 +505,10 @@ def lagged(n: int, model: Model) -> Model:
     >>> lagged(2, Linear(2, 1)).signature
     Vec[1] -> Vec[1], state Vec[1]
     """
-    if not isinstance(n, int) or n < 1:
-        raise TypeError(f"lagged: n must be a positive int, got {n!r}")
-    _require_stateless("lagged", model)
     where = user_frame(2)
+    n = T.size_argument(n, "lagged", "n", where, hint="n is how many inputs the model sees: "
+                        "lagged(2, Linear(2, 1)) predicts from the last two")
+    _require_stateless("lagged", model)
     model = model.freshen()
     k = T.Dim("k")
     s: T.Subst = {}
@@ -493,7 +525,7 @@ def lagged(n: int, model: Model) -> Model:
                            "be known to split it into lags")
     return Model("lagged", T.Vec[width], model.out_type, _lagged_forward, children=(model,),
                  attrs=(("transparent", True), ("width", width), ("lags", n)), where=where,
-                 state_type=T.Vec[(n - 1) * width])
+                 state_type=T.array_type(((n - 1) * width,)))  # Vec[0] for n = 1: no past kept
 
 
 @describer("lagged")
@@ -512,36 +544,66 @@ def _describe_fix_state(model: Model) -> str:
 def prime(cell: Model, params: Any, state: Any, xs: Any) -> tuple[Any, Any]:
     """Run ``cell`` over the sequence ``xs`` (time first, or ``(batch, time, ...)``) from ``state``.
 
-    Returns ``(last_output, final_state)``, ready for :func:`feedback`."""
+    ``state=None`` starts from the cell's zero state (batched like ``xs``). Returns
+    ``(last_output, final_state)``, ready for :func:`feedback`.
+
+    >>> import numpy as np
+    >>> from nnc import Linear
+    >>> cell = fcrnn(1, 4) >> Linear(4, 1)
+    >>> last, state = prime(cell, cell.init(seed=0), None, np.zeros((3, 10, 1)))  # 3 sequences
+    >>> last.shape, state.shape
+    ((3, 1), (3, 4))
+    """
     _require_cell("prime", cell)
-    runner = unroll_last(cell)
-    return runner(params, xs, state)
+    where = user_frame(2)
+    shape = tuple(np.shape(xs))
+    batched = _batched(xs, T.SeqType(cell.in_type)) if shape else False
+    if shape and shape[1 if batched and len(shape) > 1 else 0] == 0:
+        raise ShapeError(
+            f"prime at {where or 'unknown place'}: the sequence xs of shape {shape} has 0 steps, "
+            f"so {cell!r}{_created(cell)} has nothing to run over\n"
+            "  hint: to generate from a state without priming, call feedback(cell, params, state, "
+            "x0, steps) directly")
+    if state is None:
+        state = _zeros_for(cell, _dtype_from(params, xs), shape[0] if batched else None)
+    return unroll_last(cell)(params, xs, state)
 
 
 def feedback(cell: Model, params: Any, state: Any, x0: Any, steps: int) -> np.ndarray:
     """Generate ``steps`` outputs by feeding each output of ``cell`` back as its next input.
 
-    Returns the outputs stacked along time: ``(steps, ...)`` for one example,
-    ``(batch, steps, ...)`` for a batch. The cell's output type must equal its input type.
+    ``state=None`` starts from the cell's zero state (batched like ``x0``). Returns the
+    outputs stacked along time: ``(steps, ...)`` for one example, ``(batch, steps, ...)``
+    for a batch; ``steps=0`` gives an empty array of that shape, as ``range(0)`` runs no
+    step. The cell's output type must equal its input type.
 
     >>> import numpy as np
     >>> from nnc import Linear
     >>> cell = fcrnn(1, 4) >> Linear(4, 1)
     >>> feedback(cell, cell.init(seed=0), np.zeros(4), np.ones(1), steps=5).shape
     (5, 1)
+    >>> feedback(cell, cell.init(seed=0), None, np.ones((2, 1)), steps=0).shape
+    (2, 0, 1)
     """
     _require_cell("feedback", cell)
+    where = user_frame(2)
+    steps = T.size_argument(steps, "feedback", "steps", where, minimum=0,
+                            hint="steps is how many outputs to generate", at="called at")
     try:
         T.unify(cell.freshen().in_type, cell.freshen().out_type, {})
     except T.Mismatch:
         i, o = T.show([cell.in_type, cell.out_type])
         raise TypeMismatch(f"feedback: {cell!r}{_created(cell)} maps {i} to {o}; its outputs can "
                            "only be fed back if the types agree") from None
+    batched = len(np.shape(x0)) == cell.in_type.rank + 1 if isinstance(cell.in_type, T.ArrayType) else False
+    if state is None:
+        state = _zeros_for(cell, _dtype_from(params, x0), np.shape(x0)[0] if batched else None)
     x, outputs = x0, []
-    for _ in range(int(steps)):
+    for _ in range(steps):
         x, state = cell(params, x, state)
         outputs.append(x)
-    batched = len(np.shape(x0)) == cell.in_type.rank + 1 if isinstance(cell.in_type, T.ArrayType) else False
+    if not outputs:  # one step, discarded: the arguments are checked, and give the shape and dtype
+        y = np.asarray(cell(params, x0, state)[0])
+        return np.zeros(y.shape[:1] + (0,) + y.shape[1:] if batched else (0,) + y.shape, y.dtype)
     stacked = np.stack(outputs)
     return np.swapaxes(stacked, 0, 1) if batched else stacked
-

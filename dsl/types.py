@@ -13,10 +13,60 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Union
 
+from nnc.backend.errors import ArgumentError, NNCError
+
+from .source import Where, user_frame
+
 _counter = itertools.count()
+
+
+# ----------------------------------------------------------------------------- bad arguments
+
+
+
+
+def describe_value(value: Any) -> str:
+    """A value as an error message shows it: its repr, and its type where that is the news.
+
+    >>> describe_value(0), describe_value(2.5), describe_value("3"), describe_value(None)
+    ('0', '2.5 (float)', "'3' (str)", 'None')
+    """
+    if value is None or type(value) is int or isinstance(value, (ArrayType, TupleType, SeqType, TypeVar)):
+        return repr(value)
+    return f"{value!r} ({type(value).__name__})"
+
+
+def bad_argument(layer: str, where: Where | None, argument: str, expected: str, value: Any,
+                 hint: str = "", cls: type = ArgumentError, at: str = "created at") -> NNCError:
+    """The error for ``layer``'s ``argument``: what it must be, what it got, where it was written
+    (``at`` says how: a layer is "created at", a function "called at")."""
+    place = f" ({at} {where})" if where else ""
+    return cls(f"{layer}{place}: {argument} must be {expected}, got {describe_value(value)}"
+               + (f"\n  hint: {hint}" if hint else ""))
+
+
+def is_int(value: Any) -> bool:
+    """A Python or numpy integer, not a bool (``True`` is an int to Python, never a size)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def size_argument(value: Any, layer: str, argument: str, where: Where | None, *,
+                  optional: bool = False, minimum: int = 1, hint: str = "",
+                  at: str = "created at") -> int | None:
+    """``value`` as an int size of at least ``minimum`` (``None`` too where ``optional``), or an
+    :class:`ArgumentError` naming the layer, the argument and where it was written."""
+    if value is None and optional:
+        return None
+    if is_int(value) and value >= minimum:
+        return int(value)
+    expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+    if optional:
+        expected += " or None (to infer it)"
+    raise bad_argument(layer, where, argument, expected, value, hint, at=at)
 
 
 class Dim:
@@ -120,10 +170,10 @@ class SeqType:
 
 class _SeqConstructor:
     def __getitem__(self, item) -> SeqType:
-        item = as_type(item)
-        if not isinstance(item, (ArrayType, TypeVar)):
-            raise TypeError(f"Seq takes an array type such as Vec[n], got {item!r}")
-        return SeqType(item)
+        t = as_type(item, "Seq")
+        if not isinstance(t, (ArrayType, TypeVar)):
+            raise bad_argument("Seq", user_frame(), "its item", "one array type such as Vec[n]", t)
+        return SeqType(t)
 
     def __repr__(self) -> str:
         return "Seq"
@@ -141,23 +191,29 @@ class _Constructor:
     def __getitem__(self, dims) -> ArrayType:
         dims = dims if isinstance(dims, tuple) else (dims,)
         if self.rank is not None and len(dims) != self.rank:
-            raise TypeError(f"{self.kind} takes {self.rank} dimension(s), got {len(dims)}")
-        return ArrayType(tuple(_dim(d) for d in dims), self.kind)
+            raise ArgumentError(
+                f"{self.kind} takes {self.rank} dimension(s), got {len(dims)}: "
+                f"{self.kind}[{', '.join(map(repr, dims))}] at {user_frame() or 'unknown place'}\n"
+                "  hint: Vec[n] is a vector, Mat[m, n] a matrix, Tensor[c, h, w] any rank")
+        return ArrayType(tuple(_dim(d, i, self.kind) for i, d in enumerate(dims)), self.kind)
 
     def __repr__(self) -> str:
         return self.kind
 
 
-def _dim(d: Any) -> DimLike:
+def _dim(d: Any, axis: int, kind: str) -> DimLike:
     if d is None:
         return Dim()
     if isinstance(d, str):
         return Dim(d)
     if isinstance(d, (Dim, DimExpr)):
         return d
-    if isinstance(d, int) and not isinstance(d, bool) and d >= 0:
+    if is_int(d) and d >= 1:
         return int(d)
-    raise TypeError(f"a dimension is a non-negative int, a name or None, got {d!r}")
+    # where is looked up only now: types are built often inside nnc, and the stack walk costs
+    raise bad_argument(kind, user_frame(), f"dimension {axis}", "a positive int, a name or None", d,
+                       f"a size is a positive int; a name ({kind}['n']) or None stands for one "
+                       "that is inferred")
 
 
 Vec = _Constructor("Vec", 1)
@@ -171,13 +227,15 @@ def array_type(dims) -> ArrayType:
     return ArrayType(dims, {1: "Vec", 2: "Mat"}.get(len(dims), "Tensor"))
 
 
-def as_type(t: Any) -> Type:
-    """Accept a Python tuple of types as a :class:`TupleType`."""
+def as_type(t: Any, layer: str = "nnc") -> Type:
+    """``t`` as an nnc type, a Python tuple of types becoming a :class:`TupleType`; anything
+    else is an :class:`ArgumentError` of ``layer``, naming where the user wrote it."""
     if isinstance(t, tuple):
-        return TupleType(tuple(as_type(x) for x in t))
+        return TupleType(tuple(as_type(x, layer) for x in t))
     if isinstance(t, (ArrayType, TupleType, TypeVar, SeqType)):
         return t
-    raise TypeError(f"not an nnc type: {t!r} (use Vec[n], Mat[m, n], Tensor[...] or a tuple of them)")
+    raise bad_argument(layer, user_frame(), "the type", "an nnc type", t,
+                       "use Vec[n], Mat[m, n], Tensor[c, h, w], Seq[...] or a tuple of them")
 
 
 # ----------------------------------------------------------------------------- substitution

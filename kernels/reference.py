@@ -100,16 +100,16 @@ def conv2d(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1)) -> np.ndarray:
 
 def conv2d_input_grad(g, w, x_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1)) -> np.ndarray:
     """The cotangent of ``conv2d``'s input ``x`` for the output cotangent ``g``."""
-    b, o = g.shape[:2]
-    cols = np.matmul(w.reshape(o, -1).T, g.reshape(b, o, -1))
+    b, o, ho, wo = g.shape
+    cols = np.matmul(w.reshape(o, -1).T, g.reshape(b, o, ho * wo))  # not -1: b may be 0
     return col2im(cols, x_shape, w.shape[2:], stride, padding, dilation)
 
 
 def conv2d_weight_grad(x, g, w_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1)) -> np.ndarray:
     """The cotangent of ``conv2d``'s weights ``w`` for the output cotangent ``g``."""
-    b, o = g.shape[:2]
+    b, o, ho, wo = g.shape
     cols = im2col(x, w_shape[2:], stride, padding, dilation)
-    return np.tensordot(g.reshape(b, o, -1), cols, axes=([0, 2], [0, 2])).reshape(w_shape)
+    return np.tensordot(g.reshape(b, o, ho * wo), cols, axes=([0, 2], [0, 2])).reshape(w_shape)
 
 
 # ----------------------------------------------------------------------------- pooling

@@ -13,6 +13,7 @@ from nnc import Input, Linear, Mat, Tensor, Vec, relu, softmax
 from nnc.backend import conv as C
 from nnc.conv import Conv2d, avg_pool, flatten, max_pool
 from nnc.kernels import reference as R
+from nnc.types import ArgumentError
 
 HERE = os.path.relpath(__file__)
 
@@ -177,9 +178,12 @@ def test_primitives_refuse_bad_images_with_clear_errors():
         C.max_pool(np.ones((1, 2, 5)), 3)
     with pytest.raises(nnc.ShapeError, match="expected floating-point images, got dtype int64"):
         C.avg_pool(np.ones((1, 1, 4, 4), dtype=np.int64), 2)
-    with pytest.raises(TypeError, match=r"Conv2d: stride must be an int >= 1 or a pair of them, got 0"):
+    with pytest.raises(ArgumentError, match=r"Conv2d \(created at .*\): stride must be an int >= 1 "
+                                            r"or a \(rows, cols\) pair of them, got 0\n"):
         Conv2d(1, 2, 3, stride=0)
-    with pytest.raises(TypeError, match=r"Conv2d: c_out must be a positive int, got None"):
+    # still a TypeError, as it was before nnc had its own errors
+    with pytest.raises(TypeError, match=r"Conv2d \(created at .*\): c_out must be a positive int, "
+                                        r"got None\n"):
         Conv2d(1, None, 3)
 
 

@@ -14,9 +14,10 @@ from nnc.backend.memory import keep_freed_memory
 keep_freed_memory()  # before any array: fresh pages cost more than small models' work
 
 
+from nnc.backend.checks import DomainError
 from nnc.backend.autodiff import grad, hessian, jacobian, value_and_grad, vjp
-from nnc.backend.errors import (InitError, MissingGradient, NNCError, NonFiniteError, ShapeError,
-                                TraceError, TypeMismatch)
+from nnc.backend.errors import (ArgumentError, InitError, MissingGradient, NNCError, NonFiniteError,
+                                ShapeError, TraceError, TypeMismatch)
 from nnc.backend.ops import (absolute, scan, exp, log, matmul, max, maximum, mean, minimum, pick,
                              reshape, sqrt, sum, transpose, where)
 from nnc.backend.tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
@@ -56,7 +57,7 @@ __all__ = [
     "cosine_decay", "exponential_decay", "piecewise_constant", "rmsprop", "warmup",
     "BackendError", "backends", "get_backend", "to_backend", "use",
     "History", "TrainStep", "fit", "train_step", "Conv2d", "avg_pool", "flatten", "max_pool",
-    "Dim", "InitError", "Input", "Linear", "Mat", "MissingGradient", "Model", "NNCError",
+    "ArgumentError", "Dim", "DomainError", "InitError", "Input", "Linear", "Mat", "MissingGradient", "Model", "NNCError",
     "NonFiniteError", "Optimizer", "ShapeError", "Signature", "Tensor", "TraceError",
     "TypeMismatch", "TypeVar", "Vec", "absolute", "add", "concat", "cross_entropy", "exp",
     "fanout", "grad", "lift", "hessian", "jacobian", "log", "log_softmax", "logistic", "matmul", "max",

@@ -495,8 +495,12 @@ def _converted(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
     if type(x) is Tracer:
         from nnc.backend.elementwise import cast
 
-        # traced (grad, train_step, nnc.compile): the values are checked when the graph runs
-        return check_finite(cast(x, target), what=f"{what} of {_short(model)}")
+        # Traced (grad, train_step, nnc.compile): data entering the graph is checked when the
+        # graph runs. A value computed inside it (an activation called as a function) is not:
+        # there NaN propagates as numpy's does, and checks would cost on every layer.
+        entering = x.var.producer is None
+        x = cast(x, target)
+        return check_finite(x, what=f"{what} of {_short(model)}") if entering else x
     if namespace_of(x) is not None:  # another namespace's array: it stays on its device
         xp = x.__array_namespace__()
         if numpy_dtype(x.dtype) != target:

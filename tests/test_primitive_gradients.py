@@ -11,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 import nnc
 from nnc.backend import ops
+from nnc.backend.checks import check_finite, check_probabilities
 from nnc.backend.core import PRIMITIVES
 from nnc.testing import check_grads
 
@@ -140,7 +141,15 @@ def where_case(draw):
     return (lambda a, b: nnc.where(cond, a, b) * a), (arr(draw, shape), arr(draw, shape))
 
 
+def probabilities_case(draw):
+    shape = draw(vectorish)
+    p = ops.softmax(arr(draw, shape))
+    return (lambda q: check_probabilities(q, what="test") * q), (p,)
+
+
 CASES = {
+    "check_finite": unary(lambda x: check_finite(x, what="test") * x),
+    "check_probabilities": probabilities_case,
     "add": binary(lambda a, b: a + b),
     "sub": binary(lambda a, b: a - b),
     "mul": binary(lambda a, b: a * b),

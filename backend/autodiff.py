@@ -140,6 +140,10 @@ def _signature(args: tuple) -> tuple[_Signature, list]:
             dynamic.append(i)
             values.append(leaf)
             avals.append((leaf.shape, leaf.dtype))
+        elif isinstance(leaf, np.ndarray):  # a subclass (np.memmap) is numpy's all the same
+            dynamic.append(i)
+            values.append(np.asarray(leaf))
+            avals.append((leaf.shape, leaf.dtype))
         elif isinstance(leaf, np.generic):
             dynamic.append(i)
             values.append(np.asarray(leaf))

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from nnc.backend.autodiff import _signature, _trace_forward
+from nnc.backend.execute import quiet
 from nnc.backend.numba_codegen import generate
 from nnc.backend.tree import tree_unflatten
 
@@ -189,7 +190,8 @@ class Compiled:
         if entry is None:
             entry = self.specialisations[sig.key] = self._build(sig, values)
         try:
-            flat = entry.run(*values)
+            with quiet():  # object-mode parts and NUMBA_DISABLE_JIT run numpy, which would warn
+                flat = entry.run(*values)
         except Exception:
             # Bad values the compiled code can only detect, not describe (a label out of range):
             # the interpreted path raises the same clear nnc error it always does.

@@ -306,3 +306,15 @@ def test_lift_explains_an_untraceable_function():
     with pytest.raises(nnc.TypeMismatch, match=r"lift\(sin\) .* fails on an input of type Vec\[3\]"
                                                 r".*\n  hint: write the function with nnc operations"):
         Input(Vec[3]) >> lift(np.sin)
+
+
+def test_a_memmap_is_a_numpy_array_on_every_path(tmp_path):
+    model = Linear(3, 2)
+    params = model.init(seed=0)
+    data = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(4, 3))
+    data[:] = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+    plain = np.array(data)
+    np.testing.assert_allclose(model(params, data), model(params, plain))
+    np.testing.assert_allclose(nnc.compile(model)(params, data), model(params, plain), rtol=1e-6)
+    grads = nnc.grad(lambda p, x: nnc.sum(model(p, x)))(params, data)
+    np.testing.assert_allclose(grads["W"], np.repeat(plain.sum(0)[:, None], 2, axis=1), rtol=1e-6)

@@ -9,6 +9,12 @@ tuple shape: each other numpy form (``np.zeros``, ``np.full``, an integer shape,
 a transposed view) is one more Numba overload to compile, and those compilations are most of
 the cold compile time. A primitive without a compiled form runs its numpy implementation in
 Numba's object mode: correct, slower, and reported once.
+
+NaN and infinities propagate exactly as in numpy, which the interpreter runs: every
+comparison that picks a value is written so that a NaN operand wins where numpy's
+``maximum`` or ``max`` would return it (``0 if x <= 0 else x`` for a ReLU, not
+``x if x > 0 else 0``, which turns NaN into 0). tests/test_compile_nonfinite.py holds
+every emitted form to that.
 """
 from __future__ import annotations
 
@@ -29,6 +35,9 @@ ELEMENTWISE = {
 SPECIAL_ELEMENTWISE = {"integer_pow", "logistic", "relu", "step", "cast"}
 # Results that may be views of other arrays (not C-contiguous, or aliasing an input).
 _VIEWS = {"transpose", "getitem", "reshape", "scan"}
+# Check primitives (nnc.backend.checks): the identity that raises on bad values. Their result
+# is their input under another name, so it is a view exactly when the input is one.
+_CHECKS = {"check_finite", "check_probabilities", "check_labels"}
 # nnc.backend.numba_blas.matmul: the dtypes it takes, and its transpose flags
 _MATMUL_DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 _TRANS_A, _TRANS_B = 2, 1
@@ -138,8 +147,8 @@ class FunctionWriter:
     def contiguous(self, v: Any) -> str:
         """An expression for ``v`` that is C-ordered: arguments are (``nnc.compile`` and the scan
         loops pass them so), as is every array the generated code allocates; views may not be."""
-        if type(v) is not Const and v.producer is not None and v.producer.prim.name in _VIEWS \
-                and id(v) not in self.c_ordered and not any(v is u for u in self.graph.inputs):
+        if _may_be_view(v) and id(_unchecked(v)) not in self.c_ordered \
+                and not any(_unchecked(v) is u for u in self.graph.inputs):
             return f"np.ascontiguousarray({self.name(v)})"
         return self.name(v)
 
@@ -211,7 +220,7 @@ class FunctionWriter:
                 outs.append(f"{g}.copy()")
             elif not v.shape:
                 outs.append(f"{self.name(v)}.reshape(1)")  # a 0-d value travels as (1,)
-            elif v.producer is not None and v.producer.prim.name in _VIEWS or v in self.graph.inputs:
+            elif _may_be_view(v) or any(_unchecked(v) is u for u in self.graph.inputs):
                 outs.append(f"np.ascontiguousarray({self.name(v)})")
             else:  # freshly allocated and C-ordered already
                 outs.append(self.name(v))
@@ -282,12 +291,11 @@ class FunctionWriter:
         if name in ELEMENTWISE:
             expr = ELEMENTWISE[name].format(*ops)
         elif name == "integer_pow":
-            n = e.params["n"]
-            expr = f"{ops[0]} * {ops[0]}" if n == 2 else f"{ops[0]} ** {n}"
+            expr = _integer_pow(ops[0], e.params["n"], one if dtype.kind == "f" else None)
         elif name == "logistic":
             expr = f"({half} + {half} * np.tanh({half} * {ops[0]}))"
         elif name == "relu":
-            expr = f"({ops[0]} if {ops[0]} > {zero} else {zero})"
+            expr = f"({_relu(ops[0], zero)})"
         elif name == "step":
             expr = f"({one} if {ops[0]} > {zero} else {zero})"
         elif name == "cast":
@@ -367,7 +375,7 @@ class FunctionWriter:
         if activation == "identity":
             return [f"{t} = {arg}"]
         if activation == "relu":
-            return [f"{t} = {arg} if {arg} > {zero} else {zero}"]
+            return [f"{t} = {_relu(arg, zero)}"]
         if dtype == np.float32:
             inner = arg if activation == "tanh" else f"{half} * {arg}"
             lines = _tanh32_lines(t, inner)
@@ -471,12 +479,21 @@ class FunctionWriter:
         return dict(B=b, C=c, KH=kh, KW=kw, SH=sh, SW=sw, HO=max((h - kh) // sh + 1, 0),
                     WO=max((w - kw) // sw + 1, 0))
 
-    def _argmax_window(self, x: str) -> dict:
-        """Window loops that find the first largest entry (row by row) of ``x`` in each window."""
-        return dict(init="best = -np.inf\n                bi = -1\n                bj = -1",
-                    each=f"if bi < 0 or {x}[b, c, ih, iw] > best:\n                            "
-                         f"best = {x}[b, c, ih, iw]\n                            bi = ih\n"
-                         f"                            bj = iw")
+    def _argmax_window(self, x: str, geo: dict) -> dict:
+        """Window loops that find the first largest entry (row by row) of ``x`` in each window,
+        or its first NaN, as numpy's argmax does. The search starts at the window's first
+        entry (a window of -inf still has an argmax) and keeps to ``v > best``; whether the
+        window holds a NaN is gathered beside it, off the search's chain of dependent
+        comparisons (a NaN test inside that chain cost the CNN step about 15%, this about 7%),
+        and only a window holding one is searched again, for its first NaN."""
+        sh, sw, kh, kw = geo["SH"], geo["SW"], geo["KH"], geo["KW"]
+        at = f"{x}[b, c, oh * {sh} + t // {kw}, ow * {sw} + t % {kw}]"
+        return dict(init=f"bi = oh * {sh}\n{_I4}bj = ow * {sw}\n{_I4}best = {x}[b, c, bi, bj]\n{_I4}nan = False",
+                    each=f"v = {x}[b, c, ih, iw]\n{_I6}nan = nan | (v != v)\n{_I6}if v > best:\n"
+                         f"{_I7}best = v\n{_I7}bi = ih\n{_I7}bj = iw",
+                    then=f"if nan:\n{_I5}for t in range({kh * kw - 1}, -1, -1):  # the last one found is the first\n"
+                         f"{_I6}if {at} != {at}:\n{_I7}bi = oh * {sh} + t // {kw}\n{_I7}bj = ow * {sw} + t % {kw}\n"
+                         f"{_I4}")
 
     def _max_windows(self, e, allocate: str, done: str) -> bool:
         """A max-pooling form: ``done`` uses the window's argmax (bi, bj); inputs are (x, other)."""
@@ -485,7 +502,9 @@ class FunctionWriter:
         geo = self._pool_geometry(e, e.inputs[0].shape)
         self.alloc(o, e.out.shape, e.out.dtype, fill="0" if allocate == "zeros" else None)
         other = names[1] if len(names) > 1 else names[0]
-        self._block(_WINDOWS, done=done.format(o=o, other=other), **self._argmax_window(names[0]), **geo)
+        search = self._argmax_window(names[0], geo)
+        self._block(_WINDOWS, init=search["init"], each=search["each"],
+                    done=search["then"] + done.format(o=o, other=other), **geo)
         return True
 
     def emit_max_pool(self, e) -> bool:
@@ -576,7 +595,7 @@ class FunctionWriter:
         return self._reduction(e, tuple(e.params["axes"]), _literal(0, e.out.dtype), "{acc} += {x}")
 
     def emit_max(self, e) -> bool:
-        return self._reduction(e, tuple(e.params["axis"]), "-np.inf", "{acc} = max({acc}, {x})")
+        return self._reduction(e, tuple(e.params["axis"]), "-np.inf", f"{{acc}} = {_max('{acc}', '{x}')}")
 
     def emit_broadcast_to(self, e) -> bool:
         x, out = e.inputs[0], e.out
@@ -592,6 +611,76 @@ class FunctionWriter:
         lead = len(shape) - len(x.shape)
         src = ", ".join("0" if d == 1 and shape[lead + k] != 1 else idx[lead + k] for k, d in enumerate(x.shape))
         self.emit(f"{o}[{', '.join(idx)}] = {self.name(x)}[{src}]", len(shape) + 1)
+        return True
+
+    def _each_entry(self, v: Var, body: list[str]) -> None:
+        """Loops over every entry of ``v``, in any memory order; ``body`` lines see it as ``{x}``."""
+        idx = [f"i{k}" for k in range(len(v.shape))]
+        for k, d in enumerate(v.shape):
+            self.emit(f"for {idx[k]} in range({int(d)}):", k + 1)
+        entry = f"{self.name(v)}[{', '.join(idx) if idx else '()'}]"
+        for line in body:
+            self.emit(line.format(x=entry), len(idx) + 1)
+
+    def _alias(self, out: Var, x: Var) -> None:
+        """``out`` is ``x`` under another name (the result of a check): no copy, and a product
+        still multiplies a transposed ``x`` as the matrix it views."""
+        self.names[id(out)] = self.name(x)
+        if id(x) in self.transposed:
+            self.transposed[id(out)] = self.transposed[id(x)]
+
+    def emit_check_finite(self, e) -> bool:
+        """Raise at the first NaN or infinity of a float input (as the numpy implementation,
+        integers are not checked). Numba raises only constant messages, so this one says no
+        more than that: ``nnc.compile`` then reruns the interpreter, whose check names the
+        input, the bad value and its index."""
+        x = e.inputs[0]
+        if np.dtype(x.dtype).kind == "f":
+            self._each_entry(x, ["if not np.isfinite({x}):", "    raise ValueError('nnc: non-finite input')"])
+        self._alias(e.out, x)
+        return True
+
+    def emit_check_probabilities(self, e) -> bool:
+        """Raise if a finite row (along the last axis) holds a value outside
+        ``[-tol, 1 + tol]`` or sums, in float64, to more than ``tol`` off 1: the numpy
+        implementation's condition. Its bounds are in the input's dtype, as numpy compares
+        a float32 array with a Python float; rows holding NaN or infinity pass."""
+        p, tol = e.inputs[0], e.params["tolerance"]
+        if p.dtype.kind != "f":
+            return False
+        lead = [f"i{k}" for k in range(len(p.shape) - 1)]
+        for k, d in enumerate(p.shape[:-1]):
+            self.emit(f"for {lead[k]} in range({int(d)}):", k + 1)
+        depth = len(lead) + 1
+        # fresh names: a name reused with another dtype elsewhere in the function is a typing error
+        total, outside, v = (self.module.fresh(n) for n in ("total", "outside", "p"))
+        self.emit(f"{total} = np.float64(0.0)", depth)
+        self.emit(f"{outside} = False", depth)
+        if p.shape:
+            self.emit(f"for j in range({int(p.shape[-1])}):", depth)
+            entry = f"{self.name(p)}[{', '.join(lead + ['j'])}]"
+        else:  # one number is one row of one entry
+            entry = f"{self.name(p)}[()]"
+        inner = depth + bool(p.shape)
+        self.emit(f"{v} = {entry}", inner)
+        self.emit(f"{total} += np.float64({v})", inner)
+        self.emit(f"if {v} < {_literal(-tol, p.dtype)} or {v} > {_literal(1 + tol, p.dtype)}:", inner)
+        self.emit(f"{outside} = True", inner + 1)
+        self.emit(f"if np.isfinite({total}) and ({outside} or np.abs({total} - np.float64(1.0)) > "
+                  f"np.float64({tol!r})):", depth)
+        self.emit("raise ValueError('nnc: not probabilities')", depth + 1)
+        self._alias(e.out, p)
+        return True
+
+    def emit_check_labels(self, e) -> bool:
+        """Raise at the first integer label outside ``0..classes-1`` (the numpy implementation's
+        condition; it takes integer labels, and so does this form)."""
+        labels, classes = e.inputs[0], int(e.params["classes"])
+        if labels.dtype.kind not in "iu":
+            return False
+        test = f"{{x}} >= {classes}" if labels.dtype.kind == "u" else f"{{x}} < 0 or {{x}} >= {classes}"
+        self._each_entry(labels, [f"if {test}:", "    raise ValueError('nnc: label out of range')"])
+        self._alias(e.out, labels)
         return True
 
     def _along_axis(self, e, body: list[str]) -> None:
@@ -611,14 +700,14 @@ class FunctionWriter:
 
     def emit_log_softmax(self, e) -> bool:
         self._along_axis(e, [
-            "m = {ninf}", "for j in range({n}):", "    m = max(m, {x}[{at}])",
+            "m = {ninf}", "for j in range({n}):", f"    m = {_max('m', '{x}[{at}]')}",
             "s = {zero}", "for j in range({n}):", "    s += np.exp({x}[{at}] - m)",
             "ls = np.log(s)", "for j in range({n}):", "    {o}[{at}] = {x}[{at}] - m - ls"])
         return True
 
     def emit_softmax(self, e) -> bool:
         self._along_axis(e, [
-            "m = {ninf}", "for j in range({n}):", "    m = max(m, {x}[{at}])",
+            "m = {ninf}", "for j in range({n}):", f"    m = {_max('m', '{x}[{at}]')}",
             "s = {zero}", "for j in range({n}):",
             "    {o}[{at}] = np.exp({x}[{at}] - m)", "    s += {o}[{at}]",
             "for j in range({n}):", "    {o}[{at}] = {o}[{at}] / s"])
@@ -794,6 +883,8 @@ _FIELDS = """for b in range({B}):
                         {body}"""
 
 # Pooling windows (no padding); ``{init}`` runs per window, ``{each}`` per entry, ``{done}`` after.
+# Lines of those, after their first, are indented for their place: _I4 is four levels deep.
+_I4, _I5, _I6, _I7 = (" " * (4 * k) for k in (4, 5, 6, 7))
 _WINDOWS = """for b in range({B}):
     for c in range({C}):
         for oh in range({HO}):
@@ -805,6 +896,40 @@ _WINDOWS = """for b in range({B}):
                         iw = ow * {SW} + kj
                         {each}
                 {done}"""
+
+
+def _integer_pow(x: str, n: int, one: str | None) -> str:
+    """``x ** n``; for floats a negative power is the reciprocal of the positive one, since
+    Numba's ``0.0 ** -2`` raises ZeroDivisionError where numpy gives inf (as ``1 / 0.0`` does
+    under the numpy error model). ``one`` is None for integers: numpy refuses their negative
+    powers, and the raise sends ``nnc.compile`` to the interpreter, which says so."""
+    if n < 0 and one is not None:
+        return f"{one} / ({_integer_pow(x, -n, one)})"
+    return f"{x} * {x}" if n == 2 else f"{x} ** {n}"
+
+
+def _relu(x: str, zero: str) -> str:
+    """``np.maximum(x, 0)`` exactly: NaN stays NaN (it is not <= 0), -0.0 becomes 0.0."""
+    return f"{zero} if {x} <= {zero} else {x}"
+
+
+def _max(acc: str, x: str) -> str:
+    """The running maximum as ``np.max`` keeps it: the first NaN stays (Python's ``max`` keeps
+    or drops a NaN by its position; ``x != x`` is true for NaN alone)."""
+    return f"{x} if {x} > {acc} or {x} != {x} else {acc}"
+
+
+def _unchecked(v: Any) -> Any:
+    """The value a check primitive's result aliases (``v`` itself for any other value)."""
+    while type(v) is not Const and v.producer is not None and v.producer.prim.name in _CHECKS:
+        v = v.producer.inputs[0]
+    return v
+
+
+def _may_be_view(v: Any) -> bool:
+    """Whether ``v`` comes from a view primitive (through any checks that pass it on)."""
+    v = _unchecked(v)
+    return type(v) is not Const and v.producer is not None and v.producer.prim.name in _VIEWS
 
 
 def _flat(shape: tuple) -> str:

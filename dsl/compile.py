@@ -123,12 +123,12 @@ def _load(source: str, globals_: dict, fallbacks: set, name: str, disk: bool = T
     cache = directory is not None
     # reassociation lets reductions vectorise; NaN and infinity semantics are kept
     options = dict(cache=cache, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "arcp"})
-    for fn in functions:  # bodies first: the main function calls them as jitted globals
-        if fn == name:
-            continue
-        namespace[fn] = numba.njit(**options)(namespace[fn])
-    main = numba.njit(**options)(namespace[name])
-    return main, cache
+    # bodies first (the main function calls them as jitted globals), the main function last;
+    # a module already loaded by this process (the same graph compiled again) has them jitted
+    for fn in [f for f in functions if f != name] + [name]:
+        if not hasattr(namespace[fn], "py_func"):
+            namespace[fn] = numba.njit(**options)(namespace[fn])
+    return namespace[name], cache
 
 
 def _quietly(run: Callable) -> Callable:
@@ -163,9 +163,12 @@ class Compiled:
                               cached, source)
         try:
             _quietly(run)(*values)  # compile now, so that the reported time is the real one
-        except Exception:  # a damaged disk cache, or values only the interpreter can judge
-            run, cached = _load(source, module.globals, module.fallbacks, "compiled", disk=False)
-            entry.run, entry.cached_on_disk = run, cached
+        except Exception as err:
+            # A check refusing these values ("nnc: ..."): the code is sound, and __call__ reruns
+            # the interpreter for the message. Anything else: a damaged disk cache, maybe.
+            if not (isinstance(err, ValueError) and str(err).startswith("nnc: ")):
+                run, cached = _load(source, module.globals, module.fallbacks, "compiled", disk=False)
+                entry.run, entry.cached_on_disk = run, cached
         entry.seconds = time.perf_counter() - start
         new = set(module.fallbacks) - _REPORTED_FALLBACKS
         if new:

@@ -230,3 +230,31 @@ def test_a_changed_product_function_changes_the_disk_cache_key(monkeypatch):
     before = compile_module._digest("def f(): pass", {})
     monkeypatch.setattr(compile_module, "_runtime_fingerprint", lambda: b"another matmul")
     assert compile_module._digest("def f(): pass", {}) != before
+
+
+def test_the_same_recurrent_model_compiles_twice_in_one_process():
+    # the second nnc.compile finds the generated module loaded, its scan body jitted already
+    model = zero_state(unroll_last(fcrnn(1, 4))) >> Linear(4, 1)
+    params = model.init(seed=0)
+    x = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3, 1)
+    first, second = ncompile(model)(params, x), ncompile(model)(params, x)
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(second, model(params, x), **TOL[np.float32])
+
+
+def test_a_first_call_on_bad_data_keeps_the_compiled_code():
+    model = Linear(3, 2)
+    params = model.init(seed=0)
+    good = ncompile(model)
+    good(params, np.ones((2, 3), np.float32))
+    predict = ncompile(model)
+    bad = np.ones((2, 3), np.float32)
+    bad[0, 1] = np.inf
+    with pytest.raises(nnc.NonFiniteError, match=r"holds inf at index \(0, 1\)"):
+        predict(params, bad)
+    (entry,) = predict.specialisations.values()
+    predict.fn = lambda *args: pytest.fail("ran the interpreted path")
+    np.testing.assert_allclose(predict(params, np.ones((2, 3), np.float32)),
+                               model(params, np.ones((2, 3))), **TOL[np.float32])
+    # not rebuilt outside the disk cache, as a damaged cache would be
+    assert entry.cached_on_disk == next(iter(good.specialisations.values())).cached_on_disk

@@ -143,9 +143,11 @@ def test_gradient_matches_finite_differences(name, data):
 def test_second_derivatives_match_finite_differences(name, data):
     """The gradient rules are written with primitives, so the backward pass differentiates too."""
     fn, args = data.draw(st.composite(lambda d: CASES[name](d))())
-    # within [-1, 1] (see `spaced`): the energy raises the values to the sixth power, and
-    # from [-2, 2] its rounding drowned the finite differences of its smaller entries
-    args = tuple(a / 2 if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in args)
+    if name.startswith("conv2d"):
+        # within [-1, 1] (see `spaced`): the energy raises the values to the sixth power, and
+        # from [-2, 2] its rounding drowned the finite differences of its smaller entries.
+        # (Not for linear: halving x, w and b moves x @ w + b, maybe onto relu's kink.)
+        args = tuple(a / 2 if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in args)
 
     def gradient_energy(*xs):
         grads = nnc.grad(lambda *ys: nnc.sum(fn(*ys) * fn(*ys)), tuple(range(len(xs))))(*xs)

@@ -33,7 +33,7 @@ def _bias_relu(z, b, relu):
         row = i * un
         for j in range(un):
             v = zf[row + j] + b[j]
-            if relu and v < 0:  # as np.maximum(v, 0): NaN and -0.0 stay as they are
+            if relu and v <= 0:  # as np.maximum(v, 0): NaN stays, -0.0 becomes 0.0
                 v = 0
             zf[row + j] = v
 

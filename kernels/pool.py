@@ -2,7 +2,7 @@
 
 Windows are ``kh x kw`` taps placed every ``sh`` rows and ``sw`` columns, with no
 padding; a window ties are broken by its first largest entry in row-major order,
-like the numpy reference and PyTorch. One plane (an image's channel) at a time, with
+like the numpy reference and PyTorch, and a NaN is the largest entry, as in numpy. One plane (an image's channel) at a time, with
 unsigned indices so the inner loops compile without negative-index checks.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _max_pool(x, kh, kw, sh, sw, y):
                     row = top + ki * np.uint64(W)
                     for kj in range(np.uint64(kw)):
                         v = xf[row + kj]
-                        if v > best:
+                        if v > best or v != v:  # NaN wins, as in np.max
                             best = v
                 yf[dst + i * np.uint64(wo) + j] = best
 
@@ -58,8 +58,10 @@ def _max_pool_route(x, kh, kw, sh, sw, g, scatter, out):
                 for ki in range(np.uint64(kh)):
                     row = top + ki * np.uint64(W)
                     for kj in range(np.uint64(kw)):
-                        if xf[row + kj] > best:
-                            best = xf[row + kj]
+                        v = xf[row + kj]
+                        # the first NaN wins, as in np.argmax; after it nothing does
+                        if v > best or (v != v and best == best):
+                            best = v
                             at = row + kj
                 k = dst + i * np.uint64(wo) + j
                 if scatter:

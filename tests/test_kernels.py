@@ -156,6 +156,30 @@ def test_pool_kernels_match_the_numpy_reference(problem):
     assert KP.max_pool(x, k, s).dtype == KP.avg_pool(x, k, s).dtype == x.dtype
 
 
+@given(pool_problems(), st.data())
+def test_max_pool_kernels_treat_nan_and_infinities_as_numpy_does(problem, data):
+    x, g, k, s = problem
+    flat = x.reshape(-1).copy()
+    for _ in range(data.draw(st.integers(1, 3))):
+        flat[data.draw(st.integers(0, flat.size - 1))] = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    x = flat.reshape(x.shape)
+    c = np.arange(x.size, dtype=x.dtype).reshape(x.shape)
+    np.testing.assert_array_equal(KP.max_pool(x, k, s), R.max_pool(x, k, s))
+    np.testing.assert_array_equal(KP.max_pool_gather(x, c, k, s), R.max_pool_gather(x, c, k, s))
+    np.testing.assert_allclose(KP.max_pool_grad(x, g, k, s), R.max_pool_grad(x, g, k, s), **tolerance(x.dtype))
+
+
+def test_the_fused_bias_relu_gives_what_np_maximum_gives():
+    from nnc.kernels import dense
+
+    z = np.array([[-0.0, 0.0, np.nan, -1.0, 2.0]], np.float32)
+    out = z.copy()
+    dense._bias_relu(out, np.zeros(5, np.float32), True)
+    expected = np.maximum(z, 0)
+    np.testing.assert_array_equal(out, expected)
+    assert not np.signbit(out).any()
+
+
 def test_max_pool_routes_a_tie_to_the_first_maximum_row_by_row():
     x = np.array([[[[1.0, 3.0], [3.0, 0.0]]]])
     gx = KP.max_pool_grad(x, np.array([[[[5.0]]]]), (2, 2), (2, 2))

@@ -297,12 +297,22 @@ defvjp(where_p, _where_vjp)
 
 
 def maximum(a, b):
-    """Elementwise maximum; at ties the gradient goes to ``a``."""
+    """Elementwise maximum; a NaN in either operand gives NaN, as ``np.maximum``; at ties the
+    gradient goes to ``a``."""
     a, b = operands("maximum", a, b)
-    return where(greater(b, a), b, a)
+    return where(greater(b, a), b, _or_nan_of(b, a))
 
 
 def minimum(a, b):
-    """Elementwise minimum; at ties the gradient goes to ``a``."""
+    """Elementwise minimum; a NaN in either operand gives NaN, as ``np.minimum``; at ties the
+    gradient goes to ``a``."""
     a, b = operands("minimum", a, b)
-    return where(less(b, a), b, a)
+    return where(less(b, a), b, _or_nan_of(b, a))
+
+
+def _or_nan_of(b, a):
+    """``a``, but ``b`` where ``b`` is NaN (a comparison with NaN is false, so ``where`` alone
+    would drop it). A numpy ``b`` without NaN, a bound like ``tiny``, needs no second pass."""
+    if isinstance(b, np.ndarray) and not np.isnan(b).any():
+        return a
+    return where(equal(b, b), a, b)

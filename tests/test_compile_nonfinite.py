@@ -429,3 +429,18 @@ def test_a_compiled_cross_entropy_refuses_what_the_interpreted_one_does():
     with pytest.raises(DomainError, match=re.escape("but row 1 of its prediction is [0.5, 0.6, -0.1], which "
                                                     "holds -0.1 at index (1, 2) and sums to 1")):
         loss(bad, labels)
+
+
+@pytest.mark.parametrize("name", ["maximum", "minimum"])
+def test_maximum_and_minimum_give_nan_for_a_nan_in_either_operand_as_numpy(name):
+    ours, theirs = getattr(nnc, name), getattr(np, name)
+    a = np.array([1.0, np.nan, 3.0, -np.inf, np.nan, 2.0], np.float32)
+    b = np.array([np.nan, 2.0, 1.0, 5.0, np.nan, 2.0], np.float32)
+    expected = theirs(a, b)
+    np.testing.assert_array_equal(ours(a, b), expected)
+    np.testing.assert_array_equal(nnc.compile(lambda x, y: ours(x, y))(a, b), expected)
+    traced = nnc.value_and_grad(lambda x, y: nnc.sum(ours(x, y) * 0.0 + ours(x, y)))(a, b)[0]
+    assert np.isnan(traced)
+    # at a tie the gradient goes to the first operand
+    grads = nnc.grad(lambda x, y: nnc.sum(ours(x, y)), (0, 1))(np.float32([2.0]), np.float32([2.0]))
+    assert [float(g[0]) for g in grads] == [1.0, 0.0]

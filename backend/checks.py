@@ -37,8 +37,25 @@ def non_finite_message(what: str, x: np.ndarray) -> str:
             "nnc refuses NaN and infinite inputs")
 
 
+_BLAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def all_finite(x: np.ndarray) -> bool:
+    """Whether every entry of the numpy array ``x`` is finite (integers always are)."""
+    if x.dtype.kind != "f":
+        return True
+    if x.dtype in _BLAS_DTYPES and x.size:
+        # x . x is finite only if every entry is (a NaN or an infinity never cancels), and
+        # BLAS computes it in one pass without the boolean array isfinite makes; a finite
+        # x whose square overflows takes the exact test below
+        flat = x.reshape(-1)
+        if np.isfinite(np.dot(flat, flat)):
+            return True
+    return bool(np.isfinite(x).all())
+
+
 def _check_finite_impl(x: np.ndarray, what: str) -> np.ndarray:
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
+    if not all_finite(x):
         raise NonFiniteError(non_finite_message(what, x))
     return x
 

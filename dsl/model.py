@@ -16,7 +16,7 @@ import numpy as np
 
 from nnc.backend.array_api import namespace_of, numpy_dtype, xp_dtype
 from nnc.backend.core import Tracer
-from nnc.backend.checks import check_finite, non_finite_message
+from nnc.backend.checks import all_finite, check_finite, non_finite_message
 from nnc.backend.errors import InitError, NonFiniteError, ShapeError, TypeMismatch
 from nnc.backend.tree import tree_flatten, tree_paths
 
@@ -511,7 +511,7 @@ def _converted(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
         return x
     if x.dtype != target:
         x = x.astype(target)
-    if not np.isfinite(x).all():
+    if not all_finite(x):
         raise NonFiniteError(non_finite_message(f"{what} of {_short(model)}", x))
     return x
 

@@ -58,20 +58,12 @@ class Placement:
         return hash(self.key)
 
 
-NUMPY_DESCRIPTION = "numpy arrays (cpu)"
-
-
 def namespace_of(x: Any) -> Any | None:
     """The array-API namespace of ``x``; ``None`` for numpy arrays, numpy scalars and Python values."""
     if isinstance(x, (np.ndarray, np.generic, Number)):  # subclasses too: np.memmap is numpy
         return None
     get = getattr(x, "__array_namespace__", None)
     return None if get is None else get()
-
-
-def is_foreign(x: Any) -> bool:
-    """Whether ``x`` is an array of a namespace other than numpy."""
-    return namespace_of(x) is not None
 
 
 def placement(x: Any) -> Placement | None:

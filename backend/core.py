@@ -309,10 +309,6 @@ def _escaped(prim: Primitive) -> TraceError:
     )
 
 
-def is_tracer(x: Any) -> bool:
-    return type(x) is Tracer
-
-
 def trace_graph(fn: Callable[[list], list], avals: list[tuple[tuple[int, ...], Any]]) -> Graph:
     """Trace ``fn`` (a function of a list of arrays returning a list) into a :class:`Graph`."""
     trace = Trace()

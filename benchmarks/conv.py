@@ -5,7 +5,7 @@ Run: python benchmarks/conv.py [--quick]
 
 Forward+backward computes the output and both cotangents (images and filters) for a
 given output cotangent, in every contender. 3x3 filters, padding 1, stride 1. Times are
-medians of interleaved rounds (nnc.kernels.timing); ratios are medians of each round's
+medians of interleaved rounds (benchmarks/timing.py); ratios are medians of each round's
 ratio, and below 1 mean nnc is faster. The BLAS column times nnc's matrix products
 alone, on receptive fields gathered beforehand: the floor of nnc's approach here.
 PyTorch is timed when installed (optional: pip install torch==2.13.0), on its default
@@ -25,8 +25,8 @@ import numpy as np
 
 from nnc.kernels import dispatch
 from nnc.kernels import reference as R
-from nnc.kernels.timing import (ChildTimers, calls_for, interleaved, interleaved_samples, median_ratio,
-                               serve_timings)
+from timing import (ChildTimers, calls_for, interleaved, interleaved_samples, median_ratio,
+                    serve_timings)
 
 GEOMETRY = ((1, 1), (1, 1), (1, 1))  # stride, padding, dilation
 SHAPES = [(64, 1, 16, 28, 28), (32, 16, 32, 32, 32), (8, 64, 64, 56, 56)]  # B, C_in, C_out, H, W

@@ -14,7 +14,7 @@ output cotangent g:
 
 Target (issue 5): faster than numpy's separate calls at batch 32, 64 -> 128.
 Times are medians of interleaved rounds; PyTorch is timed when installed, in a child
-process of its own, in the same alternating rounds (see nnc.kernels.timing).
+process of its own, in the same alternating rounds (see benchmarks/timing.py).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import nnc
 from nnc.backend import activations as A
 from nnc.backend import linalg as L
 from nnc.kernels import dense
-from nnc.kernels.timing import ChildTimers, calls_for, interleaved, serve_timings
+from timing import ChildTimers, calls_for, interleaved, serve_timings
 
 SHAPES = [(32, 64, 128), (32, 128, 10), (256, 64, 128), (8, 16, 16)]
 ACTIVATIONS = ("tanh", "relu")

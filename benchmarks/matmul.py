@@ -7,7 +7,7 @@ ratio nnc/numpy shows what the checks cost (target: at least 0.9 at n = 1024). T
 Numba column is the plain loop kernel below, the best-vectorising order (i, k, j) with
 unsigned indices: it is what lost to BLAS at every size, which is why nnc's dispatch
 sends every matrix product to BLAS (docs/kernels.md). PyTorch is timed when installed,
-in a child process of its own, in the same alternating rounds (see nnc.kernels.timing:
+in a child process of its own, in the same alternating rounds (see benchmarks/timing.py:
 OpenBLAS's idle threads would slow it down here).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 import nnc
 from nnc.kernels.jit import kernel
-from nnc.kernels.timing import ChildTimers, calls_for, interleaved, serve_timings
+from timing import ChildTimers, calls_for, interleaved, serve_timings
 
 SIZES = (16, 64, 256, 1024)
 DTYPES = (np.float32, np.float64)

@@ -9,9 +9,11 @@ Vec[2] -> Vec[1]
 >>> model(params, np.ones((8, 2))).shape
 (8, 1)
 """
-from nnc.backend.memory import keep_freed_memory
+from types import ModuleType as _ModuleType
 
-keep_freed_memory()  # before any array: fresh pages cost more than small models' work
+from nnc.backend import memory as _memory
+
+_memory.keep_freed_memory()  # before any array: fresh pages cost more than small models' work
 
 
 from nnc.backend.checks import DomainError
@@ -48,20 +50,7 @@ from .types import Dim, Mat, Seq, Tensor, TypeVar, Vec
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GRU", "LSTM", "Seq", "fcrnn", "feedback", "fix_state", "lagged", "learned_state", "prime",
-    "recurrently", "unroll", "unroll_last", "zero_state", "scan", "compile",
-    "render", "summary", "GraphvizNotFound", "RenderError", "LoadError",
-    "Callback", "Checkpoint", "Decision", "EarlyStopping", "StopOnNaN", "CheckpointError", "CheckpointNotFound", "load",
-    "save", "accuracy", "ConfigError", "adam", "adamw", "clip_by_global_norm", "clip_by_value",
-    "cosine_decay", "exponential_decay", "piecewise_constant", "rmsprop", "warmup",
-    "BackendError", "backends", "get_backend", "to_backend", "use",
-    "History", "TrainStep", "fit", "train_step", "Conv2d", "avg_pool", "flatten", "max_pool",
-    "ArgumentError", "Dim", "DomainError", "InitError", "Input", "Linear", "Mat", "MissingGradient", "Model", "NNCError",
-    "NonFiniteError", "Optimizer", "ShapeError", "Signature", "Tensor", "TraceError",
-    "TypeMismatch", "TypeVar", "Vec", "absolute", "add", "concat", "cross_entropy", "exp",
-    "fanout", "grad", "lift", "hessian", "jacobian", "log", "log_softmax", "logistic", "matmul", "max",
-    "maximum", "mean", "minimum", "mse", "parallel", "pick", "relu", "reshape", "residual", "sgd",
-    "softmax", "sqrt", "sum", "tanh", "transpose", "tree_flatten", "tree_leaves", "tree_map",
-    "tree_paths", "tree_unflatten", "typed", "value_and_grad", "vjp", "where",
-]
+# Every public name imported above, and nothing else: submodules (bound here as a side
+# effect of importing from them) and underscored helpers are left out.
+__all__ = sorted(name for name, value in globals().items()
+                 if not name.startswith("_") and not isinstance(value, _ModuleType))

@@ -7,11 +7,16 @@ import numpy as np
 import pytest
 
 import nnc
-from nnc import Linear, tanh
+from nnc import Input, Linear, Tensor, tanh
 from nnc.backend.array_api import BackendError, to_numpy
 from nnc.backend.tree import tree_flatten, tree_paths
 from nnc.backends import backends, cupy_backend, current, get_backend, to_backend, use
 from nnc.checkpoint import load, save
+from nnc.conv import Conv2d, max_pool
+from nnc.kernels import conv as KC
+from nnc.kernels import dispatch
+from nnc.kernels import pool as KP
+from nnc.kernels import reference as R
 
 import array_api_strict as xp  # noqa: E402 - a test dependency (extras "test" and "dev")
 DEVICE = xp.Device("device1")
@@ -33,8 +38,8 @@ MODEL = Linear(3, 4) >> tanh >> Linear(4, 2)
 
 def test_backends_lists_every_backend_with_the_reason_cupy_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # as on a machine without CuPy installed
-    assert backends() == ["numpy", "numba", "cupy (not available: import of cupy halted; "
-                                            "none in sys.modules)"]
+    assert backends() == ["numpy", "cupy (not available: import of cupy halted; "
+                                   "none in sys.modules)"]
     with pytest.raises(BackendError, match=r"^cupy \(not available: import of cupy halted"):
         get_backend("cupy")
 
@@ -46,7 +51,7 @@ def test_backends_lists_every_backend_with_the_reason_cupy_is_missing(monkeypatc
 ])
 def test_cupy_reports_why_it_cannot_run(monkeypatch, error, reason):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(error=error))
-    assert backends()[2].startswith(f"cupy (not available: {reason}")
+    assert backends()[1].startswith(f"cupy (not available: {reason}")
     with pytest.raises(BackendError, match=r"cupy \(not available: " + reason):
         get_backend("cupy")
 
@@ -57,13 +62,41 @@ def test_cupy_without_a_device_is_unavailable():
 
 
 def test_unknown_backend_names_the_known_ones():
-    with pytest.raises(BackendError, match=r"unknown backend 'tpu'; nnc knows \['cupy', 'numba', 'numpy'\]"):
+    with pytest.raises(BackendError, match=r"unknown backend 'tpu'; nnc knows \['cupy', 'numpy'\]"):
         get_backend("tpu")
+
+
+def test_numba_is_no_backend_of_its_own():
+    # numpy arrays are numpy arrays: which kernel runs is chosen per primitive, never by name
+    with pytest.raises(BackendError, match=r"unknown backend 'numba'"):
+        get_backend("numba")
+
+
+CONV = Input(Tensor[1, 6, 6]) >> Conv2d(1, 2, 3, padding=1) >> max_pool(2)
+# what kernels/dispatch.py calls for the forward of CONV: (module, function, which path)
+CONV_IMPLEMENTATIONS = [(KC, "conv2d_forward", "kernel"), (KP, "max_pool", "kernel"),
+                        (R, "conv2d", "reference"), (R, "max_pool", "reference")]
+
+
+@pytest.mark.parametrize("jit, path", [(True, "kernel"), (False, "reference")])
+def test_the_numpy_backend_runs_kernels_and_only_references_without_jit(monkeypatch, jit, path):
+    ran = []
+    for module, name, which in CONV_IMPLEMENTATIONS:
+        def spy(*args, _run=getattr(module, name), _which=which):
+            ran.append(_which)
+            return _run(*args)
+        monkeypatch.setattr(module, name, spy)
+    # what NUMBA_DISABLE_JIT decides; the variable itself is read once by Numba at its import
+    monkeypatch.setattr(dispatch, "jit_enabled", lambda: jit)
+    with use("numpy"):
+        params = CONV.init(seed=0, dtype=np.float64)
+    assert CONV(params, np.ones((2, 1, 6, 6))).shape == (2, 2, 3, 3)
+    assert ran == [path, path]
 
 
 def test_cupy_backend_places_arrays_where_its_arrays_live(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
-    assert backends()[2] == "cupy"
+    assert backends()[1] == "cupy"
     gpu = get_backend("cupy")
     assert gpu.where.device == DEVICE and gpu.where.xp is xp
 

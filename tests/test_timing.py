@@ -1,18 +1,26 @@
-"""nnc.kernels.timing: the measuring behind the benchmarks, including a contender timed in a
+"""benchmarks/timing.py: the measuring behind the benchmarks, including a contender timed in a
 child process in the same rounds as the parent's."""
+import doctest
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from nnc.kernels.timing import ChildTimers, Remote, interleaved_samples, median_ratio
+# Benchmark tooling is not part of the package: the scripts import it from their own folder.
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import timing  # noqa: E402
+from timing import ChildTimers, Remote, interleaved_samples, median_ratio  # noqa: E402
 
 CHILD = textwrap.dedent("""
     import sys, time
-    from nnc.kernels.timing import serve_timings
+    sys.path.insert(0, BENCHMARKS)
+    from timing import serve_timings
 
     if "--timing-child" in sys.argv:
         serve_timings({"nap": lambda: time.sleep(0.004)})
-""")
+""").replace("BENCHMARKS", repr(str(BENCHMARKS)))
 
 
 def test_a_child_contender_is_timed_there_in_the_parents_rounds(tmp_path):
@@ -38,3 +46,9 @@ def test_median_ratio_pairs_rounds():
     samples = {"a": [1.0, 10.0, 2.0], "b": [2.0, 10.0, 8.0]}  # ratios 0.5, 1.0, 0.25
     assert median_ratio(samples, "a", "b") == 0.5
     assert median_ratio(samples, "b", "a") == 2.0
+
+
+def test_the_docstring_examples_run():
+    # timing.py left the package, so the package's doctest sweep no longer reaches it
+    result = doctest.testmod(timing, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

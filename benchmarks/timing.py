@@ -2,8 +2,9 @@
 
 Two cores shared with other work make single timings meaningless. Contenders run in
 alternating rounds, so a busy moment hits all of them alike, and each reports the
-median of its rounds. The benchmarks in ``benchmarks/`` use this, and the crossovers
-written down in docs/kernels.md come from them.
+median of its rounds. The benchmark scripts beside this module import it (``from timing
+import ...``: a script's own folder is on ``sys.path``), and the crossovers written down in
+docs/kernels.md come from them.
 
 Libraries with their own thread pools must not share a process while timed: after each
 product OpenBLAS's workers spin for about 0.1 s (measured: 0.135 s of CPU in the 0.2 s

@@ -112,6 +112,11 @@ def log_softmax(x, axis: int = -1) -> Any:
     return bind(log_softmax_p, x, axis=axis % max(len(E.shape_of(x)), 1))
 
 
+# log(softmax(z)), in a loss or a user's function, is traced as the stable log_softmax(z):
+# probabilities that underflow to 0 would otherwise give -inf.
+E.STABLE_LOG_OF[softmax_p.name] = log_softmax
+
+
 def _softmax_vjp(g, out, x, axis):
     inner = R.sum(E.mul(g, out), axis, keepdims=True)
     return (E.mul(out, E.sub(g, inner)),)

@@ -101,7 +101,7 @@ def backward_pass(graph: Graph, primals: list, cotangents: list, wrt: Sequence[i
 
 
 @dataclass
-class _Signature:
+class CallSignature:
     """How a call's arguments split into traced array leaves and constant leaves."""
 
     treedef: Any  # of the tuple of positional arguments
@@ -125,7 +125,7 @@ class _Signature:
         return out
 
 
-def _signature(args: tuple) -> tuple[_Signature, list]:
+def call_signature(args: tuple) -> tuple[CallSignature, list]:
     """Split the arguments into array values (traced) and constants; ``key`` names the trace.
 
     Arrays of another namespace than numpy (CuPy, array-api-strict) add their placement to
@@ -159,9 +159,9 @@ def _signature(args: tuple) -> tuple[_Signature, list]:
     statics = tuple(statics)
     key = (treedef, tuple(avals), statics)
     if foreign is None:
-        return _Signature(treedef, dynamic, statics, key), values
+        return CallSignature(treedef, dynamic, statics, key), values
     where = _one_placement(treedef, leaves, dynamic, foreign)
-    return _Signature(treedef, dynamic, statics, key + (where.key,), where), lift(values, where)
+    return CallSignature(treedef, dynamic, statics, key + (where.key,), where), lift(values, where)
 
 
 def _one_placement(treedef: Any, leaves: list, dynamic: list, foreign: list) -> Placement:
@@ -186,7 +186,7 @@ def _one_placement(treedef: Any, leaves: list, dynamic: list, foreign: list) -> 
     return where
 
 
-def _rebuild(sig: _Signature, values: list) -> tuple:
+def _rebuild(sig: CallSignature, values: list) -> tuple:
     leaves: list = [None] * (len(sig.dynamic) + len(sig.statics))
     for pos, v in zip(sig.dynamic, values):
         leaves[pos] = v
@@ -214,7 +214,9 @@ class _Staged:
             return self.run(*values)
 
 
-def _trace_forward(fn: Callable, sig: _Signature, values: list) -> tuple[Graph, Any]:
+def trace_call(fn: Callable, sig: CallSignature, values: list) -> tuple[Graph, Any]:
+    """The graph of ``fn`` called with ``values`` traced and ``sig``'s constants in place, and
+    the tree structure of its result (the graph's outputs are that tree's leaves)."""
     box = {}
 
     def flat_fn(tracers):
@@ -230,7 +232,7 @@ def _avals(values: list) -> list:
     return [(tuple(v.shape), numpy_dtype(v.dtype)) for v in values]
 
 
-def _wrt_positions(sig: _Signature, argnums: tuple[int, ...], fname: str) -> list[int]:
+def _wrt_positions(sig: CallSignature, argnums: tuple[int, ...], fname: str) -> list[int]:
     """Indices into the dynamic values of the leaves of the differentiated arguments."""
     index = {pos: k for k, pos in enumerate(sig.dynamic)}
     wrt = []
@@ -280,7 +282,7 @@ def value_and_grad(fn: Callable, argnums: int | tuple[int, ...] = 0) -> Callable
     name = getattr(fn, "__name__", "function")
 
     def build(sig, values):
-        fwd, out_def = _trace_forward(fn, sig, values)
+        fwd, out_def = trace_call(fn, sig, values)
         if len(fwd.outputs) != 1 or fwd.outputs[0].shape != ():
             shapes = [tuple(v.shape) for v in fwd.outputs]
             raise ShapeError(
@@ -304,7 +306,7 @@ def value_and_grad(fn: Callable, argnums: int | tuple[int, ...] = 0) -> Callable
         return _Staged(graph, spans, sig.where)
 
     def run(*args):
-        sig, values = _signature(args)
+        sig, values = call_signature(args)
         key = (kind, sig.key)
         staged = cache.get(key)
         if staged is None:
@@ -347,11 +349,11 @@ def vjp(fn: Callable, *args: Any) -> tuple[Any, Callable]:
     (array([3., 4.]), array([1., 2.]))
     """
     cache = _cache_for(fn)
-    sig, values = _signature(args)
+    sig, values = call_signature(args)
     key = ("vjp",) + sig.key
     entry = cache.get(key)
     if entry is None:
-        fwd, out_def = _trace_forward(fn, sig, values)
+        fwd, out_def = trace_call(fn, sig, values)
         wrt = [k for k, v in enumerate(values) if numpy_dtype(v.dtype).kind == "f"]
         n_in = len(values)
 

@@ -12,22 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from . import reductions as R
-from .array_api import namespace_of, numpy_dtype, xp_dtype
+from .array_api import namespace_of, xp_dtype
+from .broadcasting import dtype_of, shape_of, sum_to
 from .core import Tracer, bind, defgeneric, defprim, defvjp
 from .errors import ShapeError
-
-
-def shape_of(x: Any) -> tuple[int, ...]:
-    return x.shape if type(x) is Tracer or isinstance(x, np.ndarray) else np.shape(x)
-
-
-def dtype_of(x: Any) -> np.dtype:
-    if type(x) is Tracer or isinstance(x, np.ndarray):
-        return x.dtype
-    if namespace_of(x) is not None:
-        return numpy_dtype(x.dtype)
-    return np.asarray(x).dtype
 
 
 def _is_float(dt: np.dtype) -> bool:
@@ -89,7 +77,7 @@ def unbroadcast(g: Any, x: Any) -> Any:
     The one helper every broadcasting rule uses."""
     shape, dtype = shape_of(x), dtype_of(x)
     if shape_of(g) != shape:
-        g = R.sum_to(g, shape)
+        g = sum_to(g, shape)
     if dtype_of(g) != dtype:
         g = cast(g, dtype)
     return g
@@ -191,15 +179,21 @@ def exp(x):
     return bind(exp_p, x)
 
 
+# The stable form of log(f(z)) for a one-input primitive f, by f's name, registered by the
+# family that defines f (activations: log(softmax(z)) is log_softmax(z)).
+STABLE_LOG_OF: dict[str, Any] = {}
+
+
 def log(x):
     """Elementwise natural logarithm.
 
-    ``log(softmax(z))`` is rewritten to the stable ``log_softmax(z)`` while tracing."""
-    if type(x) is Tracer and x.var.producer is not None and x.var.producer.prim.name == "softmax":
-        from .activations import log_softmax
-
-        producer = x.var.producer  # softmax has one input, so it is a traced Var here
-        return log_softmax(Tracer(x.trace, producer.inputs[0]), **producer.params)
+    The log of a traced output of a primitive in ``STABLE_LOG_OF`` is rewritten to that
+    primitive's stable form: ``log(softmax(z))`` is traced as ``log_softmax(z)``."""
+    producer = x.var.producer if type(x) is Tracer else None
+    stable = None if producer is None else STABLE_LOG_OF.get(producer.prim.name)
+    if stable is not None:
+        # a one-input primitive: its input is a traced Var here
+        return stable(Tracer(x.trace, producer.inputs[0]), **producer.params)
     return bind(log_p, x)
 
 

@@ -7,8 +7,8 @@ import numpy as np
 
 from nnc.kernels import dispatch as K
 
+from . import broadcasting as B
 from . import elementwise as E
-from . import reductions as R
 from . import structural as S
 from .activations import logistic_generic
 from .core import bind, defgeneric, defprim, defvjp
@@ -62,7 +62,7 @@ def _matmul_vjp(g, out, a, b):
         ga = matmul(b, S.reshape(g, E.shape_of(g) + (1,)))
         ga = S.reshape(ga, E.shape_of(ga)[:-1])
         gb = E.mul(S.reshape(a, (sa[0], 1)), S.reshape(g, E.shape_of(g)[:-1] + (1, sb[-1])))
-        return E.unbroadcast(R.sum_to(ga, sa), a), E.unbroadcast(gb, b)
+        return E.unbroadcast(B.sum_to(ga, sa), a), E.unbroadcast(gb, b)
     if len(sb) == 2 and len(sa) > 2:  # batch of rows against one matrix: fold the batch
         g2 = S.reshape(g, (-1, sb[-1]))
         a2 = S.reshape(a, (-1, sa[-1]))
@@ -154,7 +154,7 @@ def _linear_vjp(g, out, x, w, b, activation):
         gw = E.mul(S.reshape(x, (sw[0], 1)), S.reshape(gz, (1, sw[1])))
         return gx, gw, gz
     x2, gz2 = S.reshape(x, (-1, sw[0])), S.reshape(gz, (-1, sw[1]))
-    return matmul(gz, S.transpose(w)), matmul(S.transpose(x2), gz2), R.sum_to(gz, (sw[1],))
+    return matmul(gz, S.transpose(w)), matmul(S.transpose(x2), gz2), B.sum_to(gz, (sw[1],))
 
 
 def _activation_grad_vjp(ct, gz, g, out, activation):

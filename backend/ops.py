@@ -6,11 +6,12 @@ so a loss or a custom layer is ordinary code: ``nnc.mean((y - t) ** 2)``.
 from __future__ import annotations
 
 from .activations import log_softmax, logistic, relu, softmax, step, tanh
+from .broadcasting import broadcast_to, sum_to
 from .core import Tracer
 from .elementwise import (absolute, add, cast, div, equal, exp, greater, less, log, maximum,
                           minimum, mul, neg, power, sign, sqrt, sub, where)
 from .linalg import matmul
-from .reductions import broadcast_to, max, mean, sum, sum_to
+from .reductions import max, mean, sum
 from .scan import scan
 from .structural import concat, getitem, pick, reshape, transpose
 

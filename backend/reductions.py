@@ -1,4 +1,5 @@
-"""Reductions (sum, mean, max) and their linear partners broadcast_to and sum_to."""
+"""Reductions: sum, mean and max (their linear partners broadcast_to and sum_to are in
+:mod:`nnc.backend.broadcasting`)."""
 from __future__ import annotations
 
 import builtins
@@ -8,6 +9,7 @@ import numpy as np
 
 from . import elementwise as E
 from . import structural as S
+from .broadcasting import broadcast_to
 from .core import bind, defgeneric, defprim, defvjp
 from .errors import ShapeError
 
@@ -94,49 +96,3 @@ def _max_vjp(g, out, x, axis, keepdims):
 
 
 defvjp(max_p, _max_vjp)
-
-
-# --------------------------------------------------------------------------- broadcast_to / sum_to
-
-
-def _broadcast_impl(x, shape):
-    # A copy, not numpy's read-only view: a gradient handed to the user must be writable.
-    return np.broadcast_to(x, shape).copy()
-
-
-broadcast_p = defprim("broadcast_to", _broadcast_impl)
-defgeneric(broadcast_p, lambda xp, x, shape: xp.asarray(xp.broadcast_to(x, shape), copy=True))
-
-
-def broadcast_to(x, shape: tuple[int, ...]):
-    """``x`` repeated to ``shape`` (explicit broadcasting)."""
-    shape = tuple(shape)
-    if E.shape_of(x) == shape:
-        return x
-    return bind(broadcast_p, x, shape=shape)
-
-
-def _sum_to_impl(x, shape, axes):
-    out = x.sum(axis=axes[0] if len(axes) == 1 else axes)
-    return out if out.shape == shape else out.reshape(shape)
-
-
-sum_to_p = defprim("sum_to", _sum_to_impl)
-defgeneric(sum_to_p, lambda xp, x, shape, axes: xp.reshape(xp.sum(x, axis=axes), shape))
-
-
-def sum_to(x, shape: tuple[int, ...]):
-    """Sum ``x`` down to ``shape``: undoes a broadcast (used by every gradient rule that needs it)."""
-    shape = tuple(shape)
-    xs = E.shape_of(x)
-    if xs == shape:
-        return x
-    lead = len(xs) - len(shape)
-    if lead < 0 or any(d != 1 and d != xs[lead + i] for i, d in enumerate(shape)):
-        raise ShapeError(f"sum_to: cannot sum shape {xs} down to {shape}")
-    axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape) if d == 1 and xs[lead + i] != 1)
-    return bind(sum_to_p, x, shape=shape, axes=axes)
-
-
-defvjp(broadcast_p, lambda g, out, x, shape: (sum_to(g, E.shape_of(x)),))
-defvjp(sum_to_p, lambda g, out, x, shape, axes: (broadcast_to(g, E.shape_of(x)),))

@@ -6,6 +6,9 @@ graph (forward, backward and optimiser update alike) into one Numba function wit
 elementwise loops and no Python between the operations, and cache it per input shape and
 dtype, in memory and on disk.
 
+This module is the language's part of it: a model becomes ``predict(params, x)``. Tracing,
+generating, loading and caching the code are the engine's, in :mod:`nnc.backend.native`.
+
 >>> import numpy as np, nnc
 >>> from nnc import Linear, tanh
 >>> model = Linear(3, 2) >> tanh
@@ -17,193 +20,14 @@ True
 """
 from __future__ import annotations
 
-import builtins
-import functools
-import hashlib
-import importlib.util
-import os
-import sys
-import time
-import warnings
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
-
-from nnc.backend.autodiff import _signature, _trace_forward
-from nnc.backend.execute import quiet
-from nnc.backend.numba_codegen import generate
-from nnc.backend.tree import tree_unflatten
+from nnc.backend.native import NativeFunction
 
 from .model import Model
 
-_REPORTED_FALLBACKS: set = set()
 
-
-@dataclass
-class CompiledGraph:
-    """One specialisation: the native function for one input signature."""
-
-    run: Callable
-    out_def: Any
-    out_avals: list
-    seconds: float
-    ops: int
-    fallbacks: tuple
-    cached_on_disk: bool
-    source: str
-
-
-def _cache_dir() -> str | None:
-    base = os.environ.get("NNC_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nnc")
-    path = os.path.join(base, "compiled")
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".probe-{os.getpid()}")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-        return path
-    except OSError:
-        return None
-
-
-@functools.cache
-def _runtime_fingerprint() -> bytes:
-    """The source of the functions generated code calls: Numba's cache of a generated
-    function holds their machine code too, so a changed helper must change the digest."""
-    spec = importlib.util.find_spec("nnc.backend.numba_blas")
-    with open(spec.origin, "rb") as f:
-        return f.read()
-
-
-def _digest(text: str, globals_: dict) -> str:
-    h = hashlib.sha256(text.encode())
-    h.update(_runtime_fingerprint())
-    for name in sorted(globals_):
-        value = globals_[name]
-        h.update(name.encode())
-        if isinstance(value, np.ndarray):
-            h.update(str((value.shape, value.dtype.str)).encode())
-            h.update(np.ascontiguousarray(value).tobytes())
-        else:
-            h.update(repr(value).encode())
-    return h.hexdigest()[:24]
-
-
-def _load(source: str, globals_: dict, fallbacks: set, name: str, disk: bool = True) -> tuple[Callable, bool]:
-    """The jitted function, from a file in the cache directory when one is writable
-    (so Numba's own cache keeps the machine code across processes), else from memory."""
-    import numba  # only here: `import nnc` stays fast
-
-    # object-mode fallbacks are not cacheable
-    directory = _cache_dir() if disk and not fallbacks else None
-    if directory is not None:
-        digest = _digest(source, globals_)
-        path = os.path.join(directory, f"nnc_{digest}.py")
-        if not os.path.exists(path):
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                f.write(source)
-            os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
-        module_name = f"nnc_compiled_{digest}"
-        module = sys.modules.get(module_name)
-        if module is None:
-            spec = importlib.util.spec_from_file_location(module_name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module  # Numba's disk cache finds globals through it
-            spec.loader.exec_module(module)
-        namespace = vars(module)
-    else:
-        namespace = {}
-        exec(builtins.compile(source, "<nnc compiled>", "exec"), namespace)
-    namespace.update(globals_)
-    functions = [line.split("(")[0][4:] for line in source.splitlines() if line.startswith("def ")]
-    cache = directory is not None
-    # reassociation lets reductions vectorise; NaN and infinity semantics are kept
-    options = dict(cache=cache, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "arcp"})
-    # bodies first (the main function calls them as jitted globals), the main function last;
-    # a module already loaded by this process (the same graph compiled again) has them jitted
-    for fn in [f for f in functions if f != name] + [name]:
-        if not hasattr(namespace[fn], "py_func"):
-            namespace[fn] = numba.njit(**options)(namespace[fn])
-    return namespace[name], cache
-
-
-def _quietly(run: Callable) -> Callable:
-    """Numba's performance hints speak of generated code the user never wrote: keep them out."""
-    def call(*args):
-        with warnings.catch_warnings():
-            from numba.core.errors import NumbaPerformanceWarning
-
-            warnings.simplefilter("ignore", NumbaPerformanceWarning)
-            return run(*args)
-    return call
-
-
-class Compiled:
-    """A compiled pure function; call it like the original (see :func:`compile`)."""
-
-    def __init__(self, fn: Callable, verbose: bool, name: str):
-        self.fn, self.verbose, self.name = fn, verbose, name
-        self.specialisations: dict = {}
-
-    def __repr__(self) -> str:
-        return f"<nnc.compile({self.name}): {len(self.specialisations)} specialisation(s)>"
-
-    def _build(self, sig, values) -> CompiledGraph:
-        start = time.perf_counter()
-        graph, out_def = _trace_forward(self.fn, sig, values)
-        module = generate(graph, "compiled")
-        source = module.text()
-        run, cached = _load(source, module.globals, module.fallbacks, "compiled")
-        out_avals = [(tuple(v.shape), v.dtype) for v in graph.outputs]
-        entry = CompiledGraph(run, out_def, out_avals, 0.0, len(graph.eqns), tuple(sorted(module.fallbacks)),
-                              cached, source)
-        try:
-            _quietly(run)(*values)  # compile now, so that the reported time is the real one
-        except Exception as err:
-            # A check refusing these values ("nnc: ..."): the code is sound, and __call__ reruns
-            # the interpreter for the message. Anything else: a damaged disk cache, maybe.
-            if not (isinstance(err, ValueError) and str(err).startswith("nnc: ")):
-                run, cached = _load(source, module.globals, module.fallbacks, "compiled", disk=False)
-                entry.run, entry.cached_on_disk = run, cached
-        entry.seconds = time.perf_counter() - start
-        new = set(module.fallbacks) - _REPORTED_FALLBACKS
-        if new:
-            _REPORTED_FALLBACKS.update(new)
-            warnings.warn(f"nnc.compile: no compiled form for {', '.join(sorted(new))}; those parts "
-                          "run their numpy implementation from inside the compiled code", stacklevel=3)
-        if self.verbose:
-            shapes = ", ".join(f"{v.dtype}{list(v.shape)}" for v in values)
-            print(f"nnc.compile: {self.name} compiled for ({shapes}) in {entry.seconds:.2f} s, "
-                  f"{entry.ops} operations" + (", cached on disk" if cached else ""), file=sys.stderr)
-        return entry
-
-    def __call__(self, *args: Any) -> Any:
-        sig, values = _signature(args)
-        if any(type(v) is not np.ndarray for v in values):
-            # Traced values (compile inside grad) or another backend's arrays: the generated
-            # code is numpy-and-Numba only, so those run the interpreted, array-API path.
-            return self.fn(*args)
-        # the generated code takes C-ordered arrays (its products hand them to BLAS as such)
-        values = [v if v.flags.c_contiguous else np.ascontiguousarray(v) for v in values]
-        entry = self.specialisations.get(sig.key)
-        if entry is None:
-            entry = self.specialisations[sig.key] = self._build(sig, values)
-        try:
-            with quiet():  # object-mode parts and NUMBA_DISABLE_JIT run numpy, which would warn
-                flat = entry.run(*values)
-        except Exception:
-            # Bad values the compiled code can only detect, not describe (a label out of range):
-            # the interpreted path raises the same clear nnc error it always does.
-            return self.fn(*args)
-        outs = [o.reshape(())[()] if not shape else o for o, (shape, _) in zip(flat, entry.out_avals)]
-        return tree_unflatten(entry.out_def, outs)
-
-
-def compile(fn: Any, *, verbose: bool = False) -> Compiled:  # noqa: A001 - nnc.compile, by design
+def compile(fn: Any, *, verbose: bool = False) -> NativeFunction:  # noqa: A001 - nnc.compile, by design
     """Compile a model or any pure function of arrays and parameter trees into native code.
 
     ``nnc.compile(model)`` gives ``predict(params, x)``; ``nnc.compile(nnc.train_step(...))``
@@ -217,7 +41,7 @@ def compile(fn: Any, *, verbose: bool = False) -> Compiled:  # noqa: A001 - nnc.
         def predict(params, x):
             return model(params, x)
 
-        return Compiled(predict, verbose, repr(model))
+        return NativeFunction(predict, verbose, repr(model))
     if not callable(fn):
         raise TypeError(f"nnc.compile takes a model or a pure function, got {type(fn).__name__}")
-    return Compiled(fn, verbose, getattr(fn, "__name__", type(fn).__name__))
+    return NativeFunction(fn, verbose, getattr(fn, "__name__", type(fn).__name__))

@@ -7,6 +7,7 @@ type gives a new model.
 """
 from __future__ import annotations
 
+import sys
 import zlib
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -138,11 +139,8 @@ class Model:
 
         return describe(self)
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict:
-        """Notebooks show a model as its picture (text when Graphviz is missing)."""
-        from .render import mimebundle
-
-        return mimebundle(self, include, exclude)
+    # A notebook shows a model as its picture: Model._repr_mimebundle_ is nnc.render.mimebundle,
+    # installed by nnc.render, which draws models (and so imports this module, not the reverse).
 
     # ------------------------------------------------------------------ types
 
@@ -304,10 +302,10 @@ def _describe_value(x: Any) -> str:
 
 
 def _non_model_hint(x: Any) -> str:
-    import nnc
-
+    # the package's names, read where it is already loaded (an import would be a cycle)
+    package = sys.modules.get("nnc")
     name = getattr(x, "__name__", None)
-    model_form = getattr(nnc, name, None) if isinstance(name, str) and name.isidentifier() else None
+    model_form = getattr(package, name, None) if isinstance(name, str) and name.isidentifier() else None
     if model_form is not None and isinstance(model_form, Model):
         return f"use nnc.{name}, the model form of {name}"
     if callable(x):

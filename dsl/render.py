@@ -186,3 +186,7 @@ def mimebundle(model: Model, include: Any = None, exclude: Any = None) -> dict:
     except Exception:  # no Graphviz, or a drawing bug: the text above is the fallback
         pass
     return bundle
+
+
+# IPython's hook: a model in a notebook cell shows as its picture, with its text.
+Model._repr_mimebundle_ = mimebundle

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import nnc
 from nnc.backend import numba_codegen as G
 from nnc.backend import ops
-from nnc.backend.autodiff import _signature
+from nnc.backend.autodiff import call_signature
 from nnc.backend.checks import DomainError, check_finite, check_labels, check_probabilities
 from nnc.backend.conv import conv2d_input_grad_p, conv2d_weight_grad_p
 from nnc.backend.conv import avg_pool_grad_p, avg_pool_p, max_pool_gather_p, max_pool_grad_p, max_pool_p
@@ -252,7 +252,7 @@ def _with(value: float, at: tuple, dtype=np.float32) -> np.ndarray:
 def _generated(compiled, *args):
     """The generated function alone, and the arguments it takes: no rerun of the interpreter."""
     (entry,) = compiled.specialisations.values()
-    return entry, _signature(args)[1]
+    return entry, call_signature(args)[1]
 
 
 @functools.cache

@@ -189,7 +189,7 @@ def ci_commands() -> list[str]:
 
 
 def test_the_readme_says_exactly_what_ci_runs():
-    assert ci_commands() == ["bash scripts/setup.sh", "python -m pytest",
+    assert ci_commands() == ["bash scripts/setup.sh", "bash scripts/lint-imports.sh", "python -m pytest",
                              "NUMBA_DISABLE_JIT=1 python -m pytest -q -p no:cacheprovider",
                              "mkdocs build --strict"]
     readme = (ROOT / "README.md").read_text()

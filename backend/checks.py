@@ -37,21 +37,11 @@ def non_finite_message(what: str, x: np.ndarray) -> str:
             "nnc refuses NaN and infinite inputs")
 
 
-_BLAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
 def all_finite(x: np.ndarray) -> bool:
     """Whether every entry of the numpy array ``x`` is finite (integers always are)."""
-    if x.dtype.kind != "f":
-        return True
-    if x.dtype in _BLAS_DTYPES and x.size:
-        # x . x is finite only if every entry is (a NaN or an infinity never cancels), and
-        # BLAS computes it in one pass without the boolean array isfinite makes; a finite
-        # x whose square overflows takes the exact test below
-        flat = x.reshape(-1)
-        if np.isfinite(np.dot(flat, flat)):
-            return True
-    return bool(np.isfinite(x).all())
+    # (x . x, finite only if every entry is, takes one BLAS pass, but numpy warns when it
+    # overflows: that would be a raw RuntimeWarning for large, finite data)
+    return x.dtype.kind != "f" or bool(np.isfinite(x).all())
 
 
 def _check_finite_impl(x: np.ndarray, what: str) -> np.ndarray:
@@ -181,6 +171,8 @@ _UNSIGNED = {np.dtype(f"i{n}"): np.dtype(f"u{n}") for n in (1, 2, 4, 8)}
 
 def _check_labels_impl(labels: np.ndarray, what: str, classes: int) -> np.ndarray:
     # one reduction, not two: seen as unsigned, a negative label is a huge one
+    if not labels.dtype.isnative:  # big-endian labels, from a file written elsewhere
+        labels = labels.astype(labels.dtype.newbyteorder("="))
     unsigned = labels.view(_UNSIGNED[labels.dtype]) if labels.dtype.kind == "i" else labels
     if labels.size and unsigned.max() >= classes:
         raise DomainError(labels_message(what, labels, classes))

@@ -7,9 +7,12 @@ and kind, which ``load`` compares with the model it loads into). Nothing in it i
 and it is read with ``allow_pickle=False``, so loading never runs code from the file.
 
 Writes are atomic: the archive is written to a temporary file in the same directory
-(``.model.npz.nnc-tmp-<host>-<pid>-<random>``) and renamed over the target, so a crash
-leaves either the old file or the new one. A save killed before its rename leaves its
-temporary file behind; the next save to the same path removes it once its process is gone.
+(``.model.npz.nnc-tmp-<host>-<pid>-<random>``, ``<host>`` a short hash of the machine's
+name) and renamed over the target, so a crash leaves either the old file or the new one.
+The save holds an exclusive ``flock`` on its temporary file until the rename. A save killed
+before its rename leaves its temporary file behind; the next save to the same path removes
+it once nobody holds its lock (where ``flock`` is unavailable, once its process is gone)
+and it is at least ``MIN_AGE_S`` old.
 
 >>> import os, tempfile
 >>> from nnc import Linear, tanh
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -36,6 +40,11 @@ import zipfile
 from typing import IO, Any, Callable
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: the pid and age of a temporary file are all there is to go on
+    fcntl = None  # type: ignore[assignment]
 
 from nnc.backend.array_api import to_numpy
 from nnc.backend.errors import NNCError
@@ -68,12 +77,48 @@ CheckpointError.__module__ = CheckpointNotFound.__module__ = "nnc"
 # A temporary file of another machine (a shared folder) cannot be asked whether its process
 # lives; one this old is taken for the leftover of a killed save.
 STALE_AFTER_S = 24 * 3600
+# No temporary file younger than this is removed, whatever its lock or process say: a save
+# that has just created its file may not hold its lock yet.
+MIN_AGE_S = 60.0
 _TEMP_MARK = ".nnc-tmp-"
+# The longest file name most file systems allow, in bytes, and the longest tail a temporary
+# name adds to the target's name: mark, 8-character host, a pid of up to 10 digits, token
+_NAME_MAX = 255
+_TAIL_MAX = len(_TEMP_MARK) + 8 + 1 + 10 + 1 + 8
 
 
 def this_host() -> str:
-    """This machine's name as it appears in temporary file names."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
+    """This machine's tag in temporary file names: 8 hex digits of a hash of its name.
+
+    A hash, not the name itself, so that a temporary name stays short whatever the
+    machine is called (host names run to 63 characters)."""
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def _temp_stem(base: str) -> str:
+    """The part of ``base`` a temporary name repeats: all of it, unless that makes the name too long.
+
+    A long ``base`` is cut, and a hash of it appended so that targets cut alike differ.
+
+    >>> _temp_stem("model.npz")
+    'model.npz'
+    >>> len(os.fsencode("." + _temp_stem("x" * 250))) + _TAIL_MAX <= _NAME_MAX
+    True
+    """
+    room = _NAME_MAX - 1 - _TAIL_MAX
+    encoded = os.fsencode(base)
+    if len(encoded) <= room:
+        return base
+    digest = hashlib.sha256(encoded).hexdigest()[:8]
+    kept = encoded[: room - 1 - len(digest)]
+    for cut in range(4):  # do not cut a multi-byte character in half
+        try:
+            (kept[: len(kept) - cut]).decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        kept = kept[: len(kept) - cut]
+        break
+    return f"{os.fsdecode(kept)}~{digest}"
 
 
 def temp_name(base: str, host: str, pid: int, token: str) -> str:
@@ -82,41 +127,56 @@ def temp_name(base: str, host: str, pid: int, token: str) -> str:
     >>> temp_name("model.npz", "box", 4242, "0badcafe")
     '.model.npz.nnc-tmp-box-4242-0badcafe'
     """
-    return f".{base}{_TEMP_MARK}{host}-{pid}-{token}"
+    return f".{_temp_stem(base)}{_TEMP_MARK}{host}-{pid}-{token}"
 
 
 def is_stale(name: str, base: str, host: str, pid: int, alive: Callable[[int], bool | None],
-             age_s: float) -> bool:
+             age_s: float, unlocked: bool | None = None) -> bool:
     """Whether ``name`` is a temporary file left by a killed save to ``base``.
 
-    Only nnc's own temporary names count. One of this machine is stale when its process is
-    gone (never this process's own: another thread may be saving); one of another machine,
-    or whose process cannot be asked, when it is older than ``STALE_AFTER_S``.
+    Only nnc's own temporary names count, and none younger than ``MIN_AGE_S``. Every save
+    holds an exclusive ``flock`` on its temporary file until it renames it: ``unlocked`` says
+    whether that lock could be taken now (``None``: this platform has no ``flock``). A file
+    locked by someone is never stale. One of this machine that nobody holds is stale (never
+    this process's own: another thread may be saving). Where the lock cannot tell, one of
+    this machine is stale when its process is gone, and one of another machine, or whose
+    process lives or cannot be asked (the pid may have been reused), when it is older than
+    ``STALE_AFTER_S``.
 
     >>> gone = lambda pid: False
-    >>> is_stale(".m.npz.nnc-tmp-box-7-0badcafe", "m.npz", "box", 1, gone, age_s=1.0)
+    >>> is_stale(".m.npz.nnc-tmp-box-7-0badcafe", "m.npz", "box", 1, gone, age_s=100.0)
     True
-    >>> is_stale(".m.npz.nnc-tmp-box-1-0badcafe", "m.npz", "box", 1, gone, age_s=1.0)
+    >>> is_stale(".m.npz.nnc-tmp-box-7-0badcafe", "m.npz", "box", 1, gone, age_s=1.0)
     False
-    >>> is_stale(".other.npz.nnc-tmp-box-7-0badcafe", "m.npz", "box", 1, gone, age_s=1.0)
+    >>> is_stale(".m.npz.nnc-tmp-box-7-0badcafe", "m.npz", "box", 1, gone, 100.0, unlocked=False)
+    False
+    >>> is_stale(".m.npz.nnc-tmp-box-1-0badcafe", "m.npz", "box", 1, gone, age_s=100.0)
+    False
+    >>> is_stale(".other.npz.nnc-tmp-box-7-0badcafe", "m.npz", "box", 1, gone, age_s=100.0)
     False
     """
-    own_name = rf"\.{re.escape(base)}{re.escape(_TEMP_MARK)}(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{{8}}"
+    own_name = (rf"\.{re.escape(_temp_stem(base))}{re.escape(_TEMP_MARK)}"
+                rf"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{{8}}")
     match = re.fullmatch(own_name, name)
-    if match is None:
+    if match is None or age_s < MIN_AGE_S or unlocked is False:
         return False
     owner = int(match["pid"])
     if match["host"] == host:
         if owner == pid:
             return False
-        living = alive(owner)
-        if living is not None:
-            return not living
+        if unlocked:  # nobody on this machine writes it
+            return True
+        if alive(owner) is False:
+            return True
     return age_s > STALE_AFTER_S
 
 
 def process_alive(pid: int) -> bool | None:
-    """Whether process ``pid`` of this machine runs (``None``: this platform cannot tell)."""
+    """Whether process ``pid`` of this machine runs (``None``: this platform cannot tell).
+
+    >>> process_alive(10 ** 20) is None  # no such pid can exist; os.kill cannot even ask
+    True
+    """
     if os.name != "posix":  # Windows' os.kill terminates the process instead of asking
         return None
     try:
@@ -125,8 +185,27 @@ def process_alive(pid: int) -> bool | None:
         return False
     except PermissionError:  # it exists, under another user
         return True
+    except (OSError, OverflowError, ValueError):  # a pid too large for a pid_t, say
+        return None
+    return True
+
+
+def _lock_free(full: str) -> bool | None:
+    """Whether nobody holds a lock on file ``full`` (``None``: this platform cannot tell).
+
+    Taking the lock only tests it: it is let go when the file is closed right after."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(full, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        return False if err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK) else None
+    finally:
+        os.close(fd)
     return True
 
 
@@ -134,16 +213,33 @@ def remove_stale_temporaries(folder: str, base: str) -> None:
     """Remove the temporary files that killed saves to ``folder/base`` left behind."""
     host, pid, now = this_host(), os.getpid(), time.time()
     try:
-        names = [n for n in os.listdir(folder) if n.startswith(f".{base}{_TEMP_MARK}")]
+        names = [n for n in os.listdir(folder) if n.startswith(f".{_temp_stem(base)}{_TEMP_MARK}")]
     except OSError:  # a missing folder is reported by the write that follows
         return
     for name in names:
         full = os.path.join(folder, name)
         try:
-            if is_stale(name, base, host, pid, process_alive, now - os.stat(full).st_mtime):
+            age = now - os.stat(full).st_mtime
+            if age < MIN_AGE_S:
+                continue
+            if is_stale(name, base, host, pid, process_alive, age, _lock_free(full)):
                 os.remove(full)
         except OSError:  # another save removed it first, or it is not ours to remove
             continue
+
+
+class _NotWritten(OSError):
+    """The temporary file beside the target could not be created or renamed to it.
+
+    Its ``filename`` is the target, so the message names what the caller asked for."""
+
+
+def _replace(temp: str, path: str) -> None:
+    try:
+        os.replace(temp, path)
+    except OSError as err:
+        raise _NotWritten(err.errno, f"the file cannot be renamed into place ({err.strerror})",
+                          path) from None
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
@@ -171,12 +267,25 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]
         # name what the caller asked for, not the temporary file it never heard of
         raise FileNotFoundError(errno.ENOENT, f"cannot write {path}: the folder "
                                 f"{os.path.dirname(path) or '.'} does not exist", path) from None
+    except OSError as err:
+        raise _NotWritten(err.errno, f"a temporary file beside it cannot be created "
+                          f"({err.strerror})", path) from None
     try:
+        if fcntl is not None:
+            # held until the file is closed, after the rename: a cleanup that can take it knows
+            # nobody on this machine is writing the file, whatever its name says
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # a file system without locks: the pid and age still tell
+                pass
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(temp, path)
+            if os.name == "posix":  # Windows cannot rename a file that is open
+                _replace(temp, path)
+        if os.name != "posix":
+            _replace(temp, path)
     except BaseException:
         try:
             os.remove(temp)
@@ -231,11 +340,15 @@ def _layer_text(model: Model) -> str:
     return f"{model.kind}({', '.join(plain)})" if plain else model.kind
 
 
+# Layers that compute nothing: a model with or without them is the same computation
+_UNRECORDED = {"Input"}
+
+
 def layers(model: Model) -> list[list[str]]:
     """Every layer of ``model`` in order, as ``[path, kind]``: what a checkpoint records.
 
-    Chains are left out (their layers are listed); other combinators are listed before
-    their parts.
+    Chains are left out (their layers are listed), and so is ``Input``, which computes
+    nothing; other combinators are listed before their parts.
 
     >>> from nnc import Linear, residual, tanh
     >>> layers(Linear(2, 4) >> residual(tanh))
@@ -244,7 +357,7 @@ def layers(model: Model) -> list[list[str]]:
     found: list[list[str]] = []
 
     def walk(node: Model, path: str) -> None:
-        if node.kind != "serial" or not node.children:
+        if node.kind not in _UNRECORDED and (node.kind != "serial" or not node.children):
             found.append([path, _layer_text(node)])
         for i, child in enumerate(node.children):
             walk(child, child_path(node, path, i))
@@ -272,6 +385,11 @@ def save(path: str | os.PathLike, model: Model, params: Any) -> None:
     entries[META_KEY] = np.array(json.dumps(meta))
     try:
         write_atomically(path, lambda f: np.savez(f, **entries))
+    except _NotWritten as err:
+        raise CheckpointError(
+            f"cannot save the checkpoint of {_describe(model)}{_created(model)} to "
+            f"{os.fspath(path)}: {err.strerror}\n"
+            "  hint: check that the folder is writable and the file name is not too long") from None
     except FileNotFoundError:
         folder = os.path.dirname(os.fspath(path)) or "."
         if os.path.isdir(folder):
@@ -323,7 +441,10 @@ def _layer_check(path: str, meta: dict, model: Model) -> list[str]:
             f"{_created(model)}; it was saved from {meta.get('model')}. Save it again to record "
             "them, or pass check_architecture=False to load it without this warning", stacklevel=3)
         return []
-    return layer_differences(meta["layers"], layers(model))
+    # files written before Input was left out recorded it: it is not compared either
+    saved = [entry for entry in meta["layers"]
+             if not (isinstance(entry, list) and len(entry) == 2 and str(entry[1]).split("(")[0] in _UNRECORDED)]
+    return layer_differences(saved, layers(model))
 
 
 def layer_differences(saved: list, current: list) -> list[str]:

@@ -47,8 +47,8 @@ def _refuse_empty(loss: str, shape: tuple) -> None:
 
 
 def _finite_target(target: Any, loss: str) -> Any:
-    # as at a model's input: data is checked, a target computed inside a traced function is not
-    if E.dtype_of(target).kind == "f" and _producer(target) is None:
+    # as at a model's input: on every path alike, once
+    if E.dtype_of(target).kind == "f" and _producer(target) != "check_finite":
         return check_finite(target, what=f"target of {loss}")
     return target
 

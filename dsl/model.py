@@ -18,6 +18,7 @@ import numpy as np
 from nnc.backend.array_api import namespace_of, numpy_dtype, xp_dtype
 from nnc.backend.core import Tracer
 from nnc.backend.checks import all_finite, check_finite, non_finite_message
+from nnc.backend.execute import quiet
 from nnc.backend.errors import InitError, NonFiniteError, ShapeError, TypeMismatch
 from nnc.backend.tree import tree_flatten, tree_paths
 
@@ -493,12 +494,13 @@ def _converted(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
     if type(x) is Tracer:
         from nnc.backend.elementwise import cast
 
-        # Traced (grad, train_step, nnc.compile): data entering the graph is checked when the
-        # graph runs. A value computed inside it (an activation called as a function) is not:
-        # there NaN propagates as numpy's does, and checks would cost on every layer.
-        entering = x.var.producer is None
+        # Traced (grad, train_step, nnc.compile): the check runs when the graph runs, at every
+        # model call as on arrays (so `model(p, x / 255)` is refused on every path alike);
+        # a value a check has passed already is not scanned twice
         x = cast(x, target)
-        return check_finite(x, what=f"{what} of {_short(model)}") if entering else x
+        if x.var.producer is not None and x.var.producer.prim.name == "check_finite":
+            return x
+        return check_finite(x, what=f"{what} of {_short(model)}")
     if namespace_of(x) is not None:  # another namespace's array: it stays on its device
         xp = x.__array_namespace__()
         if numpy_dtype(x.dtype) != target:
@@ -508,10 +510,23 @@ def _converted(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
                                  "nnc refuses NaN and infinite inputs")
         return x
     if x.dtype != target:
-        x = x.astype(target)
+        source = x
+        with quiet():  # an overflowing cast is reported below, with the value the user gave
+            x = x.astype(target)
+        if not all_finite(x):
+            raise NonFiniteError(_cast_message(f"{what} of {_short(model)}", source, x, target))
     if not all_finite(x):
         raise NonFiniteError(non_finite_message(f"{what} of {_short(model)}", x))
     return x
+
+
+def _cast_message(what: str, source: np.ndarray, x: np.ndarray, target: np.dtype) -> str:
+    if not all_finite(source):
+        return non_finite_message(what, source)
+    bad = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+    return (f"{what} holds {source[bad]} at index {bad}, which overflows {target}, the parameters' "
+            "dtype; nnc refuses NaN and infinite inputs\n  hint: rescale the data, or use "
+            "float64 parameters: model.init(seed, dtype=np.float64)")
 
 
 def match_input(t: T.Type, x: Any, s: T.Subst, model: Model, what: str, dtype) -> tuple[Any, int | None]:

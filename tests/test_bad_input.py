@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -328,5 +329,46 @@ def test_the_finiteness_test_is_exact(n, dtype, data):
     x = np.asarray(data.draw(st.lists(st.sampled_from([0.0, 1.5, -2.0, big, -big, np.nan,
                                                        np.inf, -np.inf]), min_size=n, max_size=n)),
                    dtype)
-    assert all_finite(x) == bool(np.isfinite(x).all())
-    assert all_finite(x.reshape(1, n)[:, ::2]) == bool(np.isfinite(x[::2]).all())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # large finite data is no reason for a warning
+        assert all_finite(x) == bool(np.isfinite(x).all())
+        assert all_finite(x.reshape(1, n)[:, ::2]) == bool(np.isfinite(x[::2]).all())
+
+
+def test_an_input_that_overflows_the_parameters_dtype_names_its_value():
+    model = Linear(3, 2)
+    x = np.ones((2, 3))
+    x[1, 2] = 1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no raw RuntimeWarning from the cast
+        with pytest.raises(nnc.NonFiniteError) as info:
+            model(model.init(seed=0), x)
+    assert "holds 1e+300 at index (1, 2), which overflows float32, the parameters' dtype" in str(info.value)
+    assert "hint: rescale the data, or use float64 parameters" in str(info.value)
+
+
+def test_a_model_called_on_values_computed_inside_a_traced_function_is_checked_too():
+    # model(p, x / 2) refuses a NaN eagerly; traced and compiled it must too
+    model = Linear(3, 2) >> softmax
+    params = model.init(seed=0)
+    x = np.ones((2, 3), np.float32)
+    x[0, 1] = np.nan
+    eager = outcome(model, params, x / 2)
+    traced = outcome(nnc.grad(lambda p, x: nnc.sum(model(p, x / 2))), params, x)
+    native = outcome(nnc.compile(lambda p, x: model(p, x / 2)), params, x)
+    assert eager[0] == "error" and eager[1] is nnc.NonFiniteError
+    assert traced[1:] == eager[1:] and native[1:] == eager[1:]
+
+
+def test_big_endian_labels_are_labels():
+    model = Linear(3, 2) >> softmax
+    params = model.init(seed=0)
+    x, little = np.ones((2, 3), np.float32), np.array([1, 0])
+    big = little.astype(">i8")
+    assert float(nnc.cross_entropy(model(params, x), big)) == float(nnc.cross_entropy(model(params, x), little))
+    step = nnc.train_step(model, loss=nnc.cross_entropy, opt=nnc.sgd(0.1))
+    for fn in (step, nnc.compile(step)):
+        assert float(fn(params, step.opt.init(params), x, big)[2]) == pytest.approx(
+            float(step(params, step.opt.init(params), x, little)[2]), rel=1e-6)
+    with pytest.raises(nnc.DomainError, match=r"label 2 at index \(0,\) is out of range for 2 classes"):
+        nnc.cross_entropy(model(params, x), np.array([2, 0], ">i8"))

@@ -9,8 +9,8 @@ approximation within a few ulps). The case tables are checked against the genera
 tables, so a new form fails here until it has a case.
 
 numpy's result is the interpreter's on its numpy path (the kernel dispatch switched off, as
-under NUMBA_DISABLE_JIT): the Numba pooling kernels the interpreter runs otherwise keep a NaN
-only when it is a window's first entry.
+under NUMBA_DISABLE_JIT): the numpy references are the definition the Numba kernels are
+tested against (tests/test_kernels.py), NaN included.
 """
 from __future__ import annotations
 

@@ -126,7 +126,7 @@ def _load(source: str, globals_: dict, fallbacks: set, name: str, disk: bool = T
 def _quietly(run: Callable) -> Callable:
     """Numba's performance hints speak of generated code the user never wrote: keep them out."""
     def call(*args):
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet():  # and numpy's, as every compiled run
             from numba.core.errors import NumbaPerformanceWarning
 
             warnings.simplefilter("ignore", NumbaPerformanceWarning)

@@ -85,7 +85,10 @@ def cross_entropy(prediction: Any, target: Any, *, from_logits: bool = False) ->
 
     Raises :class:`nnc.DomainError` for a prediction that is not probabilities (a value outside
     ``[0, 1]`` or a row whose sum is off 1 by more than 1e-3) and for labels outside
-    ``0..classes-1``; :class:`nnc.ShapeError` for float labels and mismatched shapes.
+    ``0..classes-1``; :class:`nnc.ShapeError` for float labels and mismatched shapes. Inside a
+    traced function (``grad``, ``train_step``, ``nnc.compile``), ``from_logits=True`` given the
+    output of ``softmax`` is a ``DomainError`` too (softmax would be applied twice); on plain
+    arrays nnc cannot see where the values came from, and computes what it was asked.
 
     >>> import numpy as np
     >>> p = np.array([[0.25, 0.75], [0.5, 0.5]])

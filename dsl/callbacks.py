@@ -243,7 +243,7 @@ class StopOnNaN(Callback):
 _HINT = "\n  hint: lower the learning rate, or clip gradients (e.g. nnc.adam(1e-3, clip_norm=1.0))"
 
 
-def all_finite(params: Any) -> bool:
+def tree_all_finite(params: Any) -> bool:
     """Whether every leaf of ``params`` is free of NaN and infinity (one scan of the tree)."""
     return all(np.isfinite(leaf).all() for leaf in tree_leaves(params))
 
@@ -295,7 +295,7 @@ def first_non_finite_layer(model: Model, params: Any, x: Any) -> tuple[str, Mode
         for child, name, key in zip(children, names, keys):
             p = params if model.kind != "serial" else (params[key] if key is not None else {})
             x = child.forward(child, p, x)
-            if not all(np.isfinite(leaf).all() for leaf in tree_leaves(x)):
+            if not tree_all_finite(x):
                 return name, child
     return None
 

@@ -489,35 +489,32 @@ def _numbers(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
 
 
 def _converted(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
+    """``x`` cast to the parameters' dtype and passed through ``check_finite``: at once on
+    arrays (numpy's, or another namespace's, which stay on their device), when the graph runs
+    on traced values (grad, train_step, nnc.compile). Every model call is checked, on every
+    path alike (``model(p, x / 255)`` too); a value a check has passed is not scanned twice."""
     kind = numpy_dtype(x.dtype).kind
     target = dtype or (numpy_dtype(x.dtype) if kind == "f" else np.dtype(np.float32))
+    label = f"{what} of {_short(model)}"
     if type(x) is Tracer:
         from nnc.backend.elementwise import cast
 
-        # Traced (grad, train_step, nnc.compile): the check runs when the graph runs, at every
-        # model call as on arrays (so `model(p, x / 255)` is refused on every path alike);
-        # a value a check has passed already is not scanned twice
         x = cast(x, target)
         if x.var.producer is not None and x.var.producer.prim.name == "check_finite":
             return x
-        return check_finite(x, what=f"{what} of {_short(model)}")
-    if namespace_of(x) is not None:  # another namespace's array: it stays on its device
+        return check_finite(x, what=label)
+    if namespace_of(x) is not None:
         xp = x.__array_namespace__()
         if numpy_dtype(x.dtype) != target:
             x = xp.astype(x, xp_dtype(xp, target))
-        if not bool(xp.all(xp.isfinite(x))):
-            raise NonFiniteError(f"{what} of {_short(model)} holds NaN or infinite values; "
-                                 "nnc refuses NaN and infinite inputs")
-        return x
+        return check_finite(x, what=label)
     if x.dtype != target:
         source = x
         with quiet():  # an overflowing cast is reported below, with the value the user gave
             x = x.astype(target)
         if not all_finite(x):
-            raise NonFiniteError(_cast_message(f"{what} of {_short(model)}", source, x, target))
-    if not all_finite(x):
-        raise NonFiniteError(non_finite_message(f"{what} of {_short(model)}", x))
-    return x
+            raise NonFiniteError(_cast_message(label, source, x, target))
+    return check_finite(x, what=label)
 
 
 def _cast_message(what: str, source: np.ndarray, x: np.ndarray, target: np.dtype) -> str:

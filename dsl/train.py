@@ -32,8 +32,9 @@ from nnc.backend.errors import NonFiniteError, ShapeError
 from nnc.backend.execute import quiet
 from nnc.backend.tree import tree_flatten, tree_unflatten
 
-from .callbacks import (BatchEnd, EpochEnd, StopOnNaN, all_finite, as_callback, checked_decision,
-                        non_finite_loss_report, non_finite_params_report, overrides)
+from .callbacks import (BatchEnd, EpochEnd, StopOnNaN, as_callback, checked_decision,
+                        non_finite_loss_report, non_finite_params_report, overrides,
+                        tree_all_finite)
 from . import types as T
 from .model import Model, _params_dtype, check_params, match_input
 from .optim import ConfigError, Optimizer
@@ -414,7 +415,7 @@ def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], An
                             break
                 if stop:
                     break
-                if guard is not None and not all_finite(params):  # one scan per epoch
+                if guard is not None and not tree_all_finite(params):  # one scan per epoch
                     params, history = _stopped(guard, *replay.of_epoch(params), history)
                     break
                 logs = {"loss": float(np.dot(losses, sizes) / sizes.sum())}
@@ -455,7 +456,7 @@ def _nan_guard(hooks: list, stop_on_nan: Any) -> StopOnNaN | None:
 
 
 def _refuse_non_finite_params(model: Model, params: Any) -> None:
-    if not all_finite(params):
+    if not tree_all_finite(params):
         raise NonFiniteError(non_finite_params_report(
             model, params, "fit: the initial parameters are not finite",
             hint="\n  hint: start from model.init(seed=...), or from the last finite parameters of a "
@@ -484,12 +485,12 @@ class _Replay:
         the parameters before it, those after it, its loss); None if there is none, or if the
         epoch began with non-finite parameters (which no update of it made so)."""
         params, opt_state = self.params, self.opt_state
-        if not all_finite(params):
+        if not tree_all_finite(params):
             return None
         for u, start in enumerate(self.starts[:count]):
             x, y = self.data.batch(start, start + self.batch_size)
             updated, opt_state, loss = self.step(params, opt_state, x, y)
-            if not all_finite(updated):
+            if not tree_all_finite(updated):
                 return u, params, updated, float(loss)
             params = updated
         return None
@@ -497,7 +498,7 @@ class _Replay:
     def of_loss(self, b: int, loss: float, before: Any, x: Any) -> tuple[str, Any, int]:
         """The report, the last finite parameters and the epoch, for the non-finite ``loss`` of
         batch ``b`` (counting from 0), computed from ``before`` on ``x``."""
-        if all_finite(before):
+        if tree_all_finite(before):
             return non_finite_loss_report(self.model, self.epoch, b + 1, loss, before, x), before, self.epoch
         head = f"the loss of epoch {self.epoch}, batch {b + 1} is {loss}: the parameters it was computed from"
         found = self._first_bad_update(b)
@@ -522,7 +523,7 @@ class _Replay:
         """No update of this epoch made the parameters non-finite: a callback replaced them (at
         the end of the last epoch, or after a batch), or the step is not deterministic. The
         parameters returned are then those the epoch began with."""
-        if not all_finite(self.params):
+        if not tree_all_finite(self.params):
             head += f"; they were already when epoch {self.epoch} began (did a callback replace them?)"
         else:
             head += ", and rerunning the epoch's steps does not show which update made them so"

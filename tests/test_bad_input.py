@@ -358,3 +358,19 @@ def test_big_endian_labels_are_labels():
             float(step(params, step.opt.init(params), x, little)[2]), rel=1e-6)
     with pytest.raises(nnc.DomainError, match=r"label 2 at index \(0,\) is out of range for 2 classes"):
         nnc.cross_entropy(model(params, x), np.array([2, 0], ">i8"))
+
+
+def test_a_lifted_function_is_drawn_summarised_and_checkpointed(tmp_path):
+    def square(x):
+        return x * x
+
+    model = Input(Vec[3]) >> Linear(None, 4) >> lift(square) >> Linear(None, 2)
+    params = model.init(seed=0)
+    nnc.render(model, tmp_path / "m.gv", format="dot")
+    text = (tmp_path / "m.gv").read_text()
+    assert "lift(square)" in text and "Vec[4]" in text
+    assert "lift_0    lift(square)    Vec[4]  Vec[4]       0" in str(nnc.summary(model))
+    nnc.save(tmp_path / "m.npz", model, params)
+    loaded = nnc.load(tmp_path / "m.npz", model)
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(model(loaded, x), model(params, x))

@@ -1,4 +1,5 @@
 """Neural-network activations as primitives with hand-derived, stable gradient rules."""
+
 from __future__ import annotations
 
 from typing import Any

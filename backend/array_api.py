@@ -12,11 +12,13 @@ True
 >>> numpy_dtype(np.float32)
 dtype('float32')
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from numbers import Number
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -91,13 +93,27 @@ def placement_of(values: Iterable, what: str = "arguments") -> Placement | None:
 def mixed(what: str, first: str, second: str) -> BackendError:
     return BackendError(
         f"{what} mix array backends: {first} and {second}.\n"
-        "  hint: move them to one backend first, e.g. nnc.to_backend(params, 'numpy')")
+        "  hint: move them to one backend first, e.g. nnc.to_backend(params, 'numpy')"
+    )
 
 
 # ----------------------------------------------------------------------------- dtypes
 
-_DTYPE_NAMES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-                "float32", "float64", "complex64", "complex128")
+_DTYPE_NAMES = (
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+)
 _NUMPY_DTYPES: dict = {}
 
 

@@ -10,11 +10,13 @@ calls with the same signature only run that code.
 reused for as long as ``f`` lives. Python numbers among the arguments are constants of
 the trace (a new value traces again); arrays are inputs.
 """
+
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +29,9 @@ from .execute import compile_graph, quiet
 from .tree import tree_flatten, tree_unflatten, treedef_size
 
 
-def backward_pass(graph: Graph, primals: list, cotangents: list, wrt: Sequence[int],
-                  known: dict | None = None) -> tuple[list, list]:
+def backward_pass(
+    graph: Graph, primals: list, cotangents: list, wrt: Sequence[int], known: dict | None = None
+) -> tuple[list, list]:
     """Re-emit ``graph`` on ``primals`` and pull ``cotangents`` of its outputs back to inputs ``wrt``.
 
     Returns ``(outputs, input_cotangents)``. Works on arrays and tracers alike; with
@@ -52,8 +55,7 @@ def backward_pass(graph: Graph, primals: list, cotangents: list, wrt: Sequence[i
                 env[id(v)] = known[id(v)]
         elif on_path and prim.vjp_fwd is not None:
             needed = tuple(type(v) is not Const and id(v) in needs for v in eqn.inputs)
-            result, saved[id(eqn)] = prim.vjp_fwd(*[read(v) for v in eqn.inputs], needed=needed,
-                                                   **eqn.params)
+            result, saved[id(eqn)] = prim.vjp_fwd(*[read(v) for v in eqn.inputs], needed=needed, **eqn.params)
             store(env, eqn, result)
         else:
             store(env, eqn, bind(prim, *[read(v) for v in eqn.inputs], **eqn.params))
@@ -177,12 +179,18 @@ def _one_placement(treedef: Any, leaves: list, dynamic: list, foreign: list) -> 
     for i in foreign[1:]:
         other = placement(leaves[i])
         if other != where:
-            raise mixed("this call's arguments", f"{name(first)} holds {where.describe()}",
-                        f"{name(i)} holds {other.describe()}")
+            raise mixed(
+                "this call's arguments",
+                f"{name(first)} holds {where.describe()}",
+                f"{name(i)} holds {other.describe()}",
+            )
     for i in dynamic:
         if type(leaves[i]) is np.ndarray and leaves[i].ndim > 0:
-            raise mixed("this call's arguments", f"{name(first)} holds {where.describe()}",
-                        f"{name(i)} holds numpy arrays (cpu)")
+            raise mixed(
+                "this call's arguments",
+                f"{name(first)} holds {where.describe()}",
+                f"{name(i)} holds numpy arrays (cpu)",
+            )
     return where
 
 
@@ -193,7 +201,6 @@ def _rebuild(sig: CallSignature, values: list) -> tuple:
     for pos, v in sig.statics:
         leaves[pos] = v
     return tree_unflatten(sig.treedef, leaves)
-
 
 
 class _Staged:
@@ -238,17 +245,20 @@ def _wrt_positions(sig: CallSignature, argnums: tuple[int, ...], fname: str) -> 
     wrt = []
     for a in argnums:
         if a >= len(sig.per_arg):
-            raise ShapeError(f"{fname}: argnums {a} but the function was called with "
-                             f"{len(sig.per_arg)} arguments")
+            raise ShapeError(
+                f"{fname}: argnums {a} but the function was called with {len(sig.per_arg)} arguments"
+            )
         for pos in sig.per_arg[a]:
             if pos not in index:
-                raise ShapeError(f"{fname}: argument {a} holds a Python value, not an array; "
-                                 "differentiate with respect to numpy arrays")
+                raise ShapeError(
+                    f"{fname}: argument {a} holds a Python value, not an array; "
+                    "differentiate with respect to numpy arrays"
+                )
             wrt.append(index[pos])
     return wrt
 
 
-_TRANSFORMS: "weakref.WeakKeyDictionary[Callable, dict]" = weakref.WeakKeyDictionary()
+_TRANSFORMS: weakref.WeakKeyDictionary[Callable, dict] = weakref.WeakKeyDictionary()
 
 
 def _cache_for(fn: Callable) -> dict:
@@ -261,8 +271,10 @@ def _cache_for(fn: Callable) -> dict:
 def _float_check(values: list, wrt: list[int], fname: str) -> None:
     for k in wrt:
         if numpy_dtype(values[k].dtype).kind != "f":
-            raise ShapeError(f"{fname}: can only differentiate with respect to floating-point "
-                             f"arrays, got dtype {values[k].dtype}")
+            raise ShapeError(
+                f"{fname}: can only differentiate with respect to floating-point "
+                f"arrays, got dtype {values[k].dtype}"
+            )
 
 
 # ----------------------------------------------------------------------------- public transforms
@@ -288,7 +300,8 @@ def value_and_grad(fn: Callable, argnums: int | tuple[int, ...] = 0) -> Callable
             raise ShapeError(
                 f"grad: '{name}' must return one scalar to be differentiated, but it returned "
                 f"{'shapes ' + str(shapes) if len(shapes) != 1 else 'shape ' + str(shapes[0])}.\n"
-                "  hint: reduce it with nnc.mean or nnc.sum, or use nnc.vjp for non-scalar outputs")
+                "  hint: reduce it with nnc.mean or nnc.sum, or use nnc.vjp for non-scalar outputs"
+            )
         wrt = _wrt_positions(sig, nums, "grad")
         _float_check(values, wrt, "grad")
         one = np.ones((), fwd.outputs[0].dtype)
@@ -362,8 +375,7 @@ def vjp(fn: Callable, *args: Any) -> tuple[Any, Callable]:
             return grads
 
         ct_avals = [(v.shape, v.dtype) for v in fwd.outputs]
-        back = _Staged(trace_graph(joint, _avals(values) + ct_avals), (wrt, out_def, ct_avals),
-                       sig.where)
+        back = _Staged(trace_graph(joint, _avals(values) + ct_avals), (wrt, out_def, ct_avals), sig.where)
         entry = cache[key] = (_Staged(fwd, None, sig.where), back)
     forward, back = entry
     wrt, out_def, ct_avals = back.meta
@@ -372,15 +384,22 @@ def vjp(fn: Callable, *args: Any) -> tuple[Any, Callable]:
     def pullback(ct: Any):
         ct_leaves, ct_def = tree_flatten(ct)
         if ct_def != out_def or [np.shape(c) for c in ct_leaves] != [s for s, _ in ct_avals]:
-            raise ShapeError(f"vjp: the cotangent must match the output's structure and shapes "
-                             f"{[s for s, _ in ct_avals]}, got {[np.shape(c) for c in ct_leaves]}")
+            raise ShapeError(
+                f"vjp: the cotangent must match the output's structure and shapes "
+                f"{[s for s, _ in ct_avals]}, got {[np.shape(c) for c in ct_leaves]}"
+            )
         if sig.where is None:
-            ct_leaves = [c if type(c) is Tracer else np.asarray(c, dtype=d)
-                         for c, (_, d) in zip(ct_leaves, ct_avals)]
+            ct_leaves = [
+                c if type(c) is Tracer else np.asarray(c, dtype=d) for c, (_, d) in zip(ct_leaves, ct_avals)
+            ]
         else:
-            ct_leaves = lift([c if type(c) is Tracer or placement(c) is not None
-                              else np.asarray(c, dtype=d) for c, (_, d) in zip(ct_leaves, ct_avals)],
-                             sig.where)
+            ct_leaves = lift(
+                [
+                    c if type(c) is Tracer or placement(c) is not None else np.asarray(c, dtype=d)
+                    for c, (_, d) in zip(ct_leaves, ct_avals)
+                ],
+                sig.where,
+            )
         grads = back(values + ct_leaves)
         flat: list = [None] * len(values)
         for k, g in zip(wrt, grads):

@@ -5,6 +5,7 @@ The lowest of the primitive families: every gradient rule of a broadcasting oper
 its cotangent back with ``sum_to`` (through ``elementwise.unbroadcast``), so this module
 imports none of the others.
 """
+
 from __future__ import annotations
 
 from typing import Any

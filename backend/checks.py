@@ -17,6 +17,7 @@ Traceback (most recent call last):
 nnc.NonFiniteError: input of Linear(2 -> 1) holds nan at index (1,); nnc refuses NaN and infinite inputs
   see docs/errors.md#nonfiniteerror
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,8 +34,7 @@ def non_finite_message(what: str, x: np.ndarray) -> str:
     """The message for a non-finite ``x``: its first bad entry and where it is."""
     bad = np.argwhere(~np.isfinite(x))[0] if np.ndim(x) else ()
     value = np.asarray(x)[tuple(bad)]
-    return (f"{what} holds {value} at index {tuple(int(i) for i in bad)}; "
-            "nnc refuses NaN and infinite inputs")
+    return f"{what} holds {value} at index {tuple(int(i) for i in bad)}; nnc refuses NaN and infinite inputs"
 
 
 def all_finite(x: np.ndarray) -> bool:
@@ -56,8 +56,7 @@ def _check_finite_generic(xp: Any, x: Any, what: str) -> Any:
     return x
 
 
-check_finite_p = defprim("check_finite", _check_finite_impl,
-                         abstract=lambda aval, what: aval)
+check_finite_p = defprim("check_finite", _check_finite_impl, abstract=lambda aval, what: aval)
 defvjp(check_finite_p, lambda g, out, x, what: (g,))
 defgeneric(check_finite_p, _check_finite_generic)
 
@@ -107,10 +106,12 @@ def improper_probabilities_message(what: str, p: np.ndarray, row: int, tolerance
     detail = f"sums to {float(values.sum(dtype=np.float64)):.4g}"
     if outside.size:
         detail = f"holds {float(values[outside[0]]):.4g} at index {index + (int(outside[0]),)} and " + detail
-    return (f"{what} expects probabilities (values in [0, 1] that sum to 1 along the last axis), "
-            f"but row {label} of its prediction is [{', '.join(shown)}], which {detail}\n"
-            f"  hint: end the model with >> softmax, or, if these are logits, use "
-            f"{what}(..., from_logits=True) (in fit: loss=functools.partial(nnc.{what}, from_logits=True))")
+    return (
+        f"{what} expects probabilities (values in [0, 1] that sum to 1 along the last axis), "
+        f"but row {label} of its prediction is [{', '.join(shown)}], which {detail}\n"
+        f"  hint: end the model with >> softmax, or, if these are logits, use "
+        f"{what}(..., from_logits=True) (in fit: loss=functools.partial(nnc.{what}, from_logits=True))"
+    )
 
 
 def _check_probabilities_impl(p: np.ndarray, what: str, tolerance: float) -> np.ndarray:
@@ -130,8 +131,9 @@ def _check_probabilities_generic(xp: Any, p: Any, what: str, tolerance: float) -
     return p
 
 
-check_probabilities_p = defprim("check_probabilities", _check_probabilities_impl,
-                                abstract=lambda aval, what, tolerance: aval)
+check_probabilities_p = defprim(
+    "check_probabilities", _check_probabilities_impl, abstract=lambda aval, what, tolerance: aval
+)
 defvjp(check_probabilities_p, lambda g, out, p, what, tolerance: (g,))
 defgeneric(check_probabilities_p, _check_probabilities_generic)
 
@@ -160,10 +162,14 @@ def labels_message(what: str, labels: np.ndarray, classes: int) -> str:
     if value < 0:
         hint = "labels count classes from 0; shift them so that the smallest is 0"
     else:
-        hint = (f"the prediction has {classes} columns, one per class; make the model's last layer "
-                f"as wide as the number of classes (labels.max() + 1 = {int(labels.max()) + 1})")
-    return (f"{what}: label {value} at index {tuple(int(i) for i in bad)} is out of range for "
-            f"{classes} classes (labels must be 0..{classes - 1})\n  hint: {hint}")
+        hint = (
+            f"the prediction has {classes} columns, one per class; make the model's last layer "
+            f"as wide as the number of classes (labels.max() + 1 = {int(labels.max()) + 1})"
+        )
+    return (
+        f"{what}: label {value} at index {tuple(int(i) for i in bad)} is out of range for "
+        f"{classes} classes (labels must be 0..{classes - 1})\n  hint: {hint}"
+    )
 
 
 _UNSIGNED = {np.dtype(f"i{n}"): np.dtype(f"u{n}") for n in (1, 2, 4, 8)}
@@ -186,8 +192,9 @@ def _check_labels_generic(xp: Any, labels: Any, what: str, classes: int) -> Any:
 
 
 # integer labels carry no gradient
-check_labels_p = defprim("check_labels", _check_labels_impl, nondiff=True,
-                         abstract=lambda aval, what, classes: aval)
+check_labels_p = defprim(
+    "check_labels", _check_labels_impl, nondiff=True, abstract=lambda aval, what, classes: aval
+)
 defgeneric(check_labels_p, _check_labels_generic)
 
 

@@ -19,6 +19,7 @@ array([[[[10., 18.],
 array([[[[ 5.,  7.],
          [13., 15.]]]])
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -39,8 +40,9 @@ def pair(value: Any, name: str, op: str, minimum: int = 1) -> tuple[int, int]:
     naming ``name``: the geometry decides the output's shape. (The layers check their own
     arguments when they are created, with messages that say where.)"""
     items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                  and v >= minimum for v in items):
+    if len(items) != 2 or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum for v in items
+    ):
         raise ShapeError(f"{op}: {name} must be an int >= {minimum} or a pair of them, got {value!r}")
     return int(items[0]), int(items[1])
 
@@ -49,8 +51,10 @@ def _images(x: Any, op: str) -> tuple[Any, bool]:
     """``x`` as a batch of images, and whether it was a single image."""
     shape = tuple(E.shape_of(x))
     if len(shape) not in (3, 4):
-        raise ShapeError(f"{op}: expected images of shape (batch, channels, height, width) or "
-                         f"(channels, height, width), got shape {shape}")
+        raise ShapeError(
+            f"{op}: expected images of shape (batch, channels, height, width) or "
+            f"(channels, height, width), got shape {shape}"
+        )
     if E.dtype_of(x).kind != "f":
         raise ShapeError(f"{op}: expected floating-point images, got dtype {E.dtype_of(x)}")
     if len(shape) == 3:
@@ -67,20 +71,32 @@ def _unbatch(y: Any, single: bool) -> Any:
 
 def _conv_shape(x_shape, w_shape, stride, padding, dilation) -> tuple[int, ...]:
     (b, _, h, w), (o, _, kh, kw) = x_shape, w_shape
-    return (b, o, output_size(h, kh, stride[0], padding[0], dilation[0]),
-            output_size(w, kw, stride[1], padding[1], dilation[1]))
+    return (
+        b,
+        o,
+        output_size(h, kh, stride[0], padding[0], dilation[0]),
+        output_size(w, kw, stride[1], padding[1], dilation[1]),
+    )
 
 
 conv2d_p = defprim(
-    "conv2d", K.conv2d,
+    "conv2d",
+    K.conv2d,
     abstract=lambda x, w, stride, padding, dilation: (
-        _conv_shape(x[0], w[0], stride, padding, dilation), np.result_type(x[1], w[1])))
+        _conv_shape(x[0], w[0], stride, padding, dilation),
+        np.result_type(x[1], w[1]),
+    ),
+)
 conv2d_input_grad_p = defprim(
-    "conv2d_input_grad", K.conv2d_input_grad,
-    abstract=lambda g, w, x_shape, stride, padding, dilation: (x_shape, np.result_type(g[1], w[1])))
+    "conv2d_input_grad",
+    K.conv2d_input_grad,
+    abstract=lambda g, w, x_shape, stride, padding, dilation: (x_shape, np.result_type(g[1], w[1])),
+)
 conv2d_weight_grad_p = defprim(
-    "conv2d_weight_grad", K.conv2d_weight_grad,
-    abstract=lambda x, g, w_shape, stride, padding, dilation: (w_shape, np.result_type(x[1], g[1])))
+    "conv2d_weight_grad",
+    K.conv2d_weight_grad,
+    abstract=lambda x, g, w_shape, stride, padding, dilation: (w_shape, np.result_type(x[1], g[1])),
+)
 
 
 # ----------------------------------------------------------------------------- array-API forms
@@ -91,8 +107,16 @@ conv2d_weight_grad_p = defprim(
 def _taps(images, kernel, stride, dilation, out_hw) -> list:
     """The slice of ``images`` each kernel tap sees, one (B, C, ho, wo) view per tap."""
     (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_hw
-    return [(slice(None), slice(None), slice(i * dh, i * dh + sh * (ho - 1) + 1, sh),
-             slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)) for i in range(kh) for j in range(kw)]
+    return [
+        (
+            slice(None),
+            slice(None),
+            slice(i * dh, i * dh + sh * (ho - 1) + 1, sh),
+            slice(j * dw, j * dw + sw * (wo - 1) + 1, sw),
+        )
+        for i in range(kh)
+        for j in range(kw)
+    ]
 
 
 def _padded_zeros(xp, shape, padding, like):
@@ -104,14 +128,14 @@ def _pad(xp, x, padding):
     if padding == (0, 0):
         return x
     out = _padded_zeros(xp, x.shape, padding, x)
-    out[:, :, padding[0]:padding[0] + x.shape[2], padding[1]:padding[1] + x.shape[3]] = x
+    out[:, :, padding[0] : padding[0] + x.shape[2], padding[1] : padding[1] + x.shape[3]] = x
     return out
 
 
 def _crop(x, shape, padding):
     if padding == (0, 0):
         return x
-    return x[:, :, padding[0]:padding[0] + shape[2], padding[1]:padding[1] + shape[3]]
+    return x[:, :, padding[0] : padding[0] + shape[2], padding[1] : padding[1] + shape[3]]
 
 
 def _columns(xp, x, kernel, stride, padding, dilation, out_hw):
@@ -200,22 +224,28 @@ def conv2d(x, w, stride: Any = 1, padding: Any = 0, dilation: Any = 1) -> Any:
     are ints or (rows, cols) pairs. The result has shape (B, O, ho, wo), with
     ``ho = (H + 2 * padding - dilation * (kh - 1) - 1) // stride + 1`` (likewise wo).
     """
-    stride, padding, dilation = pair(stride, "stride", "conv2d"), \
-        pair(padding, "padding", "conv2d", 0), pair(dilation, "dilation", "conv2d")
+    stride, padding, dilation = (
+        pair(stride, "stride", "conv2d"),
+        pair(padding, "padding", "conv2d", 0),
+        pair(dilation, "dilation", "conv2d"),
+    )
     x, single = _images(x, "conv2d")
     ws = tuple(E.shape_of(w))
     if len(ws) != 4:
-        raise ShapeError(f"conv2d: expected filters of shape (out_channels, in_channels, kh, kw), "
-                         f"got shape {ws}")
+        raise ShapeError(
+            f"conv2d: expected filters of shape (out_channels, in_channels, kh, kw), got shape {ws}"
+        )
     xs = tuple(E.shape_of(x))
     if xs[1] != ws[1]:
-        raise ShapeError(f"conv2d: the images have {xs[1]} channels but the filters of shape {ws} "
-                         f"expect {ws[1]}")
+        raise ShapeError(
+            f"conv2d: the images have {xs[1]} channels but the filters of shape {ws} expect {ws[1]}"
+        )
     out = _conv_shape(xs, ws, stride, padding, dilation)
     if out[2] < 1 or out[3] < 1:
         raise ShapeError(
             f"conv2d: a {ws[2]}x{ws[3]} kernel (dilation {dilation}) does not fit images of "
-            f"{xs[2]}x{xs[3]} with padding {padding}: the output would be {out[2]}x{out[3]}")
+            f"{xs[2]}x{xs[3]} with padding {padding}: the output would be {out[2]}x{out[3]}"
+        )
     dtype = np.result_type(E.dtype_of(x), E.dtype_of(w))
     x, w = E.cast(x, dtype), E.cast(w, dtype)
     y = bind(conv2d_p, x, w, stride=stride, padding=padding, dilation=dilation)
@@ -224,32 +254,34 @@ def conv2d(x, w, stride: Any = 1, padding: Any = 0, dilation: Any = 1) -> Any:
 
 def conv2d_input_grad(g, w, x_shape, stride, padding, dilation) -> Any:
     """The cotangent of ``conv2d``'s images for output cotangent ``g`` (a transposed convolution)."""
-    return bind(conv2d_input_grad_p, g, w, x_shape=tuple(x_shape), stride=stride,
-                padding=padding, dilation=dilation)
+    return bind(
+        conv2d_input_grad_p, g, w, x_shape=tuple(x_shape), stride=stride, padding=padding, dilation=dilation
+    )
 
 
 def conv2d_weight_grad(x, g, w_shape, stride, padding, dilation) -> Any:
     """The cotangent of ``conv2d``'s filters for output cotangent ``g``."""
-    return bind(conv2d_weight_grad_p, x, g, w_shape=tuple(w_shape), stride=stride,
-                padding=padding, dilation=dilation)
+    return bind(
+        conv2d_weight_grad_p, x, g, w_shape=tuple(w_shape), stride=stride, padding=padding, dilation=dilation
+    )
 
 
 def _conv2d_vjp(g, out, x, w, stride, padding, dilation):
     geometry = dict(stride=stride, padding=padding, dilation=dilation)
-    return (conv2d_input_grad(g, w, E.shape_of(x), **geometry),
-            conv2d_weight_grad(x, g, E.shape_of(w), **geometry))
+    return (
+        conv2d_input_grad(g, w, E.shape_of(x), **geometry),
+        conv2d_weight_grad(x, g, E.shape_of(w), **geometry),
+    )
 
 
 def _input_grad_vjp(ct, out, g, w, x_shape, stride, padding, dilation):
     geometry = dict(stride=stride, padding=padding, dilation=dilation)
-    return (bind(conv2d_p, ct, w, **geometry),
-            conv2d_weight_grad(ct, g, E.shape_of(w), **geometry))
+    return (bind(conv2d_p, ct, w, **geometry), conv2d_weight_grad(ct, g, E.shape_of(w), **geometry))
 
 
 def _weight_grad_vjp(ct, out, x, g, w_shape, stride, padding, dilation):
     geometry = dict(stride=stride, padding=padding, dilation=dilation)
-    return (conv2d_input_grad(g, ct, E.shape_of(x), **geometry),
-            bind(conv2d_p, x, ct, **geometry))
+    return (conv2d_input_grad(g, ct, E.shape_of(x), **geometry), bind(conv2d_p, x, ct, **geometry))
 
 
 defvjp(conv2d_p, _conv2d_vjp)
@@ -270,13 +302,18 @@ def _pool_abstract(x, kernel, stride):
 
 
 max_pool_p = defprim("max_pool", K.max_pool, abstract=_pool_abstract)
-max_pool_grad_p = defprim("max_pool_grad", K.max_pool_grad,
-                          abstract=lambda x, g, kernel, stride: (x[0], g[1]))
-max_pool_gather_p = defprim("max_pool_gather", K.max_pool_gather,
-                            abstract=lambda x, c, kernel, stride: (_pool_shape(x[0], kernel, stride), c[1]))
+max_pool_grad_p = defprim(
+    "max_pool_grad", K.max_pool_grad, abstract=lambda x, g, kernel, stride: (x[0], g[1])
+)
+max_pool_gather_p = defprim(
+    "max_pool_gather",
+    K.max_pool_gather,
+    abstract=lambda x, c, kernel, stride: (_pool_shape(x[0], kernel, stride), c[1]),
+)
 avg_pool_p = defprim("avg_pool", K.avg_pool, abstract=_pool_abstract)
-avg_pool_grad_p = defprim("avg_pool_grad", K.avg_pool_grad,
-                          abstract=lambda g, x_shape, kernel, stride: (x_shape, g[1]))
+avg_pool_grad_p = defprim(
+    "avg_pool_grad", K.avg_pool_grad, abstract=lambda g, x_shape, kernel, stride: (x_shape, g[1])
+)
 
 
 def _pool(prim, op: str, x, kernel, stride) -> Any:
@@ -285,8 +322,7 @@ def _pool(prim, op: str, x, kernel, stride) -> Any:
     x, single = _images(x, op)
     xs = tuple(E.shape_of(x))
     if kernel[0] > xs[2] or kernel[1] > xs[3]:
-        raise ShapeError(f"{op}: a {kernel[0]}x{kernel[1]} window does not fit images of "
-                         f"{xs[2]}x{xs[3]}")
+        raise ShapeError(f"{op}: a {kernel[0]}x{kernel[1]} window does not fit images of {xs[2]}x{xs[3]}")
     return _unbatch(bind(prim, x, kernel=kernel, stride=stride), single)
 
 
@@ -320,14 +356,13 @@ def avg_pool_grad(g, x_shape, kernel, stride) -> Any:
 
 # The position of a window's maximum is constant almost everywhere: no gradient flows to x.
 defvjp(max_pool_p, lambda g, out, x, kernel, stride: (max_pool_grad(x, g, kernel, stride),))
-defvjp(max_pool_grad_p, lambda ct, out, x, g, kernel, stride:
-       (None, max_pool_gather(x, ct, kernel, stride)))
-defvjp(max_pool_gather_p, lambda ct, out, x, c, kernel, stride:
-       (None, max_pool_grad(x, ct, kernel, stride)))
-defvjp(avg_pool_p, lambda g, out, x, kernel, stride:
-       (avg_pool_grad(g, E.shape_of(x), kernel, stride),))
-defvjp(avg_pool_grad_p, lambda ct, out, g, x_shape, kernel, stride:
-       (bind(avg_pool_p, ct, kernel=kernel, stride=stride),))
+defvjp(max_pool_grad_p, lambda ct, out, x, g, kernel, stride: (None, max_pool_gather(x, ct, kernel, stride)))
+defvjp(max_pool_gather_p, lambda ct, out, x, c, kernel, stride: (None, max_pool_grad(x, ct, kernel, stride)))
+defvjp(avg_pool_p, lambda g, out, x, kernel, stride: (avg_pool_grad(g, E.shape_of(x), kernel, stride),))
+defvjp(
+    avg_pool_grad_p,
+    lambda ct, out, g, x_shape, kernel, stride: (bind(avg_pool_p, ct, kernel=kernel, stride=stride),),
+)
 
 defgeneric(conv2d_p, _conv2d_generic)
 defgeneric(conv2d_input_grad_p, _conv2d_input_grad_generic)

@@ -7,11 +7,13 @@ an equation in the current :class:`Trace` instead. Tracing a function once gives
 :class:`Graph`: a topologically ordered list of equations that can be differentiated
 (``autodiff``) and turned into fast straight-line code (``execute``).
 """
+
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +47,13 @@ class Primitive:
     # The same operation written with the Python array API alone: generic(xp, *inputs, **params)
     # runs on arrays of namespace xp (CuPy, array-api-strict); impl stays the numpy fast path.
     generic: Callable[..., Any] | None = None
+    # The compiled form, registered with defemit beside the VJP: emit(writer, eqn) writes the Numba
+    # source of one equation through the writer's API (numba_codegen.FunctionWriter) and returns
+    # False to leave it to the generic object-mode call.
+    emit: Callable[..., bool] | None = None
+    # The one-entry form for fused elementwise loops, registered with defscalar:
+    # scalar(*operands, dtype=..., **params) -> a Python expression over operand expressions.
+    scalar: Callable[..., str] | None = None
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
@@ -53,15 +62,20 @@ class Primitive:
 PRIMITIVES: dict[str, Primitive] = {}
 
 
-def defprim(name: str, impl: Callable, *, abstract: Callable | None = None,
-            nondiff: bool = False, multiple_results: bool = False) -> Primitive:
+def defprim(
+    name: str,
+    impl: Callable,
+    *,
+    abstract: Callable | None = None,
+    nondiff: bool = False,
+    multiple_results: bool = False,
+) -> Primitive:
     """Register a primitive; its VJP rule is attached with :func:`defvjp`.
 
     ``abstract(*avals, **params)`` gives the result's ``(shape, dtype)`` (a list of them
     with ``multiple_results``); without it the result is found by running ``impl`` on
     zeros once per trace."""
-    prim = Primitive(name, impl, abstract=abstract, nondiff=nondiff,
-                     multiple_results=multiple_results)
+    prim = Primitive(name, impl, abstract=abstract, nondiff=nondiff, multiple_results=multiple_results)
     PRIMITIVES[name] = prim
     return prim
 
@@ -75,6 +89,16 @@ def defgeneric(prim: Primitive, fn: Callable[..., Any]) -> None:
     prim.generic = fn
 
 
+def defemit(prim: Primitive, fn: Callable[..., bool]) -> None:
+    """Attach ``fn(writer, eqn) -> bool``, the compiled (Numba source) form of ``prim``."""
+    prim.emit = fn
+
+
+def defscalar(prim: Primitive, fn: Callable[..., str]) -> None:
+    """Attach ``fn(*operands, dtype, **params) -> str``: ``prim`` on one entry, fused into a loop."""
+    prim.scalar = fn
+
+
 def impl_for(prim: Primitive, where: Placement | None) -> Callable[..., Any]:
     """The implementation of ``prim`` for arrays at ``where`` (``None``: numpy, the fast path)."""
     if where is None:
@@ -84,7 +108,8 @@ def impl_for(prim: Primitive, where: Placement | None) -> Callable[..., Any]:
             f"primitive '{prim.name}' has no array-API implementation, so it runs on numpy only, "
             f"not on {where.describe()}.\n"
             f"  hint: move the arrays to numpy with nnc.to_backend(tree, 'numpy'), or register one "
-            f"with nnc.backend.core.defgeneric")
+            f"with nnc.backend.core.defgeneric"
+        )
     generic, xp = prim.generic, where.xp
 
     def run(*args, **params):
@@ -112,7 +137,7 @@ class Var:
 
     __slots__ = ("shape", "dtype", "producer", "id")
 
-    def __init__(self, shape: tuple[int, ...], dtype: Any, producer: "Eqn | None" = None):
+    def __init__(self, shape: tuple[int, ...], dtype: Any, producer: Eqn | None = None):
         self.shape = shape
         self.dtype = np.dtype(dtype)
         self.producer = producer
@@ -163,10 +188,12 @@ class Graph:
     def __repr__(self) -> str:
         lines = [f"graph({', '.join(map(repr, self.inputs))}):"]
         for e in self.eqns:
-            kw = "".join(f", {k}=..." if isinstance(v, Graph) else f", {k}={v!r}"
-                         for k, v in e.params.items())
-            lines.append(f"  {', '.join(map(repr, e.outs))} = {e.prim.name}("
-                         f"{', '.join(map(repr, e.inputs))}{kw})")
+            kw = "".join(
+                f", {k}=..." if isinstance(v, Graph) else f", {k}={v!r}" for k, v in e.params.items()
+            )
+            lines.append(
+                f"  {', '.join(map(repr, e.outs))} = {e.prim.name}({', '.join(map(repr, e.inputs))}{kw})"
+            )
         lines.append(f"  return {', '.join(map(repr, self.outputs))}")
         return "\n".join(lines)
 
@@ -359,4 +386,3 @@ def store(env: dict, eqn: Eqn, result: Any) -> None:
             env[id(v)] = r
     else:
         env[id(eqn.outs[0])] = result
-

@@ -5,6 +5,7 @@ the other operand (a bias ``(n,)`` added to a batch ``(B, n)``), or equal ranks 
 size-1 axes (a ``keepdims`` reduction). Anything else, like ``(8, 1) - (8,)`` that
 numpy would silently turn into ``(8, 8)``, raises :class:`ShapeError`.
 """
+
 from __future__ import annotations
 
 from numbers import Number
@@ -58,7 +59,7 @@ def check_broadcast(name: str, sa: tuple, sb: tuple) -> None:
             return
     else:
         short, long_ = (sa, sb) if len(sa) < len(sb) else (sb, sa)
-        if long_[len(long_) - len(short):] == short:
+        if long_[len(long_) - len(short) :] == short:
             return
     try:
         result = f"numpy would broadcast them to {np.broadcast_shapes(sa, sb)}"
@@ -119,8 +120,7 @@ def neg(a):
 defvjp(add_p, lambda g, out, a, b: (unbroadcast(g, a), unbroadcast(g, b)))
 defvjp(sub_p, lambda g, out, a, b: (unbroadcast(g, a), unbroadcast(neg(g), b)))
 defvjp(mul_p, lambda g, out, a, b: (unbroadcast(mul(g, b), a), unbroadcast(mul(g, a), b)))
-defvjp(div_p, lambda g, out, a, b: (unbroadcast(div(g, b), a),
-                                    unbroadcast(neg(mul(g, div(out, b))), b)))
+defvjp(div_p, lambda g, out, a, b: (unbroadcast(div(g, b), a), unbroadcast(neg(mul(g, div(out, b))), b)))
 defvjp(neg_p, lambda g, out, a: (neg(g),))
 
 
@@ -163,7 +163,7 @@ def _pow_vjp(g, out, a, b):
 
 defvjp(integer_pow_p, _integer_pow_vjp)
 defvjp(pow_p, _pow_vjp)
-defgeneric(integer_pow_p, lambda xp, x, n: x * x if n == 2 else x ** n)
+defgeneric(integer_pow_p, lambda xp, x, n: x * x if n == 2 else x**n)
 defgeneric(pow_p, lambda xp, a, b: xp.pow(a, b))
 
 # --------------------------------------------------------------------------- transcendental

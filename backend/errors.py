@@ -3,6 +3,7 @@
 Each message names the model or primitive involved, what was expected, what was
 found, and (where known) the file and line where the user wrote it.
 """
+
 from __future__ import annotations
 
 DOCS = "docs/errors.md"
@@ -68,6 +69,14 @@ class ArgumentError(NNCError, TypeError, ValueError):
     """
 
 
-for _cls in (NNCError, TypeMismatch, ShapeError, NonFiniteError, MissingGradient, TraceError, InitError,
-             ArgumentError):
+for _cls in (
+    NNCError,
+    TypeMismatch,
+    ShapeError,
+    NonFiniteError,
+    MissingGradient,
+    TraceError,
+    InitError,
+    ArgumentError,
+):
     _cls.__module__ = "nnc"  # shown as nnc.ShapeError in tracebacks, where users import it from

@@ -4,10 +4,12 @@ Small models are dominated by per-operation overhead, so instead of interpreting
 equation list on every call we generate the code once per graph (``v3 = matmul(v0, v1)``
 ...) and let CPython run it; intermediates are released right after their last use.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -58,8 +60,11 @@ def compile_graph(graph: Graph, where: Placement | None = None) -> Callable[...,
         if eqn.prim.multiple_results:
             targets += ","
         lines.append(f"    {targets} = {fn}({', '.join(call_args)})")
-        dead = [names[id(v)] for v in eqn.inputs
-                if type(v) is not Const and last_use.get(id(v)) == i and id(v) not in keep]
+        dead = [
+            names[id(v)]
+            for v in eqn.inputs
+            if type(v) is not Const and last_use.get(id(v)) == i and id(v) not in keep
+        ]
         if dead:
             lines.append(f"    del {', '.join(dict.fromkeys(dead))}")
     lines.append(f"    return [{', '.join(name_of(v) for v in graph.outputs)}]")

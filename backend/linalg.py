@@ -1,4 +1,5 @@
 """Matrix multiplication and its gradient, for vectors, matrices and batches."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,7 +14,6 @@ from . import structural as S
 from .activations import logistic_generic
 from .core import bind, defgeneric, defprim, defvjp
 from .errors import ShapeError
-
 
 matmul_p = defprim("matmul", np.matmul)
 # Matrix times matrix binds np.dot directly: measurably cheaper per call than np.matmul on
@@ -36,8 +36,9 @@ def matmul(a, b) -> Any:
     k_a = sa[-1]
     k_b = sb[0] if len(sb) == 1 else sb[-2]
     if k_a != k_b:
-        raise ShapeError(f"matmul: inner sizes differ: shapes {sa} and {sb} "
-                         f"({k_a} columns against {k_b} rows)")
+        raise ShapeError(
+            f"matmul: inner sizes differ: shapes {sa} and {sb} ({k_a} columns against {k_b} rows)"
+        )
     if len(sa) > 2 and len(sb) > 2:
         E.check_broadcast("matmul (batch axes)", sa[:-2], sb[:-2])
     da, db = E.dtype_of(a), E.dtype_of(b)
@@ -88,8 +89,7 @@ def _linear_abstract(x, w, b, activation):
 
 
 linear_p = defprim("linear", K.linear, abstract=_linear_abstract)
-activation_grad_p = defprim("activation_grad", K.activation_grad,
-                            abstract=lambda g, out, activation: g)
+activation_grad_p = defprim("activation_grad", K.activation_grad, abstract=lambda g, out, activation: g)
 
 
 def _linear_generic(xp, x, w, b, activation):
@@ -132,8 +132,10 @@ def linear(x, w, b, activation: str = "identity") -> Any:
         raise ShapeError(f"linear: activation must be one of {ACTIVATIONS}, got {activation!r}")
     sx, sw, sb = E.shape_of(x), E.shape_of(w), E.shape_of(b)
     if len(sw) != 2 or not sx or sx[-1] != sw[0] or sb != sw[1:]:
-        raise ShapeError(f"linear: expected x (..., k), w (k, n) and b (n,), got shapes "
-                         f"{tuple(sx)}, {tuple(sw)} and {tuple(sb)}")
+        raise ShapeError(
+            f"linear: expected x (..., k), w (k, n) and b (n,), got shapes "
+            f"{tuple(sx)}, {tuple(sw)} and {tuple(sb)}"
+        )
     dtype = np.result_type(E.dtype_of(x), E.dtype_of(w), E.dtype_of(b))
     x, w, b = E.cast(x, dtype), E.cast(w, dtype), E.cast(b, dtype)
     return bind(linear_p, x, w, b, activation=activation)

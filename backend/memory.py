@@ -19,6 +19,7 @@ Elsewhere than glibc (macOS, musl) it does nothing.
 >>> memory.keep_freed_memory()  # on Linux with glibc
 True
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -45,9 +46,11 @@ def keep_freed_memory() -> bool:
         libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
         # gnu_get_libc_version exists only in glibc; musl's mallopt accepts and ignores everything.
-        libc.gnu_get_libc_version
+        libc.gnu_get_libc_version  # noqa: B018 (the lookup is the test)
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(_M_TRIM_THRESHOLD, RETAINED_BYTES))
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(_M_TRIM_THRESHOLD, RETAINED_BYTES)
+    )

@@ -7,6 +7,7 @@ jits it with Numba: a :class:`Specialisation`. The source goes to a file in the 
 directory when one is writable, so that Numba's own disk cache keeps the machine code
 across processes; the file's name is a digest of everything the machine code depends on.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -17,8 +18,9 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +50,8 @@ class Specialisation:
 
 def _cache_dir() -> str | None:
     base = os.environ.get("NNC_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nnc")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nnc"
+    )
     path = os.path.join(base, "compiled")
     try:
         os.makedirs(path, exist_ok=True)
@@ -125,12 +128,14 @@ def _load(source: str, globals_: dict, fallbacks: set, name: str, disk: bool = T
 
 def _quietly(run: Callable) -> Callable:
     """Numba's performance hints speak of generated code the user never wrote: keep them out."""
+
     def call(*args):
         with warnings.catch_warnings(), quiet():  # and numpy's, as every compiled run
             from numba.core.errors import NumbaPerformanceWarning
 
             warnings.simplefilter("ignore", NumbaPerformanceWarning)
             return run(*args)
+
     return call
 
 
@@ -157,8 +162,9 @@ class NativeFunction:
         source = module.text()
         run, cached = _load(source, module.globals, module.fallbacks, "compiled")
         out_avals = [(tuple(v.shape), v.dtype) for v in graph.outputs]
-        entry = Specialisation(run, out_def, out_avals, 0.0, len(graph.eqns), tuple(sorted(module.fallbacks)),
-                               cached, source)
+        entry = Specialisation(
+            run, out_def, out_avals, 0.0, len(graph.eqns), tuple(sorted(module.fallbacks)), cached, source
+        )
         try:
             _quietly(run)(*values)  # compile now, so that the reported time is the real one
         except Exception as err:
@@ -171,12 +177,18 @@ class NativeFunction:
         new = set(module.fallbacks) - _REPORTED_FALLBACKS
         if new:
             _REPORTED_FALLBACKS.update(new)
-            warnings.warn(f"nnc.compile: no compiled form for {', '.join(sorted(new))}; those parts "
-                          "run their numpy implementation from inside the compiled code", stacklevel=3)
+            warnings.warn(
+                f"nnc.compile: no compiled form for {', '.join(sorted(new))}; those parts "
+                "run their numpy implementation from inside the compiled code",
+                stacklevel=3,
+            )
         if self.verbose:
             shapes = ", ".join(f"{v.dtype}{list(v.shape)}" for v in values)
-            print(f"nnc.compile: {self.name} compiled for ({shapes}) in {entry.seconds:.2f} s, "
-                  f"{entry.ops} operations" + (", cached on disk" if cached else ""), file=sys.stderr)
+            print(
+                f"nnc.compile: {self.name} compiled for ({shapes}) in {entry.seconds:.2f} s, "
+                f"{entry.ops} operations" + (", cached on disk" if cached else ""),
+                file=sys.stderr,
+            )
         return entry
 
     def __call__(self, *args: Any) -> Any:

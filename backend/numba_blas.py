@@ -20,6 +20,7 @@ array([[3., 3., 3., 3.],
        [5., 5., 5., 5.],
        [7., 7., 7., 7.]], dtype=float32)
 """
+
 from __future__ import annotations
 
 import numba
@@ -35,9 +36,25 @@ TRANS_A, TRANS_B = 2, 1  # bits of ``trans``: multiply by the transpose of a, of
 
 def _xxgemm(dtype) -> types.ExternalFunction:
     ptr = types.CPointer(dtype)
-    return types.ExternalFunction("numba_xxgemm", types.intc(
-        types.char, types.char, types.char, types.intp, types.intp, types.intp,  # kind, transa, transb, m, n, k
-        ptr, ptr, types.intp, ptr, types.intp, ptr, ptr, types.intp))  # alpha, a, lda, b, ldb, beta, c, ldc
+    return types.ExternalFunction(
+        "numba_xxgemm",
+        types.intc(
+            types.char,
+            types.char,
+            types.char,
+            types.intp,
+            types.intp,
+            types.intp,  # kind, transa, transb, m, n, k
+            ptr,
+            ptr,
+            types.intp,
+            ptr,
+            types.intp,
+            ptr,
+            ptr,
+            types.intp,
+        ),
+    )  # alpha, a, lda, b, ldb, beta, c, ldc
 
 
 _GEMM = {types.float32: (_xxgemm(types.float32), ord("s")), types.float64: (_xxgemm(types.float64), ord("d"))}
@@ -54,8 +71,23 @@ def _gemm_for_dtype(transa, transb, m, n, k, coef, a, lda, b, ldb, c):
     fn, kind = _GEMM[c.dtype]
 
     def call(transa, transb, m, n, k, coef, a, lda, b, ldb, c):
-        fn(kind, transa, transb, m, n, k, coef[0:].ctypes, a.ctypes, lda, b.ctypes, ldb, coef[1:].ctypes,
-           c.ctypes, m)  # c is column-major m x n
+        fn(
+            kind,
+            transa,
+            transb,
+            m,
+            n,
+            k,
+            coef[0:].ctypes,
+            a.ctypes,
+            lda,
+            b.ctypes,
+            ldb,
+            coef[1:].ctypes,
+            c.ctypes,
+            m,
+        )  # c is column-major m x n
+
     return call
 
 

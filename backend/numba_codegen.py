@@ -16,6 +16,7 @@ comparison that picks a value is written so that a NaN operand wins where numpy'
 ``x if x > 0 else 0``, which turns NaN into 0). tests/test_compile_nonfinite.py holds
 every emitted form to that.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,11 +27,22 @@ import numpy as np
 from .core import Const, Graph, Var
 
 ELEMENTWISE = {
-    "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
-    "neg": "-{0}", "exp": "np.exp({0})", "log": "np.log({0})", "sqrt": "np.sqrt({0})",
-    "abs": "np.abs({0})", "tanh": "np.tanh({0})", "sign": "np.sign({0})",
-    "greater": "{0} > {1}", "less": "{0} < {1}", "equal": "{0} == {1}",
-    "where": "({1} if {0} else {2})", "pow": "{0} ** {1}",
+    "add": "{0} + {1}",
+    "sub": "{0} - {1}",
+    "mul": "{0} * {1}",
+    "div": "{0} / {1}",
+    "neg": "-{0}",
+    "exp": "np.exp({0})",
+    "log": "np.log({0})",
+    "sqrt": "np.sqrt({0})",
+    "abs": "np.abs({0})",
+    "tanh": "np.tanh({0})",
+    "sign": "np.sign({0})",
+    "greater": "{0} > {1}",
+    "less": "{0} < {1}",
+    "equal": "{0} == {1}",
+    "where": "({1} if {0} else {2})",
+    "pow": "{0} ** {1}",
 }
 SPECIAL_ELEMENTWISE = {"integer_pow", "logistic", "relu", "step", "cast"}
 # Results that may be views of other arrays (not C-contiguous, or aliasing an input).
@@ -44,8 +56,14 @@ _TRANS_A, _TRANS_B = 2, 1
 
 
 def _numba_type(dtype: np.dtype) -> str:
-    return {"f4": "float32", "f8": "float64", "i8": "int64", "i4": "int32", "b1": "boolean",
-            "u1": "uint8"}.get(np.dtype(dtype).str[1:], np.dtype(dtype).name)
+    return {
+        "f4": "float32",
+        "f8": "float64",
+        "i8": "int64",
+        "i4": "int32",
+        "b1": "boolean",
+        "u1": "uint8",
+    }.get(np.dtype(dtype).str[1:], np.dtype(dtype).name)
 
 
 def array_type_string(shape: tuple, dtype: Any) -> str:
@@ -147,8 +165,11 @@ class FunctionWriter:
     def contiguous(self, v: Any) -> str:
         """An expression for ``v`` that is C-ordered: arguments are (``nnc.compile`` and the scan
         loops pass them so), as is every array the generated code allocates; views may not be."""
-        if _may_be_view(v) and id(_unchecked(v)) not in self.c_ordered \
-                and not any(_unchecked(v) is u for u in self.graph.inputs):
+        if (
+            _may_be_view(v)
+            and id(_unchecked(v)) not in self.c_ordered
+            and not any(_unchecked(v) is u for u in self.graph.inputs)
+        ):
             return f"np.ascontiguousarray({self.name(v)})"
         return self.name(v)
 
@@ -180,8 +201,17 @@ class FunctionWriter:
             src_idx[a] = idx[k]
         self.emit(f"{out}[{', '.join(idx)}] = {src}[{', '.join(src_idx)}]", len(axes) + 1)
 
-    def gemm(self, out: str, a: str, b: str, m: int, n: int, dtype: Any,
-             trans_a: bool = False, trans_b: bool = False) -> None:
+    def gemm(
+        self,
+        out: str,
+        a: str,
+        b: str,
+        m: int,
+        n: int,
+        dtype: Any,
+        trans_a: bool = False,
+        trans_b: bool = False,
+    ) -> None:
         """``out = op(a) @ op(b)``, an (m, n) matrix, for C-ordered matrix expressions ``a`` and ``b``."""
         self.module.products = True
         self.alloc(out, (m, n), dtype)
@@ -233,8 +263,11 @@ class FunctionWriter:
     def fused(self, eqns: list) -> None:
         shape = eqns[0].out.shape
         members = {id(e.out) for e in eqns}
-        materialise = [e.out for e in eqns
-                       if id(e.out) in self.outputs or self.uses.get(id(e.out), 0) > self._uses_inside(e.out, eqns)]
+        materialise = [
+            e.out
+            for e in eqns
+            if id(e.out) in self.outputs or self.uses.get(id(e.out), 0) > self._uses_inside(e.out, eqns)
+        ]
         for v in materialise:
             self.alloc(self.name(v), shape, v.dtype)
         rank = len(shape)
@@ -332,7 +365,9 @@ class FunctionWriter:
             for k, v in enumerate(outs):
                 self.emit(f"{self.name(v)}_o = np.ascontiguousarray({res}[{k}]).reshape({_flat(v.shape)})", 2)
         else:
-            self.emit(f"{self.name(outs[0])}_o = np.ascontiguousarray({call}).reshape({_flat(outs[0].shape)})", 2)
+            self.emit(
+                f"{self.name(outs[0])}_o = np.ascontiguousarray({call}).reshape({_flat(outs[0].shape)})", 2
+            )
         for v in outs:
             self.emit(f"{self.name(v)} = {self.name(v)}_o" + (".reshape(())" if not v.shape else ""))
 
@@ -345,7 +380,8 @@ class FunctionWriter:
 
     def _param(self, fn: str, key: str, value: Any) -> str:
         if isinstance(value, (int, float, bool, str, type(None))) or (
-                isinstance(value, tuple) and all(isinstance(x, (int, type(None))) for x in value)):
+            isinstance(value, tuple) and all(isinstance(x, (int, type(None))) for x in value)
+        ):
             return repr(value)
         g = self.module.fresh(f"{fn}_{key}")
         self.module.globals[g] = value
@@ -353,8 +389,12 @@ class FunctionWriter:
 
     def emit_dot(self, e) -> bool:
         a, b = e.inputs
-        if a.dtype != b.dtype or np.dtype(a.dtype) not in _MATMUL_DTYPES or not (1 <= len(a.shape) <= 2) \
-                or not (1 <= len(b.shape) <= 2):
+        if (
+            a.dtype != b.dtype
+            or np.dtype(a.dtype) not in _MATMUL_DTYPES
+            or not (1 <= len(a.shape) <= 2)
+            or not (1 <= len(b.shape) <= 2)
+        ):
             return False
         a_rows = tuple(a.shape) if len(a.shape) == 2 else (1, a.shape[0])
         b_rows = tuple(b.shape) if len(b.shape) == 2 else (b.shape[0], 1)
@@ -409,8 +449,12 @@ class FunctionWriter:
         g, out = e.inputs
         activation, dtype = e.params["activation"], e.out.dtype
         one, zero = _literal(1, dtype), _literal(0, dtype)
-        expr = {"relu": f"gv * ({one} if y > {zero} else {zero})", "tanh": f"gv * ({one} - y * y)",
-                "logistic": f"gv * (y * ({one} - y))", "identity": "gv"}.get(activation)
+        expr = {
+            "relu": f"gv * ({one} if y > {zero} else {zero})",
+            "tanh": f"gv * ({one} - y * y)",
+            "logistic": f"gv * (y * ({one} - y))",
+            "identity": "gv",
+        }.get(activation)
         if expr is None or g.shape != out.shape:
             return False
         o, size = self.name(e.out), int(np.prod(g.shape, dtype=np.int64))
@@ -430,14 +474,14 @@ class FunctionWriter:
 
     def _im2col(self, x: str, geo: dict, dtype: str) -> str:
         cols = self.module.fresh("cols")
-        self.alloc(cols, (geo['R'], geo['K']), dtype, fill="0")
+        self.alloc(cols, (geo["R"], geo["K"]), dtype, fill="0")
         self._block(_FIELDS, body=f"{cols}[r, col] = {x}[b, c, ih, iw]", **geo)
         return cols
 
     def _rows_of(self, g: str, geo: dict, dtype: Any) -> str:
         """(B, O, HO, WO) as the (B*HO*WO, O) matrix the im2col rows line up with."""
         rows = self.module.fresh("grows")
-        self.permute(rows, g, (geo['B'], geo['O'], geo['HO'], geo['WO']), (0, 2, 3, 1), dtype)
+        self.permute(rows, g, (geo["B"], geo["O"], geo["HO"], geo["WO"]), (0, 2, 3, 1), dtype)
         return f"{rows}.reshape(({geo['R']}, {geo['O']}))"
 
     def emit_conv2d(self, e) -> bool:
@@ -445,11 +489,16 @@ class FunctionWriter:
         geo = _conv_geometry(e, x.shape, w.shape)
         dtype = np.dtype(e.out.dtype).name
         cols = self._im2col(self.name(x), geo, dtype)
-        w2, _ = self.matrix(w, (geo['O'], geo['K']))
+        w2, _ = self.matrix(w, (geo["O"], geo["K"]))
         rows = self.module.fresh("rows")
-        self.gemm(rows, cols, w2, geo['R'], geo['O'], e.out.dtype, trans_b=True)
-        self.permute(self.name(e.out), f"{rows}.reshape(({geo['B']}, {geo['HO']}, {geo['WO']}, {geo['O']}))",
-                     (geo['B'], geo['HO'], geo['WO'], geo['O']), (0, 3, 1, 2), e.out.dtype)
+        self.gemm(rows, cols, w2, geo["R"], geo["O"], e.out.dtype, trans_b=True)
+        self.permute(
+            self.name(e.out),
+            f"{rows}.reshape(({geo['B']}, {geo['HO']}, {geo['WO']}, {geo['O']}))",
+            (geo["B"], geo["HO"], geo["WO"], geo["O"]),
+            (0, 3, 1, 2),
+            e.out.dtype,
+        )
         return True
 
     def emit_conv2d_input_grad(self, e) -> bool:
@@ -457,9 +506,11 @@ class FunctionWriter:
         geo = _conv_geometry(e, e.params["x_shape"], w.shape)
         dtype = np.dtype(e.out.dtype).name
         dcols, dx = self.module.fresh("dcols"), self.name(e.out)
-        w2, _ = self.matrix(w, (geo['O'], geo['K']))
-        self.gemm(dcols, self._rows_of(self.contiguous(g), geo, e.out.dtype), w2, geo['R'], geo['K'], e.out.dtype)
-        self.alloc(dx, e.params['x_shape'], dtype, fill="0")
+        w2, _ = self.matrix(w, (geo["O"], geo["K"]))
+        self.gemm(
+            dcols, self._rows_of(self.contiguous(g), geo, e.out.dtype), w2, geo["R"], geo["K"], e.out.dtype
+        )
+        self.alloc(dx, e.params["x_shape"], dtype, fill="0")
         self._block(_FIELDS, body=f"{dx}[b, c, ih, iw] += {dcols}[r, col]", **geo)
         return True
 
@@ -469,15 +520,23 @@ class FunctionWriter:
         dtype = np.dtype(e.out.dtype).name
         cols = self._im2col(self.name(x), geo, dtype)
         gw = self.module.fresh("gw")
-        self.gemm(gw, self._rows_of(self.contiguous(g), geo, e.out.dtype), cols, geo['O'], geo['K'], e.out.dtype,
-                  trans_a=True)
+        self.gemm(
+            gw,
+            self._rows_of(self.contiguous(g), geo, e.out.dtype),
+            cols,
+            geo["O"],
+            geo["K"],
+            e.out.dtype,
+            trans_a=True,
+        )
         self.emit(f"{self.name(e.out)} = {gw}.reshape({tuple(e.params['w_shape'])!r})")
         return True
 
     def _pool_geometry(self, e, x_shape) -> dict:
         (b, c, h, w), (kh, kw), (sh, sw) = x_shape, e.params["kernel"], e.params["stride"]
-        return dict(B=b, C=c, KH=kh, KW=kw, SH=sh, SW=sw, HO=max((h - kh) // sh + 1, 0),
-                    WO=max((w - kw) // sw + 1, 0))
+        return dict(
+            B=b, C=c, KH=kh, KW=kw, SH=sh, SW=sw, HO=max((h - kh) // sh + 1, 0), WO=max((w - kw) // sw + 1, 0)
+        )
 
     def _argmax_window(self, x: str, geo: dict) -> dict:
         """Window loops that find the first largest entry (row by row) of ``x`` in each window,
@@ -488,12 +547,14 @@ class FunctionWriter:
         and only a window holding one is searched again, for its first NaN."""
         sh, sw, kh, kw = geo["SH"], geo["SW"], geo["KH"], geo["KW"]
         at = f"{x}[b, c, oh * {sh} + t // {kw}, ow * {sw} + t % {kw}]"
-        return dict(init=f"bi = oh * {sh}\n{_I4}bj = ow * {sw}\n{_I4}best = {x}[b, c, bi, bj]\n{_I4}nan = False",
-                    each=f"v = {x}[b, c, ih, iw]\n{_I6}nan = nan | (v != v)\n{_I6}if v > best:\n"
-                         f"{_I7}best = v\n{_I7}bi = ih\n{_I7}bj = iw",
-                    then=f"if nan:\n{_I5}for t in range({kh * kw - 1}, -1, -1):  # the last one found is the first\n"
-                         f"{_I6}if {at} != {at}:\n{_I7}bi = oh * {sh} + t // {kw}\n{_I7}bj = ow * {sw} + t % {kw}\n"
-                         f"{_I4}")
+        return dict(
+            init=f"bi = oh * {sh}\n{_I4}bj = ow * {sw}\n{_I4}best = {x}[b, c, bi, bj]\n{_I4}nan = False",
+            each=f"v = {x}[b, c, ih, iw]\n{_I6}nan = nan | (v != v)\n{_I6}if v > best:\n"
+            f"{_I7}best = v\n{_I7}bi = ih\n{_I7}bj = iw",
+            then=f"if nan:\n{_I5}for t in range({kh * kw - 1}, -1, -1):  # the last one found is the first\n"
+            f"{_I6}if {at} != {at}:\n{_I7}bi = oh * {sh} + t // {kw}\n{_I7}bj = ow * {sw} + t % {kw}\n"
+            f"{_I4}",
+        )
 
     def _max_windows(self, e, allocate: str, done: str) -> bool:
         """A max-pooling form: ``done`` uses the window's argmax (bi, bj); inputs are (x, other)."""
@@ -503,8 +564,13 @@ class FunctionWriter:
         self.alloc(o, e.out.shape, e.out.dtype, fill="0" if allocate == "zeros" else None)
         other = names[1] if len(names) > 1 else names[0]
         search = self._argmax_window(names[0], geo)
-        self._block(_WINDOWS, init=search["init"], each=search["each"],
-                    done=search["then"] + done.format(o=o, other=other), **geo)
+        self._block(
+            _WINDOWS,
+            init=search["init"],
+            each=search["each"],
+            done=search["then"] + done.format(o=o, other=other),
+            **geo,
+        )
         return True
 
     def emit_max_pool(self, e) -> bool:
@@ -522,8 +588,13 @@ class FunctionWriter:
         dtype = e.out.dtype
         self.alloc(o, e.out.shape, dtype)
         scale = _literal(1.0 / (geo["KH"] * geo["KW"]), dtype)
-        self._block(_WINDOWS, init=f"acc = {_literal(0, dtype)}", each=f"acc += {x}[b, c, ih, iw]",
-                    done=f"{o}[b, c, oh, ow] = acc * {scale}", **geo)
+        self._block(
+            _WINDOWS,
+            init=f"acc = {_literal(0, dtype)}",
+            each=f"acc += {x}[b, c, ih, iw]",
+            done=f"{o}[b, c, oh, ow] = acc * {scale}",
+            **geo,
+        )
         return True
 
     def emit_avg_pool_grad(self, e) -> bool:
@@ -532,8 +603,13 @@ class FunctionWriter:
         dtype = e.out.dtype
         scale = _literal(1.0 / (geo["KH"] * geo["KW"]), dtype)
         self.alloc(o, e.out.shape, dtype, fill="0")
-        self._block(_WINDOWS, init=f"share = {g}[b, c, oh, ow] * {scale}", each=f"{o}[b, c, ih, iw] += share",
-                    done="pass", **geo)
+        self._block(
+            _WINDOWS,
+            init=f"share = {g}[b, c, oh, ow] * {scale}",
+            each=f"{o}[b, c, ih, iw] += share",
+            done="pass",
+            **geo,
+        )
         return True
 
     def emit_transpose(self, e) -> bool:
@@ -541,8 +617,9 @@ class FunctionWriter:
             self.transposed[id(e.out)] = e.inputs[0]  # a product multiplies the matrix, with a flag
             self.emit(f"{self.name(e.out)} = {self.name(e.inputs[0])}.T")
             return True
-        self.permute(self.name(e.out), self.name(e.inputs[0]), e.inputs[0].shape, tuple(e.params["axes"]),
-                     e.out.dtype)
+        self.permute(
+            self.name(e.out), self.name(e.inputs[0]), e.inputs[0].shape, tuple(e.params["axes"]), e.out.dtype
+        )
         self.c_ordered.add(id(e.out))
         return True
 
@@ -551,7 +628,9 @@ class FunctionWriter:
         if not x.shape:
             self.emit(f"{self.name(e.out)} = np.full({tuple(e.params['shape'])!r}, {self.scalar(x)})")
         else:
-            self.emit(f"{self.name(e.out)} = np.ascontiguousarray({self.name(x)}).reshape({_flat(e.params['shape'])})")
+            self.emit(
+                f"{self.name(e.out)} = np.ascontiguousarray({self.name(x)}).reshape({_flat(e.params['shape'])})"
+            )
         return True
 
     def _reduce(self, e, axes: tuple, keep_shape: tuple, init: str, update: str) -> None:
@@ -559,7 +638,6 @@ class FunctionWriter:
         every distinct reshape is one more Numba overload to compile)."""
         x, out = e.inputs[0], e.out
         shape, o = x.shape, self.name(out)
-        dtype = np.dtype(out.dtype).name
         keepdims = tuple(out.shape) == tuple(keep_shape) and len(out.shape) == len(shape)
         if not out.shape:  # a total: accumulate in a scalar
             acc = self.module.fresh("acc")
@@ -571,8 +649,11 @@ class FunctionWriter:
         for k in range(len(shape)):
             self.emit(f"for {idx[k]} in range({shape[k]}):", k + 1)
         if out.shape:
-            kept = [("0" if k in axes else idx[k]) for k in range(len(shape))] if keepdims else \
-                [idx[k] for k in range(len(shape)) if k not in axes]
+            kept = (
+                [("0" if k in axes else idx[k]) for k in range(len(shape))]
+                if keepdims
+                else [idx[k] for k in range(len(shape)) if k not in axes]
+            )
             target = f"{o}[{', '.join(kept)}]"
         self.emit(update.format(acc=target, x=f"{self.name(x)}[{', '.join(idx)}]"), len(shape) + 1)
         if not out.shape:
@@ -609,7 +690,9 @@ class FunctionWriter:
         for k in range(len(shape)):
             self.emit(f"for {idx[k]} in range({shape[k]}):", k + 1)
         lead = len(shape) - len(x.shape)
-        src = ", ".join("0" if d == 1 and shape[lead + k] != 1 else idx[lead + k] for k, d in enumerate(x.shape))
+        src = ", ".join(
+            "0" if d == 1 and shape[lead + k] != 1 else idx[lead + k] for k, d in enumerate(x.shape)
+        )
         self.emit(f"{o}[{', '.join(idx)}] = {self.name(x)}[{src}]", len(shape) + 1)
         return True
 
@@ -666,8 +749,11 @@ class FunctionWriter:
         self.emit(f"{total} += np.float64({v})", inner)
         self.emit(f"if {v} < {_literal(-tol, p.dtype)} or {v} > {_literal(1 + tol, p.dtype)}:", inner)
         self.emit(f"{outside} = True", inner + 1)
-        self.emit(f"if np.isfinite({total}) and ({outside} or np.abs({total} - np.float64(1.0)) > "
-                  f"np.float64({tol!r})):", depth)
+        self.emit(
+            f"if np.isfinite({total}) and ({outside} or np.abs({total} - np.float64(1.0)) > "
+            f"np.float64({tol!r})):",
+            depth,
+        )
         self.emit("raise ValueError('nnc: not probabilities')", depth + 1)
         self._alias(e.out, p)
         return True
@@ -695,22 +781,45 @@ class FunctionWriter:
             self.emit(f"for {idx[k]} in range({shape[k]}):", depth + 1)
         at = ", ".join(idx.get(k, "j") for k in range(len(shape)))
         for line in body:
-            self.emit(line.format(x=self.name(x), o=o, n=shape[axis], at=at,
-                                  ninf="-np.inf", zero=_literal(0, out.dtype)), len(outer) + 1)
+            self.emit(
+                line.format(
+                    x=self.name(x), o=o, n=shape[axis], at=at, ninf="-np.inf", zero=_literal(0, out.dtype)
+                ),
+                len(outer) + 1,
+            )
 
     def emit_log_softmax(self, e) -> bool:
-        self._along_axis(e, [
-            "m = {ninf}", "for j in range({n}):", f"    m = {_max('m', '{x}[{at}]')}",
-            "s = {zero}", "for j in range({n}):", "    s += np.exp({x}[{at}] - m)",
-            "ls = np.log(s)", "for j in range({n}):", "    {o}[{at}] = {x}[{at}] - m - ls"])
+        self._along_axis(
+            e,
+            [
+                "m = {ninf}",
+                "for j in range({n}):",
+                f"    m = {_max('m', '{x}[{at}]')}",
+                "s = {zero}",
+                "for j in range({n}):",
+                "    s += np.exp({x}[{at}] - m)",
+                "ls = np.log(s)",
+                "for j in range({n}):",
+                "    {o}[{at}] = {x}[{at}] - m - ls",
+            ],
+        )
         return True
 
     def emit_softmax(self, e) -> bool:
-        self._along_axis(e, [
-            "m = {ninf}", "for j in range({n}):", f"    m = {_max('m', '{x}[{at}]')}",
-            "s = {zero}", "for j in range({n}):",
-            "    {o}[{at}] = np.exp({x}[{at}] - m)", "    s += {o}[{at}]",
-            "for j in range({n}):", "    {o}[{at}] = {o}[{at}] / s"])
+        self._along_axis(
+            e,
+            [
+                "m = {ninf}",
+                "for j in range({n}):",
+                f"    m = {_max('m', '{x}[{at}]')}",
+                "s = {zero}",
+                "for j in range({n}):",
+                "    {o}[{at}] = np.exp({x}[{at}] - m)",
+                "    s += {o}[{at}]",
+                "for j in range({n}):",
+                "    {o}[{at}] = {o}[{at}] / s",
+            ],
+        )
         return True
 
     def emit_pick(self, e) -> bool:
@@ -731,7 +840,7 @@ class FunctionWriter:
         if len(g.shape) != 1:
             return False
         o = self.name(e.out)
-        self.alloc(o, (g.shape[0], e.params['k']), e.out.dtype, fill="0")
+        self.alloc(o, (g.shape[0], e.params["k"]), e.out.dtype, fill="0")
         self.emit(f"for i in range({g.shape[0]}):")
         self.emit(f"{o}[i, {self.name(labels)}[i]] = {self.name(g)}[i]", 2)
         return True
@@ -753,7 +862,7 @@ class FunctionWriter:
         if text is None:
             return False
         g, o = e.inputs[0], self.name(e.out)
-        self.alloc(o, e.params['shape'], e.out.dtype, fill="0")
+        self.alloc(o, e.params["shape"], e.out.dtype, fill="0")
         if not g.shape:
             self.emit(f"{o}[{text}] = {self.scalar(g)}")
             return True
@@ -786,17 +895,21 @@ class FunctionWriter:
                 self.emit(f"{k} = {expr}")
                 expr = k
             consts.append(expr)
-        carry_vars, x_vars = e.inputs[n_consts:n_consts + n_carry], e.inputs[n_consts + n_carry:]
+        carry_vars, x_vars = e.inputs[n_consts : n_consts + n_carry], e.inputs[n_consts + n_carry :]
         n_y = len(body.outputs) - n_carry
         c_names = [self.module.fresh("c") for _ in carry_vars]
         for c, v in zip(c_names, carry_vars):
-            self.emit(f"{c} = np.ascontiguousarray({self.name(v)})" if v.shape
-                      else f"{c} = np.asarray({self.name(v)}).reshape(1)")
+            self.emit(
+                f"{c} = np.ascontiguousarray({self.name(v)})"
+                if v.shape
+                else f"{c} = np.asarray({self.name(v)}).reshape(1)"
+            )
+
         # stacked results nobody reads (a reverse scan's carry history, often) are not stored
         def read(v) -> bool:
             return self.uses.get(id(v), 0) > 0 or id(v) in self.outputs
 
-        stacked_ys, stacked_hist = e.outs[n_carry:n_carry + n_y], e.outs[n_carry + n_y:]
+        stacked_ys, stacked_hist = e.outs[n_carry : n_carry + n_y], e.outs[n_carry + n_y :]
         ys = [(k, self.name(v), v) for k, v in enumerate(stacked_ys) if read(v)]
         hist = [(self.name(v), c, carry) for v, c, carry in zip(stacked_hist, c_names, carry_vars) if read(v)]
         for v in [v for v in stacked_ys + stacked_hist if read(v)]:
@@ -812,7 +925,11 @@ class FunctionWriter:
         for v in x_vars:
             if len(v.shape) > 1:
                 src = self.contiguous(v)
-                xs.append(f"{self.name(v)}[t]" if src == self.name(v) else f"np.ascontiguousarray({self.name(v)}[t])")
+                xs.append(
+                    f"{self.name(v)}[t]"
+                    if src == self.name(v)
+                    else f"np.ascontiguousarray({self.name(v)}[t])"
+                )
             else:
                 xt = self.module.fresh("xt")
                 self.emit(f"{xt} = np.empty((), np.{np.dtype(v.dtype).name})", 2)
@@ -836,18 +953,28 @@ class FunctionWriter:
 # A rational approximation of tanh for float32 (the minimax fit Eigen uses): within a few
 # units in the last place, and unlike a call to libm's tanhf it vectorises, which makes it
 # about ten times faster in a fused loop. float64 keeps the exact np.tanh.
-_TANH32_P = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
-             1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03)
+_TANH32_P = (
+    -2.76076847742355e-16,
+    2.00018790482477e-13,
+    -8.60467152213735e-11,
+    5.12229709037114e-08,
+    1.48572235717979e-05,
+    6.37261928875436e-04,
+    4.89352455891786e-03,
+)
 _TANH32_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)
 
 
 def _tanh32_lines(t: str, arg: str) -> list[str]:
     x, x2, p, q = (f"{t}_{s}" for s in "xzpq")
     # a clamp written as conditions (min and max are each one more overload to compile); NaN passes
-    lines = [f"{x} = np.float32({arg})",
-             f"{x} = np.float32(-7.90531110763549805) if {x} < np.float32(-7.90531110763549805) else "
-             f"(np.float32(7.90531110763549805) if {x} > np.float32(7.90531110763549805) else {x})",
-             f"{x2} = {x} * {x}", f"{p} = np.float32({_TANH32_P[0]!r})"]
+    lines = [
+        f"{x} = np.float32({arg})",
+        f"{x} = np.float32(-7.90531110763549805) if {x} < np.float32(-7.90531110763549805) else "
+        f"(np.float32(7.90531110763549805) if {x} > np.float32(7.90531110763549805) else {x})",
+        f"{x2} = {x} * {x}",
+        f"{p} = np.float32({_TANH32_P[0]!r})",
+    ]
     lines += [f"{p} = {p} * {x2} + np.float32({c!r})" for c in _TANH32_P[1:]]
     lines += [f"{q} = np.float32({_TANH32_Q[0]!r})"]
     lines += [f"{q} = {q} * {x2} + np.float32({c!r})" for c in _TANH32_Q[1:]]
@@ -860,8 +987,25 @@ def _conv_geometry(e, x_shape, w_shape) -> dict:
     (sh, sw), (ph, pw), (dh, dw) = e.params["stride"], e.params["padding"], e.params["dilation"]
     ho = max((h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, 0)
     wo = max((w + 2 * pw - dw * (kw - 1) - 1) // sw + 1, 0)
-    return dict(B=b, C=c, H=h, W=w, O=o, KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, DH=dh, DW=dw,
-                HO=ho, WO=wo, R=b * ho * wo, K=c * kh * kw)
+    return dict(
+        B=b,
+        C=c,
+        H=h,
+        W=w,
+        O=o,
+        KH=kh,
+        KW=kw,
+        SH=sh,
+        SW=sw,
+        PH=ph,
+        PW=pw,
+        DH=dh,
+        DW=dw,
+        HO=ho,
+        WO=wo,
+        R=b * ho * wo,
+        K=c * kh * kw,
+    )
 
 
 # Receptive fields as rows of a matrix (im2col), visited in one loop nest; ``{body}`` moves
@@ -957,8 +1101,11 @@ def _elementwise_groups(graph: Graph) -> list:
     out: list = []
     current: list = []
     for e in graph.eqns:
-        fusable = (e.prim.name in ELEMENTWISE or e.prim.name in SPECIAL_ELEMENTWISE) and \
-            not e.prim.multiple_results and all(len(v.shape) <= len(e.out.shape) for v in e.inputs)
+        fusable = (
+            (e.prim.name in ELEMENTWISE or e.prim.name in SPECIAL_ELEMENTWISE)
+            and not e.prim.multiple_results
+            and all(len(v.shape) <= len(e.out.shape) for v in e.inputs)
+        )
         if fusable and current and current[0].out.shape == e.out.shape:
             current.append(e)
             continue

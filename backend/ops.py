@@ -3,23 +3,74 @@
 This module gathers the primitives' front-ends and gives :class:`Tracer` its operators,
 so a loss or a custom layer is ordinary code: ``nnc.mean((y - t) ** 2)``.
 """
+
 from __future__ import annotations
 
 from .activations import log_softmax, logistic, relu, softmax, step, tanh
 from .broadcasting import broadcast_to, sum_to
 from .core import Tracer
-from .elementwise import (absolute, add, cast, div, equal, exp, greater, less, log, maximum,
-                          minimum, mul, neg, power, sign, sqrt, sub, where)
+from .elementwise import (
+    absolute,
+    add,
+    cast,
+    div,
+    equal,
+    exp,
+    greater,
+    less,
+    log,
+    maximum,
+    minimum,
+    mul,
+    neg,
+    power,
+    sign,
+    sqrt,
+    sub,
+    where,
+)
 from .linalg import matmul
 from .reductions import max, mean, sum
 from .scan import scan
 from .structural import concat, getitem, pick, reshape, transpose
 
 __all__ = [
-    "absolute", "add", "broadcast_to", "cast", "concat", "div", "equal", "exp", "getitem",
-    "greater", "less", "log", "log_softmax", "logistic", "matmul", "max", "maximum", "mean",
-    "minimum", "mul", "neg", "pick", "power", "relu", "reshape", "scan", "sign", "softmax", "sqrt",
-    "step", "sub", "sum", "sum_to", "tanh", "transpose", "where",
+    "absolute",
+    "add",
+    "broadcast_to",
+    "cast",
+    "concat",
+    "div",
+    "equal",
+    "exp",
+    "getitem",
+    "greater",
+    "less",
+    "log",
+    "log_softmax",
+    "logistic",
+    "matmul",
+    "max",
+    "maximum",
+    "mean",
+    "minimum",
+    "mul",
+    "neg",
+    "pick",
+    "power",
+    "relu",
+    "reshape",
+    "scan",
+    "sign",
+    "softmax",
+    "sqrt",
+    "step",
+    "sub",
+    "sum",
+    "sum_to",
+    "tanh",
+    "transpose",
+    "where",
 ]
 
 

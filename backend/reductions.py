@@ -1,5 +1,6 @@
 """Reductions: sum, mean and max (their linear partners broadcast_to and sum_to are in
 :mod:`nnc.backend.broadcasting`)."""
+
 from __future__ import annotations
 
 import builtins

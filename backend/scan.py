@@ -9,15 +9,17 @@ Its gradient rule is another scan, running backwards: the forward pass stores th
 before each step (memory linear in the length, as backpropagation through time
 needs); the backward pass recomputes one step's internals at a time from it.
 """
+
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from .autodiff import backward_pass
 from .array_api import placement
+from .autodiff import backward_pass
 from .core import Const, Graph, bind, defgeneric, defprim, defvjp, eval_graph, prune, trace_graph
 from .elementwise import add, dtype_of, shape_of
 from .errors import ShapeError
@@ -25,7 +27,7 @@ from .execute import compiled
 
 Scanned = tuple[list, list]  # (final carry, stacked outputs)
 
-_BODIES: "weakref.WeakKeyDictionary[Callable, dict]" = weakref.WeakKeyDictionary()
+_BODIES: weakref.WeakKeyDictionary[Callable, dict] = weakref.WeakKeyDictionary()
 
 
 def _is_float(x: Any) -> bool:
@@ -54,14 +56,16 @@ def _hoist(body: Graph, n_consts: int) -> tuple[Graph | None, Graph]:
     return before, loop
 
 
-def _trace_body(fn: Callable, consts: list, init: list, xs: list, n_consts: int,
-                n_carry: int) -> tuple[Graph | None, Graph]:
+def _trace_body(
+    fn: Callable, consts: list, init: list, xs: list, n_consts: int, n_carry: int
+) -> tuple[Graph | None, Graph]:
     def flat(vals: list) -> list:
-        carry, ys = fn(vals[:n_consts], vals[n_consts:n_consts + n_carry], vals[n_consts + n_carry:])
+        carry, ys = fn(vals[:n_consts], vals[n_consts : n_consts + n_carry], vals[n_consts + n_carry :])
         return list(carry) + list(ys)
 
-    avals = [(shape_of(a), dtype_of(a)) for a in list(consts) + list(init)] + \
-            [(shape_of(x)[1:], dtype_of(x)) for x in xs]
+    avals = [(shape_of(a), dtype_of(a)) for a in list(consts) + list(init)] + [
+        (shape_of(x)[1:], dtype_of(x)) for x in xs
+    ]
     try:
         cache = _BODIES.setdefault(fn, {})
     except TypeError:
@@ -74,13 +78,21 @@ def _trace_body(fn: Callable, consts: list, init: list, xs: list, n_consts: int,
             if tuple(v.shape) != tuple(shape_of(c)) or np.dtype(v.dtype) != np.dtype(dtype_of(c)):
                 raise ShapeError(
                     f"scan: the step changes carry {i} from {dtype_of(c)}{list(shape_of(c))} to "
-                    f"{v.dtype}{list(v.shape)}; a loop's state must keep its shape and dtype")
+                    f"{v.dtype}{list(v.shape)}; a loop's state must keep its shape and dtype"
+                )
         traced = cache[key] = _hoist(body, n_consts)
     return traced
 
 
-def scan(fn: Callable[[list, list, list], tuple[list, list]], consts: list, init: list, xs: list,
-         *, length: int | None = None, reverse: bool = False) -> Scanned:
+def scan(
+    fn: Callable[[list, list, list], tuple[list, list]],
+    consts: list,
+    init: list,
+    xs: list,
+    *,
+    length: int | None = None,
+    reverse: bool = False,
+) -> Scanned:
     """Loop ``carry, y = fn(consts, carry, x_t)`` over the leading axis of every array in ``xs``.
 
     Args:
@@ -113,23 +125,32 @@ def scan(fn: Callable[[list, list, list], tuple[list, list]], consts: list, init
     before, body = _trace_body(fn, consts, init, xs, len(consts), len(init))
     if before is not None:
         consts = consts + eval_graph(before, consts)
-    results = bind(scan_p, *consts, *init, *xs, body=body, n_consts=len(consts),
-                   n_carry=len(init), length=int(steps), reverse=bool(reverse))
+    results = bind(
+        scan_p,
+        *consts,
+        *init,
+        *xs,
+        body=body,
+        n_consts=len(consts),
+        n_carry=len(init),
+        length=int(steps),
+        reverse=bool(reverse),
+    )
     n_y = len(body.outputs) - len(init)
-    return list(results[:len(init)]), list(results[len(init):len(init) + n_y])
+    return list(results[: len(init)]), list(results[len(init) : len(init) + n_y])
 
 
 def _scan_abstract(*avals, body, n_consts, n_carry, length, reverse):
     carry = [(tuple(v.shape), v.dtype) for v in body.outputs[:n_carry]]
     ys = [((length,) + tuple(v.shape), v.dtype) for v in body.outputs[n_carry:]]
-    hist = [((length,) + tuple(s), d) for s, d in avals[n_consts:n_consts + n_carry]]
+    hist = [((length,) + tuple(s), d) for s, d in avals[n_consts : n_consts + n_carry]]
     return carry + ys + hist
 
 
 def _scan_impl(*args, body, n_consts, n_carry, length, reverse):
     consts = args[:n_consts]
-    carry = list(args[n_consts:n_consts + n_carry])
-    xs = args[n_consts + n_carry:]
+    carry = list(args[n_consts : n_consts + n_carry])
+    xs = args[n_consts + n_carry :]
     run = compiled(body)
     hist = [np.empty((length,) + np.shape(c), np.asarray(c).dtype) for c in carry]
     ys = [np.empty((length,) + tuple(v.shape), v.dtype) for v in body.outputs[n_carry:]]
@@ -148,8 +169,8 @@ def _scan_generic(xp, *args, body, n_consts, n_carry, length, reverse):
     """The loop with array-API namespace ``xp``: steps are collected, then stacked once."""
     where = placement(args[0]) if args else None
     consts = args[:n_consts]
-    carry = list(args[n_consts:n_consts + n_carry])
-    xs = args[n_consts + n_carry:]
+    carry = list(args[n_consts : n_consts + n_carry])
+    xs = args[n_consts + n_carry :]
     run = compiled(body, where)
     hist: list = [[] for _ in carry]
     ys: list = [[] for _ in body.outputs[n_carry:]]
@@ -167,10 +188,12 @@ def _scan_generic(xp, *args, body, n_consts, n_carry, length, reverse):
             return where.put(np.empty((0,) + tuple(shape), dtype))
         return xp.stack(steps[::-1] if reverse else steps, axis=0)
 
-    ins = body.inputs[n_consts:n_consts + n_carry]
-    return tuple(carry) + \
-        tuple(stacked(b, v.shape, v.dtype) for b, v in zip(ys, body.outputs[n_carry:])) + \
-        tuple(stacked(h, v.shape, v.dtype) for h, v in zip(hist, ins))
+    ins = body.inputs[n_consts : n_consts + n_carry]
+    return (
+        tuple(carry)
+        + tuple(stacked(b, v.shape, v.dtype) for b, v in zip(ys, body.outputs[n_carry:]))
+        + tuple(stacked(h, v.shape, v.dtype) for h, v in zip(hist, ins))
+    )
 
 
 scan_p = defprim("scan", _scan_impl, abstract=_scan_abstract, multiple_results=True)
@@ -192,25 +215,29 @@ class _Plan:
         # only what the caller needs: the cotangent of a data sequence is never computed
         self.f_consts = [i for i in range(n_consts) if _is_float(ins[i]) and needed[i]]
         self.f_carry = [i for i in range(n_carry) if _is_float(ins[n_consts + i])]
-        self.f_xs = [i for i in range(self.n_x)
-                     if _is_float(ins[n_consts + n_carry + i]) and needed[n_consts + n_carry + i]]
+        self.f_xs = [
+            i
+            for i in range(self.n_x)
+            if _is_float(ins[n_consts + n_carry + i]) and needed[n_consts + n_carry + i]
+        ]
         self.f_ys = [i for i, v in enumerate(body.outputs[n_carry:]) if _is_float(v)]
-        self.wrt = self.f_consts + [n_consts + i for i in self.f_carry] + \
-            [n_consts + n_carry + i for i in self.f_xs]
+        self.wrt = (
+            self.f_consts + [n_consts + i for i in self.f_carry] + [n_consts + n_carry + i for i in self.f_xs]
+        )
 
     def step(self, residuals: list, with_hist: list) -> Callable:
         """The reverse step: carry (carry cotangents, constant-gradient sums), per-step inputs
         (carry before the step, x, saved residuals, output cotangents, history cotangents)."""
-        body, n_consts, n_carry, n_x, n_y = self.body, self.n_consts, self.n_carry, self.n_x, self.n_y
+        body, n_carry, n_x, n_y = self.body, self.n_carry, self.n_x, self.n_y
         f_carry, f_ys, f_consts, wrt = self.f_carry, self.f_ys, self.f_consts, self.wrt
         n_r = len(residuals)
 
         def step(c, carry, x):
-            ct_carry, acc = carry[:len(f_carry)], carry[len(f_carry):]
-            h_t, x_t = x[:n_carry], x[n_carry:n_carry + n_x]
-            r_t = x[n_carry + n_x:n_carry + n_x + n_r]
-            gy_t = x[n_carry + n_x + n_r:n_carry + n_x + n_r + len(f_ys)]
-            gh_t = x[n_carry + n_x + n_r + len(f_ys):]
+            ct_carry, acc = carry[: len(f_carry)], carry[len(f_carry) :]
+            h_t, x_t = x[:n_carry], x[n_carry : n_carry + n_x]
+            r_t = x[n_carry + n_x : n_carry + n_x + n_r]
+            gy_t = x[n_carry + n_x + n_r : n_carry + n_x + n_r + len(f_ys)]
+            gh_t = x[n_carry + n_x + n_r + len(f_ys) :]
             cts: list = [None] * (n_carry + n_y)
             for k, i in enumerate(f_carry):
                 cts[i] = ct_carry[k]
@@ -218,42 +245,48 @@ class _Plan:
                 cts[n_carry + i] = gy_t[k]
             known = {id(v): r for v, r in zip(residuals, r_t)}
             _, grads = backward_pass(body, list(c) + list(h_t) + list(x_t), cts, wrt, known)
-            d_consts = grads[:len(f_consts)]
-            d_carry = list(grads[len(f_consts):len(f_consts) + len(f_carry)])
+            d_consts = grads[: len(f_consts)]
+            d_carry = list(grads[len(f_consts) : len(f_consts) + len(f_carry)])
             for k, i in enumerate(with_hist):
                 j = f_carry.index(i)
                 d_carry[j] = add(d_carry[j], gh_t[k])
-            return d_carry + [add(a, d) for a, d in zip(acc, d_consts)], list(grads[len(f_consts) + len(f_carry):])
+            return d_carry + [add(a, d) for a, d in zip(acc, d_consts)], list(
+                grads[len(f_consts) + len(f_carry) :]
+            )
 
         return step
 
     def avals(self, residuals: list) -> tuple[list, list]:
         ins, n_consts, n_carry = self.body.inputs, self.n_consts, self.n_carry
-        carry = [(ins[n_consts + i].shape, ins[n_consts + i].dtype) for i in self.f_carry] + \
-                [(ins[i].shape, ins[i].dtype) for i in self.f_consts]
-        per_step = [(v.shape, v.dtype) for v in ins[n_consts:]] + \
-                   [(v.shape, v.dtype) for v in residuals] + \
-                   [(self.body.outputs[n_carry + i].shape, self.body.outputs[n_carry + i].dtype)
-                    for i in self.f_ys]
+        carry = [(ins[n_consts + i].shape, ins[n_consts + i].dtype) for i in self.f_carry] + [
+            (ins[i].shape, ins[i].dtype) for i in self.f_consts
+        ]
+        per_step = (
+            [(v.shape, v.dtype) for v in ins[n_consts:]]
+            + [(v.shape, v.dtype) for v in residuals]
+            + [
+                (self.body.outputs[n_carry + i].shape, self.body.outputs[n_carry + i].dtype)
+                for i in self.f_ys
+            ]
+        )
         return carry, per_step
 
 
 def _residuals_used(plan: _Plan, candidates: list) -> list:
     """The intermediate values of one step that the reverse step reads (found by tracing it once)."""
     carry, per_step = plan.avals(candidates)
-    consts = [(v.shape, v.dtype) for v in plan.body.inputs[:plan.n_consts]]
+    consts = [(v.shape, v.dtype) for v in plan.body.inputs[: plan.n_consts]]
     step = plan.step(candidates, [])
     n_c, n_carry = len(consts), len(carry)
 
     def flat(vals):
-        new_carry, ys = step(vals[:n_c], vals[n_c:n_c + n_carry], vals[n_c + n_carry:])
+        new_carry, ys = step(vals[:n_c], vals[n_c : n_c + n_carry], vals[n_c + n_carry :])
         return list(new_carry) + list(ys)
 
     probe = trace_graph(flat, consts + carry + per_step)
     first = n_c + n_carry + plan.n_carry + plan.n_x
     read = {id(v) for e in probe.eqns for v in e.inputs} | {id(v) for v in probe.outputs}
-    return [v for v, inp in zip(candidates, probe.inputs[first:first + len(candidates)])
-            if id(inp) in read]
+    return [v for v, inp in zip(candidates, probe.inputs[first : first + len(candidates)]) if id(inp) in read]
 
 
 def _scan_fwd(*ins, body, n_consts, n_carry, length, reverse, needed):
@@ -262,11 +295,12 @@ def _scan_fwd(*ins, body, n_consts, n_carry, length, reverse, needed):
     candidates = [v for e in body.eqns if e.prim.vjp_fwd is None for v in e.outs if _is_float(v)]
     residuals = _residuals_used(plan, candidates)
     augmented = Graph(body.inputs, body.eqns, list(body.outputs) + residuals)
-    results = bind(scan_p, *ins, body=augmented, n_consts=n_consts, n_carry=n_carry, length=length,
-                   reverse=reverse)
+    results = bind(
+        scan_p, *ins, body=augmented, n_consts=n_consts, n_carry=n_carry, length=length, reverse=reverse
+    )
     n_out = n_carry + plan.n_y
-    primal = tuple(results[:n_out]) + tuple(results[n_out + len(residuals):])
-    return primal, (plan, residuals, list(results[n_out:n_out + len(residuals)]))
+    primal = tuple(results[:n_out]) + tuple(results[n_out + len(residuals) :])
+    return primal, (plan, residuals, list(results[n_out : n_out + len(residuals)]))
 
 
 def _scan_vjp(g, out, *ins, body, n_consts, n_carry, length, reverse, saved=None):
@@ -274,21 +308,28 @@ def _scan_vjp(g, out, *ins, body, n_consts, n_carry, length, reverse, saved=None
         plan, residuals, stacked = _Plan(body, n_consts, n_carry, (True,) * len(ins)), [], []
     else:
         plan, residuals, stacked = saved
-    consts, init, xs = ins[:n_consts], ins[n_consts:n_consts + n_carry], ins[n_consts + n_carry:]
+    consts, xs = ins[:n_consts], ins[n_consts + n_carry :]
     n_y = plan.n_y
-    hist = out[n_carry + n_y:n_carry + n_y + n_carry]
-    g_final, g_ys, g_hist = g[:n_carry], g[n_carry:n_carry + n_y], g[n_carry + n_y:]
+    hist = out[n_carry + n_y : n_carry + n_y + n_carry]
+    g_final, g_ys, g_hist = g[:n_carry], g[n_carry : n_carry + n_y], g[n_carry + n_y :]
     with_hist = [i for i in plan.f_carry if g_hist[i] is not None]
 
     def ct_or_zeros(ct, like):
         return ct if ct is not None else _zeros(shape_of(like), dtype_of(like))
 
-    init_b = [ct_or_zeros(g_final[i], out[i]) for i in plan.f_carry] + \
-             [_zeros(shape_of(consts[i]), dtype_of(consts[i])) for i in plan.f_consts]
-    seqs = list(hist) + list(xs) + list(stacked) + \
-        [ct_or_zeros(g_ys[i], out[n_carry + i]) for i in plan.f_ys] + [g_hist[i] for i in with_hist]
-    final_b, d_xs = scan(plan.step(residuals, with_hist), list(consts), init_b, seqs, length=length,
-                         reverse=not reverse)
+    init_b = [ct_or_zeros(g_final[i], out[i]) for i in plan.f_carry] + [
+        _zeros(shape_of(consts[i]), dtype_of(consts[i])) for i in plan.f_consts
+    ]
+    seqs = (
+        list(hist)
+        + list(xs)
+        + list(stacked)
+        + [ct_or_zeros(g_ys[i], out[n_carry + i]) for i in plan.f_ys]
+        + [g_hist[i] for i in with_hist]
+    )
+    final_b, d_xs = scan(
+        plan.step(residuals, with_hist), list(consts), init_b, seqs, length=length, reverse=not reverse
+    )
     cts_out: list = [None] * len(ins)
     for k, i in enumerate(plan.f_carry):
         cts_out[n_consts + i] = final_b[k]

@@ -1,4 +1,5 @@
 """Primitives that move data without arithmetic: reshape, transpose, indexing, concat, pick."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,7 +32,8 @@ def reshape(x, shape) -> Any:
             raise ShapeError(
                 f"reshape: cannot infer the -1 of {shape} for an array of shape {old}: the other "
                 "sizes multiply to 0, so no size or every size fits\n"
-                "  hint: give every size, e.g. (0, n) for an empty batch of n features")
+                "  hint: give every size, e.g. (0, n) for an empty batch of n features"
+            )
         if size % rest:
             raise ShapeError(f"reshape: cannot reshape an array of shape {old} into {shape}")
         shape = tuple(size // rest if d == -1 else d for d in shape)
@@ -108,10 +110,16 @@ def _array_axis(index, ndim: int) -> tuple[int, Any] | None:
         return None
     k = arrays[0]
     rest_full = all(i == slice(None) for j, i in enumerate(items) if j != k)
-    if len(arrays) > 1 or not rest_full or E.dtype_of(items[k]).kind not in "iu" \
-            or len(E.shape_of(items[k])) != 1:
-        raise BackendError(f"index {index!r}: off numpy, nnc takes one 1-D integer array "
-                           "with full slices (:) on the other axes")
+    if (
+        len(arrays) > 1
+        or not rest_full
+        or E.dtype_of(items[k]).kind not in "iu"
+        or len(E.shape_of(items[k])) != 1
+    ):
+        raise BackendError(
+            f"index {index!r}: off numpy, nnc takes one 1-D integer array "
+            "with full slices (:) on the other axes"
+        )
     return k, items[k]
 
 
@@ -156,7 +164,8 @@ def getitem(x, index) -> Any:
     if any(type(i) is Tracer for i in items):
         raise ShapeError(
             "indexing with a traced array is not supported by x[...]\n"
-            "  hint: use nnc.pick(x, labels) to select one entry per row by label")
+            "  hint: use nnc.pick(x, labels) to select one entry per row by label"
+        )
     items = tuple(np.asarray(i) if isinstance(i, list) else i for i in items)
     index = items if isinstance(index, tuple) else items[0]
     try:
@@ -194,7 +203,7 @@ def concat(xs, axis: int = -1) -> Any:
     if any(len(s) != ndim for s in shapes):
         raise ShapeError(f"concat: all operands need the same rank, got shapes {shapes}")
     ax = axis % ndim
-    if any(s[:ax] + s[ax + 1:] != shapes[0][:ax] + shapes[0][ax + 1:] for s in shapes):
+    if any(s[:ax] + s[ax + 1 :] != shapes[0][:ax] + shapes[0][ax + 1 :] for s in shapes):
         raise ShapeError(f"concat along axis {axis}: other axes differ in shapes {shapes}")
     dtype = np.result_type(*[E.dtype_of(x) for x in xs])
     xs = [E.cast(x, dtype) for x in xs]
@@ -226,8 +235,9 @@ def _pick_impl(x, labels):
             return x[np.arange(x.shape[0]), labels]
         return np.take_along_axis(x, labels[..., None], axis=-1)[..., 0]
     except IndexError:
-        raise ShapeError(f"pick: label {labels.max()} is out of range for {k} classes "
-                         f"(labels must be 0..{k - 1})") from None
+        raise ShapeError(
+            f"pick: label {labels.max()} is out of range for {k} classes (labels must be 0..{k - 1})"
+        ) from None
 
 
 def _unpick_impl(g, labels, k):
@@ -243,8 +253,9 @@ def _one_hot(xp, labels, k):
     if labels.size and bool(xp.min(labels) < 0):
         raise ShapeError(f"pick: label {int(xp.min(labels))} is negative (labels must be 0..{k - 1})")
     if labels.size and bool(xp.max(labels) >= k):
-        raise ShapeError(f"pick: label {int(xp.max(labels))} is out of range for {k} classes "
-                         f"(labels must be 0..{k - 1})")
+        raise ShapeError(
+            f"pick: label {int(xp.max(labels))} is out of range for {k} classes (labels must be 0..{k - 1})"
+        )
     return labels[..., None] == xp.arange(k, dtype=labels.dtype, device=labels.device)
 
 
@@ -275,8 +286,10 @@ def pick(x, labels) -> Any:
     if E.dtype_of(labels).kind not in "iu":
         raise ShapeError(f"pick: labels must be integers, got dtype {E.dtype_of(labels)}")
     if sx[:-1] != sl:
-        raise ShapeError(f"pick: labels of shape {sl} do not match predictions of shape {sx} "
-                         f"(expected labels of shape {sx[:-1]})")
+        raise ShapeError(
+            f"pick: labels of shape {sl} do not match predictions of shape {sx} "
+            f"(expected labels of shape {sx[:-1]})"
+        )
     return bind(pick_p, x, labels)
 
 

@@ -9,9 +9,11 @@ structure, so that gradients, optimiser states and checkpoints can share one sha
 >>> tree_unflatten(treedef, [10, 20, 30])
 {'b': 10, 'a': (20, 30)}
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import ShapeError
 

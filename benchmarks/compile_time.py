@@ -13,6 +13,7 @@ source, importing Numba, compiling, running once), the median over fresh Python 
 
 Target (issue 7): under 5 s for the MLP step, cold.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,14 +46,18 @@ step(params, nnc.sgd(0.1).init(params), x, y)
 print(entry.seconds)
 """
 
-STEPS = {"mlp": "MLP 64-128-10 tanh, batch 32", "rnn": "Elman RNN, hidden 32, 50 steps",
-         "cnn": "digits CNN, batch 32"}
+STEPS = {
+    "mlp": "MLP 64-128-10 tanh, batch 32",
+    "rnn": "Elman RNN, hidden 32, 50 steps",
+    "cnn": "digits CNN, batch 32",
+}
 
 
 def seconds(step: str, nnc_cache: str, numba_cache: str) -> float:
     env = dict(os.environ, NNC_CACHE_DIR=nnc_cache, NUMBA_CACHE_DIR=numba_cache)
-    out = subprocess.run([sys.executable, "-c", CHILD, step], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, step], env=env, capture_output=True, text=True, check=True
+    )
     return float(out.stdout.split()[-1])
 
 
@@ -67,8 +72,11 @@ def main(argv: list[str]) -> None:
                 cached.append(seconds(step, nnc_dir, numba_dir))
                 with tempfile.TemporaryDirectory() as fresh:
                     new.append(seconds(step, fresh, numba_dir))
-        print(f"{label:34} {statistics.median(cold):8.2f} {statistics.median(new):12.2f} "
-              f"{statistics.median(cached):9.2f}", flush=True)
+        print(
+            f"{label:34} {statistics.median(cold):8.2f} {statistics.median(new):12.2f} "
+            f"{statistics.median(cached):9.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

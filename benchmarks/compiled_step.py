@@ -8,6 +8,7 @@ JAX jit (both optional: a line says when one is absent), ratios printed in one r
 Targets (MLP, batch 32): faster than JAX jit and than hand-written numpy, at least 3x faster
 than PyTorch eager. Run: python benchmarks/compiled_step.py [--quick]
 """
+
 from __future__ import annotations
 
 import sys
@@ -41,7 +42,9 @@ def torch_mlp(params):
     except ImportError:
         return None
     torch.set_num_threads(1)
-    ws = [torch.tensor(params[k][n], requires_grad=True) for k in ("linear_0", "linear_1") for n in ("W", "b")]
+    ws = [
+        torch.tensor(params[k][n], requires_grad=True) for k in ("linear_0", "linear_1") for n in ("W", "b")
+    ]
 
     def step(state, x, y):
         W1, b1, W2, b2 = ws
@@ -118,8 +121,9 @@ def torch_cnn(params):
     except ImportError:
         return None
     torch.set_num_threads(1)
-    leaves = [torch.tensor(params[k][n], requires_grad=True)
-              for k in ("conv2d_0", "linear_0") for n in ("W", "b")]
+    leaves = [
+        torch.tensor(params[k][n], requires_grad=True) for k in ("conv2d_0", "linear_0") for n in ("W", "b")
+    ]
 
     def step(state, x, y):
         cw, cb, W, b = leaves
@@ -162,8 +166,11 @@ def main(argv: list[str]) -> None:
         interpreted, compiled = nnc_steps(model, nnc.cross_entropy, params)
         seconds = compile_seconds(compiled, params, x, y)
         np_state, np_step = numpy_step_fn(params)
-        runs = {"nnc compiled": (compiled, params, x, y), "nnc interpreted": (interpreted, params, x, y),
-                "numpy by hand": (np_step, np_state, x, y)}
+        runs = {
+            "nnc compiled": (compiled, params, x, y),
+            "nnc interpreted": (interpreted, params, x, y),
+            "numpy by hand": (np_step, np_state, x, y),
+        }
         notes = [f"compile time {seconds:.2f} s (first call; later processes load it from disk)"]
         torch_part = torch_mlp(params)
         if torch_part:
@@ -189,6 +196,7 @@ def main(argv: list[str]) -> None:
     runs = {"nnc compiled": (compiled, params, x, y), "nnc interpreted": (interpreted, params, x, y)}
     notes = [f"compile time {seconds:.2f} s"]
     from rnn_step import numpy_step, torch_step
+
     np_state, np_fn = numpy_step(params)
     runs["numpy by hand"] = (np_fn, np_state, x, y)
     torch_part = torch_step(params)
@@ -209,8 +217,15 @@ def main(argv: list[str]) -> None:
     except ImportError:
         print("CNN: convolution layers not available")
         return
-    model = (Input(Tensor[1, 8, 8]) >> Conv2d(1, 16, 3, padding=1) >> nnc.relu >> max_pool(2)
-             >> flatten >> Linear(None, 10) >> softmax)
+    model = (
+        Input(Tensor[1, 8, 8])
+        >> Conv2d(1, 16, 3, padding=1)
+        >> nnc.relu
+        >> max_pool(2)
+        >> flatten
+        >> Linear(None, 10)
+        >> softmax
+    )
     params = model.init(seed=0)
     x = rng.standard_normal((32, 1, 8, 8)).astype(np.float32)
     y = rng.integers(0, 10, 32)

@@ -15,6 +15,7 @@ in the same alternating rounds as nnc and numpy, so that a busy spell on this sh
 machine slows all three alike.
 Targets (issue 5): forward+backward within 1.5x of PyTorch and faster than numpy im2col.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -22,11 +23,10 @@ import sys
 from contextlib import nullcontext
 
 import numpy as np
+from timing import ChildTimers, calls_for, interleaved, interleaved_samples, median_ratio, serve_timings
 
 from nnc.kernels import dispatch
 from nnc.kernels import reference as R
-from timing import (ChildTimers, calls_for, interleaved, interleaved_samples, median_ratio,
-                    serve_timings)
 
 GEOMETRY = ((1, 1), (1, 1), (1, 1))  # stride, padding, dilation
 SHAPES = [(64, 1, 16, 28, 28), (32, 16, 32, 32, 32), (8, 64, 64, 56, 56)]  # B, C_in, C_out, H, W
@@ -45,12 +45,18 @@ def problem(shape, seed=0):
 
 def numpy_and_nnc(x, w, g) -> dict:
     """``name -> (forward, forward+backward)`` for nnc's dispatch and the numpy reference."""
-    def both(impl):
-        return lambda: (impl.conv2d(x, w, *GEOMETRY), impl.conv2d_input_grad(g, w, x.shape, *GEOMETRY),
-                        impl.conv2d_weight_grad(x, g, w.shape, *GEOMETRY))
 
-    return {"nnc": (lambda: dispatch.conv2d(x, w, *GEOMETRY), both(dispatch)),
-            "numpy": (lambda: R.conv2d(x, w, *GEOMETRY), both(R))}
+    def both(impl):
+        return lambda: (
+            impl.conv2d(x, w, *GEOMETRY),
+            impl.conv2d_input_grad(g, w, x.shape, *GEOMETRY),
+            impl.conv2d_weight_grad(x, g, w.shape, *GEOMETRY),
+        )
+
+    return {
+        "nnc": (lambda: dispatch.conv2d(x, w, *GEOMETRY), both(dispatch)),
+        "numpy": (lambda: R.conv2d(x, w, *GEOMETRY), both(R)),
+    }
 
 
 def products_alone(x, w, g) -> tuple:
@@ -114,16 +120,23 @@ def pooling(rounds: int) -> None:
         g = np.ones((b, c, h // 2, w // 2), np.float32)
         k = (2, 2)
         runs = {
-            "max": (lambda: (dispatch.max_pool(x, k, k), dispatch.max_pool_grad(x, g, k, k)),
-                    lambda: (R.max_pool(x, k, k), R.max_pool_grad(x, g, k, k))),
-            "avg": (lambda: (dispatch.avg_pool(x, k, k), dispatch.avg_pool_grad(g, x.shape, k, k)),
-                    lambda: (R.avg_pool(x, k, k), R.avg_pool_grad(g, x.shape, k, k))),
+            "max": (
+                lambda: (dispatch.max_pool(x, k, k), dispatch.max_pool_grad(x, g, k, k)),
+                lambda: (R.max_pool(x, k, k), R.max_pool_grad(x, g, k, k)),
+            ),
+            "avg": (
+                lambda: (dispatch.avg_pool(x, k, k), dispatch.avg_pool_grad(g, x.shape, k, k)),
+                lambda: (R.avg_pool(x, k, k), R.avg_pool_grad(g, x.shape, k, k)),
+            ),
         }
         for kind, (ours, theirs) in runs.items():
             assert relative_difference(ours(), theirs()) < 1e-6
             t = interleaved({"nnc": ours, "numpy": theirs}, rounds=rounds, number=calls_for(theirs))
-            print(f"{f'({b}, {c}, {h}x{w})':27} {kind:9} {t['nnc'] * 1e3:8.3f} {t['numpy'] * 1e3:9.3f} "
-                  f"{'':>9} {t['nnc'] / t['numpy']:9.2f}", flush=True)
+            print(
+                f"{f'({b}, {c}, {h}x{w})':27} {kind:9} {t['nnc'] * 1e3:8.3f} {t['numpy'] * 1e3:9.3f} "
+                f"{'':>9} {t['nnc'] / t['numpy']:9.2f}",
+                flush=True,
+            )
 
 
 def main(argv: list[str]) -> None:
@@ -139,8 +152,10 @@ def main(argv: list[str]) -> None:
 def convolutions(rounds: int, child: ChildTimers | None) -> None:
     """Every shape's forward and forward+backward: nnc, numpy and (in ``child``) PyTorch,
     timed in the same alternating rounds."""
-    print(f"{'shape (B, Cin->Cout, HxW)':27} {'pass':9} {'nnc ms':>8} {'numpy ms':>9} {'torch ms':>9} "
-          f"{'nnc/numpy':>9} {'nnc/torch':>9} {'BLAS ms':>8} {'BLAS/torch':>10}")
+    print(
+        f"{'shape (B, Cin->Cout, HxW)':27} {'pass':9} {'nnc ms':>8} {'numpy ms':>9} {'torch ms':>9} "
+        f"{'nnc/numpy':>9} {'nnc/torch':>9} {'BLAS ms':>8} {'BLAS/torch':>10}"
+    )
     for shape in SHAPES + SMALL:
         x, w, g = problem(shape)
         runs = {**numpy_and_nnc(x, w, g), "BLAS": products_alone(x, w, g)}
@@ -156,9 +171,11 @@ def convolutions(rounds: int, child: ChildTimers | None) -> None:
             torch_ms = f"{theirs * 1e3:9.3f}" if theirs else f"{'(absent)':>9}"
             vs_torch = f"{median_ratio(samples, 'nnc', 'torch'):9.2f}" if theirs else f"{'-':>9}"
             blas_vs_torch = f"{median_ratio(samples, 'BLAS', 'torch'):10.2f}" if theirs else f"{'-':>10}"
-            print(f"{label:27} {name:9} {t['nnc'] * 1e3:8.3f} {t['numpy'] * 1e3:9.3f} {torch_ms} "
-                  f"{median_ratio(samples, 'nnc', 'numpy'):9.2f} {vs_torch} {t['BLAS'] * 1e3:8.3f} {blas_vs_torch}",
-                  flush=True)
+            print(
+                f"{label:27} {name:9} {t['nnc'] * 1e3:8.3f} {t['numpy'] * 1e3:9.3f} {torch_ms} "
+                f"{median_ratio(samples, 'nnc', 'numpy'):9.2f} {vs_torch} {t['BLAS'] * 1e3:8.3f} {blas_vs_torch}",
+                flush=True,
+            )
         if shape == SHAPES[-1]:
             print("small inputs (where a kernel could lose to numpy's fixed costs):")
 

@@ -25,6 +25,7 @@ Each round runs EPOCHS epochs with a fresh step (fit and the bare loop alike), s
 costs (checking the data, tracing the step for the full and the last partial batch) are
 spread over them as in a short real run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -72,7 +73,7 @@ def numpy_run(params, train):
         for perm in epochs_of_batches(len(x_all), EPOCHS):
             xs, ys = x_all[perm], y_all[perm]
             for s in range(0, len(xs), BATCH):
-                x, y = xs[s:s + BATCH], ys[s:s + BATCH]
+                x, y = xs[s : s + BATCH], ys[s : s + BATCH]
                 n = len(x)
                 h = np.tanh(x @ W1 + b1)
                 z = h @ W2 + b2
@@ -103,8 +104,8 @@ def torch_run(params, train):
             p = torch.from_numpy(perm)
             xs, ys = x_all[p], y_all[p]
             for s in range(0, len(xs), BATCH):
-                z = torch.tanh(xs[s:s + BATCH] @ W1 + b1) @ W2 + b2
-                loss = torch.nn.functional.cross_entropy(z, ys[s:s + BATCH])
+                z = torch.tanh(xs[s : s + BATCH] @ W1 + b1) @ W2 + b2
+                loss = torch.nn.functional.cross_entropy(z, ys[s : s + BATCH])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -122,7 +123,7 @@ def nnc_bare_run(model, params, train):
         for perm in epochs_of_batches(len(x_all), EPOCHS):
             xs, ys = x_all[perm], y_all[perm]
             for s in range(0, len(xs), BATCH):
-                p, state, _ = step(p, state, xs[s:s + BATCH], ys[s:s + BATCH])
+                p, state, _ = step(p, state, xs[s : s + BATCH], ys[s : s + BATCH])
 
     return run
 
@@ -130,10 +131,21 @@ def nnc_bare_run(model, params, train):
 def fit_run(model, params, train, valid, *, bar: bool, callbacks: bool, evaluate: bool, step=None):
     def run():
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            fit(model, params, train, loss=nnc.cross_entropy, opt=sgd(LR), epochs=EPOCHS,
-                batch_size=BATCH, seed=0, progress=bar, step=step,
+            fit(
+                model,
+                params,
+                train,
+                loss=nnc.cross_entropy,
+                opt=sgd(LR),
+                epochs=EPOCHS,
+                batch_size=BATCH,
+                seed=0,
+                progress=bar,
+                step=step,
                 callbacks=[EarlyStopping(patience=100), StopOnNaN()] if callbacks else [],
-                metrics=[accuracy] if evaluate else [], validation=valid if evaluate else None)
+                metrics=[accuracy] if evaluate else [],
+                validation=valid if evaluate else None,
+            )
 
     return run
 
@@ -153,7 +165,7 @@ def noop_bare_run(params, train):
         for perm in epochs_of_batches(len(x_all), EPOCHS):
             xs, ys = x_all[perm], y_all[perm]
             for s in range(0, len(xs), BATCH):
-                p, state, _ = noop_step(p, state, xs[s:s + BATCH], ys[s:s + BATCH])
+                p, state, _ = noop_step(p, state, xs[s : s + BATCH], ys[s : s + BATCH])
 
     return run
 
@@ -188,23 +200,34 @@ def measure(argv: list[str]) -> None:
     train, valid = digits()
     model = Linear(64, 128) >> tanh >> Linear(128, 10) >> softmax
     params = model.init(seed=0)
-    runs = {"numpy": numpy_run(params, train), "nnc step": nnc_bare_run(model, params, train),
-            "fit": fit_run(model, params, train, valid, bar=False, callbacks=False, evaluate=False),
-            "fit+bar+cb": fit_run(model, params, train, valid, bar=True, callbacks=True, evaluate=False),
-            "fit+eval": fit_run(model, params, train, valid, bar=True, callbacks=True, evaluate=True)}
+    runs = {
+        "numpy": numpy_run(params, train),
+        "nnc step": nnc_bare_run(model, params, train),
+        "fit": fit_run(model, params, train, valid, bar=False, callbacks=False, evaluate=False),
+        "fit+bar+cb": fit_run(model, params, train, valid, bar=True, callbacks=True, evaluate=False),
+        "fit+eval": fit_run(model, params, train, valid, bar=True, callbacks=True, evaluate=True),
+    }
     torch = torch_run(params, train)
     if torch is not None:
         runs["torch"] = torch
     t = interleaved(runs, rounds)
-    machinery = interleaved({
-        "bare": noop_bare_run(params, train),
-        "fit": fit_run(model, params, train, valid, bar=False, callbacks=False, evaluate=False,
-                       step=noop_step),
-        "fit+bar+cb": fit_run(model, params, train, valid, bar=True, callbacks=True, evaluate=False,
-                              step=noop_step)}, rounds * 10)
+    machinery = interleaved(
+        {
+            "bare": noop_bare_run(params, train),
+            "fit": fit_run(
+                model, params, train, valid, bar=False, callbacks=False, evaluate=False, step=noop_step
+            ),
+            "fit+bar+cb": fit_run(
+                model, params, train, valid, bar=True, callbacks=True, evaluate=False, step=noop_step
+            ),
+        },
+        rounds * 10,
+    )
     steps = -(-len(train[0]) // BATCH)
-    print(f"one epoch on digits ({len(train[0])} examples, {steps} steps of batch {BATCH}), "
-          f"median of {rounds} rounds, {EPOCHS} epochs per round, one thread")
+    print(
+        f"one epoch on digits ({len(train[0])} examples, {steps} steps of batch {BATCH}), "
+        f"median of {rounds} rounds, {EPOCHS} epochs per round, one thread"
+    )
     print(f"{'contender':>12} {'ms/epoch':>9} {'us/step':>8} {'vs numpy':>9} {'vs torch':>9}")
     for name, sec in t.items():
         vs_torch = f"{sec / t['torch']:9.2f}" if "torch" in t else f"{'-':>9}"
@@ -213,11 +236,14 @@ def measure(argv: list[str]) -> None:
         print("(torch absent: pip install torch==2.13.0 to compare with PyTorch eager)")
     for name in ("fit", "fit+bar+cb"):
         extra = machinery[name] - machinery["bare"]
-        print(f"{name}: end to end {(t[name] / t['nnc step'] - 1) * 100:+.1f}% of the nnc step epoch; "
-              f"machinery alone {extra * 1e6:.0f} us/epoch = {extra / t['nnc step'] * 100:.1f}% "
-              "(target < 5%)")
-    print(f"metrics and validation after each epoch: "
-          f"{(t['fit+eval'] / t['fit+bar+cb'] - 1) * 100:+.1f}% more")
+        print(
+            f"{name}: end to end {(t[name] / t['nnc step'] - 1) * 100:+.1f}% of the nnc step epoch; "
+            f"machinery alone {extra * 1e6:.0f} us/epoch = {extra / t['nnc step'] * 100:.1f}% "
+            "(target < 5%)"
+        )
+    print(
+        f"metrics and validation after each epoch: {(t['fit+eval'] / t['fit+bar+cb'] - 1) * 100:+.1f}% more"
+    )
 
 
 if __name__ == "__main__":

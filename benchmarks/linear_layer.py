@@ -16,18 +16,19 @@ Target (issue 5): faster than numpy's separate calls at batch 32, 64 -> 128.
 Times are medians of interleaved rounds; PyTorch is timed when installed, in a child
 process of its own, in the same alternating rounds (see benchmarks/timing.py).
 """
+
 from __future__ import annotations
 
 import sys
 from contextlib import nullcontext
 
 import numpy as np
+from timing import ChildTimers, calls_for, interleaved, serve_timings
 
 import nnc
 from nnc.backend import activations as A
 from nnc.backend import linalg as L
 from nnc.kernels import dense
-from timing import ChildTimers, calls_for, interleaved, serve_timings
 
 SHAPES = [(32, 64, 128), (32, 128, 10), (256, 64, 128), (8, 16, 16)]
 ACTIVATIONS = ("tanh", "relu")
@@ -112,15 +113,19 @@ def main(argv: list[str]) -> None:
 def layers(rounds: int, child: ChildTimers | None) -> None:
     """Every shape and activation: numpy, the kernels, nnc's graph and (in ``child``) PyTorch,
     timed in the same alternating rounds."""
-    print(f"{'batch, in -> out':17} {'act':5} {'numpy us':>9} {'kernels us':>10} {'grad fused':>10} "
-          f"{'grad sep.':>9} {'torch us':>9} {'kernels/np':>10} {'fused/np':>9}")
+    print(
+        f"{'batch, in -> out':17} {'act':5} {'numpy us':>9} {'kernels us':>10} {'grad fused':>10} "
+        f"{'grad sep.':>9} {'torch us':>9} {'kernels/np':>10} {'fused/np':>9}"
+    )
     for shape in SHAPES:
         x, w, b, g = problem(*shape)
         for activation in ACTIVATIONS:
-            runs = {"numpy": numpy_pass(x, w, b, g, activation),
-                    "kernels": kernel_pass(x, w, b, g, activation),
-                    "fused": nnc_pass(x, w, b, g, activation, fused=True),
-                    "separate": nnc_pass(x, w, b, g, activation, fused=False)}
+            runs = {
+                "numpy": numpy_pass(x, w, b, g, activation),
+                "kernels": kernel_pass(x, w, b, g, activation),
+                "fused": nnc_pass(x, w, b, g, activation, fused=True),
+                "separate": nnc_pass(x, w, b, g, activation, fused=False),
+            }
             reference = runs["numpy"]()
             for got, want in zip(runs["kernels"](), reference):
                 assert np.allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -130,9 +135,12 @@ def layers(rounds: int, child: ChildTimers | None) -> None:
             us = {k: v * 1e6 for k, v in t.items()}
             torch_us = f"{us['torch']:9.1f}" if "torch" in us else f"{'(absent)':>9}"
             batch, n_in, n_out = shape
-            print(f"{f'{batch}, {n_in} -> {n_out}':17} {activation:5} {us['numpy']:9.1f} {us['kernels']:10.1f} "
-                  f"{us['fused']:10.1f} {us['separate']:9.1f} {torch_us} "
-                  f"{us['kernels'] / us['numpy']:10.2f} {us['fused'] / us['numpy']:9.2f}", flush=True)
+            print(
+                f"{f'{batch}, {n_in} -> {n_out}':17} {activation:5} {us['numpy']:9.1f} {us['kernels']:10.1f} "
+                f"{us['fused']:10.1f} {us['separate']:9.1f} {torch_us} "
+                f"{us['kernels'] / us['numpy']:10.2f} {us['fused'] / us['numpy']:9.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -10,16 +10,17 @@ sends every matrix product to BLAS (docs/kernels.md). PyTorch is timed when inst
 in a child process of its own, in the same alternating rounds (see benchmarks/timing.py:
 OpenBLAS's idle threads would slow it down here).
 """
+
 from __future__ import annotations
 
 import sys
 from contextlib import nullcontext
 
 import numpy as np
+from timing import ChildTimers, calls_for, interleaved, serve_timings
 
 import nnc
 from nnc.kernels.jit import kernel
-from timing import ChildTimers, calls_for, interleaved, serve_timings
 
 SIZES = (16, 64, 256, 1024)
 DTYPES = (np.float32, np.float64)
@@ -71,8 +72,10 @@ def main(argv: list[str]) -> None:
 
 def products(rounds: int, child: ChildTimers | None) -> None:
     """GFLOP/s of every contender, PyTorch's (in ``child``) timed in the same rounds."""
-    print(f"{'dtype':8} {'n':>5} {'numpy GF/s':>10} {'nnc GF/s':>9} {'numba GF/s':>10} {'torch GF/s':>10} "
-          f"{'nnc/numpy':>9} {'numba/numpy':>11}")
+    print(
+        f"{'dtype':8} {'n':>5} {'numpy GF/s':>10} {'nnc GF/s':>9} {'numba GF/s':>10} {'torch GF/s':>10} "
+        f"{'nnc/numpy':>9} {'numba/numpy':>11}"
+    )
     for dtype in DTYPES:
         for n in SIZES:
             a, b = problem(dtype, n)
@@ -86,12 +89,15 @@ def products(rounds: int, child: ChildTimers | None) -> None:
             if child is not None:
                 runs["torch"] = child.contender(f"{np.dtype(dtype).name}/{n}")
             t = interleaved(runs, rounds=rounds, number=calls_for(runs["numpy"]))
-            gflops = {name: 2 * n ** 3 / s / 1e9 for name, s in t.items()}
+            gflops = {name: 2 * n**3 / s / 1e9 for name, s in t.items()}
             numba = f"{gflops['numba']:10.1f}" if "numba" in gflops else f"{'-':>10}"
             torch = f"{gflops['torch']:10.1f}" if "torch" in gflops else f"{'(absent)':>10}"
             numba_ratio = f"{gflops['numba'] / gflops['numpy']:11.2f}" if "numba" in gflops else f"{'-':>11}"
-            print(f"{np.dtype(dtype).name:8} {n:5d} {gflops['numpy']:10.1f} {gflops['nnc']:9.1f} {numba} "
-                  f"{torch} {gflops['nnc'] / gflops['numpy']:9.2f} {numba_ratio}", flush=True)
+            print(
+                f"{np.dtype(dtype).name:8} {n:5d} {gflops['numpy']:10.1f} {gflops['nnc']:9.1f} {numba} "
+                f"{torch} {gflops['nnc'] / gflops['numpy']:9.2f} {numba_ratio}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Run: python benchmarks/mlp_step.py
 Prints the median time per step of each and the ratio nnc / numpy (target: at most 1.5 at batch 32).
 PyTorch eager is timed too when torch is installed (optional).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -130,8 +131,10 @@ def main(argv: list[str]) -> None:
             torch_txt = f"{t['torch'] * 1e6:9.1f} {t['nnc'] / t['torch']:9.2f}"
         else:
             torch_txt = f"{'(absent)':>9} {'-':>9}"
-        print(f"{batch:5d} {t['numpy'] * 1e6:9.1f} {t['nnc'] * 1e6:8.1f} {t['nnc'] / t['numpy']:9.2f} "
-              f"{torch_txt}")
+        print(
+            f"{batch:5d} {t['numpy'] * 1e6:9.1f} {t['nnc'] * 1e6:8.1f} {t['nnc'] / t['numpy']:9.2f} "
+            f"{torch_txt}"
+        )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ and PyTorch when it is installed (optional). Target: nnc at most 1.5x the numpy 
 
 Run: python benchmarks/rnn_step.py [--quick]
 """
+
 from __future__ import annotations
 
 import sys
@@ -21,8 +22,10 @@ HIDDEN, STEPS, BATCH, LR = 32, 50, 16, 0.01
 
 def data(seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((BATCH, STEPS, 1)).astype(np.float32),
-            rng.standard_normal((BATCH, 1)).astype(np.float32))
+    return (
+        rng.standard_normal((BATCH, STEPS, 1)).astype(np.float32),
+        rng.standard_normal((BATCH, 1)).astype(np.float32),
+    )
 
 
 def nnc_step():
@@ -39,8 +42,13 @@ def nnc_step():
 
 def numpy_step(params):
     p = params["fcrnn_0"]
-    state = (p["Wx"].copy(), p["Wh"].copy(), p["b"].copy(),
-             params["linear_0"]["W"].copy(), params["linear_0"]["b"].copy())
+    state = (
+        p["Wx"].copy(),
+        p["Wh"].copy(),
+        p["b"].copy(),
+        params["linear_0"]["W"].copy(),
+        params["linear_0"]["b"].copy(),
+    )
 
     def step(state, x, y):
         Wx, Wh, b, Wo, bo = state

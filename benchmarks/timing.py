@@ -21,6 +21,7 @@ contenders all first and the parent's afterwards let a busy spell fall on one si
 >>> sorted(times), all(t > 0 for t in times.values())
 (['max', 'sum'], True)
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 # Long enough for OpenBLAS's workers (about 0.1 s) and an OpenMP pool to stop spinning.
 SETTLE_SECONDS = 0.15
@@ -43,8 +44,9 @@ class Remote:
     run: Callable[[int], float]
 
 
-def interleaved(contenders: dict[str, Callable[[], object] | Remote], rounds: int = 15,
-                number: int = 1, warmup: int = 2) -> dict[str, float]:
+def interleaved(
+    contenders: dict[str, Callable[[], object] | Remote], rounds: int = 15, number: int = 1, warmup: int = 2
+) -> dict[str, float]:
     """Median seconds per call of each contender, timed in alternating rounds of ``number`` calls.
 
     A :class:`Remote` contender is timed in its own process, with a pause before and after
@@ -59,8 +61,9 @@ def median_ratio(samples: dict[str, list[float]], ours: str, theirs: str) -> flo
     return statistics.median(a / b for a, b in zip(samples[ours], samples[theirs]))
 
 
-def interleaved_samples(contenders: dict[str, Callable[[], object] | Remote], rounds: int = 15,
-                        number: int = 1, warmup: int = 2) -> dict[str, list[float]]:
+def interleaved_samples(
+    contenders: dict[str, Callable[[], object] | Remote], rounds: int = 15, number: int = 1, warmup: int = 2
+) -> dict[str, list[float]]:
     """Every round's seconds per call of each contender (see :func:`interleaved`)."""
     timers = {name: fn.run if isinstance(fn, Remote) else _local(fn) for name, fn in contenders.items()}
     remote = {name for name, fn in contenders.items() if isinstance(fn, Remote)}
@@ -80,6 +83,7 @@ def _local(fn: Callable[[], object]) -> Callable[[int], float]:
         for _ in range(number):
             fn()
         return (time.perf_counter() - start) / number
+
     return run
 
 
@@ -115,8 +119,14 @@ class ChildTimers:
 
         if importlib.util.find_spec(needs) is None:
             return None
-        return cls(subprocess.Popen([sys.executable, script, "--timing-child"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, text=True))
+        return cls(
+            subprocess.Popen(
+                [sys.executable, script, "--timing-child"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
 
     def contender(self, name: str) -> Remote:
         def run(number: int) -> float:
@@ -126,6 +136,7 @@ class ChildTimers:
             if not reply:
                 raise RuntimeError(f"the timing child stopped (exit status {self._process.wait()})")
             return float(reply)
+
         return Remote(run)
 
     def __enter__(self) -> ChildTimers:

@@ -9,6 +9,7 @@ Vec[2] -> Vec[1]
 >>> model(params, np.ones((8, 2))).shape
 (8, 1)
 """
+
 from types import ModuleType as _ModuleType
 
 from nnc.backend import memory as _memory
@@ -16,35 +17,81 @@ from nnc.backend import memory as _memory
 _memory.keep_freed_memory()  # before any array: fresh pages cost more than small models' work
 
 
-from nnc.backend.checks import DomainError
-from nnc.backend.autodiff import grad, hessian, jacobian, value_and_grad, vjp
-from nnc.backend.errors import (ArgumentError, InitError, MissingGradient, NNCError, NonFiniteError,
-                                ShapeError, TraceError, TypeMismatch)
-from nnc.backend.ops import (absolute, scan, exp, log, matmul, max, maximum, mean, minimum, pick,
-                             reshape, sqrt, sum, transpose, where)
-from nnc.backend.tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
-
-from .combinators import add, concat, fanout, parallel, residual
-from .compile import compile
-from .conv import Conv2d, avg_pool, flatten, max_pool
-from .lift import lift
-from .layers import Input, Linear, log_softmax, logistic, relu, softmax, tanh
-from .losses import cross_entropy, mse
-from .model import Model, Signature
 from nnc.backend.array_api import BackendError
+from nnc.backend.autodiff import grad, hessian, jacobian, value_and_grad, vjp
+from nnc.backend.checks import DomainError
+from nnc.backend.errors import (
+    ArgumentError,
+    InitError,
+    MissingGradient,
+    NNCError,
+    NonFiniteError,
+    ShapeError,
+    TraceError,
+    TypeMismatch,
+)
+from nnc.backend.ops import (
+    absolute,
+    exp,
+    log,
+    matmul,
+    max,
+    maximum,
+    mean,
+    minimum,
+    pick,
+    reshape,
+    scan,
+    sqrt,
+    sum,
+    transpose,
+    where,
+)
+from nnc.backend.tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
 
 from .backends import backends, get_backend, to_backend, use
 from .callbacks import Callback, Checkpoint, Decision, EarlyStopping, StopOnNaN
 from .checkpoint import CheckpointError, CheckpointNotFound, load, save
+from .combinators import add, concat, fanout, parallel, residual
+from .compile import compile
+from .conv import Conv2d, avg_pool, flatten, max_pool
+from .layers import Input, Linear, log_softmax, logistic, relu, softmax, tanh
+from .lift import lift
+from .losses import cross_entropy, mse
 from .metrics import accuracy
-from .optim import (ConfigError, Optimizer, adam, adamw, clip_by_global_norm, clip_by_value,
-                    cosine_decay, exponential_decay, piecewise_constant, rmsprop, sgd, warmup)
-from .train import History, TrainStep, fit, train_step
+from .model import Model, Signature
 from .modelfile import LoadError
-from .recurrent import (GRU, LSTM, fcrnn, feedback, fix_state, lagged, learned_state, prime,
-                        recurrently, unroll, unroll_last, zero_state)
+from .optim import (
+    ConfigError,
+    Optimizer,
+    adam,
+    adamw,
+    clip_by_global_norm,
+    clip_by_value,
+    cosine_decay,
+    exponential_decay,
+    piecewise_constant,
+    rmsprop,
+    sgd,
+    warmup,
+)
+from .recurrent import (
+    GRU,
+    LSTM,
+    fcrnn,
+    feedback,
+    fix_state,
+    lagged,
+    learned_state,
+    prime,
+    recurrently,
+    unroll,
+    unroll_last,
+    zero_state,
+)
 from .render import GraphvizNotFound, RenderError, render
 from .summary import summary
+from .train import History, TrainStep, fit, train_step
 from .typed import typed
 from .types import Dim, Mat, Seq, Tensor, TypeVar, Vec
 
@@ -52,5 +99,8 @@ __version__ = "0.1.0"
 
 # Every public name imported above, and nothing else: submodules (bound here as a side
 # effect of importing from them) and underscored helpers are left out.
-__all__ = sorted(name for name, value in globals().items()
-                 if not name.startswith("_") and not isinstance(value, _ModuleType))
+__all__ = sorted(
+    name
+    for name, value in globals().items()
+    if not name.startswith("_") and not isinstance(value, _ModuleType)
+)

@@ -13,18 +13,27 @@ CuPy is optional: :func:`backends` says why it is unavailable instead of raising
 >>> to_backend({"W": np.ones(2)}, "numpy")
 {'W': array([1., 1.])}
 """
+
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import importlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
-from nnc.backend.array_api import (BackendError, Placement, mixed, namespace_of, placement,
-                                   placement_of, to_numpy)
+from nnc.backend.array_api import (
+    BackendError,
+    Placement,
+    mixed,
+    namespace_of,
+    placement,
+    placement_of,
+    to_numpy,
+)
 from nnc.backend.tree import tree_flatten, tree_map
 
 __all__ = ["Backend", "BackendError", "backends", "get_backend", "use", "current", "to_backend"]
@@ -59,8 +68,11 @@ def cupy_backend(cupy: Any) -> Backend:
         raise BackendError("cupy (not available: no CUDA device)")
     # the namespace and device its arrays report, as every later array will
     probe = cupy.zeros(())
-    return Backend("cupy", Placement(probe.__array_namespace__(), probe.device),
-                   "array-API implementations on the GPU: cuBLAS matmul, im2col convolution")
+    return Backend(
+        "cupy",
+        Placement(probe.__array_namespace__(), probe.device),
+        "array-API implementations on the GPU: cuBLAS matmul, im2col convolution",
+    )
 
 
 def _reason(err: BaseException) -> str:
@@ -82,8 +94,11 @@ def _cupy() -> Backend:
 
 _FACTORIES: dict[str, Callable[[], Backend]] = {
     # One CPU backend: the Numba kernels are chosen per primitive by measurement, not by name.
-    "numpy": lambda: Backend("numpy", None, "numpy arrays; Numba kernels where they measured "
-                                            "faster, the numpy references elsewhere"),
+    "numpy": lambda: Backend(
+        "numpy",
+        None,
+        "numpy arrays; Numba kernels where they measured faster, the numpy references elsewhere",
+    ),
     "cupy": _cupy,
 }
 
@@ -177,5 +192,6 @@ def match_inputs(params: Any, x: Any, what: str) -> Any:
     if p_where is None and not has_arrays:  # a model without parameters runs where its input is
         return x
     p_text = "numpy arrays (cpu)" if p_where is None else p_where.describe()
-    raise mixed(f"the parameters and input of {what}", f"parameters are {p_text}",
-                f"input is {x_where.describe()}")
+    raise mixed(
+        f"the parameters and input of {what}", f"parameters are {p_text}", f"input is {x_where.describe()}"
+    )

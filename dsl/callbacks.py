@@ -21,6 +21,7 @@ A hook returns ``(state, decision)``; the decision is ``None`` (go on) or a
 >>> history.stopped_at, history.events[-1][1]
 (14, 'good enough')
 """
+
 from __future__ import annotations
 
 import math
@@ -108,8 +109,10 @@ def checked_decision(result: Any, source: Any) -> Decision | None:
     if result is None or isinstance(result, Decision):
         return result
     name = getattr(source, "__name__", None) or type(source).__name__
-    raise ConfigError(f"callback {name} returned {result!r}; return None to go on, or "
-                      "nnc.Decision(stop=True, reason=...) to stop")
+    raise ConfigError(
+        f"callback {name} returned {result!r}; return None to go on, or "
+        "nnc.Decision(stop=True, reason=...) to stop"
+    )
 
 
 def as_callback(item: Any) -> Callback:
@@ -166,26 +169,37 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, state: _Best | None, log: EpochEnd) -> tuple[_Best, Decision | None]:
         key = self.monitor or ("val_loss" if "val_loss" in log.logs else "loss")
         if key not in log.logs:
-            raise ConfigError(f"EarlyStopping: monitor {key!r} is not recorded; this fit records "
-                              f"{', '.join(sorted(log.logs))}")
+            raise ConfigError(
+                f"EarlyStopping: monitor {key!r} is not recorded; this fit records "
+                f"{', '.join(sorted(log.logs))}"
+            )
         value = log.logs[key]
         sign = -1.0 if self.mode == "max" or (self.mode == "auto" and "acc" in key) else 1.0
-        improved = math.isfinite(value) and (state is None or math.isnan(state.value) or
-                                             sign * value < sign * state.value - self.min_delta)
+        improved = math.isfinite(value) and (
+            state is None or math.isnan(state.value) or sign * value < sign * state.value - self.min_delta
+        )
         if state is None or improved:
-            state = _Best(value if improved else math.nan, log.epoch,
-                          log.params if self.restore_best else None, 0)
+            state = _Best(
+                value if improved else math.nan, log.epoch, log.params if self.restore_best else None, 0
+            )
         else:
             state = _Best(state.value, state.epoch, state.params, state.wait + 1)
         restore = self.restore_best and state.epoch != log.epoch and state.params is not None
         if state.wait >= self.patience and state.wait > 0:
-            reason = (f"stopped: {key} did not improve for {state.wait} epochs "
-                      f"(best {state.value:.6g} at epoch {state.epoch})")
-            return state, Decision(stop=True, params=state.params if restore else None,
-                                   reason=reason + ("; restored that epoch's parameters" if restore else ""))
+            reason = (
+                f"stopped: {key} did not improve for {state.wait} epochs "
+                f"(best {state.value:.6g} at epoch {state.epoch})"
+            )
+            return state, Decision(
+                stop=True,
+                params=state.params if restore else None,
+                reason=reason + ("; restored that epoch's parameters" if restore else ""),
+            )
         if log.epoch == log.epochs and restore:
-            return state, Decision(params=state.params, reason=f"restored the parameters of epoch "
-                                   f"{state.epoch}, the best {key} ({state.value:.6g})")
+            return state, Decision(
+                params=state.params,
+                reason=f"restored the parameters of epoch {state.epoch}, the best {key} ({state.value:.6g})",
+            )
         return state, None
 
 
@@ -254,9 +268,11 @@ def non_finite_params_report(model: Model, params: Any, head: str, hint: str = _
     bad = [(path, leaf) for path, leaf in tree_paths(params) if not np.isfinite(leaf).all()]
     path, leaf = bad[0]
     index = tuple(int(i) for i in np.argwhere(~np.isfinite(leaf))[0])
-    return (f"{head}; the first is {path} of {_layer_text(*layer_of(model, path))}, which holds "
-            f"{leaf[index]} at index {index} ({len(bad)} of {len(tree_leaves(params))} parameters "
-            "hold NaN or infinity)" + hint)
+    return (
+        f"{head}; the first is {path} of {_layer_text(*layer_of(model, path))}, which holds "
+        f"{leaf[index]} at index {index} ({len(bad)} of {len(tree_leaves(params))} parameters "
+        "hold NaN or infinity)" + hint
+    )
 
 
 def non_finite_loss_report(model: Model, epoch: int, batch: int, loss: float, params: Any, x: Any) -> str:
@@ -265,13 +281,18 @@ def non_finite_loss_report(model: Model, epoch: int, batch: int, loss: float, pa
     head = f"the loss of epoch {epoch}, batch {batch} is {loss}"
     culprit = first_non_finite_layer(model, params, x)
     if culprit is not None:
-        return (f"{head}: every parameter is finite, but {_layer_text(*culprit)} produced NaN or "
-                "infinity on this batch" + _HINT)
+        return (
+            f"{head}: every parameter is finite, but {_layer_text(*culprit)} produced NaN or "
+            "infinity on this batch" + _HINT
+        )
     with np.errstate(all="ignore"):
-        largest = max(float(np.max(np.abs(leaf), initial=0.0))
-                      for leaf in tree_leaves(model.apply(params, x)))
-    return (f"{head}: the parameters and the model's output are finite (largest magnitude "
-            f"{largest:.3g}), so the loss itself overflowed or met bad targets in this batch" + _HINT)
+        largest = max(
+            float(np.max(np.abs(leaf), initial=0.0)) for leaf in tree_leaves(model.apply(params, x))
+        )
+    return (
+        f"{head}: the parameters and the model's output are finite (largest magnitude "
+        f"{largest:.3g}), so the loss itself overflowed or met bad targets in this batch" + _HINT
+    )
 
 
 def layer_of(model: Model, path: str) -> tuple[str, Model]:

@@ -24,6 +24,7 @@ and it is at least ``MIN_AGE_S`` old.
 >>> bool((restored["linear_1"]["W"] == params["linear_1"]["W"]).all())
 True
 """
+
 from __future__ import annotations
 
 import difflib
@@ -37,7 +38,8 @@ import socket
 import time
 import warnings
 import zipfile
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 import numpy as np
 
@@ -58,8 +60,15 @@ VERSION = 1
 META_KEY = "__nnc__"
 # What zipfile and numpy raise on damaged archives (flipped flag bits read as "encrypted"
 # or "unsupported compression" surface as RuntimeError and NotImplementedError)
-_READ_ERRORS = (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, RuntimeError,
-                NotImplementedError)
+_READ_ERRORS = (
+    zipfile.BadZipFile,
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+    RuntimeError,
+    NotImplementedError,
+)
 
 
 class CheckpointError(NNCError, ValueError):
@@ -130,8 +139,15 @@ def temp_name(base: str, host: str, pid: int, token: str) -> str:
     return f".{_temp_stem(base)}{_TEMP_MARK}{host}-{pid}-{token}"
 
 
-def is_stale(name: str, base: str, host: str, pid: int, alive: Callable[[int], bool | None],
-             age_s: float, unlocked: bool | None = None) -> bool:
+def is_stale(
+    name: str,
+    base: str,
+    host: str,
+    pid: int,
+    alive: Callable[[int], bool | None],
+    age_s: float,
+    unlocked: bool | None = None,
+) -> bool:
     """Whether ``name`` is a temporary file left by a killed save to ``base``.
 
     Only nnc's own temporary names count, and none younger than ``MIN_AGE_S``. Every save
@@ -155,8 +171,10 @@ def is_stale(name: str, base: str, host: str, pid: int, alive: Callable[[int], b
     >>> is_stale(".other.npz.nnc-tmp-box-7-0badcafe", "m.npz", "box", 1, gone, age_s=100.0)
     False
     """
-    own_name = (rf"\.{re.escape(_temp_stem(base))}{re.escape(_TEMP_MARK)}"
-                rf"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{{8}}")
+    own_name = (
+        rf"\.{re.escape(_temp_stem(base))}{re.escape(_TEMP_MARK)}"
+        rf"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{{8}}"
+    )
     match = re.fullmatch(own_name, name)
     if match is None or age_s < MIN_AGE_S or unlocked is False:
         return False
@@ -238,8 +256,9 @@ def _replace(temp: str, path: str) -> None:
     try:
         os.replace(temp, path)
     except OSError as err:
-        raise _NotWritten(err.errno, f"the file cannot be renamed into place ({err.strerror})",
-                          path) from None
+        raise _NotWritten(
+            err.errno, f"the file cannot be renamed into place ({err.strerror})", path
+        ) from None
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
@@ -265,11 +284,15 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except FileNotFoundError:
         # name what the caller asked for, not the temporary file it never heard of
-        raise FileNotFoundError(errno.ENOENT, f"cannot write {path}: the folder "
-                                f"{os.path.dirname(path) or '.'} does not exist", path) from None
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"cannot write {path}: the folder {os.path.dirname(path) or '.'} does not exist",
+            path,
+        ) from None
     except OSError as err:
-        raise _NotWritten(err.errno, f"a temporary file beside it cannot be created "
-                          f"({err.strerror})", path) from None
+        raise _NotWritten(
+            err.errno, f"a temporary file beside it cannot be created ({err.strerror})", path
+        ) from None
     try:
         if fcntl is not None:
             # held until the file is closed, after the rename: a cleanup that can take it knows
@@ -380,8 +403,14 @@ def save(path: str | os.PathLike, model: Model, params: Any) -> None:
         entries[key] = array
         described.append({"path": key, "shape": list(array.shape), "dtype": array.dtype.str})
     # "layers" is an addition within format version 1: older nnc versions ignore it
-    meta = {"format": FORMAT, "version": VERSION, "signature": str(model.signature),
-            "model": _describe(model), "parameters": described, "layers": layers(model)}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "signature": str(model.signature),
+        "model": _describe(model),
+        "parameters": described,
+        "layers": layers(model),
+    }
     entries[META_KEY] = np.array(json.dumps(meta))
     try:
         write_atomically(path, lambda f: np.savez(f, **entries))
@@ -389,7 +418,8 @@ def save(path: str | os.PathLike, model: Model, params: Any) -> None:
         raise CheckpointError(
             f"cannot save the checkpoint of {_describe(model)}{_created(model)} to "
             f"{os.fspath(path)}: {err.strerror}\n"
-            "  hint: check that the folder is writable and the file name is not too long") from None
+            "  hint: check that the folder is writable and the file name is not too long"
+        ) from None
     except FileNotFoundError:
         folder = os.path.dirname(os.fspath(path)) or "."
         if os.path.isdir(folder):
@@ -397,7 +427,8 @@ def save(path: str | os.PathLike, model: Model, params: Any) -> None:
         raise CheckpointNotFound(
             f"cannot save the checkpoint of {_describe(model)}{_created(model)} to "
             f"{os.fspath(path)}: the folder {folder} does not exist\n"
-            f"  hint: create it first: os.makedirs({folder!r}, exist_ok=True)") from None
+            f"  hint: create it first: os.makedirs({folder!r}, exist_ok=True)"
+        ) from None
 
 
 def load(path: str | os.PathLike, model: Model, *, check_architecture: bool = True) -> Any:
@@ -420,14 +451,19 @@ def load(path: str | os.PathLike, model: Model, *, check_architecture: bool = Tr
     if problems or layer_problems:
         listed = problems + layer_problems
         shown = listed[:6] + ([f"... and {len(listed) - 6} more"] if len(listed) > 6 else [])
-        hint = ("load it into the model it was saved from (same layers, sizes and names)" if problems
-                else "load it into the model it was saved from, or pass check_architecture=False "
-                     "to load parameters that fit by path and shape into layers of other kinds")
+        hint = (
+            "load it into the model it was saved from (same layers, sizes and names)"
+            if problems
+            else "load it into the model it was saved from, or pass check_architecture=False "
+            "to load parameters that fit by path and shape into layers of other kinds"
+        )
         raise CheckpointError(
             f"checkpoint {path} was saved from a different model\n"
             f"  saved from:   {meta['model']}  ({meta['signature']})\n"
             f"  loading into: {_describe(model)}  ({model.signature}){_created(model)}\n"
-            + "".join(f"  {p}\n" for p in shown) + f"  hint: {hint}")
+            + "".join(f"  {p}\n" for p in shown)
+            + f"  hint: {hint}"
+        )
     _, treedef = tree_flatten(model.param_shapes)
     return tree_unflatten(treedef, [arrays[p] for p, _ in expected])
 
@@ -439,11 +475,16 @@ def _layer_check(path: str, meta: dict, model: Model) -> list[str]:
             f"checkpoint {path} was written by an nnc that did not record layers, so only its "
             f"parameters' paths and shapes were checked against {_describe(model)}"
             f"{_created(model)}; it was saved from {meta.get('model')}. Save it again to record "
-            "them, or pass check_architecture=False to load it without this warning", stacklevel=3)
+            "them, or pass check_architecture=False to load it without this warning",
+            stacklevel=3,
+        )
         return []
     # files written before Input was left out recorded it: it is not compared either
-    saved = [entry for entry in meta["layers"]
-             if not (isinstance(entry, list) and len(entry) == 2 and str(entry[1]).split("(")[0] in _UNRECORDED)]
+    saved = [
+        entry
+        for entry in meta["layers"]
+        if not (isinstance(entry, list) and len(entry) == 2 and str(entry[1]).split("(")[0] in _UNRECORDED)
+    ]
     return layer_differences(saved, layers(model))
 
 
@@ -475,49 +516,66 @@ def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
     except _READ_ERRORS as err:
         raise CheckpointError(_unreadable(path, err)) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise CheckpointError(f"{path} holds a single numpy array (.npy), not an nnc checkpoint\n"
-                              "  hint: write checkpoints with nnc.save(path, model, params)")
+        raise CheckpointError(
+            f"{path} holds a single numpy array (.npy), not an nnc checkpoint\n"
+            "  hint: write checkpoints with nnc.save(path, model, params)"
+        )
     with archive:
         names = list(archive.files)
         if META_KEY not in names:
             raise CheckpointError(
                 f"{path} is an .npz archive but not an nnc checkpoint (it has no {META_KEY!r} "
                 f"entry; it holds {', '.join(names[:5]) or 'nothing'})\n"
-                "  hint: write checkpoints with nnc.save(path, model, params)")
+                "  hint: write checkpoints with nnc.save(path, model, params)"
+            )
         try:
             meta = json.loads(str(archive[META_KEY]))
             arrays = {n: archive[n] for n in names if n != META_KEY}
         except _READ_ERRORS as err:
             raise CheckpointError(_unreadable(path, err, inside=True)) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is an .npz archive whose {META_KEY!r} entry is not an nnc "
-                              "checkpoint header")
+        raise CheckpointError(
+            f"{path} is an .npz archive whose {META_KEY!r} entry is not an nnc checkpoint header"
+        )
     if meta.get("version") != VERSION:
-        raise CheckpointError(f"{path} is an nnc checkpoint of format version {meta.get('version')}, "
-                              f"but this nnc reads version {VERSION}")
+        raise CheckpointError(
+            f"{path} is an nnc checkpoint of format version {meta.get('version')}, "
+            f"but this nnc reads version {VERSION}"
+        )
     return meta, arrays
 
 
 def _not_found(path: str) -> str:
     folder = os.path.dirname(path)
-    detail = (f" (the folder {folder} does not exist either)" if folder and not os.path.isdir(folder)
-              else f" (relative to the current folder, {os.getcwd()})" if not os.path.isabs(path)
-              else "")
-    return (f"there is no checkpoint at {path}: no such file{detail}\n"
-            "  hint: check the path; nnc.save(path, model, params) writes a checkpoint there")
+    detail = (
+        f" (the folder {folder} does not exist either)"
+        if folder and not os.path.isdir(folder)
+        else f" (relative to the current folder, {os.getcwd()})"
+        if not os.path.isabs(path)
+        else ""
+    )
+    return (
+        f"there is no checkpoint at {path}: no such file{detail}\n"
+        "  hint: check the path; nnc.save(path, model, params) writes a checkpoint there"
+    )
 
 
 def _unreadable(path: str, err: Exception, inside: bool = False) -> str:
     if isinstance(err, ValueError) and "pickle" in str(err):
-        what = ("holds an array of Python objects (pickled data, which nnc never loads)" if inside
-                else "is not an .npz archive (numpy could only read it as a pickle, which nnc never loads)")
+        what = (
+            "holds an array of Python objects (pickled data, which nnc never loads)"
+            if inside
+            else "is not an .npz archive (numpy could only read it as a pickle, which nnc never loads)"
+        )
     elif isinstance(err, (zipfile.BadZipFile, EOFError)):
         what = f"is truncated or corrupt ({type(err).__name__}: {err})"
     else:
         what = f"cannot be read as an nnc checkpoint ({type(err).__name__}: {err})"
-    return (f"{path} {what}\n"
-            "  hint: a checkpoint written by nnc.save is complete or absent; was this file "
-            "copied partially or written by another program?")
+    return (
+        f"{path} {what}\n"
+        "  hint: a checkpoint written by nnc.save is complete or absent; was this file "
+        "copied partially or written by another program?"
+    )
 
 
 def _differences(meta: dict, arrays: dict, model: Model, expected: list) -> list[str]:
@@ -531,10 +589,13 @@ def _differences(meta: dict, arrays: dict, model: Model, expected: list) -> list
         elif saved[p] != shape:
             problems.append(f"{p}: saved shape {saved[p]}, the model expects {shape}")
     wanted = dict(expected)
-    problems.extend(f"{p}: in the file (shape {s}), not in the model"
-                    for p, s in saved.items() if p not in wanted)
+    problems.extend(
+        f"{p}: in the file (shape {s}), not in the model" for p, s in saved.items() if p not in wanted
+    )
     for p, shape in saved.items():
         if p in wanted and (p not in arrays or arrays[p].shape != shape):
-            problems.append(f"{p}: the header lists shape {shape} but the array is "
-                            f"{'missing' if p not in arrays else arrays[p].shape} (corrupt file)")
+            problems.append(
+                f"{p}: the header lists shape {shape} but the array is "
+                f"{'missing' if p not in arrays else arrays[p].shape} (corrupt file)"
+            )
     return problems

@@ -14,12 +14,13 @@ Exit codes: 0 done; 1 the model file or a model in it is wrong (missing, does no
 raises, a type mismatch, no such model) or Graphviz failed; 2 a wrong command line;
 3 Graphviz's ``dot`` is missing (the ``.gv`` source is written, and how to finish is printed).
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from nnc import __version__
 from nnc.backend.errors import NNCError
@@ -34,32 +35,58 @@ EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_NO_GRAPHVIZ = 0, 1, 2, 3
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="nnc", description="Draw, summarise and type-check nnc models defined in a Python file.",
+        prog="nnc",
+        description="Draw, summarise and type-check nnc models defined in a Python file.",
         epilog="MODEL is file.py or file.py:NAME; without NAME, the file's variable 'model', "
-               "else its only nnc model. Exit codes: 0 done, 1 model or Graphviz error, 2 usage, "
-               "3 Graphviz missing (source written).")
+        "else its only nnc model. Exit codes: 0 done, 1 model or Graphviz error, 2 usage, "
+        "3 Graphviz missing (source written).",
+    )
     parser.add_argument("--version", action="version", version=f"nnc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{render,summary,check}")
 
     r = sub.add_parser("render", help="draw a model (svg, png, pdf) or write its Graphviz source")
     r.add_argument("model", metavar="MODEL")
-    r.add_argument("-o", "--output", help="output file; its suffix gives the format "
-                   "(default: the model file's name with the format's suffix, beside it)")
+    r.add_argument(
+        "-o",
+        "--output",
+        help="output file; its suffix gives the format "
+        "(default: the model file's name with the format's suffix, beside it)",
+    )
     r.add_argument("-f", "--format", choices=FORMATS, help="svg (default), png, pdf or dot")
     r.add_argument("--rankdir", choices=RANKDIRS, default="TB", help="direction of the flow (default TB)")
     r.add_argument("--dpi", type=int, help="resolution (default 200 for png)")
     r.add_argument("--depth", type=int, help="levels of combinators drawn as clusters (default: all)")
-    r.add_argument("--show-shapes", action=argparse.BooleanOptionalAction, default=True,
-                   help="label edges with the types that flow (default on)")
-    r.add_argument("--show-dtype", action=argparse.BooleanOptionalAction, default=False,
-                   help="add the parameters' dtype to edge labels")
+    r.add_argument(
+        "--show-shapes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="label edges with the types that flow (default on)",
+    )
+    r.add_argument(
+        "--show-dtype",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="add the parameters' dtype to edge labels",
+    )
     r.add_argument("--dtype", default="float32", help="the parameters' dtype (default float32)")
-    r.add_argument("--show-layer-names", action=argparse.BooleanOptionalAction, default=True,
-                   help="show each layer's path (default on)")
-    r.add_argument("--expand-nested", action=argparse.BooleanOptionalAction, default=True,
-                   help="draw combinators as clusters; --no-expand-nested is --depth 0")
-    r.add_argument("--collapse-repeats", action=argparse.BooleanOptionalAction, default=True,
-                   help="draw identical repeated blocks once with 'x N' (default on)")
+    r.add_argument(
+        "--show-layer-names",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show each layer's path (default on)",
+    )
+    r.add_argument(
+        "--expand-nested",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw combinators as clusters; --no-expand-nested is --depth 0",
+    )
+    r.add_argument(
+        "--collapse-repeats",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw identical repeated blocks once with 'x N' (default on)",
+    )
 
     s = sub.add_parser("summary", help="print a table of the layers, types and parameters")
     s.add_argument("model", metavar="MODEL")
@@ -93,9 +120,16 @@ def _render(args: argparse.Namespace) -> int:
     except RenderError as err:
         return _fail("render", str(err), EXIT_USAGE)
     _, model = find_model(args.model)
-    options = dict(rankdir=args.rankdir, show_shapes=args.show_shapes, show_dtype=args.show_dtype,
-                   show_layer_names=args.show_layer_names, expand_nested=args.expand_nested,
-                   depth=args.depth, collapse_repeats=args.collapse_repeats, dtype=args.dtype)
+    options = dict(
+        rankdir=args.rankdir,
+        show_shapes=args.show_shapes,
+        show_dtype=args.show_dtype,
+        show_layer_names=args.show_layer_names,
+        expand_nested=args.expand_nested,
+        depth=args.depth,
+        collapse_repeats=args.collapse_repeats,
+        dtype=args.dtype,
+    )
     if args.output == "-":
         from .draw import to_dot
 
@@ -128,8 +162,11 @@ def _check(args: argparse.Namespace) -> int:
     width = max(len(n) for n, _ in models)
     for n, m in models:
         count = summary(m)
-        size = f"{count.total:,} parameters" if count.total is not None else \
-            f"parameters not known yet: {count.unknown}"
+        size = (
+            f"{count.total:,} parameters"
+            if count.total is not None
+            else f"parameters not known yet: {count.unknown}"
+        )
         print(f"ok  {n.ljust(width)}  {m.signature}  ({size})")
     return EXIT_OK
 

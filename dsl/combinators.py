@@ -7,6 +7,7 @@
 - ``residual(f)``: ``a -> a``, ``x + f(x)``;
 - ``add`` and ``concat``: fan-in from a tuple back to one array.
 """
+
 from __future__ import annotations
 
 from functools import reduce
@@ -24,19 +25,24 @@ from .source import Where, user_frame
 def _check_models(name: str, models: tuple) -> None:
     where = user_frame(3)
     if not models:
-        raise T.ArgumentError(f"{name} at {where or 'unknown place'} needs at least one model, got none"
-                              f"\n  hint: write {name}(f, g) with the models as its arguments")
+        raise T.ArgumentError(
+            f"{name} at {where or 'unknown place'} needs at least one model, got none"
+            f"\n  hint: write {name}(f, g) with the models as its arguments"
+        )
     for i, m in enumerate(models):
         if not isinstance(m, Model):
             raise not_a_model_argument(name, where, m, i if len(models) > 1 else None)
         if m.state_type is not None:
-            raise TypeMismatch(f"{name} takes stateless models, but {m!r}{_created(m)} is a recurrent "
-                               f"cell ({m.signature}).\n  hint: make it stateless first with "
-                               "zero_state(unroll_last(...)) or learned_state(...)")
+            raise TypeMismatch(
+                f"{name} takes stateless models, but {m!r}{_created(m)} is a recurrent "
+                f"cell ({m.signature}).\n  hint: make it stateless first with "
+                "zero_state(unroll_last(...)) or learned_state(...)"
+            )
 
 
-def not_a_model_argument(name: str, where: Where | None, value: Any,
-                         index: int | None = None) -> TypeMismatch:
+def not_a_model_argument(
+    name: str, where: Where | None, value: Any, index: int | None = None
+) -> TypeMismatch:
     """The error for a combinator given something that is not a model (as ``>>`` gives it)."""
     which = "" if index is None else f" (argument {index + 1})"
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, Model) for v in value):
@@ -44,10 +50,13 @@ def not_a_model_argument(name: str, where: Where | None, value: Any,
     elif callable(value):
         hint = _non_model_hint(value)
     else:
-        hint = (f"{name} takes models: layers (nnc.Linear(...)), activations (nnc.tanh) and "
-                "compositions of them")
-    return TypeMismatch(f"{name} at {where or 'unknown place'}: {_describe_value(value)}{which} is not "
-                        f"an nnc model\n  hint: {hint}")
+        hint = (
+            f"{name} takes models: layers (nnc.Linear(...)), activations (nnc.tanh) and compositions of them"
+        )
+    return TypeMismatch(
+        f"{name} at {where or 'unknown place'}: {_describe_value(value)}{which} is not "
+        f"an nnc model\n  hint: {hint}"
+    )
 
 
 def _parallel_forward(model: Model, params: Any, x: Any) -> Any:
@@ -63,9 +72,14 @@ def parallel(*models: Model) -> Model:
     """
     _check_models("parallel", models)
     models = tuple(m.freshen() for m in models)
-    return Model("parallel", T.TupleType(tuple(m.in_type for m in models)),
-                 T.TupleType(tuple(m.out_type for m in models)), _parallel_forward,
-                 children=models, where=user_frame(2))
+    return Model(
+        "parallel",
+        T.TupleType(tuple(m.in_type for m in models)),
+        T.TupleType(tuple(m.out_type for m in models)),
+        _parallel_forward,
+        children=models,
+        where=user_frame(2),
+    )
 
 
 def _fanout_forward(model: Model, params: Any, x: Any) -> Any:
@@ -82,7 +96,8 @@ def _unify_inputs(name: str, models: tuple, where: Where | None) -> T.Subst:
             raise TypeMismatch(
                 f"{name} at {where or 'unknown place'}: the branches expect different inputs\n"
                 f"  {models[0]!r}{_created(models[0])} expects {a}\n"
-                f"  {m!r}{_created(m)} expects {b}\n  {err}") from None
+                f"  {m!r}{_created(m)} expects {b}\n  {err}"
+            ) from None
     return s
 
 
@@ -98,8 +113,14 @@ def fanout(*models: Model) -> Model:
     models = tuple(m.freshen() for m in models)
     s = _unify_inputs("fanout", models, where)
     models = tuple(m.subst(s) for m in models)
-    return Model("fanout", models[0].in_type, T.TupleType(tuple(m.out_type for m in models)),
-                 _fanout_forward, children=models, where=where)
+    return Model(
+        "fanout",
+        models[0].in_type,
+        T.TupleType(tuple(m.out_type for m in models)),
+        _fanout_forward,
+        children=models,
+        where=where,
+    )
 
 
 def _residual_forward(model: Model, params: Any, x: Any) -> Any:
@@ -124,10 +145,10 @@ def residual(model: Model) -> Model:
         a, b = T.show([model.in_type, model.out_type])
         raise TypeMismatch(
             f"residual at {where or 'unknown place'}: x + f(x) needs f to keep its type, but\n"
-            f"  {model!r}{_created(model)} maps {a} to {b}\n  {err}") from None
+            f"  {model!r}{_created(model)} maps {a} to {b}\n  {err}"
+        ) from None
     model = model.subst(s)
-    return Model("residual", model.in_type, model.out_type, _residual_forward, children=(model,),
-                 where=where)
+    return Model("residual", model.in_type, model.out_type, _residual_forward, children=(model,), where=where)
 
 
 # ----------------------------------------------------------------------------- fan-in
@@ -141,8 +162,9 @@ def _refine_add(model: Model, incoming: T.Type) -> Model:
     if not isinstance(incoming, T.TupleType) or len(incoming.items) < 2:
         return model
     t = T.TypeVar("a")
-    return _fan_in("add", T.TupleType((t,) * len(incoming.items)), t, _add_forward, _refine_add,
-                   model.attrs, model.where)
+    return _fan_in(
+        "add", T.TupleType((t,) * len(incoming.items)), t, _add_forward, _refine_add, model.attrs, model.where
+    )
 
 
 def _concat_forward(model: Model, params: Any, x: Any) -> Any:
@@ -150,8 +172,11 @@ def _concat_forward(model: Model, params: Any, x: Any) -> Any:
 
 
 def _refine_concat(model: Model, incoming: T.Type) -> Model:
-    if not isinstance(incoming, T.TupleType) or len(incoming.items) < 2 or \
-            not all(isinstance(i, T.ArrayType) for i in incoming.items):
+    if (
+        not isinstance(incoming, T.TupleType)
+        or len(incoming.items) < 2
+        or not all(isinstance(i, T.ArrayType) for i in incoming.items)
+    ):
         return model
     rank = incoming.items[0].rank
     if rank == 0 or any(i.rank != rank for i in incoming.items):
@@ -160,8 +185,9 @@ def _refine_concat(model: Model, incoming: T.Type) -> Model:
     firsts = tuple(T.Dim() for _ in incoming.items)
     items = tuple(T.array_type((f,) + rest) for f in firsts)
     out = T.array_type((T.dim_sum(firsts),) + rest)
-    return _fan_in("concat", T.TupleType(items), out, _concat_forward, _refine_concat,
-                   (("rank", rank),), model.where)
+    return _fan_in(
+        "concat", T.TupleType(items), out, _concat_forward, _refine_concat, (("rank", rank),), model.where
+    )
 
 
 def _fan_in(kind, in_t, out_t, forward, refine, attrs, where) -> Model:
@@ -173,8 +199,14 @@ add = _fan_in("add", T.TupleType((_a, _a)), _a, _add_forward, _refine_add, (), N
 """Fan-in by elementwise sum: ``(a, a, ...) -> a``."""
 
 _n, _m = T.Dim("n"), T.Dim("m")
-concat = _fan_in("concat", T.TupleType((T.Vec[_n], T.Vec[_m])), T.Vec[T.dim_sum([_n, _m])],
-                 _concat_forward, _refine_concat, (("rank", 1),), None)
+concat = _fan_in(
+    "concat",
+    T.TupleType((T.Vec[_n], T.Vec[_m])),
+    T.Vec[T.dim_sum([_n, _m])],
+    _concat_forward,
+    _refine_concat,
+    (("rank", 1),),
+    None,
+)
 """Fan-in by joining along the first example axis: ``(Vec[n], Vec[m], ...) -> Vec[n + m]``
 (for ``Tensor[c, h, w]`` items, along the channels)."""
-

@@ -18,6 +18,7 @@ generating, loading and caching the code are the engine's, in :mod:`nnc.backend.
 >>> bool(np.allclose(predict(params, x), model(params, x), rtol=1e-6))
 True
 """
+
 from __future__ import annotations
 
 from typing import Any

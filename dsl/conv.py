@@ -13,6 +13,7 @@ naming the layer. Where the input size is not known yet (a layer composed before
 >>> cnn.signature
 Tensor[1, 8, 8] -> Vec[10]
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,14 @@ def _pair(value: Any, name: str, layer: str, where: Any, minimum: int = 1) -> tu
     if len(items) == 2 and all(T.is_int(v) and v >= minimum for v in items):
         return int(items[0]), int(items[1])
     least = "1" if minimum == 1 else str(minimum)
-    raise T.bad_argument(layer, where, name, f"an int >= {least} or a (rows, cols) pair of them", value,
-                         _PAIR_HINTS.get(name, ""))
+    raise T.bad_argument(
+        layer,
+        where,
+        name,
+        f"an int >= {least} or a (rows, cols) pair of them",
+        value,
+        _PAIR_HINTS.get(name, ""),
+    )
 
 
 _PAIR_HINTS = {
@@ -61,7 +68,8 @@ def _too_small(model: Model, incoming: T.Type, detail: str, hint: str) -> TypeMi
     return TypeMismatch(
         f"cannot compose at {user_frame(1) or 'unknown place'}\n"
         f"  {model!r}{_created(model)} cannot take {T.show([incoming])[0]}:\n"
-        f"  {detail}\n  hint: {hint}")
+        f"  {detail}\n  hint: {hint}"
+    )
 
 
 def _with_sizes(model: Model, channels_in, channels_out, h: int, w: int, ho: int, wo: int) -> Model:
@@ -90,19 +98,30 @@ def _conv_refine(model: Model, incoming: T.Type) -> Model:
     if ho < 1 or wo < 1:
         reach = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
         raise _too_small(
-            model, incoming,
-            f"its {kh}x{kw} kernel" + (f" (dilation {dh}x{dw}, spanning {reach[0]}x{reach[1]})"
-                                       if (dh, dw) != (1, 1) else "")
+            model,
+            incoming,
+            f"its {kh}x{kw} kernel"
+            + (f" (dilation {dh}x{dw}, spanning {reach[0]}x{reach[1]})" if (dh, dw) != (1, 1) else "")
             + f" is larger than the padded input {sizes[0] + 2 * ph}x{sizes[1] + 2 * pw} "
             f"({sizes[0]}x{sizes[1]} with padding {ph}x{pw})",
-            "pad the input (padding=k//2 keeps the size), or use a smaller kernel or dilation")
+            "pad the input (padding=k//2 keeps the size), or use a smaller kernel or dilation",
+        )
     channels_in = model.in_type.dims[0]
     return _with_sizes(model, channels_in, model.out_type.dims[0], sizes[0], sizes[1], ho, wo)
 
 
-def Conv2d(c_in: int | None, c_out: int, kernel: int | tuple[int, int], stride: Any = 1,
-           padding: Any = 0, dilation: Any = 1, *, bias: bool = True,
-           init: Any = "glorot_uniform", name: str | None = None) -> Model:
+def Conv2d(
+    c_in: int | None,
+    c_out: int,
+    kernel: int | tuple[int, int],
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    *,
+    bias: bool = True,
+    init: Any = "glorot_uniform",
+    name: str | None = None,
+) -> Model:
     """A 2-D convolution (cross-correlation) from ``Tensor[c_in, h, w]`` to ``Tensor[c_out, ho, wo]``.
 
     Args:
@@ -127,10 +146,17 @@ def Conv2d(c_in: int | None, c_out: int, kernel: int | tuple[int, int], stride: 
     (4, 8, 16, 16)
     """
     where = user_frame(2)
-    c_in = T.size_argument(c_in, "Conv2d", "c_in", where, optional=True,
-                           hint="c_in is the number of input channels; None infers it")
-    c_out = T.size_argument(c_out, "Conv2d", "c_out", where,
-                            hint="c_out is the number of filters (output channels)")
+    c_in = T.size_argument(
+        c_in,
+        "Conv2d",
+        "c_in",
+        where,
+        optional=True,
+        hint="c_in is the number of input channels; None infers it",
+    )
+    c_out = T.size_argument(
+        c_out, "Conv2d", "c_out", where, hint="c_out is the number of filters (output channels)"
+    )
     kh, kw = _pair(kernel, "kernel", "Conv2d", where)
     stride = _pair(stride, "stride", "Conv2d", where)
     padding = _pair(padding, "padding", "Conv2d", where, 0)
@@ -138,14 +164,23 @@ def Conv2d(c_in: int | None, c_out: int, kernel: int | tuple[int, int], stride: 
     check_init(init, "Conv2d", where)
     check_options("Conv2d", where, bias, name)
     d_in = T.Dim() if c_in is None else c_in
-    params = [("W", ParamSpec((c_out, d_in, kh, kw), init,
-                              fan=(T.dim_prod([d_in, kh * kw]), c_out * kh * kw)))]
+    params = [
+        ("W", ParamSpec((c_out, d_in, kh, kw), init, fan=(T.dim_prod([d_in, kh * kw]), c_out * kh * kw)))
+    ]
     if bias:
         params.append(("b", ParamSpec((c_out,), "zeros")))
     attrs = (("kernel", (kh, kw)), ("stride", stride), ("padding", padding), ("dilation", dilation))
-    return Model("Conv2d", T.Tensor[d_in, T.Dim("h"), T.Dim("w")],
-                 T.Tensor[c_out, T.Dim(), T.Dim()], _conv_forward, params=tuple(params),
-                 attrs=attrs, name=name, where=where, refine=_conv_refine)
+    return Model(
+        "Conv2d",
+        T.Tensor[d_in, T.Dim("h"), T.Dim("w")],
+        T.Tensor[c_out, T.Dim(), T.Dim()],
+        _conv_forward,
+        params=tuple(params),
+        attrs=attrs,
+        name=name,
+        where=where,
+        refine=_conv_refine,
+    )
 
 
 def _pair_text(v: tuple) -> str:
@@ -153,8 +188,7 @@ def _pair_text(v: tuple) -> str:
 
 
 def _options(model: Model, defaults: dict) -> str:
-    return "".join(f", {k}={_pair_text(model.attr(k))}" for k, d in defaults.items()
-                   if model.attr(k) != d)
+    return "".join(f", {k}={_pair_text(model.attr(k))}" for k, d in defaults.items() if model.attr(k) != d)
 
 
 @describer("Conv2d")
@@ -175,9 +209,12 @@ def _pool_refine(model: Model, incoming: T.Type) -> Model:
         return model
     (kh, kw), (sh, sw) = model.attr("kernel"), model.attr("stride")
     if kh > sizes[0] or kw > sizes[1]:
-        raise _too_small(model, incoming,
-                         f"its {kh}x{kw} window is larger than the {sizes[0]}x{sizes[1]} input",
-                         "use a smaller window, or pad before pooling with a Conv2d(padding=...)")
+        raise _too_small(
+            model,
+            incoming,
+            f"its {kh}x{kw} window is larger than the {sizes[0]}x{sizes[1]} input",
+            "use a smaller window, or pad before pooling with a Conv2d(padding=...)",
+        )
     ho, wo = output_size(sizes[0], kh, sh, 0, 1), output_size(sizes[1], kw, sw, 0, 1)
     channels = model.in_type.dims[0]
     return _with_sizes(model, channels, channels, sizes[0], sizes[1], ho, wo)
@@ -188,9 +225,15 @@ def _pool_layer(kind: str, fn, kernel: Any, stride: Any) -> Model:
     k = _pair(kernel, "kernel", kind, where)
     s = k if stride is None else _pair(stride, "stride", kind, where)
     c = T.Dim("c")
-    return Model(kind, T.Tensor[c, T.Dim("h"), T.Dim("w")], T.Tensor[c, T.Dim(), T.Dim()],
-                 lambda m, p, x: fn(x, m.attr("kernel"), m.attr("stride")),
-                 attrs=(("kernel", k), ("stride", s)), where=where, refine=_pool_refine)
+    return Model(
+        kind,
+        T.Tensor[c, T.Dim("h"), T.Dim("w")],
+        T.Tensor[c, T.Dim(), T.Dim()],
+        lambda m, p, x: fn(x, m.attr("kernel"), m.attr("stride")),
+        attrs=(("kernel", k), ("stride", s)),
+        where=where,
+        refine=_pool_refine,
+    )
 
 
 def max_pool(kernel: int | tuple[int, int], stride: Any = None) -> Model:
@@ -237,8 +280,14 @@ def _flatten_forward(model: Model, params: Any, x: Any) -> Any:
 
 
 def _flatten_of(dims_in: tuple) -> Model:
-    return Model("flatten", T.array_type(dims_in), T.Vec[T.dim_prod(dims_in)], _flatten_forward,
-                 attrs=(("rank", len(dims_in)),), refine=_flatten_refine)
+    return Model(
+        "flatten",
+        T.array_type(dims_in),
+        T.Vec[T.dim_prod(dims_in)],
+        _flatten_forward,
+        attrs=(("rank", len(dims_in)),),
+        refine=_flatten_refine,
+    )
 
 
 def _flatten_refine(model: Model, incoming: T.Type) -> Model:

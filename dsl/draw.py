@@ -11,18 +11,27 @@ so a new combinator registers its drawing beside its definition:
 >>> "Linear(2 -&gt; 3)" in text and "label=<Vec[3]>" in text
 True
 """
+
 from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Union
+from typing import Any
 
 import numpy as np
 
 from . import types as T
-from .inspection import TypeNames, all_types, child_path, is_inline, own_param_total, param_total, \
-    plain_description
+from .inspection import (
+    TypeNames,
+    all_types,
+    child_path,
+    is_inline,
+    own_param_total,
+    param_total,
+    plain_description,
+)
 from .model import Model
 from .show import describe
 
@@ -68,7 +77,7 @@ class End:
     type: Any
 
 
-Flow = Union[End, tuple]  # a tuple of flows when the items of a tuple come from different nodes
+Flow = End | tuple  # a tuple of flows when the items of a tuple come from different nodes
 
 
 # ----------------------------------------------------------------------------- the canvas
@@ -108,7 +117,7 @@ class Canvas:
     def relative(self, path: str) -> str:
         """A path as shown inside the innermost cluster, whose title gives the rest."""
         base = self.bases[-1]
-        return path[len(base) + 1:] if base and path.startswith(base + "/") else path
+        return path[len(base) + 1 :] if base and path.startswith(base + "/") else path
 
     # -- writing
     def _line(self, s: str) -> None:
@@ -142,26 +151,30 @@ class Canvas:
             attrs.append(extra)
         self.edges.append(f"{src} -> {dst}" + (f" [{', '.join(attrs)}]" if attrs else ""))
 
-    def connect(self, flow: Flow, dst: str, extra: str = "", labelled: bool = True,
-                ports: bool = False) -> None:
+    def connect(
+        self, flow: Flow, dst: str, extra: str = "", labelled: bool = True, ports: bool = False
+    ) -> None:
         """Edges from every end of ``flow`` into node ``dst`` (into its ports, one each, if asked)."""
         side = SIDE_IN[self.options.rankdir]
         for i, end in enumerate(ends(flow)):
-            self.edge(end.node, f"{dst}:i{i}:{side}" if ports else dst, end.type if labelled else None,
-                      extra)
+            self.edge(end.node, f"{dst}:i{i}:{side}" if ports else dst, end.type if labelled else None, extra)
 
     def loop(self, src: str, dst: str, state_type: Any) -> None:
         """The recurrent state edge, drawn back instead of unrolled."""
         label = "state" + (f": {self.type_text(state_type)}" if self.options.show_shapes else "")
-        self.edges.append(f'{src} -> {dst} [label=<{text(label)}>, style=dashed, color="#b45309", '
-                          f'fontcolor="#b45309", constraint=false]')
+        self.edges.append(
+            f'{src} -> {dst} [label=<{text(label)}>, style=dashed, color="#b45309", '
+            f'fontcolor="#b45309", constraint=false]'
+        )
 
-    def cluster(self, title: str, *, path: str | None = None, style: str = "rounded,dashed",
-                color: str = "#6b7280") -> "_Cluster":
+    def cluster(
+        self, title: str, *, path: str | None = None, style: str = "rounded,dashed", color: str = "#6b7280"
+    ) -> _Cluster:
         """A cluster; nodes inside show their paths relative to ``path`` (if given)."""
         self._clusters += 1
-        return _Cluster(self, f"cluster_{self._clusters}", title, style, color,
-                        self.bases[-1] if path is None else path)
+        return _Cluster(
+            self, f"cluster_{self._clusters}", title, style, color, self.bases[-1] if path is None else path
+        )
 
     # -- layers
     def layer(self, model: Model, path: str, *, collapsed: bool = False, ports: int = 0) -> str:
@@ -186,10 +199,17 @@ class Canvas:
         """What makes two blocks identical: same kind, description, types, parameters, children."""
         k = self._keys.get(id(model))
         if k is None:
-            k = (model.kind, model.name, describe(model), repr(model.in_type), repr(model.out_type),
-                 repr(model.state_type), tuple((k, _value_key(v)) for k, v in model.attrs),
-                 tuple((name, repr(tuple(spec.shape))) for name, spec in model.params),
-                 tuple(self.key(c) for c in model.children))
+            k = (
+                model.kind,
+                model.name,
+                describe(model),
+                repr(model.in_type),
+                repr(model.out_type),
+                repr(model.state_type),
+                tuple((k, _value_key(v)) for k, v in model.attrs),
+                tuple((name, repr(tuple(spec.shape))) for name, spec in model.params),
+                tuple(self.key(c) for c in model.children),
+            )
             self._keys[id(model)] = k
         return k
 
@@ -198,11 +218,10 @@ class Canvas:
         head = [
             f"digraph {name} {{",
             f'  graph [rankdir={o.rankdir}, fontname="{FONT}", fontsize=11, nodesep=0.3, '
-            'ranksep=0.35, newrank=true]',
+            "ranksep=0.35, newrank=true]",
             f'  node [shape=box, style="rounded,filled", fontname="{FONT}", fontsize=11, '
             'color="#4b5563", margin="0.14,0.06"]',
-            f'  edge [fontname="{FONT}", fontsize=9, color="#4b5563", fontcolor="#374151", '
-            'arrowsize=0.7]',
+            f'  edge [fontname="{FONT}", fontsize=9, color="#4b5563", fontcolor="#374151", arrowsize=0.7]',
         ]
         return "\n".join(head + self.body + ["  " + e for e in self.edges] + ["}", ""])
 
@@ -212,13 +231,15 @@ class _Cluster:
         self.canvas, self.cid, self.title, self.style, self.color = canvas, cid, title, style, color
         self.base = base
 
-    def __enter__(self) -> "_Cluster":
+    def __enter__(self) -> _Cluster:
         c = self.canvas
         c._line(f"subgraph {self.cid} {{")
         c.indent += 1
         c.bases.append(self.base)
-        c._line(f'graph [label=<{self.title}>, labeljust=l, style="{self.style}", '
-                f'color="{self.color}", fontcolor="{self.color}", fontsize=10]')
+        c._line(
+            f'graph [label=<{self.title}>, labeljust=l, style="{self.style}", '
+            f'color="{self.color}", fontcolor="{self.color}", fontsize=10]'
+        )
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -253,7 +274,7 @@ def _small(s: str) -> str:
 
 
 def _shorten(s: str, width: int = 48) -> str:
-    return s if len(s) <= width else s[:width - 1] + "…"
+    return s if len(s) <= width else s[: width - 1] + "…"
 
 
 def ends(flow: Flow) -> list[End]:
@@ -293,9 +314,11 @@ def drawer(kind: str) -> Callable[[Drawer], Drawer]:
     reaches its input and its depth in clusters, draws nodes and edges, and returns the flow
     that leaves it. It draws its children with :func:`draw` (``depth + 1`` inside a cluster).
     """
+
     def register(fn: Drawer) -> Drawer:
         DRAWERS[kind] = fn
         return fn
+
     return register
 
 
@@ -358,8 +381,9 @@ def _default(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) ->
         inner_path = child_path(chain[-1], inner_path, 0)
         chain.append(chain[-1].children[0])
     inner = chain[-1]
-    with canvas.cluster(_title(canvas, model, path, *(m.kind for m in chain)),
-                        path=_sole_child_base(inner, inner_path)):
+    with canvas.cluster(
+        _title(canvas, model, path, *(m.kind for m in chain)), path=_sole_child_base(inner, inner_path)
+    ):
         mark = canvas._ids
         out = draw(canvas, inner.children[0], child_path(inner, inner_path, 0), flow, depth + 1)
         state = next((m.state_type for m in reversed(chain) if m.state_type is not None), None)
@@ -397,7 +421,7 @@ def repeats(keys: list) -> list[tuple[int, int, int]]:
             if keys[i + k] != keys[i]:
                 continue  # no repeat of this length starts here
             r = 1
-            while i + (r + 1) * k <= n and keys[i + r * k:i + (r + 1) * k] == keys[i:i + k]:
+            while i + (r + 1) * k <= n and keys[i + r * k : i + (r + 1) * k] == keys[i : i + k]:
                 r += 1
             if r > 1 and k * r > best[0] * best[1]:
                 best = (k, r)
@@ -416,8 +440,11 @@ def _serial(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> 
 
 def _chain(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
     children = model.children
-    runs = repeats([canvas.key(c) for c in children]) if canvas.options.collapse_repeats \
+    runs = (
+        repeats([canvas.key(c) for c in children])
+        if canvas.options.collapse_repeats
         else [(i, 1, 1) for i in range(len(children))]
+    )
     for start, period, count in runs:
         block = range(start, start + period)
         if count == 1:

@@ -7,6 +7,7 @@ Shared by :mod:`nnc.draw` and :mod:`nnc.summary`, so that both name and count al
 >>> param_total(model), own_param_total(model), child_path(model.children[1], "residual_0", 0)
 (32, 0, 'residual_0/serial_0')
 """
+
 from __future__ import annotations
 
 from dataclasses import replace

@@ -4,6 +4,7 @@ Layers are named in CamelCase when they are constructors (``Linear(2, 4)``) and 
 snake_case when they are ready-made values (``tanh``). An activation is also an array
 function: ``tanh(x)`` applies it to an array, ``tanh(params, x)`` calls it as a model.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -39,8 +40,14 @@ def check_init(init: Any, layer: str, where: Any) -> Any:
     where the layer is written, rather than at ``model.init`` time."""
     if callable(init) or (isinstance(init, str) and init in INITIALISERS):
         return init
-    raise T.bad_argument(layer, where, "init", "one of " + ", ".join(map(repr, INITIALISERS))
-                         + " or a function (rng, shape) -> array", init, cls=InitError)
+    raise T.bad_argument(
+        layer,
+        where,
+        "init",
+        "one of " + ", ".join(map(repr, INITIALISERS)) + " or a function (rng, shape) -> array",
+        init,
+        cls=InitError,
+    )
 
 
 def check_options(layer: str, where: Any, bias: Any, name: Any) -> None:
@@ -48,8 +55,14 @@ def check_options(layer: str, where: Any, bias: Any, name: Any) -> None:
     if not isinstance(bias, bool):
         raise T.bad_argument(layer, where, "bias", "True or False", bias)
     if name is not None and (not isinstance(name, str) or not name):
-        raise T.bad_argument(layer, where, "name", "a non-empty string or None", name,
-                             "the name is the key of its parameters inside a composed model")
+        raise T.bad_argument(
+            layer,
+            where,
+            "name",
+            "a non-empty string or None",
+            name,
+            "the name is the key of its parameters inside a composed model",
+        )
 
 
 def _linear_forward(model: Model, params: Any, x: Any) -> Any:
@@ -57,8 +70,9 @@ def _linear_forward(model: Model, params: Any, x: Any) -> Any:
     return E.add(y, params["b"]) if "b" in params else y
 
 
-def Linear(n_in: int | None, n_out: int, *, bias: bool = True, init: Any = "glorot_uniform",
-           name: str | None = None) -> Model:
+def Linear(
+    n_in: int | None, n_out: int, *, bias: bool = True, init: Any = "glorot_uniform", name: str | None = None
+) -> Model:
     """An affine map ``y = x @ W + b`` from ``Vec[n_in]`` to ``Vec[n_out]``.
 
     Args:
@@ -78,8 +92,14 @@ def Linear(n_in: int | None, n_out: int, *, bias: bool = True, init: Any = "glor
     (5, 3)
     """
     where = user_frame(2)
-    n_in = T.size_argument(n_in, "Linear", "n_in", where, optional=True,
-                           hint="n_in is the input size; Linear(None, n) infers it from the model before")
+    n_in = T.size_argument(
+        n_in,
+        "Linear",
+        "n_in",
+        where,
+        optional=True,
+        hint="n_in is the input size; Linear(None, n) infers it from the model before",
+    )
     n_out = T.size_argument(n_out, "Linear", "n_out", where, hint="n_out is the output size")
     check_init(init, "Linear", where)
     check_options("Linear", where, bias, name)
@@ -87,8 +107,9 @@ def Linear(n_in: int | None, n_out: int, *, bias: bool = True, init: Any = "glor
     params = [("W", ParamSpec((d_in, n_out), init, fan=(d_in, n_out)))]
     if bias:
         params.append(("b", ParamSpec((n_out,), "zeros")))
-    return Model("Linear", T.Vec[d_in], T.Vec[n_out], _linear_forward, params=tuple(params),
-                 name=name, where=where)
+    return Model(
+        "Linear", T.Vec[d_in], T.Vec[n_out], _linear_forward, params=tuple(params), name=name, where=where
+    )
 
 
 @describer("Linear")

@@ -15,9 +15,11 @@ Vec[3] -> Vec[2]
 >>> (Input(Vec[6]) >> halves).signature
 Vec[6] -> Vec[2]
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -48,14 +50,23 @@ def _lift_refine(model: Model, incoming: T.Type) -> Model:
             f"{model!r}{_created(model)} fails on an input of type "
             f"{T.show([incoming])[0]}: {type(err).__name__}: {err}\n"
             "  hint: write the function with nnc operations (nnc.tanh, nnc.sum, x * x, x[..., :k]) "
-            "so that it can be traced") from None
+            "so that it can be traced"
+        ) from None
     out = graph.outputs[0]
     if len(out.shape) < 1 or out.shape[0] != 1:
         raise TypeMismatch(
             f"{model!r}{_created(model)} turns a batch of shape {shape} into shape "
-            f"{tuple(out.shape)}: a lifted function must keep the leading batch axis")
-    return Model("lift", incoming, T.array_type(out.shape[1:]), _lift_forward, attrs=model.attrs,
-                 name=model.name, where=model.where)
+            f"{tuple(out.shape)}: a lifted function must keep the leading batch axis"
+        )
+    return Model(
+        "lift",
+        incoming,
+        T.array_type(out.shape[1:]),
+        _lift_forward,
+        attrs=model.attrs,
+        name=model.name,
+        where=model.where,
+    )
 
 
 def lift(fn: Callable[[Any], Any], *, name: str | None = None) -> Model:
@@ -69,9 +80,16 @@ def lift(fn: Callable[[Any], Any], *, name: str | None = None) -> Model:
         raise TypeMismatch(f"lift: expected a function of arrays, got {type(fn).__name__} {fn!r}")
     label = name or getattr(fn, "__name__", "fn")
     label = "fn" if label == "<lambda>" else label
-    return Model("lift", T.TypeVar("a"), T.TypeVar("b"), _lift_forward,
-                 attrs=(("fn", fn), ("label", label)), name=name, where=user_frame(2),
-                 refine=_lift_refine)
+    return Model(
+        "lift",
+        T.TypeVar("a"),
+        T.TypeVar("b"),
+        _lift_forward,
+        attrs=(("fn", fn), ("label", label)),
+        name=name,
+        where=user_frame(2),
+        refine=_lift_refine,
+    )
 
 
 @describer("lift")

@@ -7,10 +7,12 @@ are not probabilities raise :class:`nnc.DomainError`. An empty batch raises
 :class:`nnc.ShapeError`: its mean is undefined, and nnc refuses it rather than return NaN
 (which would look like a diverging run) or 0 (which would look like a perfect one).
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -32,18 +34,22 @@ def _quietly(loss: Callable) -> Callable:
     """``loss`` without numpy's floating-point warnings when called on arrays: an overflowing
     loss is reported by fit, or is inf, not a RuntimeWarning from nnc's source (see
     :class:`nnc.backend.execute.quiet`)."""
+
     @functools.wraps(loss)
     def run(prediction: Any, target: Any, **options: Any) -> Any:
         with quiet():
             return loss(prediction, target, **options)
+
     return run
 
 
 def _refuse_empty(loss: str, shape: tuple) -> None:
     if int(np.prod(shape, dtype=np.int64)) == 0:
-        raise ShapeError(f"{loss}: the prediction of shape {shape} holds no values, and the mean "
-                         "of an empty batch is undefined (nnc raises rather than return nan)\n"
-                         "  hint: skip empty batches; fit never makes one")
+        raise ShapeError(
+            f"{loss}: the prediction of shape {shape} holds no values, and the mean "
+            "of an empty batch is undefined (nnc raises rather than return nan)\n"
+            "  hint: skip empty batches; fit never makes one"
+        )
 
 
 def _finite_target(target: Any, loss: str) -> Any:
@@ -66,7 +72,8 @@ def mse(prediction: Any, target: Any) -> Any:
         raise ShapeError(
             f"mse: prediction of shape {E.shape_of(prediction)} and target of shape "
             f"{E.shape_of(target)} differ.\n  hint: a target of shape (batch,) for predictions "
-            "of shape (batch, 1) needs target.reshape(-1, 1)")
+            "of shape (batch, 1) needs target.reshape(-1, 1)"
+        )
     _refuse_empty("mse", E.shape_of(prediction))
     target = E.cast(_finite_target(target, "mse"), E.dtype_of(prediction))
     return R.mean(E.power(E.sub(prediction, target), 2))
@@ -100,22 +107,29 @@ def cross_entropy(prediction: Any, target: Any, *, from_logits: bool = False) ->
     prediction, target = _as_array(prediction), _as_array(target)
     ps, ts = E.shape_of(prediction), E.shape_of(target)
     if not ps:
-        raise ShapeError("cross_entropy: the prediction is a single number; it needs a last axis "
-                         "with one entry per class")
+        raise ShapeError(
+            "cross_entropy: the prediction is a single number; it needs a last axis with one entry per class"
+        )
     if E.dtype_of(target).kind in "iu":
         if ts != ps[:-1]:
-            raise ShapeError(f"cross_entropy: integer labels of shape {ts} do not match "
-                             f"probabilities of shape {ps} (expected labels of shape {ps[:-1]})")
+            raise ShapeError(
+                f"cross_entropy: integer labels of shape {ts} do not match "
+                f"probabilities of shape {ps} (expected labels of shape {ps[:-1]})"
+            )
         _refuse_empty("cross_entropy", ps)
         labels = check_labels(target, what="cross_entropy", classes=ps[-1])
         return _negative_mean(pick(_log_probabilities(prediction, from_logits), labels))
     if ts == ps[:-1]:
-        raise ShapeError(f"cross_entropy: labels of shape {ts} hold {E.dtype_of(target)} values, but "
-                         "class labels must be integers\n  hint: labels.astype(int), or pass one-hot "
-                         f"rows of shape {ps}")
+        raise ShapeError(
+            f"cross_entropy: labels of shape {ts} hold {E.dtype_of(target)} values, but "
+            "class labels must be integers\n  hint: labels.astype(int), or pass one-hot "
+            f"rows of shape {ps}"
+        )
     if ts != ps:
-        raise ShapeError(f"cross_entropy: one-hot targets of shape {ts} do not match probabilities "
-                         f"of shape {ps}; pass integer labels of shape {ps[:-1]} or one-hot rows")
+        raise ShapeError(
+            f"cross_entropy: one-hot targets of shape {ts} do not match probabilities "
+            f"of shape {ps}; pass integer labels of shape {ps[:-1]} or one-hot rows"
+        )
     _refuse_empty("cross_entropy", ps)
     target = E.cast(_finite_target(target, "cross_entropy"), E.dtype_of(prediction))
     return _negative_mean(R.sum(E.mul(target, _log_probabilities(prediction, from_logits)), axis=-1))
@@ -140,7 +154,8 @@ def _log_probabilities(p: Any, from_logits: bool) -> Any:
                 "cross_entropy(..., from_logits=True) was given the output of softmax, which is "
                 "probabilities, not logits: the loss would apply softmax twice\n  hint: drop "
                 "from_logits=True (cross_entropy of softmax's output is computed stably from "
-                "its logits anyway), or end the model without softmax")
+                "its logits anyway), or end the model without softmax"
+            )
         return log_softmax(p)
     if _producer(p) == "softmax":
         return E.log(p)  # rewritten to log_softmax of the logits: already probabilities

@@ -4,6 +4,7 @@
 their function's name (``accuracy``, ``val_accuracy``). Any function of that shape is a
 metric, the losses ``nnc.mse`` and ``nnc.cross_entropy`` included.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -34,8 +35,10 @@ def accuracy(prediction: Any, target: Any) -> float:
         raise ShapeError(f"accuracy: needs a batch of predictions, got shape {ps}")
     if prediction.ndim == 1 or ps[-1] == 1:
         if ts != ps and ts != ps[:1]:
-            raise ShapeError(f"accuracy: predictions of shape {ps} (one output) need targets "
-                             f"of shape {ps} or {ps[:1]}, got {ts}")
+            raise ShapeError(
+                f"accuracy: predictions of shape {ps} (one output) need targets "
+                f"of shape {ps} or {ps[:1]}, got {ts}"
+            )
         predicted = prediction.reshape(ps[0]) > 0.5
         return float(np.mean(predicted == (target.reshape(ps[0]) > 0.5)))
     if target.dtype.kind in "iub" and ts == ps[:-1]:
@@ -43,9 +46,11 @@ def accuracy(prediction: Any, target: Any) -> float:
     elif ts == ps:
         labels = target.argmax(axis=-1)
     else:
-        raise ShapeError(f"accuracy: predictions of shape {ps} need integer labels of shape "
-                         f"{ps[:-1]} or one-hot targets of shape {ps}, got {target.dtype} "
-                         f"targets of shape {ts}")
+        raise ShapeError(
+            f"accuracy: predictions of shape {ps} need integer labels of shape "
+            f"{ps[:-1]} or one-hot targets of shape {ps}, got {target.dtype} "
+            f"targets of shape {ts}"
+        )
     return float(np.mean(prediction.argmax(axis=-1) == labels))
 
 
@@ -58,10 +63,13 @@ def mse(prediction: Any, target: Any) -> float:
     """
     prediction, target = np.asarray(prediction), np.asarray(target)
     if prediction.shape != target.shape:
-        raise ShapeError(f"mse: prediction of shape {prediction.shape} and target of shape "
-                         f"{target.shape} differ")
+        raise ShapeError(
+            f"mse: prediction of shape {prediction.shape} and target of shape {target.shape} differ"
+        )
     if prediction.size == 0:  # as the loss: the mean of nothing is undefined
-        raise ShapeError(f"mse: the prediction of shape {prediction.shape} holds no values, and "
-                         "the mean of an empty set is undefined (nnc raises rather than return nan)")
+        raise ShapeError(
+            f"mse: the prediction of shape {prediction.shape} holds no values, and "
+            "the mean of an empty set is undefined (nnc raises rather than return nan)"
+        )
     diff = prediction.astype(np.float64) - target.astype(np.float64)
     return float(np.mean(diff * diff))

@@ -5,21 +5,23 @@ A :class:`Model` holds its input and output types, a parameter spec, its childre
 created it. Nothing in a model is ever mutated; composing, naming or resolving a
 type gives a new model.
 """
+
 from __future__ import annotations
 
 import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from nnc.backend.array_api import namespace_of, numpy_dtype, xp_dtype
-from nnc.backend.core import Tracer
 from nnc.backend.checks import all_finite, check_finite, non_finite_message
-from nnc.backend.execute import quiet
+from nnc.backend.core import Tracer
 from nnc.backend.errors import InitError, NonFiniteError, ShapeError, TypeMismatch
+from nnc.backend.execute import quiet
 from nnc.backend.tree import tree_flatten, tree_paths
 
 from . import types as T
@@ -76,13 +78,13 @@ class Model:
     kind: str
     in_type: T.Type
     out_type: T.Type
-    forward: Callable[["Model", Any, Any], Any] = field(repr=False)
+    forward: Callable[[Model, Any, Any], Any] = field(repr=False)
     children: tuple = ()
     params: tuple = ()  # ((name, ParamSpec), ...): this model's own parameters
     attrs: tuple = ()  # ((name, value), ...): shown in repr and used by forward
     name: str | None = None
     where: Where | None = None
-    refine: Callable[["Model", T.Type], "Model"] | None = field(default=None, repr=False)
+    refine: Callable[[Model, T.Type], Model] | None = field(default=None, repr=False)
     state_type: T.Type | None = None  # a recurrent cell's state; None for stateless models
 
     # ------------------------------------------------------------------ structure
@@ -131,7 +133,7 @@ class Model:
             return tuple("" if c.has_params else None for c in self.children)
         return tuple(p if c.has_params else None for p, c in zip(self.child_paths, self.children))
 
-    def named(self, name: str) -> "Model":
+    def named(self, name: str) -> Model:
         """The same model under a name, used as its key in the parameters of a composition."""
         return replace(self, name=name)
 
@@ -145,7 +147,7 @@ class Model:
 
     # ------------------------------------------------------------------ types
 
-    def subst(self, s: T.Subst) -> "Model":
+    def subst(self, s: T.Subst) -> Model:
         """This model with solved type variables filled in, all the way down."""
         if not s:
             return self
@@ -155,9 +157,17 @@ class Model:
             out_type=T.resolve(self.out_type, s),
             state_type=None if self.state_type is None else T.resolve(self.state_type, s),
             children=tuple(c.subst(s) for c in self.children),
-            params=tuple((k, replace(p, shape=tuple(T.resolve_dim(d, s) for d in p.shape),
-                                     fan=tuple(T.resolve_dim(d, s) for d in p.fan)))
-                         for k, p in self.params),
+            params=tuple(
+                (
+                    k,
+                    replace(
+                        p,
+                        shape=tuple(T.resolve_dim(d, s) for d in p.shape),
+                        fan=tuple(T.resolve_dim(d, s) for d in p.fan),
+                    ),
+                )
+                for k, p in self.params
+            ),
         )
 
     def _all_types(self) -> list:
@@ -168,17 +178,17 @@ class Model:
             out.extend(c._all_types())
         return out
 
-    def freshen(self) -> "Model":
+    def freshen(self) -> Model:
         """This model with its type variables renamed apart, for one more use in a composition."""
         _, s = T.freshen(self._all_types())
         return self.subst(s)
 
-    def __rshift__(self, other: "Model") -> "Model":
+    def __rshift__(self, other: Model) -> Model:
         if not isinstance(other, Model):
             raise not_a_model(other, user_frame(2), left=self)
         return compose(self, other, user_frame(2))
 
-    def __rrshift__(self, other: Any) -> "Model":
+    def __rrshift__(self, other: Any) -> Model:
         # reached only when the left operand is not a model (numpy's ufuncs, a lambda, a number)
         raise not_a_model(other, user_frame(2), right=self)
 
@@ -195,15 +205,20 @@ class Model:
         from .backends import current, get_backend, to_backend
 
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise InitError(f"{_short(self)}.init: seed must be an int >= 0, got {seed!r}"
-                            + ("\n  hint: write seed=0 (any int >= 0); the same seed always gives "
-                               "the same parameters" if isinstance(seed, bool) or
-                               not isinstance(seed, (int, np.integer)) else ""))
+            raise InitError(
+                f"{_short(self)}.init: seed must be an int >= 0, got {seed!r}"
+                + (
+                    "\n  hint: write seed=0 (any int >= 0); the same seed always gives the same parameters"
+                    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                    else ""
+                )
+            )
         try:
             dtype = np.dtype(dtype)
         except TypeError:
-            raise InitError(f"{_short(self)}.init: dtype {dtype!r} is not a dtype; use np.float32 "
-                            "or np.float64") from None
+            raise InitError(
+                f"{_short(self)}.init: dtype {dtype!r} is not a dtype; use np.float32 or np.float64"
+            ) from None
         if dtype.kind != "f":
             raise InitError(f"parameters must be floating point (float32 or float64), got {dtype}")
         target = current() if backend is None else get_backend(backend)
@@ -247,7 +262,8 @@ class Model:
                 raise ShapeError(
                     f"{self!r} is stateful ({self.signature}): call it as "
                     "model(params, x, state) -> (y, new_state), or make it stateless with "
-                    "zero_state(...) or learned_state(...)")
+                    "zero_state(...) or learned_state(...)"
+                )
             return call_checked(self, params, x, state)
         if state is not _MISSING:
             raise ShapeError(f"{self!r} has no state; call it as model(params, x)")
@@ -280,13 +296,17 @@ def _created(m: Model) -> str:
     return f" (created at {m.where})" if m.where else ""
 
 
-def not_a_model(other: Any, where: Where | None, left: Model | None = None,
-                right: Model | None = None) -> TypeMismatch:
+def not_a_model(
+    other: Any, where: Where | None, left: Model | None = None, right: Model | None = None
+) -> TypeMismatch:
     """The error for ``model >> x`` or ``x >> model`` where ``x`` is not a model."""
     what = _describe_value(other)
     place = f" at {where}" if where else ""
-    side = (f"  {left!r}{_created(left)} >> {what}" if left is not None
-            else f"  {what} >> {right!r}{_created(right)}")
+    side = (
+        f"  {left!r}{_created(left)} >> {what}"
+        if left is not None
+        else f"  {what} >> {right!r}{_created(right)}"
+    )
     hint = _non_model_hint(other)
     return TypeMismatch(f"cannot compose{place}: {what} is not an nnc model\n{side}\n  hint: {hint}")
 
@@ -310,8 +330,10 @@ def _non_model_hint(x: Any) -> str:
     if model_form is not None and isinstance(model_form, Model):
         return f"use nnc.{name}, the model form of {name}"
     if callable(x):
-        return ("only models compose with >>; use a model from nnc (nnc.tanh, nnc.relu, ...) or "
-                "wrap your function as a model with nnc.lift(fn), written with nnc operations")
+        return (
+            "only models compose with >>; use a model from nnc (nnc.tanh, nnc.relu, ...) or "
+            "wrap your function as a model with nnc.lift(fn), written with nnc operations"
+        )
     return "only models compose with >>: layers (nnc.Linear(...)), activations (nnc.tanh) and combinators"
 
 
@@ -330,11 +352,11 @@ def compose(f: Model, g: Model, where: Where | None) -> Model:
             f"cannot compose at {where or 'unknown place'}\n"
             f"  {left!r}{_created(left)} outputs {out_s}\n"
             f"  {right!r}{_created(right)} expects {in_s}\n"
-            f"  {err}"
-            + _mismatch_hint(right)
+            f"  {err}" + _mismatch_hint(right)
         ) from None
-    parts = (f.children if f.kind == "serial" and f.name is None else (f,)) + \
-            (g.children if g.kind == "serial" and g.name is None else (g,))
+    parts = (f.children if f.kind == "serial" and f.name is None else (f,)) + (
+        g.children if g.kind == "serial" and g.name is None else (g,)
+    )
     parts = tuple(p.subst(s) for p in parts)
     return serial_of(parts, T.resolve(f.in_type, s), T.resolve(g.out_type, s), where)
 
@@ -381,8 +403,9 @@ def state_of(children: tuple) -> T.Type | None:
 def serial_of(children: tuple, in_type: T.Type, out_type: T.Type, where: Where | None) -> Model:
     state = state_of(children)
     forward = _serial_forward if state is None else _stateful_serial_forward
-    return Model("serial", in_type, out_type, forward, children=tuple(children), where=where,
-                 state_type=state)
+    return Model(
+        "serial", in_type, out_type, forward, children=tuple(children), where=where, state_type=state
+    )
 
 
 # ----------------------------------------------------------------------------- init
@@ -396,9 +419,10 @@ def _init(model: Model, path: str, seed: int, dtype: np.dtype) -> dict:
         if not all(isinstance(d, int) for d in shape):
             raise InitError(
                 f"cannot initialise {full} of {model!r}{_created(model)}: its shape "
-                f"{T.show([T.ArrayType(shape)])[0][len('Tensor'):]} is not known yet.\n"
+                f"{T.show([T.ArrayType(shape)])[0][len('Tensor') :]} is not known yet.\n"
                 "  hint: compose it after a model whose output size is known, or start the "
-                "model with nnc.Input(Vec[n])")
+                "model with nnc.Input(Vec[n])"
+            )
         rng = np.random.default_rng([seed, zlib.crc32(full.encode())])
         value = _initialise(spec, shape, rng, full)
         out[name] = value.astype(dtype)
@@ -427,8 +451,10 @@ def _initialise(spec: ParamSpec, shape: tuple, rng: np.random.Generator, path: s
         return rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), shape)
     if kind == "lecun_normal":
         return rng.normal(0.0, np.sqrt(1.0 / max(fan_in, 1)), shape)
-    raise InitError(f"unknown initialiser {kind!r} for {path}; use 'glorot_uniform', 'he_normal', "
-                    "'lecun_normal', 'zeros' or a function (rng, shape) -> array")
+    raise InitError(
+        f"unknown initialiser {kind!r} for {path}; use 'glorot_uniform', 'he_normal', "
+        "'lecun_normal', 'zeros' or a function (rng, shape) -> array"
+    )
 
 
 # ----------------------------------------------------------------------------- boundary checks
@@ -453,13 +479,15 @@ def check_params(model: Model, params: Any) -> None:
             raise ShapeError(
                 f"parameters do not fit {_short(model)}: missing {path!r}"
                 + (f"; found unexpected {extra[:4]}" if extra else "")
-                + "\n  hint: create them with model.init(seed=...) for this very model")
+                + "\n  hint: create them with model.init(seed=...) for this very model"
+            )
         leaf = got_map[path]
         actual = tuple(np.shape(leaf)) if type(leaf) is not Tracer else leaf.shape
         if actual != tuple(shape):
             raise ShapeError(
                 f"parameter {path!r} has shape {actual}, but {_short(model)} expects "
-                f"{tuple(shape)}\n  hint: were these parameters made for another model?")
+                f"{tuple(shape)}\n  hint: were these parameters made for another model?"
+            )
     if len(got) != len(expected):
         extra = [p for p, _ in got if p not in dict(expected)]
         raise ShapeError(f"parameters do not fit {_short(model)}: unexpected {extra[:4]}")
@@ -483,8 +511,9 @@ def _numbers(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
         except (ValueError, TypeError) as err:
             raise ShapeError(f"{what} of {_short(model)} is not an array: {err}") from None
     if numpy_dtype(x.dtype).kind not in "fiub":
-        raise ShapeError(f"{what} of {_short(model)} has dtype {x.dtype}; expected numbers "
-                         f"({dtype or 'float32'})")
+        raise ShapeError(
+            f"{what} of {_short(model)} has dtype {x.dtype}; expected numbers ({dtype or 'float32'})"
+        )
     return x
 
 
@@ -521,31 +550,38 @@ def _cast_message(what: str, source: np.ndarray, x: np.ndarray, target: np.dtype
     if not all_finite(source):
         return non_finite_message(what, source)
     bad = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
-    return (f"{what} holds {source[bad]} at index {bad}, which overflows {target}, the parameters' "
-            "dtype; nnc refuses NaN and infinite inputs\n  hint: rescale the data, or use "
-            "float64 parameters: model.init(seed, dtype=np.float64)")
+    return (
+        f"{what} holds {source[bad]} at index {bad}, which overflows {target}, the parameters' "
+        "dtype; nnc refuses NaN and infinite inputs\n  hint: rescale the data, or use "
+        "float64 parameters: model.init(seed, dtype=np.float64)"
+    )
 
 
 def match_input(t: T.Type, x: Any, s: T.Subst, model: Model, what: str, dtype) -> tuple[Any, int | None]:
     """Check ``x`` against type ``t``; returns the converted value and its batch size (None: single)."""
     if isinstance(t, T.TypeVar):
         if isinstance(x, (tuple, list)):
-            return tuple(match_input(t, xi, s, model, f"{what}[{i}]", dtype)[0]
-                         for i, xi in enumerate(x)), None
+            return tuple(
+                match_input(t, xi, s, model, f"{what}[{i}]", dtype)[0] for i, xi in enumerate(x)
+            ), None
         return _as_array(x, dtype, model, what), None
     if isinstance(t, T.TupleType):
         if not isinstance(x, (tuple, list)) or len(x) != len(t.items):
             got = f"a tuple of {len(x)}" if isinstance(x, (tuple, list)) else "one array"
-            raise ShapeError(f"{what} of {_short(model)}: expected a tuple of {len(t.items)} "
-                             f"arrays of type {T.show([t])[0]}, got {got}")
+            raise ShapeError(
+                f"{what} of {_short(model)}: expected a tuple of {len(t.items)} "
+                f"arrays of type {T.show([t])[0]}, got {got}"
+            )
         vals, batch = [], set()
         for i, (ti, xi) in enumerate(zip(t.items, x)):
             v, b = match_input(ti, xi, s, model, f"{what}[{i}]", dtype)
             vals.append(v)
             batch.add(b)
         if len(batch) > 1:
-            raise ShapeError(f"{what} of {_short(model)}: the tuple's arrays disagree on the batch "
-                             f"axis (batch sizes {sorted(batch, key=str)})")
+            raise ShapeError(
+                f"{what} of {_short(model)}: the tuple's arrays disagree on the batch "
+                f"axis (batch sizes {sorted(batch, key=str)})"
+            )
         return tuple(vals), batch.pop()
     x = _numbers(x, dtype, model, what)
     shape = tuple(x.shape)
@@ -554,11 +590,14 @@ def match_input(t: T.Type, x: Any, s: T.Subst, model: Model, what: str, dtype) -
     batch = shape[0] if len(shape) == t.rank + 1 else None
     item = t.item if isinstance(t, T.SeqType) else t
     if isinstance(t, T.SeqType) and shape[len(shape) - t.rank] == 0:
-        raise ShapeError(_shape_message(
-            t, shape, model, what, "the sequence has 0 steps; a recurrent model needs at least one"))
+        raise ShapeError(
+            _shape_message(
+                t, shape, model, what, "the sequence has 0 steps; a recurrent model needs at least one"
+            )
+        )
     if isinstance(item, T.TypeVar):
         return _converted(x, dtype, model, what), batch
-    for i, (d, n) in enumerate(zip(item.dims, shape[len(shape) - item.rank:])):
+    for i, (d, n) in enumerate(zip(item.dims, shape[len(shape) - item.rank :])):
         d = T.resolve_dim(d, s)
         if isinstance(d, int) and d != n:
             detail = f"axis {i - item.rank}: expected size {d}, got {n}"
@@ -573,13 +612,15 @@ def match_input(t: T.Type, x: Any, s: T.Subst, model: Model, what: str, dtype) -
 def _shape_message(t: T.ArrayType, shape: tuple, model: Model, what: str, detail: str) -> str:
     path, first = path_to(model, "first")
     text = T.show([t])[0]
-    inner = text[text.rindex("[") + 1:text.index("]")]
+    inner = text[text.rindex("[") + 1 : text.index("]")]
     if isinstance(t, T.SeqType):
         inner = "time, " + inner
     single = f"({inner},)" if t.rank == 1 else f"({inner})"
     layer = f"{path}: {first!r}" if path else repr(first)
-    return (f"{what} of shape {shape} does not fit {layer}{_created(first)}, which expects {text}: "
-            f"one example of shape {single} or a batch of shape (batch, {inner})\n  {detail}")
+    return (
+        f"{what} of shape {shape} does not fit {layer}{_created(first)}, which expects {text}: "
+        f"one example of shape {single} or a batch of shape (batch, {inner})\n  {detail}"
+    )
 
 
 def call_checked(model: Model, params: Any, x: Any, state: Any = _MISSING) -> Any:
@@ -588,7 +629,8 @@ def call_checked(model: Model, params: Any, x: Any, state: Any = _MISSING) -> An
         raise ShapeError(
             f"{_short(model)} was called with its arguments swapped: the second argument is a "
             f"parameter dict and the first {_describe_value(params)}\n"
-            "  hint: call it as model(params, x)")
+            "  hint: call it as model(params, x)"
+        )
     if model.has_params:
         check_params(model, params)
     dtype = _params_dtype(params)
@@ -602,5 +644,6 @@ def call_checked(model: Model, params: Any, x: Any, state: Any = _MISSING) -> An
     if state_batch != batch:
         raise ShapeError(
             f"state of {_short(model)} has batch size {state_batch} but the input has {batch} "
-            "(None means no batch axis); they must agree")
+            "(None means no batch axis); they must agree"
+        )
     return model.forward(model, params, x, state)

@@ -13,6 +13,7 @@ order they are written; names it imported are not its models.
 >>> name, model.signature
 ('model', Vec[2] -> Vec[3])
 """
+
 from __future__ import annotations
 
 import ast
@@ -132,8 +133,9 @@ def load_file(path: str | os.PathLike) -> ModelFile:
     except (SyntaxError, ValueError) as err:
         where = f"{shown}:{err.lineno}" if getattr(err, "lineno", None) else shown
         text = (getattr(err, "text", None) or "").strip()
-        raise LoadError(f"{where}: cannot parse {shown}: {getattr(err, 'msg', err)}"
-                        + (f": {text}" if text else "")) from None
+        raise LoadError(
+            f"{where}: cannot parse {shown}: {getattr(err, 'msg', err)}" + (f": {text}" if text else "")
+        ) from None
     module = types.ModuleType(f"_nnc_model_{next(_loads)}")
     module.__file__ = full
     sys.modules[module.__name__] = module
@@ -150,12 +152,17 @@ def load_file(path: str | os.PathLike) -> ModelFile:
         where, code_line = _where_it_failed(err, full, shown)
         raise LoadError(
             f"{where}: {detail}{code_line}, raised while loading {shown} (run as a module, without "
-            f"its `if __name__ == \"__main__\":` block, with its folder on sys.path)", err) from None
+            f'its `if __name__ == "__main__":` block, with its folder on sys.path)',
+            err,
+        ) from None
     finally:
         sys.path.remove(folder)
     names = _assigned_names(tree)
-    models = tuple((name, module.__dict__[name], line) for name, line in names.items()
-                   if isinstance(module.__dict__.get(name), Model))
+    models = tuple(
+        (name, module.__dict__[name], line)
+        for name, line in names.items()
+        if isinstance(module.__dict__.get(name), Model)
+    )
     return ModelFile(shown, module.__dict__, models)
 
 
@@ -174,8 +181,11 @@ def pick(file: ModelFile, name: str | None = None) -> tuple[str, Model]:
         if isinstance(value, Model):
             return name, value
         if value is None:
-            known = f"; its models are: {_candidates(file)}" if file.models else \
-                "; it assigns no nnc model at top level"
+            known = (
+                f"; its models are: {_candidates(file)}"
+                if file.models
+                else "; it assigns no nnc model at top level"
+            )
             raise LoadError(f"{file.path} has no {name!r}{known}")
         raise LoadError(f"{name} in {file.path} is a {type(value).__name__}, not an nnc model")
     by_name = {n: m for n, m, _ in file.models}
@@ -185,10 +195,13 @@ def pick(file: ModelFile, name: str | None = None) -> tuple[str, Model]:
     if len(distinct) == 1:
         return next(iter(distinct.values()))
     if not file.models:
-        raise LoadError(f"{file.path} assigns no nnc model at top level; define one, e.g. "
-                        "model = Linear(2, 4) >> tanh")
-    raise LoadError(f"{file.path} defines {len(distinct)} nnc models and none is called 'model'; "
-                    f"choose one as {file.path}:NAME, from: {_candidates(file)}")
+        raise LoadError(
+            f"{file.path} assigns no nnc model at top level; define one, e.g. model = Linear(2, 4) >> tanh"
+        )
+    raise LoadError(
+        f"{file.path} defines {len(distinct)} nnc models and none is called 'model'; "
+        f"choose one as {file.path}:NAME, from: {_candidates(file)}"
+    )
 
 
 def find_model(spec: str) -> tuple[str, Model]:

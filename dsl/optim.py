@@ -19,12 +19,14 @@ clipping: ``clip_norm`` rescales all gradients together so their global L2 norm 
 >>> params["w"]      # Adam's first step moves every entry by the learning rate
 array([ 0.9, -1.9])
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
-from typing import Any, Callable, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,7 +37,7 @@ from nnc.backend.errors import NNCError
 from nnc.backend.tree import tree_flatten, tree_unflatten
 
 Schedule = Callable[[int], float]
-LearningRate = Union[float, Schedule]
+LearningRate = float | Schedule
 
 
 class ConfigError(NNCError, ValueError):
@@ -61,8 +63,12 @@ def _schedule_impl(count: Any, schedule: Schedule) -> np.ndarray:
 
 # A schedule is ordinary Python on an int; as a primitive it stays one opaque node when an
 # update is traced (its value is needed at run time, never its gradient).
-_schedule_p = defprim("learning_rate_schedule", _schedule_impl, nondiff=True,
-                      abstract=lambda count, schedule: ((), np.dtype(np.float64)))
+_schedule_p = defprim(
+    "learning_rate_schedule",
+    _schedule_impl,
+    nondiff=True,
+    abstract=lambda count, schedule: ((), np.dtype(np.float64)),
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ class exponential_decay:
 
     def __call__(self, step: int) -> float:
         exponent = step // self.steps if self.staircase else step / self.steps
-        return self.lr * self.rate ** exponent
+        return self.lr * self.rate**exponent
 
 
 @dataclass(frozen=True)
@@ -106,8 +112,10 @@ class piecewise_constant:
 
     def __post_init__(self) -> None:
         if len(self.values) != len(self.boundaries) + 1:
-            raise ConfigError(f"piecewise_constant: {len(self.boundaries)} boundaries need "
-                              f"{len(self.boundaries) + 1} values, got {len(self.values)}")
+            raise ConfigError(
+                f"piecewise_constant: {len(self.boundaries)} boundaries need "
+                f"{len(self.boundaries) + 1} values, got {len(self.values)}"
+            )
         if list(self.boundaries) != sorted(self.boundaries):
             raise ConfigError(f"piecewise_constant: boundaries must increase, got {self.boundaries}")
 
@@ -217,8 +225,7 @@ def clip_by_value(grads: Any, limit: float) -> Any:
     {'w': array([-1. ,  0.5,  1. ])}
     """
     leaves, treedef = tree_flatten(grads)
-    return tree_unflatten(treedef, [E.minimum(E.maximum(g, -float(limit)), float(limit))
-                                    for g in leaves])
+    return tree_unflatten(treedef, [E.minimum(E.maximum(g, -float(limit)), float(limit)) for g in leaves])
 
 
 # ----------------------------------------------------------------------------- the common frame
@@ -228,9 +235,16 @@ def clip_by_value(grads: Any, limit: float) -> Any:
 LeafRule = Callable[[Any, Any, tuple, dict], tuple[Any, tuple]]
 
 
-def _optimizer(rule: LeafRule, slots: tuple[str, ...], learning_rate: LearningRate,
-               clip_norm: float | None, clip_value: float | None, *, counts: bool = False,
-               step_scalars: Callable[[Any, Any], dict] | None = None) -> Optimizer:
+def _optimizer(
+    rule: LeafRule,
+    slots: tuple[str, ...],
+    learning_rate: LearningRate,
+    clip_norm: float | None,
+    clip_value: float | None,
+    *,
+    counts: bool = False,
+    step_scalars: Callable[[Any, Any], dict] | None = None,
+) -> Optimizer:
     """Build an optimiser from a per-leaf ``rule`` with moment ``slots`` (zeros like the params).
 
     The state is a dict: one tree per slot, and ``count`` (updates done) when the rule or a
@@ -272,8 +286,9 @@ def _optimizer(rule: LeafRule, slots: tuple[str, ...], learning_rate: LearningRa
                 dtype = E.dtype_of(p)
                 cast = by_dtype.get(dtype)
                 if cast is None:
-                    cast = by_dtype[dtype] = {k: v if type(v) is float else E.cast(v, dtype)
-                                              for k, v in scalars.items()}
+                    cast = by_dtype[dtype] = {
+                        k: v if type(v) is float else E.cast(v, dtype) for k, v in scalars.items()
+                    }
             p, moments = rule(p, g, tuple(s[i] for s in slot_leaves), cast)
             new_p.append(p)
             for acc, m in zip(new_slots, moments):
@@ -294,8 +309,14 @@ def _learning_rate_at(count: Any, schedule: Schedule) -> Any:
 # ----------------------------------------------------------------------------- the optimisers
 
 
-def sgd(learning_rate: LearningRate, momentum: float = 0.0, *, nesterov: bool = False,
-        clip_norm: float | None = None, clip_value: float | None = None) -> Optimizer:
+def sgd(
+    learning_rate: LearningRate,
+    momentum: float = 0.0,
+    *,
+    nesterov: bool = False,
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
+) -> Optimizer:
     """Stochastic gradient descent, with optional (Nesterov) momentum.
 
     PyTorch's formulation (Sutskever et al. 2013 rewritten for the parameters themselves):
@@ -320,6 +341,7 @@ def sgd(learning_rate: LearningRate, momentum: float = 0.0, *, nesterov: bool = 
     mu = float(momentum)
 
     if mu == 0:
+
         def rule(p, g, slots, s):
             return p - s["lr"] * g, ()
 
@@ -336,9 +358,11 @@ def sgd(learning_rate: LearningRate, momentum: float = 0.0, *, nesterov: bool = 
 def _adam_scalars(b1: float, b2: float) -> Callable[[Any, Any], dict]:
     def scalars(count, lr):
         t = E.cast(E.add(count, 1), np.float64)  # this update is number t, counting from 1
-        return {"lr_c1": E.div(lr, E.sub(1.0, E.power(b1, t))),
-                "sqrt_c2": E.sqrt(E.sub(1.0, E.power(b2, t))),
-                "lr": lr}
+        return {
+            "lr_c1": E.div(lr, E.sub(1.0, E.power(b1, t))),
+            "sqrt_c2": E.sqrt(E.sub(1.0, E.power(b2, t))),
+            "lr": lr,
+        }
 
     return scalars
 
@@ -357,8 +381,15 @@ def _adam_rule(b1: float, b2: float, eps: float, weight_decay: float) -> LeafRul
     return rule
 
 
-def adam(learning_rate: LearningRate = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-         *, clip_norm: float | None = None, clip_value: float | None = None) -> Optimizer:
+def adam(
+    learning_rate: LearningRate = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    *,
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
+) -> Optimizer:
     """Adam (Kingma & Ba 2015, Algorithm 1, with bias correction).
 
     ``m <- b1 m + (1 - b1) g``; ``v <- b2 v + (1 - b2) g^2``;
@@ -371,13 +402,22 @@ def adam(learning_rate: LearningRate = 1e-3, b1: float = 0.9, b2: float = 0.999,
     >>> sorted(state)
     ['count', 'mu', 'nu']
     """
-    return adamw(learning_rate, b1, b2, eps, weight_decay=0.0, clip_norm=clip_norm,
-                 clip_value=clip_value, _name="adam")
+    return adamw(
+        learning_rate, b1, b2, eps, weight_decay=0.0, clip_norm=clip_norm, clip_value=clip_value, _name="adam"
+    )
 
 
-def adamw(learning_rate: LearningRate = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-          weight_decay: float = 1e-2, *, clip_norm: float | None = None,
-          clip_value: float | None = None, _name: str = "adamw") -> Optimizer:
+def adamw(
+    learning_rate: LearningRate = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 1e-2,
+    *,
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
+    _name: str = "adamw",
+) -> Optimizer:
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019, Algorithm 2).
 
     ``p <- p - lr * (m_hat / (sqrt(v_hat) + eps) + weight_decay * p)``: the decay shrinks the
@@ -397,12 +437,25 @@ def adamw(learning_rate: LearningRate = 1e-3, b1: float = 0.9, b2: float = 0.999
     _non_negative(f"{_name}: eps", eps)
     _non_negative(f"{_name}: weight_decay", weight_decay)
     b1, b2, eps = float(b1), float(b2), float(eps)
-    return _optimizer(_adam_rule(b1, b2, eps, float(weight_decay)), ("mu", "nu"), learning_rate,
-                      clip_norm, clip_value, counts=True, step_scalars=_adam_scalars(b1, b2))
+    return _optimizer(
+        _adam_rule(b1, b2, eps, float(weight_decay)),
+        ("mu", "nu"),
+        learning_rate,
+        clip_norm,
+        clip_value,
+        counts=True,
+        step_scalars=_adam_scalars(b1, b2),
+    )
 
 
-def rmsprop(learning_rate: LearningRate = 1e-3, decay: float = 0.9, eps: float = 1e-8, *,
-            clip_norm: float | None = None, clip_value: float | None = None) -> Optimizer:
+def rmsprop(
+    learning_rate: LearningRate = 1e-3,
+    decay: float = 0.9,
+    eps: float = 1e-8,
+    *,
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
+) -> Optimizer:
     """RMSprop (Hinton's lecture 6e; PyTorch's non-centred form).
 
     ``v <- decay v + (1 - decay) g^2``; ``p <- p - lr * g / (sqrt(v) + eps)``.

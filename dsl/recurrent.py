@@ -19,11 +19,13 @@ Combinators turn cells into sequence models. Sequences are ``Seq[T]``: one examp
 Unrolling is one ``scan`` primitive, whatever the length, and its gradient
 (backpropagation through time) is a reverse scan using memory linear in the length.
 """
+
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +42,7 @@ from . import types as T
 from .combinators import not_a_model_argument
 from .layers import check_options
 from .model import Model, ParamSpec, _created, child_params
-from .show import describer, describe, dims
+from .show import describe, describer, dims
 from .source import Where, user_frame
 
 _ACTIVATIONS = {"tanh": A.tanh, "logistic": A.logistic, "relu": A.relu}
@@ -51,8 +53,9 @@ def _batched(x: Any, t: T.Type) -> bool:
     if isinstance(t, T.TupleType):
         return _batched(x[0], t.items[0])
     if isinstance(t, T.TypeVar):
-        raise ShapeError(f"cannot tell a batch from one example for type {t!r}; "
-                         "declare the input type with nnc.Input")
+        raise ShapeError(
+            f"cannot tell a batch from one example for type {t!r}; declare the input type with nnc.Input"
+        )
     return len(E.shape_of(x)) == t.rank + 1
 
 
@@ -67,14 +70,17 @@ def _require_cell(name: str, model: Model) -> None:
         raise TypeMismatch(
             f"{name} needs a stateful model (a recurrent cell), but {model!r}{_created(model)} "
             f"has no state ({model.signature}).\n  hint: build cells with fcrnn, LSTM, GRU, "
-            "recurrently or lagged")
+            "recurrently or lagged"
+        )
 
 
 def _require_stateless(name: str, model: Model) -> None:
     _require_model(name, model)
     if model.state_type is not None:
-        raise TypeMismatch(f"{name} takes a stateless model, but {model!r}{_created(model)} has "
-                           f"state {T.show([model.state_type])[0]}")
+        raise TypeMismatch(
+            f"{name} takes a stateless model, but {model!r}{_created(model)} has "
+            f"state {T.show([model.state_type])[0]}"
+        )
 
 
 def _type_leaves(t: T.Type) -> list:
@@ -97,9 +103,11 @@ def _concrete_state_shapes(model: Model, name: str) -> list[tuple[int, ...]]:
     out = []
     for t in _type_leaves(model.state_type):
         if not isinstance(t, T.ArrayType) or not T.is_concrete(t):
-            raise TypeMismatch(f"{name}: the state {T.show([model.state_type])[0]} of {model!r}"
-                               f"{_created(model)} has unknown sizes; give the cell's sizes "
-                               "or declare the input with nnc.Input")
+            raise TypeMismatch(
+                f"{name}: the state {T.show([model.state_type])[0]} of {model!r}"
+                f"{_created(model)} has unknown sizes; give the cell's sizes "
+                "or declare the input with nnc.Input"
+            )
         out.append(T.example_shape(t))
     return out
 
@@ -123,24 +131,51 @@ def _fcrnn_forward(model: Model, params: Any, x: Any, h: Any) -> tuple:
 
 def _cell_sizes(kind: str, n_in: Any, n_hidden: Any, name: Any, where: Where | None) -> tuple:
     """The sizes of a cell, checked where the user wrote it."""
-    n_in = T.size_argument(n_in, kind, "n_in", where, optional=True,
-                           hint=f"n_in is the size of one step's input; {kind}(None, n) infers it")
-    n_hidden = T.size_argument(n_hidden, kind, "n_hidden", where,
-                               hint="n_hidden is the size of the state (and of the output)")
+    n_in = T.size_argument(
+        n_in,
+        kind,
+        "n_in",
+        where,
+        optional=True,
+        hint=f"n_in is the size of one step's input; {kind}(None, n) infers it",
+    )
+    n_hidden = T.size_argument(
+        n_hidden, kind, "n_hidden", where, hint="n_hidden is the size of the state (and of the output)"
+    )
     check_options(kind, where, True, name)
     return n_in, n_hidden
 
 
-def _cell(kind: str, n_in: int | None, n_hidden: int, gates: int, forward: Callable,
-          state: T.Type, attrs: tuple, name: str | None, where: Where | None,
-          extra: tuple = ()) -> Model:
+def _cell(
+    kind: str,
+    n_in: int | None,
+    n_hidden: int,
+    gates: int,
+    forward: Callable,
+    state: T.Type,
+    attrs: tuple,
+    name: str | None,
+    where: Where | None,
+    extra: tuple = (),
+) -> Model:
     d_in = T.Dim() if n_in is None else n_in
     width = gates * n_hidden
-    params = (("Wx", ParamSpec((d_in, width), "glorot_uniform", fan=(d_in, width))),
-              ("Wh", ParamSpec((n_hidden, width), "glorot_uniform", fan=(n_hidden, width))),
-              ("b", ParamSpec((width,), "zeros"))) + extra
-    return Model(kind, T.Vec[d_in], T.Vec[n_hidden], forward, params=params, attrs=attrs,
-                 name=name, where=where, state_type=state)
+    params = (
+        ("Wx", ParamSpec((d_in, width), "glorot_uniform", fan=(d_in, width))),
+        ("Wh", ParamSpec((n_hidden, width), "glorot_uniform", fan=(n_hidden, width))),
+        ("b", ParamSpec((width,), "zeros")),
+    ) + extra
+    return Model(
+        kind,
+        T.Vec[d_in],
+        T.Vec[n_hidden],
+        forward,
+        params=params,
+        attrs=attrs,
+        name=name,
+        where=where,
+        state_type=state,
+    )
 
 
 def fcrnn(n_in: int | None, n_hidden: int, activation: str = "tanh", *, name: str | None = None) -> Model:
@@ -156,8 +191,17 @@ def fcrnn(n_in: int | None, n_hidden: int, activation: str = "tanh", *, name: st
     n_in, n_hidden = _cell_sizes("fcrnn", n_in, n_hidden, name, where)
     if activation not in ("tanh", "logistic"):
         raise T.bad_argument("fcrnn", where, "activation", "'tanh' or 'logistic'", activation)
-    return _cell("fcrnn", n_in, n_hidden, 1, _fcrnn_forward, T.Vec[n_hidden],
-                 (("activation", activation),), name, where)
+    return _cell(
+        "fcrnn",
+        n_in,
+        n_hidden,
+        1,
+        _fcrnn_forward,
+        T.Vec[n_hidden],
+        (("activation", activation),),
+        name,
+        where,
+    )
 
 
 def _lstm_forward(model: Model, params: Any, x: Any, state: Any) -> tuple:
@@ -165,9 +209,9 @@ def _lstm_forward(model: Model, params: Any, x: Any, state: Any) -> tuple:
     n = model.attr("hidden")
     z = E.add(_dense(x, params), matmul(h, params["Wh"]))
     i = A.logistic(z[..., 0:n])
-    f = A.logistic(z[..., n:2 * n])
-    g = A.tanh(z[..., 2 * n:3 * n])
-    o = A.logistic(z[..., 3 * n:4 * n])
+    f = A.logistic(z[..., n : 2 * n])
+    g = A.tanh(z[..., 2 * n : 3 * n])
+    o = A.logistic(z[..., 3 * n : 4 * n])
     c = E.add(E.mul(f, c), E.mul(i, g))
     h = E.mul(o, A.tanh(c))
     return h, (h, c)
@@ -176,8 +220,9 @@ def _lstm_forward(model: Model, params: Any, x: Any, state: Any) -> tuple:
 def _forget_bias(n_hidden: int) -> Callable:
     def init(rng, shape):
         b = np.zeros(shape)
-        b[n_hidden:2 * n_hidden] = 1.0  # Gers et al.: start by remembering
+        b[n_hidden : 2 * n_hidden] = 1.0  # Gers et al.: start by remembering
         return b
+
     return init
 
 
@@ -194,9 +239,17 @@ def LSTM(n_in: int | None, n_hidden: int, *, name: str | None = None) -> Model:
     """
     where = user_frame(2)
     n_in, n_hidden = _cell_sizes("LSTM", n_in, n_hidden, name, where)
-    model = _cell("LSTM", n_in, n_hidden, 4, _lstm_forward,
-                  T.TupleType((T.Vec[n_hidden], T.Vec[n_hidden])), (("hidden", n_hidden),), name,
-                  where)
+    model = _cell(
+        "LSTM",
+        n_in,
+        n_hidden,
+        4,
+        _lstm_forward,
+        T.TupleType((T.Vec[n_hidden], T.Vec[n_hidden])),
+        (("hidden", n_hidden),),
+        name,
+        where,
+    )
     params = tuple((k, replace(p, init=_forget_bias(n_hidden)) if k == "b" else p) for k, p in model.params)
     return replace(model, params=params)
 
@@ -206,8 +259,8 @@ def _gru_forward(model: Model, params: Any, x: Any, h: Any) -> tuple:
     zx = _dense(x, params)
     zh = matmul(h, params["Wh"])
     z = A.logistic(E.add(zx[..., 0:n], zh[..., 0:n]))
-    r = A.logistic(E.add(zx[..., n:2 * n], zh[..., n:2 * n]))
-    candidate = A.tanh(E.add(zx[..., 2 * n:3 * n], matmul(E.mul(r, h), params["Uh"])))
+    r = A.logistic(E.add(zx[..., n : 2 * n], zh[..., n : 2 * n]))
+    candidate = A.tanh(E.add(zx[..., 2 * n : 3 * n], matmul(E.mul(r, h), params["Uh"])))
     h = E.add(E.mul(z, h), E.mul(E.sub(1.0, z), candidate))
     return h, h
 
@@ -227,11 +280,14 @@ def GRU(n_in: int | None, n_hidden: int, *, name: str | None = None) -> Model:
     where = user_frame(2)
     n_in, n_hidden = _cell_sizes("GRU", n_in, n_hidden, name, where)
     extra = (("Uh", ParamSpec((n_hidden, n_hidden), "glorot_uniform", fan=(n_hidden, n_hidden))),)
-    model = _cell("GRU", n_in, n_hidden, 3, _gru_forward, T.Vec[n_hidden], (("hidden", n_hidden),),
-                  name, where, extra)
+    model = _cell(
+        "GRU", n_in, n_hidden, 3, _gru_forward, T.Vec[n_hidden], (("hidden", n_hidden),), name, where, extra
+    )
     # the recurrent gate map needs only the two gate blocks
-    params = tuple((k, replace(p, shape=(n_hidden, 2 * n_hidden), fan=(n_hidden, 2 * n_hidden)))
-                   if k == "Wh" else (k, p) for k, p in model.params)
+    params = tuple(
+        (k, replace(p, shape=(n_hidden, 2 * n_hidden), fan=(n_hidden, 2 * n_hidden))) if k == "Wh" else (k, p)
+        for k, p in model.params
+    )
     return replace(model, params=params)
 
 
@@ -256,7 +312,7 @@ def _describe_gru(model: Model) -> str:
 
 # ----------------------------------------------------------------------------- unrolling
 
-_STEPS: "weakref.WeakKeyDictionary[Model, Callable]" = weakref.WeakKeyDictionary()
+_STEPS: weakref.WeakKeyDictionary[Model, Callable] = weakref.WeakKeyDictionary()
 
 
 def _step_of(cell: Model, params_def: Any, state_def: Any) -> Callable:
@@ -264,10 +320,13 @@ def _step_of(cell: Model, params_def: Any, state_def: Any) -> Callable:
     steps = _STEPS.setdefault(cell, {})
     key = (params_def, state_def)
     if key not in steps:
+
         def step(consts, carry, xs):
-            y, new = cell.forward(cell, tree_unflatten(params_def, consts), xs[0],
-                                  tree_unflatten(state_def, carry))
+            y, new = cell.forward(
+                cell, tree_unflatten(params_def, consts), xs[0], tree_unflatten(state_def, carry)
+            )
             return tree_flatten(new)[0], [y]
+
         steps[key] = step
     return steps[key]
 
@@ -296,7 +355,8 @@ def _require_steps(model: Model, shape: tuple, batched: bool) -> None:
         raise ShapeError(
             f"{model!r}{_created(model)} got a sequence of 0 steps (input of shape {tuple(shape)}, "
             f"{'(batch, time, ...)' if batched else '(time, ...)'}); it needs at least one step\n"
-            "  hint: leave empty sequences out of the data, or pad them to at least one step")
+            "  hint: leave empty sequences out of the data, or pad them to at least one step"
+        )
 
 
 def _unroll_forward(model: Model, params: Any, xs: Any, state: Any) -> tuple:
@@ -312,8 +372,10 @@ def _unroll_last_forward(model: Model, params: Any, xs: Any, state: Any) -> tupl
 def _sequence_items(cell: Model, name: str) -> tuple[T.Type, T.Type]:
     for t in (cell.in_type, cell.out_type):
         if not isinstance(t, (T.ArrayType, T.TypeVar)):
-            raise TypeMismatch(f"{name}: sequences of {T.show([t])[0]} are not supported; "
-                               f"{cell!r}{_created(cell)} must map arrays to arrays")
+            raise TypeMismatch(
+                f"{name}: sequences of {T.show([t])[0]} are not supported; "
+                f"{cell!r}{_created(cell)} must map arrays to arrays"
+            )
     return cell.in_type, cell.out_type
 
 
@@ -326,8 +388,16 @@ def unroll(cell: Model) -> Model:
     """
     _require_cell("unroll", cell)
     a, b = _sequence_items(cell, "unroll")
-    return Model("unroll", T.SeqType(a), T.SeqType(b), _unroll_forward, children=(cell,),
-                 attrs=(("transparent", True),), where=user_frame(2), state_type=cell.state_type)
+    return Model(
+        "unroll",
+        T.SeqType(a),
+        T.SeqType(b),
+        _unroll_forward,
+        children=(cell,),
+        attrs=(("transparent", True),),
+        where=user_frame(2),
+        state_type=cell.state_type,
+    )
 
 
 def unroll_last(cell: Model) -> Model:
@@ -339,8 +409,16 @@ def unroll_last(cell: Model) -> Model:
     """
     _require_cell("unroll_last", cell)
     a, b = _sequence_items(cell, "unroll_last")
-    return Model("unroll_last", T.SeqType(a), b, _unroll_last_forward, children=(cell,),
-                 attrs=(("transparent", True),), where=user_frame(2), state_type=cell.state_type)
+    return Model(
+        "unroll_last",
+        T.SeqType(a),
+        b,
+        _unroll_last_forward,
+        children=(cell,),
+        attrs=(("transparent", True),),
+        where=user_frame(2),
+        state_type=cell.state_type,
+    )
 
 
 # ----------------------------------------------------------------------------- initial states
@@ -388,8 +466,15 @@ def zero_state(model: Model) -> Model:
     """
     _require_cell("zero_state", model)
     _concrete_state_shapes(model, "zero_state")
-    return Model("zero_state", model.in_type, model.out_type, _zero_state_forward, children=(model,),
-                 attrs=(("transparent", True),), where=user_frame(2))
+    return Model(
+        "zero_state",
+        model.in_type,
+        model.out_type,
+        _zero_state_forward,
+        children=(model,),
+        attrs=(("transparent", True),),
+        where=user_frame(2),
+    )
 
 
 def _broadcast_state(value: Any, batch: int | None) -> Any:
@@ -401,8 +486,9 @@ def _broadcast_state(value: Any, batch: int | None) -> Any:
 def _learned_state_forward(model: Model, params: Any, x: Any) -> Any:
     (inner,) = model.children
     names = model.attr("state_names")
-    return _with_initial(model, params, x, lambda p, b: _state_tree(
-        inner, [_broadcast_state(p[n], b) for n in names]))
+    return _with_initial(
+        model, params, x, lambda p, b: _state_tree(inner, [_broadcast_state(p[n], b) for n in names])
+    )
 
 
 def learned_state(model: Model) -> Model:
@@ -416,15 +502,28 @@ def learned_state(model: Model) -> Model:
     shapes = _concrete_state_shapes(model, "learned_state")
     names = ["initial_state"] if len(shapes) == 1 else [f"initial_state_{i}" for i in range(len(shapes))]
     params = tuple((n, ParamSpec(s, "zeros")) for n, s in zip(names, shapes))
-    return Model("learned_state", model.in_type, model.out_type, _learned_state_forward,
-                 children=(model,), params=params,
-                 attrs=(("transparent", True), ("state_names", tuple(names))), where=user_frame(2))
+    return Model(
+        "learned_state",
+        model.in_type,
+        model.out_type,
+        _learned_state_forward,
+        children=(model,),
+        params=params,
+        attrs=(("transparent", True), ("state_names", tuple(names))),
+        where=user_frame(2),
+    )
 
 
 def _fix_state_forward(model: Model, params: Any, x: Any) -> Any:
     value = model.attr("state")
-    return _with_initial(model, params, x, lambda p, b: tree_unflatten(
-        tree_flatten(value)[1], [_broadcast_state(v, b) for v in tree_flatten(value)[0]]))
+    return _with_initial(
+        model,
+        params,
+        x,
+        lambda p, b: tree_unflatten(
+            tree_flatten(value)[1], [_broadcast_state(v, b) for v in tree_flatten(value)[0]]
+        ),
+    )
 
 
 def fix_state(state: Any, model: Model) -> Model:
@@ -439,11 +538,20 @@ def fix_state(state: Any, model: Model) -> Model:
     leaves = [np.asarray(v) for v in (state if isinstance(state, tuple) else (state,))]
     got = [v.shape for v in leaves]
     if got != shapes:
-        raise TypeMismatch(f"fix_state at {user_frame(2)}: the state of {model!r}{_created(model)} is "
-                           f"{T.show([model.state_type])[0]} (shapes {shapes}), got shapes {got}")
+        raise TypeMismatch(
+            f"fix_state at {user_frame(2)}: the state of {model!r}{_created(model)} is "
+            f"{T.show([model.state_type])[0]} (shapes {shapes}), got shapes {got}"
+        )
     value = tuple(leaves) if isinstance(state, tuple) else leaves[0]
-    return Model("fix_state", model.in_type, model.out_type, _fix_state_forward, children=(model,),
-                 attrs=(("transparent", True), ("state", value)), where=user_frame(2))
+    return Model(
+        "fix_state",
+        model.in_type,
+        model.out_type,
+        _fix_state_forward,
+        children=(model,),
+        attrs=(("transparent", True), ("state", value)),
+        where=user_frame(2),
+    )
 
 
 # ----------------------------------------------------------------------------- building cells
@@ -481,8 +589,16 @@ def recurrently(model: Model) -> Model:
         ) from None
     model = model.subst(s)
     state = T.resolve(b, s)
-    return Model("recurrently", T.resolve(a, s), state, _recurrently_forward, children=(model,),
-                 attrs=(("transparent", True),), where=where, state_type=state)
+    return Model(
+        "recurrently",
+        T.resolve(a, s),
+        state,
+        _recurrently_forward,
+        children=(model,),
+        attrs=(("transparent", True),),
+        where=where,
+        state_type=state,
+    )
 
 
 def _lagged_forward(model: Model, params: Any, x: Any, state: Any) -> tuple:
@@ -506,8 +622,13 @@ def lagged(n: int, model: Model) -> Model:
     Vec[1] -> Vec[1], state Vec[1]
     """
     where = user_frame(2)
-    n = T.size_argument(n, "lagged", "n", where, hint="n is how many inputs the model sees: "
-                        "lagged(2, Linear(2, 1)) predicts from the last two")
+    n = T.size_argument(
+        n,
+        "lagged",
+        "n",
+        where,
+        hint="n is how many inputs the model sees: lagged(2, Linear(2, 1)) predicts from the last two",
+    )
     _require_stateless("lagged", model)
     model = model.freshen()
     k = T.Dim("k")
@@ -515,17 +636,28 @@ def lagged(n: int, model: Model) -> Model:
     try:
         T.unify(model.in_type, T.Vec[T.dim_prod([n, k])], s)
     except T.Mismatch as err:
-        raise TypeMismatch(f"lagged at {where or 'unknown place'}: {model!r}{_created(model)} must take "
-                           f"Vec[{n} * k] (the last {n} inputs of size k), but takes "
-                           f"{T.show([model.in_type])[0]}\n  {err}") from None
+        raise TypeMismatch(
+            f"lagged at {where or 'unknown place'}: {model!r}{_created(model)} must take "
+            f"Vec[{n} * k] (the last {n} inputs of size k), but takes "
+            f"{T.show([model.in_type])[0]}\n  {err}"
+        ) from None
     model = model.subst(s)
     width = T.resolve_dim(k, s)
     if not isinstance(width, int):
-        raise TypeMismatch(f"lagged at {where or 'unknown place'}: the input size of {model!r} must "
-                           "be known to split it into lags")
-    return Model("lagged", T.Vec[width], model.out_type, _lagged_forward, children=(model,),
-                 attrs=(("transparent", True), ("width", width), ("lags", n)), where=where,
-                 state_type=T.array_type(((n - 1) * width,)))  # Vec[0] for n = 1: no past kept
+        raise TypeMismatch(
+            f"lagged at {where or 'unknown place'}: the input size of {model!r} must "
+            "be known to split it into lags"
+        )
+    return Model(
+        "lagged",
+        T.Vec[width],
+        model.out_type,
+        _lagged_forward,
+        children=(model,),
+        attrs=(("transparent", True), ("width", width), ("lags", n)),
+        where=where,
+        state_type=T.array_type(((n - 1) * width,)),
+    )  # Vec[0] for n = 1: no past kept
 
 
 @describer("lagged")
@@ -563,7 +695,8 @@ def prime(cell: Model, params: Any, state: Any, xs: Any) -> tuple[Any, Any]:
             f"prime at {where or 'unknown place'}: the sequence xs of shape {shape} has 0 steps, "
             f"so {cell!r}{_created(cell)} has nothing to run over\n"
             "  hint: to generate from a state without priming, call feedback(cell, params, state, "
-            "x0, steps) directly")
+            "x0, steps) directly"
+        )
     if state is None:
         state = _zeros_for(cell, _dtype_from(params, xs), shape[0] if batched else None)
     return unroll_last(cell)(params, xs, state)
@@ -587,14 +720,23 @@ def feedback(cell: Model, params: Any, state: Any, x0: Any, steps: int) -> np.nd
     """
     _require_cell("feedback", cell)
     where = user_frame(2)
-    steps = T.size_argument(steps, "feedback", "steps", where, minimum=0,
-                            hint="steps is how many outputs to generate", at="called at")
+    steps = T.size_argument(
+        steps,
+        "feedback",
+        "steps",
+        where,
+        minimum=0,
+        hint="steps is how many outputs to generate",
+        at="called at",
+    )
     try:
         T.unify(cell.freshen().in_type, cell.freshen().out_type, {})
     except T.Mismatch:
         i, o = T.show([cell.in_type, cell.out_type])
-        raise TypeMismatch(f"feedback: {cell!r}{_created(cell)} maps {i} to {o}; its outputs can "
-                           "only be fed back if the types agree") from None
+        raise TypeMismatch(
+            f"feedback: {cell!r}{_created(cell)} maps {i} to {o}; its outputs can "
+            "only be fed back if the types agree"
+        ) from None
     batched = len(np.shape(x0)) == cell.in_type.rank + 1 if isinstance(cell.in_type, T.ArrayType) else False
     if state is None:
         state = _zeros_for(cell, _dtype_from(params, x0), np.shape(x0)[0] if batched else None)

@@ -13,6 +13,7 @@ permissions an ordinary new file gets (the umask decides).
 >>> open(path).read().startswith("digraph model {")
 True
 """
+
 from __future__ import annotations
 
 import os
@@ -32,9 +33,11 @@ FORMATS = ("svg", "png", "pdf", "dot")
 SUFFIX = {"svg": ".svg", "png": ".png", "pdf": ".pdf", "dot": ".gv"}
 FORMAT_OF_SUFFIX = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".gv": "dot", ".dot": "dot"}
 DEFAULT_PNG_DPI = 200  # Keras' plot_model default: sharp on slides and in papers
-INSTALL_HINT = ("install Graphviz (Debian/Ubuntu: sudo apt-get install graphviz; Fedora: sudo dnf "
-                "install graphviz; macOS: brew install graphviz; conda: conda install -c "
-                "conda-forge graphviz; Windows: winget install graphviz)")
+INSTALL_HINT = (
+    "install Graphviz (Debian/Ubuntu: sudo apt-get install graphviz; Fedora: sudo dnf "
+    "install graphviz; macOS: brew install graphviz; conda: conda install -c "
+    "conda-forge graphviz; Windows: winget install graphviz)"
+)
 
 
 class RenderError(NNCError):
@@ -62,13 +65,17 @@ def format_of(path: str | os.PathLike, fmt: str | None = None) -> str:
         if fmt not in FORMATS:
             raise RenderError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
         if suffix in FORMAT_OF_SUFFIX and FORMAT_OF_SUFFIX[suffix] != fmt:
-            raise RenderError(f"the output {os.fspath(path)!r} ends in {suffix} but the format "
-                              f"asked for is {fmt}; change one of them")
+            raise RenderError(
+                f"the output {os.fspath(path)!r} ends in {suffix} but the format "
+                f"asked for is {fmt}; change one of them"
+            )
         return fmt
     if suffix not in FORMAT_OF_SUFFIX:
-        raise RenderError(f"cannot tell the format of {os.fspath(path)!r} from its suffix; "
-                          f"use one ending in {', '.join(FORMAT_OF_SUFFIX)} or give the format "
-                          f"({', '.join(FORMATS)})")
+        raise RenderError(
+            f"cannot tell the format of {os.fspath(path)!r} from its suffix; "
+            f"use one ending in {', '.join(FORMAT_OF_SUFFIX)} or give the format "
+            f"({', '.join(FORMATS)})"
+        )
     return FORMAT_OF_SUFFIX[suffix]
 
 
@@ -92,8 +99,13 @@ def run_dot(source: str, fmt: str, dpi: int | None = None, timeout: float = 120.
     if program is None:
         raise GraphvizNotFound(f"Graphviz's dot program was not found on PATH; {INSTALL_HINT}")
     try:
-        done = subprocess.run([program, *dot_arguments(fmt, dpi)], input=source.encode("utf-8"),
-                              capture_output=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            [program, *dot_arguments(fmt, dpi)],
+            input=source.encode("utf-8"),
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise RenderError(f"Graphviz's dot did not finish within {timeout:.0f} s") from None
     except OSError as err:
@@ -121,10 +133,21 @@ def _remove_older(path: Path) -> str:
     return f" The older {path} was removed, so that it does not pass for a drawing of this model."
 
 
-def render(model: Model, path: str | os.PathLike, *, format: str | None = None,
-           dpi: int | None = None, rankdir: str = "TB", show_shapes: bool = True,
-           show_dtype: bool = False, show_layer_names: bool = True, expand_nested: bool = True,
-           depth: int | None = None, collapse_repeats: bool = True, dtype: Any = "float32") -> Path:
+def render(
+    model: Model,
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,
+    dpi: int | None = None,
+    rankdir: str = "TB",
+    show_shapes: bool = True,
+    show_dtype: bool = False,
+    show_layer_names: bool = True,
+    expand_nested: bool = True,
+    depth: int | None = None,
+    collapse_repeats: bool = True,
+    dtype: Any = "float32",
+) -> Path:
     """Draw ``model`` into ``path`` (svg, png or pdf with Graphviz; dot needs no Graphviz).
 
     Args:
@@ -146,9 +169,16 @@ def render(model: Model, path: str | os.PathLike, *, format: str | None = None,
     """
     path = Path(path)
     fmt = format_of(path, format)
-    options = Options(rankdir=rankdir, show_shapes=show_shapes, show_dtype=show_dtype,
-                      show_layer_names=show_layer_names, expand_nested=expand_nested, depth=depth,
-                      collapse_repeats=collapse_repeats, dtype=dtype)
+    options = Options(
+        rankdir=rankdir,
+        show_shapes=show_shapes,
+        show_dtype=show_dtype,
+        show_layer_names=show_layer_names,
+        expand_nested=expand_nested,
+        depth=depth,
+        collapse_repeats=collapse_repeats,
+        dtype=dtype,
+    )
     source = to_dot(model, options)
     if fmt == "dot":
         write_atomic(path, source.encode("utf-8"))
@@ -163,7 +193,9 @@ def render(model: Model, path: str | os.PathLike, *, format: str | None = None,
         raise GraphvizNotFound(
             f"Graphviz's dot program was not found, so {path} was not drawn.{removed} Its "
             f"Graphviz source is written to {gv}. To draw it, {INSTALL_HINT}, then run:\n  {command}",
-            gv, command) from None
+            gv,
+            command,
+        ) from None
     write_atomic(path, picture)
     return path
 

@@ -1,7 +1,8 @@
 """How models print: one short line a person can read, ``Linear(2 -> 4) >> tanh``."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from . import types as T
 
@@ -10,9 +11,11 @@ DESCRIBERS: dict[str, Callable] = {}
 
 def describer(kind: str):
     """Register how models of ``kind`` print."""
+
     def register(fn):
         DESCRIBERS[kind] = fn
         return fn
+
     return register
 
 

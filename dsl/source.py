@@ -3,6 +3,7 @@
 In IPython and Jupyter, code runs from files named like ``/tmp/ipykernel_1234/5678.py``;
 such places are shown as IPython shows them in tracebacks, ``cell In[3], line 2``.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,11 @@ from dataclasses import dataclass
 
 _NNC_DIRS = tuple(
     os.path.dirname(os.path.abspath(p)) + os.sep
-    for p in (__file__, os.path.join(os.path.dirname(__file__), "..", "backend", "x"),
-              os.path.join(os.path.dirname(__file__), "..", "kernels", "x"))
+    for p in (
+        __file__,
+        os.path.join(os.path.dirname(__file__), "..", "backend", "x"),
+        os.path.join(os.path.dirname(__file__), "..", "kernels", "x"),
+    )
 )
 
 

@@ -13,6 +13,7 @@ tanh_0    tanh            Vec[4]  Vec[4]       0
 linear_1  Linear(4 -> 1)  Vec[4]  Vec[1]       5
 total: 17 parameters (68 B as float32)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,15 @@ import numpy as np
 from nnc.backend.tree import tree_paths
 
 from . import types as T
-from .inspection import TypeNames, all_types, child_path, is_inline, own_param_total, param_total, \
-    plain_description
+from .inspection import (
+    TypeNames,
+    all_types,
+    child_path,
+    is_inline,
+    own_param_total,
+    param_total,
+    plain_description,
+)
 from .model import Model
 
 COLUMNS = ("path", "layer", "input", "output", "params")
@@ -53,13 +61,24 @@ class Summary:
     unknown: str = ""  # why the total is unknown
 
     def __str__(self) -> str:
-        cells = [COLUMNS] + [("  " * r.depth + (r.path or "(model)"), _clip(r.layer), r.input, r.output,
-                              _count(r.params, r.block)) for r in self.rows]
+        cells = [COLUMNS] + [
+            (
+                "  " * r.depth + (r.path or "(model)"),
+                _clip(r.layer),
+                r.input,
+                r.output,
+                _count(r.params, r.block),
+            )
+            for r in self.rows
+        ]
         widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
         lines = []
         for j, row in enumerate(cells):
-            lines.append("  ".join(c.rjust(w) if i == 4 and j else c.ljust(w)
-                                   for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+            lines.append(
+                "  ".join(
+                    c.rjust(w) if i == 4 and j else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))
+                ).rstrip()
+            )
             if j == 0:
                 lines.append("  ".join("-" * w for w in widths))
         if self.total is None:
@@ -74,7 +93,7 @@ class Summary:
 
 
 def _clip(s: str, width: int = 40) -> str:
-    return s if len(s) <= width else s[:width - 1] + "…"
+    return s if len(s) <= width else s[: width - 1] + "…"
 
 
 def _count(n: int | None, block: bool) -> str:
@@ -105,8 +124,11 @@ def _rows(model: Model, path: str, depth: int, limit: int | None, names: TypeNam
         return
     else:
         own = own_param_total(model)
-        row(model.kind if model.name is None else f"{model.name} ({model.kind})",
-            own if own else param_total(model), not own)
+        row(
+            model.kind if model.name is None else f"{model.name} ({model.kind})",
+            own if own else param_total(model),
+            not own,
+        )
         inner = depth + 1
     for i, child in enumerate(model.children):
         _rows(child, child_path(model, path, i), inner, limit, names, out)
@@ -115,9 +137,11 @@ def _rows(model: Model, path: str, depth: int, limit: int | None, names: TypeNam
 def _unknown(model: Model) -> str:
     for path, shape in tree_paths(model.param_shapes):
         if not all(isinstance(d, int) for d in shape):
-            dims = T.show([T.ArrayType(tuple(shape))])[0][len("Tensor"):]
-            return (f"{path} has shape ({dims[1:-1]}); start the model with nnc.Input(Vec[n]) "
-                    "to fix its input size")
+            dims = T.show([T.ArrayType(tuple(shape))])[0][len("Tensor") :]
+            return (
+                f"{path} has shape ({dims[1:-1]}); start the model with nnc.Input(Vec[n]) "
+                "to fix its input size"
+            )
     return ""
 
 

@@ -4,9 +4,11 @@ inputs drawn by hypothesis from a model's type.
 >>> import numpy as np, nnc
 >>> check_grads(lambda x: nnc.sum(nnc.tanh(x) ** 2), np.array([0.5, -1.0]))
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,14 +20,25 @@ from . import types as T
 
 def _to_float64(tree: Any) -> Any:
     leaves, treedef = tree_flatten(tree)
-    return tree_unflatten(treedef, [
-        np.array(x, dtype=np.float64) if isinstance(x, np.ndarray) and x.dtype.kind == "f" else x
-        for x in leaves])
+    return tree_unflatten(
+        treedef,
+        [
+            np.array(x, dtype=np.float64) if isinstance(x, np.ndarray) and x.dtype.kind == "f" else x
+            for x in leaves
+        ],
+    )
 
 
-def check_grads(fn: Callable, *args: Any, argnums: int | Sequence[int] | None = None,
-                eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-7,
-                directions: int = 4, seed: int = 0) -> None:
+def check_grads(
+    fn: Callable,
+    *args: Any,
+    argnums: int | Sequence[int] | None = None,
+    eps: float = 1e-6,
+    rtol: float = 1e-5,
+    atol: float = 1e-7,
+    directions: int = 4,
+    seed: int = 0,
+) -> None:
     """Assert that nnc's gradient of ``fn`` matches central finite differences in float64.
 
     Float arrays among ``args`` are cast to float64. A non-scalar ``fn`` is reduced to a
@@ -35,8 +48,11 @@ def check_grads(fn: Callable, *args: Any, argnums: int | Sequence[int] | None = 
     """
     args = tuple(_to_float64(a) for a in args)
     if argnums is None:
-        argnums = tuple(i for i, a in enumerate(args)
-                        if any(isinstance(x, np.ndarray) and x.dtype.kind == "f" for x in tree_flatten(a)[0]))
+        argnums = tuple(
+            i
+            for i, a in enumerate(args)
+            if any(isinstance(x, np.ndarray) and x.dtype.kind == "f" for x in tree_flatten(a)[0])
+        )
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     rng = np.random.default_rng(seed)
     out = np.asarray(fn(*args))
@@ -56,8 +72,9 @@ def check_grads(fn: Callable, *args: Any, argnums: int | Sequence[int] | None = 
                 continue
             g_leaf = dict(tree_paths(g))[path] if path else g
             where = f"argument {a}" + (f" at {path!r}" if path else "")
-            _check_leaf(value, args, a, path, leaf, np.asarray(g_leaf), where, eps, rtol, atol,
-                        directions, rng)
+            _check_leaf(
+                value, args, a, path, leaf, np.asarray(g_leaf), where, eps, rtol, atol, directions, rng
+            )
 
 
 def _replace(tree: Any, path: str, new: np.ndarray) -> Any:
@@ -82,8 +99,9 @@ def _check_leaf(value, args, a, path, leaf, g, where, eps, rtol, atol, direction
         for i in range(leaf.size):
             d = np.zeros(leaf.size)
             d[i] = 1.0
-            probes.append((f"entry {np.unravel_index(i, leaf.shape) if leaf.shape else ()}",
-                           d.reshape(leaf.shape)))
+            probes.append(
+                (f"entry {np.unravel_index(i, leaf.shape) if leaf.shape else ()}", d.reshape(leaf.shape))
+            )
     else:
         probes = [(f"random direction {k}", rng.standard_normal(leaf.shape)) for k in range(directions)]
     for label, d in probes:
@@ -92,14 +110,22 @@ def _check_leaf(value, args, a, path, leaf, g, where, eps, rtol, atol, direction
         if not np.isclose(analytic, numeric, rtol=rtol, atol=atol):
             raise AssertionError(
                 f"gradient of {where} is wrong along {label}: nnc gives {analytic!r}, "
-                f"central finite differences give {numeric!r}")
+                f"central finite differences give {numeric!r}"
+            )
 
 
 # ----------------------------------------------------------------------------- hypothesis
 
 
-def arrays_of(t: Any, *, batch: int | None | Any = None, dtype: Any = np.float64,
-              min_size: int = 1, max_size: int = 5, elements: Any = None) -> Any:
+def arrays_of(
+    t: Any,
+    *,
+    batch: int | None | Any = None,
+    dtype: Any = np.float64,
+    min_size: int = 1,
+    max_size: int = 5,
+    elements: Any = None,
+) -> Any:
     """A hypothesis strategy drawing arrays (or tuples of arrays) of nnc type ``t``.
 
     Unknown dimensions are drawn between ``min_size`` and ``max_size`` (the same

@@ -17,13 +17,15 @@ parameters and the same history, bit for bit.
 >>> history["loss"][-1] < 0.01
 True
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,10 +34,18 @@ from nnc.backend.errors import NonFiniteError, ShapeError
 from nnc.backend.execute import quiet
 from nnc.backend.tree import tree_flatten, tree_unflatten
 
-from .callbacks import (BatchEnd, EpochEnd, StopOnNaN, as_callback, checked_decision,
-                        non_finite_loss_report, non_finite_params_report, overrides,
-                        tree_all_finite)
 from . import types as T
+from .callbacks import (
+    BatchEnd,
+    EpochEnd,
+    StopOnNaN,
+    as_callback,
+    checked_decision,
+    non_finite_loss_report,
+    non_finite_params_report,
+    overrides,
+    tree_all_finite,
+)
 from .model import Model, _params_dtype, check_params, match_input
 from .optim import ConfigError, Optimizer
 
@@ -127,12 +137,13 @@ class History:
         """The recorded epochs, counting from 1."""
         return list(range(1, len(self) + 1))
 
-    def with_epoch(self, logs: Mapping[str, float]) -> "History":
+    def with_epoch(self, logs: Mapping[str, float]) -> History:
         return replace(self, values={k: self.values.get(k, ()) + (v,) for k, v in logs.items()})
 
-    def with_event(self, epoch: int, message: str, stopped: bool = False) -> "History":
-        return replace(self, events=self.events + ((epoch, message),),
-                       stopped_at=epoch if stopped else self.stopped_at)
+    def with_event(self, epoch: int, message: str, stopped: bool = False) -> History:
+        return replace(
+            self, events=self.events + ((epoch, message),), stopped_at=epoch if stopped else self.stopped_at
+        )
 
     def __repr__(self) -> str:
         last = ", ".join(f"{k} {v[-1]:.4g}" for k, v in self.values.items() if v)
@@ -149,8 +160,9 @@ class History:
             from matplotlib.figure import Figure
             from matplotlib.ticker import MaxNLocator
         except ImportError:
-            raise ImportError("History.plot needs matplotlib: pip install 'nnc[plot]' "
-                              "(or pip install matplotlib)") from None
+            raise ImportError(
+                "History.plot needs matplotlib: pip install 'nnc[plot]' (or pip install matplotlib)"
+            ) from None
         names = [k for k in self.values if not k.startswith("val_")]
         names += [k[4:] for k in self.values if k.startswith("val_") and k[4:] not in names]
         fig = Figure(figsize=(4.5 * max(len(names), 1), 3.4), layout="constrained")
@@ -158,8 +170,9 @@ class History:
             ax = fig.add_subplot(1, len(names), i + 1)
             for key, label in ((name, "training"), (f"val_{name}", "validation")):
                 if key in self.values:
-                    ax.plot(self.epochs, self.values[key], marker="." if len(self) < 30 else None,
-                            label=label)
+                    ax.plot(
+                        self.epochs, self.values[key], marker="." if len(self) < 30 else None, label=label
+                    )
             ax.set_title(name)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -188,7 +201,7 @@ class Dataset:
     def _plain(self) -> bool:  # x and y are single arrays: batches need no tree rebuilding
         return len(self.leaves) == 2 and self.treedef == tree_flatten((0, 0))[1]
 
-    def take(self, rows: Any) -> "Dataset":
+    def take(self, rows: Any) -> Dataset:
         return Dataset(tuple(leaf[rows] for leaf in self.leaves), self.treedef, self.n)
 
     def batch(self, start: int, stop: int) -> tuple[Any, Any]:
@@ -208,37 +221,48 @@ def prepare_data(model: Model, params: Any, data: Any, what: str) -> Dataset:
     lengths, an empty set or ``x`` that does not fit ``model``; :class:`nnc.NonFiniteError`
     for NaN or infinite values."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ShapeError(f"fit: {what} must be a pair (x, y) of arrays, got {type(data).__name__}"
-                         + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""))
+        raise ShapeError(
+            f"fit: {what} must be a pair (x, y) of arrays, got {type(data).__name__}"
+            + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else "")
+        )
     x, y = data
     dtype = _params_dtype(params) or np.dtype(np.float32)
-    named = [(f"{what} x{p}", leaf) for p, leaf in _labelled(x)] + \
-            [(f"{what} y{p}", leaf) for p, leaf in _labelled(y)]
+    named = [(f"{what} x{p}", leaf) for p, leaf in _labelled(x)] + [
+        (f"{what} y{p}", leaf) for p, leaf in _labelled(y)
+    ]
     lengths = []
     for name, leaf in named:
         arr = np.asarray(leaf) if not isinstance(leaf, np.ndarray) else leaf
         if arr.dtype.kind not in "fiub":
-            raise ShapeError(f"fit: {name} has dtype {arr.dtype}; expected numbers "
-                             f"(floats for inputs, integer labels or floats for targets)")
+            raise ShapeError(
+                f"fit: {name} has dtype {arr.dtype}; expected numbers "
+                f"(floats for inputs, integer labels or floats for targets)"
+            )
         if arr.ndim == 0:
             raise ShapeError(f"fit: {name} is a single number; it needs a leading axis of examples")
         lengths.append((name, arr.shape[0]))
     x, batch = match_input(model.in_type, x, {}, model, f"{what} x", dtype)
     if batch is None and isinstance(model.in_type, T.ArrayType):
-        raise ShapeError(f"fit: {what} x of shape {np.shape(x)} is one example of "
-                         f"{T.show([model.in_type])[0]}; fit needs a batch with a leading axis of "
-                         "examples (x[None] for a batch of one)")
+        raise ShapeError(
+            f"fit: {what} x of shape {np.shape(x)} is one example of "
+            f"{T.show([model.in_type])[0]}; fit needs a batch with a leading axis of "
+            "examples (x[None] for a batch of one)"
+        )
     if len({n for _, n in lengths}) > 1:
         listed = ", ".join(f"{name} has {n}" for name, n in lengths)
-        raise ShapeError(f"fit: {what} arrays disagree on the number of examples: {listed} "
-                         "(the leading axes must match)")
+        raise ShapeError(
+            f"fit: {what} arrays disagree on the number of examples: {listed} (the leading axes must match)"
+        )
     n = lengths[0][1] if lengths else 0
     if n == 0:
-        raise ShapeError(f"fit: the {what} data is empty "
-                         f"({lengths[0][0] if lengths else 'x'} has 0 examples)")
+        raise ShapeError(
+            f"fit: the {what} data is empty ({lengths[0][0] if lengths else 'x'} has 0 examples)"
+        )
     y_leaves, y_def = tree_flatten(y)
-    y_leaves = [_checked_target(np.asarray(leaf), f"{what} y{p}", dtype)
-                for (p, _), leaf in zip(_labelled(y), y_leaves)]
+    y_leaves = [
+        _checked_target(np.asarray(leaf), f"{what} y{p}", dtype)
+        for (p, _), leaf in zip(_labelled(y), y_leaves)
+    ]
     leaves, treedef = tree_flatten((x, tree_unflatten(y_def, y_leaves)))
     return Dataset(tuple(leaves), treedef, n)
 
@@ -254,8 +278,9 @@ def _checked_target(y: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
     if y.dtype.kind == "f":
         if not np.isfinite(y).all():
             bad = tuple(int(i) for i in np.argwhere(~np.isfinite(y))[0])
-            raise NonFiniteError(f"fit: {name} holds {y[bad]} at index {bad}; nnc refuses NaN "
-                                 "and infinite data")
+            raise NonFiniteError(
+                f"fit: {name} holds {y[bad]} at index {bad}; nnc refuses NaN and infinite data"
+            )
         return y.astype(dtype, copy=False)
     return y
 
@@ -266,21 +291,28 @@ def predict(model: Model, params: Any, x: Any) -> Any:
     n = leaves[0].shape[0]
     if n <= _EVAL_CHUNK:
         return model.apply(params, x)
-    parts = [model.apply(params, tree_unflatten(treedef, [leaf[i:i + _EVAL_CHUNK] for leaf in leaves]))
-             for i in range(0, n, _EVAL_CHUNK)]
+    parts = [
+        model.apply(params, tree_unflatten(treedef, [leaf[i : i + _EVAL_CHUNK] for leaf in leaves]))
+        for i in range(0, n, _EVAL_CHUNK)
+    ]
     out_leaves, out_def = tree_flatten(parts[0])
     joined = [np.concatenate([tree_flatten(p)[0][k] for p in parts]) for k in range(len(out_leaves))]
     return tree_unflatten(out_def, joined)
 
 
 def _metric_table(metrics: Any) -> list[tuple[str, Callable]]:
-    items = metrics.items() if isinstance(metrics, Mapping) else \
-        [(getattr(m, "__name__", None), m) for m in metrics]
+    items = (
+        metrics.items()
+        if isinstance(metrics, Mapping)
+        else [(getattr(m, "__name__", None), m) for m in metrics]
+    )
     table = []
     for name, fn in items:
         if not callable(fn) or not name or name == "<lambda>":
-            raise ConfigError(f"fit: a metric must be a named function metric(prediction, target), "
-                              f"got {fn!r}; name lambdas with a dict: metrics={{'name': fn}}")
+            raise ConfigError(
+                f"fit: a metric must be a named function metric(prediction, target), "
+                f"got {fn!r}; name lambdas with a dict: metrics={{'name': fn}}"
+            )
         if name in ("loss",) or name.startswith("val_") or name in dict(table):
             raise ConfigError(f"fit: metric name {name!r} is taken; name it with a dict")
         table.append((name, fn))
@@ -319,12 +351,26 @@ def _progress_bar(total: int, enabled: bool) -> Any:
         return text_tqdm(total=total, unit="batch", dynamic_ncols=True)
 
 
-def fit(model: Model, params: Any, data: tuple, *, loss: Callable[[Any, Any], Any], opt: Optimizer,
-        epochs: int = 1, batch_size: int = 32, validation: tuple | None = None, seed: int = 0,
-        metrics: Sequence[Callable] | Mapping[str, Callable] = (), callbacks: Sequence[Any] = (),
-        progress: bool = True, shuffle: bool = True, drop_last: bool = False,
-        step: Callable | None = None, compile: bool = False,  # noqa: A002
-        stop_on_nan: bool = True) -> tuple[Any, History]:
+def fit(
+    model: Model,
+    params: Any,
+    data: tuple,
+    *,
+    loss: Callable[[Any, Any], Any],
+    opt: Optimizer,
+    epochs: int = 1,
+    batch_size: int = 32,
+    validation: tuple | None = None,
+    seed: int = 0,
+    metrics: Sequence[Callable] | Mapping[str, Callable] = (),
+    callbacks: Sequence[Any] = (),
+    progress: bool = True,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    step: Callable | None = None,
+    compile: bool = False,  # noqa: A002
+    stop_on_nan: bool = True,
+) -> tuple[Any, History]:
     """Train ``model`` from ``params`` on ``data = (x, y)``; returns ``(params, history)``.
 
     Args:
@@ -457,10 +503,15 @@ def _nan_guard(hooks: list, stop_on_nan: Any) -> StopOnNaN | None:
 
 def _refuse_non_finite_params(model: Model, params: Any) -> None:
     if not tree_all_finite(params):
-        raise NonFiniteError(non_finite_params_report(
-            model, params, "fit: the initial parameters are not finite",
-            hint="\n  hint: start from model.init(seed=...), or from the last finite parameters of a "
-                 "run that diverged (the params attribute of its NonFiniteError)"))
+        raise NonFiniteError(
+            non_finite_params_report(
+                model,
+                params,
+                "fit: the initial parameters are not finite",
+                hint="\n  hint: start from model.init(seed=...), or from the last finite parameters of a "
+                "run that diverged (the params attribute of its NonFiniteError)",
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -505,18 +556,29 @@ class _Replay:
         if found is None:
             return self._unexplained(f"{head} are not finite", before)
         u, last, updated, u_loss = found
-        when = ("in the update before it" if u == b - 1 else
-                f"in the update of batch {u + 1}, whose loss ({u_loss:.4g}) was finite")
-        return non_finite_params_report(self.model, updated, f"{head} went non-finite {when}"), last, self.epoch
+        when = (
+            "in the update before it"
+            if u == b - 1
+            else f"in the update of batch {u + 1}, whose loss ({u_loss:.4g}) was finite"
+        )
+        return (
+            non_finite_params_report(self.model, updated, f"{head} went non-finite {when}"),
+            last,
+            self.epoch,
+        )
 
     def of_epoch(self, params: Any) -> tuple[str, Any, int]:
         """The same for non-finite ``params`` at the end of the epoch, every loss having been finite."""
         found = self._first_bad_update(len(self.starts))
         if found is None:
-            return self._unexplained(f"the parameters are not finite at the end of epoch {self.epoch}", params)
+            return self._unexplained(
+                f"the parameters are not finite at the end of epoch {self.epoch}", params
+            )
         u, last, updated, u_loss = found
-        head = (f"the parameters went non-finite in the update of epoch {self.epoch}, batch {u + 1}, "
-                f"whose loss ({u_loss:.4g}) was finite")
+        head = (
+            f"the parameters went non-finite in the update of epoch {self.epoch}, batch {u + 1}, "
+            f"whose loss ({u_loss:.4g}) was finite"
+        )
         return non_finite_params_report(self.model, updated, head), last, self.epoch
 
     def _unexplained(self, head: str, params: Any) -> tuple[str, Any, int]:
@@ -530,8 +592,9 @@ class _Replay:
         return non_finite_params_report(self.model, params, head), self.params, self.epoch
 
 
-def _stopped(guard: StopOnNaN, message: str, params: Any, epoch: int,
-             history: History) -> tuple[Any, History]:
+def _stopped(
+    guard: StopOnNaN, message: str, params: Any, epoch: int, history: History
+) -> tuple[Any, History]:
     """Stop as ``guard`` says: raise ``message`` (carrying ``params`` and ``history``), or go on to
     return ``params`` with the message recorded."""
     if guard.raise_error:
@@ -541,8 +604,9 @@ def _stopped(guard: StopOnNaN, message: str, params: Any, epoch: int,
     return params, history.with_event(epoch, message, stopped=True)
 
 
-def _ask(hooks: list[tuple[int, Callable]], states: list, log: Any, params: Any,
-         history: History, epoch: int) -> tuple[Any, History, bool]:
+def _ask(
+    hooks: list[tuple[int, Callable]], states: list, log: Any, params: Any, history: History, epoch: int
+) -> tuple[Any, History, bool]:
     """Run the hooks in order; each decision may replace the parameters and/or stop."""
     stop = False
     for i, hook in hooks:

@@ -19,12 +19,14 @@ source, so it works in notebook cells.
 >>> double(np.ones(3))
 array([2., 2., 2.])
 """
+
 from __future__ import annotations
 
 import contextvars
 import functools
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,14 +35,13 @@ from nnc.backend.errors import ShapeError
 
 from . import types as T
 
-_bindings: contextvars.ContextVar[dict | None] = contextvars.ContextVar("nnc_typed_bindings",
-                                                                       default=None)
+_bindings: contextvars.ContextVar[dict | None] = contextvars.ContextVar("nnc_typed_bindings", default=None)
 _BATCH = "batch axis"
 
 
 def _expected(t: T.ArrayType) -> str:
     text = T.show([t])[0]
-    inner = text[text.index("[") + 1:-1]
+    inner = text[text.index("[") + 1 : -1]
     single = f"({inner},)" if t.rank == 1 else f"({inner})"
     return f"{text}: an array of shape {single} or (batch, {inner})"
 
@@ -59,7 +60,7 @@ def _check_array(value: Any, origin_type: T.ArrayType, args: tuple, memo: Any) -
     bindings = _bindings.get()
     bindings = {} if bindings is None else bindings
     names = [(_BATCH, shape[0])] if len(shape) == t.rank + 1 else []
-    for d, n in zip(t.dims, shape[len(shape) - t.rank:]):
+    for d, n in zip(t.dims, shape[len(shape) - t.rank :]):
         if isinstance(d, int):
             if d != n:
                 raise typeguard.TypeCheckError(f"has shape {shape}, expected {_expected(t)}")
@@ -69,7 +70,8 @@ def _check_array(value: Any, origin_type: T.ArrayType, args: tuple, memo: Any) -
         if bindings.setdefault(name, n) != n:
             raise typeguard.TypeCheckError(
                 f"has shape {shape}, but {name} is {bindings[name]} elsewhere in this call "
-                f"(expected {_expected(t)})")
+                f"(expected {_expected(t)})"
+            )
 
 
 def lookup(origin_type: Any, args: tuple, extras: tuple) -> Callable | None:

@@ -9,13 +9,14 @@ of any length. A :class:`TypeVar` stands for any type (elementwise layers are ``
 >>> Vec[3], Mat[2, "n"], Tensor[1, 8, 8], (Vec[2], Vec[3])
 (Vec[3], Mat[2, n], Tensor[1, 8, 8], (Vec[2], Vec[3]))
 """
+
 from __future__ import annotations
 
 import itertools
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from nnc.backend.errors import ArgumentError, NNCError
 
@@ -25,8 +26,6 @@ _counter = itertools.count()
 
 
 # ----------------------------------------------------------------------------- bad arguments
-
-
 
 
 def describe_value(value: Any) -> str:
@@ -40,13 +39,23 @@ def describe_value(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def bad_argument(layer: str, where: Where | None, argument: str, expected: str, value: Any,
-                 hint: str = "", cls: type = ArgumentError, at: str = "created at") -> NNCError:
+def bad_argument(
+    layer: str,
+    where: Where | None,
+    argument: str,
+    expected: str,
+    value: Any,
+    hint: str = "",
+    cls: type = ArgumentError,
+    at: str = "created at",
+) -> NNCError:
     """The error for ``layer``'s ``argument``: what it must be, what it got, where it was written
     (``at`` says how: a layer is "created at", a function "called at")."""
     place = f" ({at} {where})" if where else ""
-    return cls(f"{layer}{place}: {argument} must be {expected}, got {describe_value(value)}"
-               + (f"\n  hint: {hint}" if hint else ""))
+    return cls(
+        f"{layer}{place}: {argument} must be {expected}, got {describe_value(value)}"
+        + (f"\n  hint: {hint}" if hint else "")
+    )
 
 
 def is_int(value: Any) -> bool:
@@ -54,9 +63,17 @@ def is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def size_argument(value: Any, layer: str, argument: str, where: Where | None, *,
-                  optional: bool = False, minimum: int = 1, hint: str = "",
-                  at: str = "created at") -> int | None:
+def size_argument(
+    value: Any,
+    layer: str,
+    argument: str,
+    where: Where | None,
+    *,
+    optional: bool = False,
+    minimum: int = 1,
+    hint: str = "",
+    at: str = "created at",
+) -> int | None:
     """``value`` as an int size of at least ``minimum`` (``None`` too where ``optional``), or an
     :class:`ArgumentError` naming the layer, the argument and where it was written."""
     if value is None and optional:
@@ -93,7 +110,7 @@ class DimExpr:
         return "(" + f" {self.op} ".join(map(repr, self.terms)) + ")"
 
 
-DimLike = Union[int, Dim, DimExpr]
+DimLike = int | Dim | DimExpr
 
 
 def dim_sum(terms) -> DimLike:
@@ -181,7 +198,7 @@ class _SeqConstructor:
 
 Seq = _SeqConstructor()
 
-Type = Union[ArrayType, TupleType, TypeVar, SeqType]
+Type = ArrayType | TupleType | TypeVar | SeqType
 
 
 class _Constructor:
@@ -194,7 +211,8 @@ class _Constructor:
             raise ArgumentError(
                 f"{self.kind} takes {self.rank} dimension(s), got {len(dims)}: "
                 f"{self.kind}[{', '.join(map(repr, dims))}] at {user_frame() or 'unknown place'}\n"
-                "  hint: Vec[n] is a vector, Mat[m, n] a matrix, Tensor[c, h, w] any rank")
+                "  hint: Vec[n] is a vector, Mat[m, n] a matrix, Tensor[c, h, w] any rank"
+            )
         return ArrayType(tuple(_dim(d, i, self.kind) for i, d in enumerate(dims)), self.kind)
 
     def __repr__(self) -> str:
@@ -211,9 +229,14 @@ def _dim(d: Any, axis: int, kind: str) -> DimLike:
     if is_int(d) and d >= 1:
         return int(d)
     # where is looked up only now: types are built often inside nnc, and the stack walk costs
-    raise bad_argument(kind, user_frame(), f"dimension {axis}", "a positive int, a name or None", d,
-                       f"a size is a positive int; a name ({kind}['n']) or None stands for one "
-                       "that is inferred")
+    raise bad_argument(
+        kind,
+        user_frame(),
+        f"dimension {axis}",
+        "a positive int, a name or None",
+        d,
+        f"a size is a positive int; a name ({kind}['n']) or None stands for one that is inferred",
+    )
 
 
 Vec = _Constructor("Vec", 1)
@@ -234,8 +257,14 @@ def as_type(t: Any, layer: str = "nnc") -> Type:
         return TupleType(tuple(as_type(x, layer) for x in t))
     if isinstance(t, (ArrayType, TupleType, TypeVar, SeqType)):
         return t
-    raise bad_argument(layer, user_frame(), "the type", "an nnc type", t,
-                       "use Vec[n], Mat[m, n], Tensor[c, h, w], Seq[...] or a tuple of them")
+    raise bad_argument(
+        layer,
+        user_frame(),
+        "the type",
+        "an nnc type",
+        t,
+        "use Vec[n], Mat[m, n], Tensor[c, h, w], Seq[...] or a tuple of them",
+    )
 
 
 # ----------------------------------------------------------------------------- substitution
@@ -294,8 +323,12 @@ def unify_dims(a: DimLike, b: DimLike, s: Subst) -> None:
     if isinstance(other, int):
         _solve(expr, other, s)
         return
-    if isinstance(a, DimExpr) and isinstance(b, DimExpr) and a.op == b.op and \
-            sorted(map(repr, a.terms)) == sorted(map(repr, b.terms)):
+    if (
+        isinstance(a, DimExpr)
+        and isinstance(b, DimExpr)
+        and a.op == b.op
+        and sorted(map(repr, a.terms)) == sorted(map(repr, b.terms))
+    ):
         return
     raise Mismatch(f"cannot tell whether {a!r} equals {b!r}; give the input type with nnc.Input")
 
@@ -330,8 +363,10 @@ def unify(a: Type, b: Type, s: Subst) -> None:
         return
     if isinstance(a, SeqType) or isinstance(b, SeqType):
         if not (isinstance(a, SeqType) and isinstance(b, SeqType)):
-            raise Mismatch("a sequence cannot meet a single example (use unroll, unroll_last or "
-                           "lagged to go between them)")
+            raise Mismatch(
+                "a sequence cannot meet a single example (use unroll, unroll_last or "
+                "lagged to go between them)"
+            )
         try:
             unify(a.item, b.item, s)
         except Mismatch as err:

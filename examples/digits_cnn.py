@@ -35,12 +35,15 @@ FAST = os.environ.get("NNC_EXAMPLE_FAST") == "1"
 # %%
 digits = load_digits()
 images = (digits.images[:, None, :, :] / 16.0).astype(np.float32)
-x_train, x_test, y_train, y_test = train_test_split(images, digits.target, test_size=0.25,
-                                                    random_state=0, stratify=digits.target)
-x_train, x_val, y_train, y_val = train_test_split(x_train, y_train, test_size=0.15, random_state=0,
-                                                  stratify=y_train)
-print(f"train {len(x_train)}, validation {len(x_val)}, test {len(x_test)} images of shape "
-      f"{x_train.shape[1:]}")
+x_train, x_test, y_train, y_test = train_test_split(
+    images, digits.target, test_size=0.25, random_state=0, stratify=digits.target
+)
+x_train, x_val, y_train, y_val = train_test_split(
+    x_train, y_train, test_size=0.15, random_state=0, stratify=y_train
+)
+print(
+    f"train {len(x_train)}, validation {len(x_val)}, test {len(x_test)} images of shape {x_train.shape[1:]}"
+)
 
 # %% [markdown]
 # The model: 16 filters of 3x3 (padding 1 keeps the 8x8 size), then 32 filters over
@@ -50,9 +53,17 @@ print(f"train {len(x_train)}, validation {len(x_val)}, test {len(x_test)} images
 # seed we tried.)
 
 # %%
-model = (Input(Tensor[1, 8, 8]) >> Conv2d(1, 16, 3, padding=1) >> relu
-         >> Conv2d(16, 32, 3, padding=1) >> relu >> max_pool(2)
-         >> flatten >> Linear(None, 10) >> softmax)
+model = (
+    Input(Tensor[1, 8, 8])
+    >> Conv2d(1, 16, 3, padding=1)
+    >> relu
+    >> Conv2d(16, 32, 3, padding=1)
+    >> relu
+    >> max_pool(2)
+    >> flatten
+    >> Linear(None, 10)
+    >> softmax
+)
 print("model:    ", model)
 print("signature:", model.signature)
 for child in model.children:
@@ -75,10 +86,17 @@ except nnc.TypeMismatch as err:
 # %%
 started = time.perf_counter()
 params, history = fit(
-    model, model.init(seed=0), (x_train, y_train),
-    loss=nnc.cross_entropy, opt=adam(2e-3),
-    epochs=2 if FAST else 20, batch_size=32, seed=0,
-    validation=(x_val, y_val), metrics=[accuracy], progress=not FAST,
+    model,
+    model.init(seed=0),
+    (x_train, y_train),
+    loss=nnc.cross_entropy,
+    opt=adam(2e-3),
+    epochs=2 if FAST else 20,
+    batch_size=32,
+    seed=0,
+    validation=(x_val, y_val),
+    metrics=[accuracy],
+    progress=not FAST,
 )
 print(history)
 print(f"trained in {time.perf_counter() - started:.1f} s")
@@ -98,5 +116,6 @@ if not FAST:
 # %%
 filters = params["conv2d_0"]["W"][:, 0]
 for row in range(3):
-    print("   ".join("".join("+" if v > 0.1 else "-" if v < -0.1 else "." for v in f[row])
-                     for f in filters[:8]))
+    print(
+        "   ".join("".join("+" if v > 0.1 else "-" if v < -0.1 else "." for v in f[row]) for f in filters[:8])
+    )

@@ -37,8 +37,9 @@ OUT = os.environ.get("NNC_EXAMPLE_OUT", ".")
 digits = load_digits()
 x, y = digits.data.astype(np.float32), digits.target
 x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
-x_train, x_val, y_train, y_val = train_test_split(x_train, y_train, test_size=0.15, random_state=0,
-                                                  stratify=y_train)
+x_train, x_val, y_train, y_val = train_test_split(
+    x_train, y_train, test_size=0.15, random_state=0, stratify=y_train
+)
 mean, scale = x_train.mean(axis=0), x_train.std(axis=0) + 1.0  # + 1: some pixels are always 0
 
 
@@ -58,10 +59,16 @@ model = Linear(64, 128) >> relu >> Linear(128, 10) >> softmax
 print("model:", model, " signature:", model.signature)
 
 params, history = fit(
-    model, model.init(seed=0), (x_train, y_train),
-    loss=nnc.cross_entropy, opt=adam(1e-3),
-    epochs=5 if FAST else 60, batch_size=32, seed=0,
-    validation=(x_val, y_val), metrics=[accuracy],
+    model,
+    model.init(seed=0),
+    (x_train, y_train),
+    loss=nnc.cross_entropy,
+    opt=adam(1e-3),
+    epochs=5 if FAST else 60,
+    batch_size=32,
+    seed=0,
+    validation=(x_val, y_val),
+    metrics=[accuracy],
     callbacks=[EarlyStopping(patience=8, restore_best=True), StopOnNaN()],
     progress=not FAST,
 )

@@ -14,9 +14,7 @@ def block(width: int):
     return residual(Linear(width, width) >> relu)
 
 
-model = (Input(Vec[64]) >> Linear(None, 32) >> relu
-         >> block(32) >> block(32)
-         >> Linear(32, 10) >> softmax)
+model = Input(Vec[64]) >> Linear(None, 32) >> relu >> block(32) >> block(32) >> Linear(32, 10) >> softmax
 
 if __name__ == "__main__":
     from nnc.summary import summary

@@ -61,6 +61,7 @@ print("drawn:", nnc.render(model, OUT / "tutorial_01_model.svg", rankdir="LR").n
 # its gradient, a dict shaped like `params`. Plain gradient descent is the loop below;
 # `nnc.sgd(lr)` would do the same update.
 
+
 # %%
 def loss(params, x, y):
     return nnc.mse(model(params, x), y)
@@ -69,7 +70,7 @@ def loss(params, x, y):
 value_and_grad = nnc.value_and_grad(loss)
 learning_rate = 0.5
 losses = []
-for step in range(60):
+for _ in range(60):
     value, grads = value_and_grad(params, x, y)
     params = nnc.tree_map(lambda p, g: p - learning_rate * g, params, grads)
     losses.append(float(value))

@@ -58,6 +58,7 @@ print("drawn:", nnc.render(model, OUT / "tutorial_02_model.svg", rankdir="LR").n
 # functions so that it can be differentiated. Any `loss(prediction, target)` works
 # with `fit`.
 
+
 # %%
 def binary_cross_entropy(p, t):
     return -nnc.mean(t * nnc.log(p) + (1 - t) * nnc.log(1 - p))
@@ -69,9 +70,18 @@ def binary_cross_entropy(p, t):
 # trained parameters and a `History` of the loss and metrics after each epoch.
 
 # %%
-params, history = nnc.fit(model, model.init(seed=0), (x, t), loss=binary_cross_entropy,
-                          opt=nnc.sgd(0.5), epochs=5 if FAST else 30, batch_size=40,
-                          metrics=[accuracy], seed=0, progress=False)
+params, history = nnc.fit(
+    model,
+    model.init(seed=0),
+    (x, t),
+    loss=binary_cross_entropy,
+    opt=nnc.sgd(0.5),
+    epochs=5 if FAST else 30,
+    batch_size=40,
+    metrics=[accuracy],
+    seed=0,
+    progress=False,
+)
 history.plot(OUT / "tutorial_02_curve.png")
 print(history)
 print(f"accuracy: {accuracy(model(params, x), t):.3f}")

@@ -36,9 +36,18 @@ def binary_cross_entropy(p, t):
 
 
 def train(model, epochs):
-    return nnc.fit(model, model.init(seed=0), (x, t), loss=binary_cross_entropy,
-                   opt=nnc.adam(0.02), epochs=epochs, batch_size=40, metrics=[accuracy],
-                   seed=0, progress=False)
+    return nnc.fit(
+        model,
+        model.init(seed=0),
+        (x, t),
+        loss=binary_cross_entropy,
+        opt=nnc.adam(0.02),
+        epochs=epochs,
+        batch_size=40,
+        metrics=[accuracy],
+        seed=0,
+        progress=False,
+    )
 
 
 # %% [markdown]
@@ -94,8 +103,9 @@ print(f"network: accuracy {accuracy(network(params, x), t):.3f}")
 fig = Figure(figsize=(9, 3.8), layout="constrained")
 grid = np.stack(np.meshgrid(np.linspace(-1.5, 2.5, 120), np.linspace(-1, 1.5, 100)), -1)
 flat = grid.reshape(-1, 2).astype(np.float32)
-for ax, (title, model, p) in zip(fig.subplots(1, 2), [("logistic regression", linear, linear_params),
-                                                      ("network", network, params)]):
+for ax, (title, model, p) in zip(
+    fig.subplots(1, 2), [("logistic regression", linear, linear_params), ("network", network, params)]
+):
     probability = model(p, flat).reshape(grid.shape[:2])
     ax.contourf(grid[..., 0], grid[..., 1], probability, levels=20, cmap="RdBu_r", alpha=0.6)
     ax.contour(grid[..., 0], grid[..., 1], probability, levels=[0.5], colors="k")

@@ -37,10 +37,12 @@ OUT = Path(os.environ.get("NNC_EXAMPLE_OUT") or HERE)
 # %%
 digits = load_digits()
 x = (digits.data / 16.0).astype(np.float32)
-x_train, x_test, y_train, y_test = train_test_split(x, digits.target, test_size=0.25,
-                                                    random_state=0, stratify=digits.target)
-x_train, x_val, y_train, y_val = train_test_split(x_train, y_train, test_size=0.15,
-                                                  random_state=0, stratify=y_train)
+x_train, x_test, y_train, y_test = train_test_split(
+    x, digits.target, test_size=0.25, random_state=0, stratify=digits.target
+)
+x_train, x_val, y_train, y_val = train_test_split(
+    x_train, y_train, test_size=0.15, random_state=0, stratify=y_train
+)
 print(f"train {x_train.shape}, validation {x_val.shape}, test {x_test.shape}")
 print("labels:", y_train[:12], "...")
 
@@ -74,12 +76,20 @@ print("drawn:", nnc.render(model, OUT / "tutorial_04_model.svg").name)
 # hands back the parameters of the best epoch.
 
 # %%
-params, history = nnc.fit(model, model.init(seed=0), (x_train, y_train),
-                          loss=nnc.cross_entropy, opt=nnc.adam(1e-3),
-                          epochs=4 if FAST else 100, batch_size=32, seed=0,
-                          validation=(x_val, y_val), metrics=[accuracy],
-                          callbacks=[EarlyStopping(patience=10, restore_best=True)],
-                          progress=False)
+params, history = nnc.fit(
+    model,
+    model.init(seed=0),
+    (x_train, y_train),
+    loss=nnc.cross_entropy,
+    opt=nnc.adam(1e-3),
+    epochs=4 if FAST else 100,
+    batch_size=32,
+    seed=0,
+    validation=(x_val, y_val),
+    metrics=[accuracy],
+    callbacks=[EarlyStopping(patience=10, restore_best=True)],
+    progress=False,
+)
 history.plot(OUT / "tutorial_04_curve.png")
 print(history)
 

@@ -37,10 +37,12 @@ OUT = Path(os.environ.get("NNC_EXAMPLE_OUT") or HERE)
 # %%
 digits = load_digits()
 images = (digits.images[:, None, :, :] / 16.0).astype(np.float32)
-x_train, x_test, y_train, y_test = train_test_split(images, digits.target, test_size=0.25,
-                                                    random_state=0, stratify=digits.target)
-x_train, x_val, y_train, y_val = train_test_split(x_train, y_train, test_size=0.15,
-                                                  random_state=0, stratify=y_train)
+x_train, x_test, y_train, y_test = train_test_split(
+    images, digits.target, test_size=0.25, random_state=0, stratify=digits.target
+)
+x_train, x_val, y_train, y_val = train_test_split(
+    x_train, y_train, test_size=0.15, random_state=0, stratify=y_train
+)
 print(f"train {x_train.shape}, validation {x_val.shape}, test {x_test.shape}")
 
 # %% [markdown]
@@ -50,8 +52,15 @@ print(f"train {x_train.shape}, validation {x_val.shape}, test {x_test.shape}")
 # input size from `flatten`, which takes it from the pooling: 16 x 4 x 4 = 256.
 
 # %%
-model = (Input(Tensor[1, 8, 8]) >> Conv2d(1, 16, 3, padding=1) >> relu >> max_pool(2)
-         >> flatten >> Linear(None, 10) >> softmax)
+model = (
+    Input(Tensor[1, 8, 8])
+    >> Conv2d(1, 16, 3, padding=1)
+    >> relu
+    >> max_pool(2)
+    >> flatten
+    >> Linear(None, 10)
+    >> softmax
+)
 print("signature:", model.signature)
 print(nnc.summary(model))
 print("drawn:", nnc.render(model, OUT / "tutorial_05_model.svg").name)
@@ -74,10 +83,19 @@ except nnc.TypeMismatch as mismatch:
 # and cached on disk, so the first epoch is the slowest.
 
 # %%
-params, history = nnc.fit(model, model.init(seed=0), (x_train, y_train),
-                          loss=nnc.cross_entropy, opt=nnc.adam(2e-3),
-                          epochs=2 if FAST else 25, batch_size=32, seed=0,
-                          validation=(x_val, y_val), metrics=[accuracy], progress=False)
+params, history = nnc.fit(
+    model,
+    model.init(seed=0),
+    (x_train, y_train),
+    loss=nnc.cross_entropy,
+    opt=nnc.adam(2e-3),
+    epochs=2 if FAST else 25,
+    batch_size=32,
+    seed=0,
+    validation=(x_val, y_val),
+    metrics=[accuracy],
+    progress=False,
+)
 print(history)
 history.plot(OUT / "tutorial_05_curve.png")
 test_accuracy = accuracy(model(params, x_test), y_test)
@@ -99,7 +117,8 @@ if not FAST:
 # %%
 filters = params["conv2d_0"]["W"][:, 0]
 maps = (Input(Tensor[1, 8, 8]) >> Conv2d(1, 16, 3, padding=1) >> relu)(
-    {"conv2d_0": params["conv2d_0"]}, x_test[:1])[0]
+    {"conv2d_0": params["conv2d_0"]}, x_test[:1]
+)[0]
 fig = Figure(figsize=(8, 1.2), layout="constrained")
 axes = fig.subplots(2, 16)
 limit = np.abs(filters).max()

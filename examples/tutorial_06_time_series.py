@@ -47,6 +47,7 @@ print("model:", ar_model.signature)
 # The first step sees a zero state instead of a real past, so it is left out of the
 # loss. The loop is plain gradient descent on a pure loss function.
 
+
 # %%
 def ar_loss(p, x, t):
     return nnc.mse(ar_model(p, x)[:, 1:], t[:, 1:])
@@ -55,7 +56,7 @@ def ar_loss(p, x, t):
 params = ar_model.init(seed=0, dtype=np.float64)
 value_and_grad = nnc.value_and_grad(ar_loss)
 ar_losses = []
-for step in range(300 if FAST else 1500):
+for _ in range(300 if FAST else 1500):
     value, grads = value_and_grad(params, inputs, targets)
     params = nnc.tree_map(lambda p, g: p - 0.5 * g, params, grads)
     ar_losses.append(float(value))
@@ -88,8 +89,8 @@ signal = np.sin(2 * np.pi * time / 50) + 0.5 * np.sin(2 * np.pi * time / 17)
 signal = (signal + 0.1 * rng.standard_normal(time.shape)).astype(np.float32)
 window = 24
 starts = np.arange(len(signal) - window)
-x = np.stack([signal[s:s + window] for s in starts])[..., None]  # (n, 24, 1)
-y = signal[starts + window][:, None]                              # (n, 1)
+x = np.stack([signal[s : s + window] for s in starts])[..., None]  # (n, 24, 1)
+y = signal[starts + window][:, None]  # (n, 1)
 cut = int(0.8 * len(x))
 print("windows:", x.shape, " next values:", y.shape, f" (train {cut}, validation {len(x) - cut})")
 
@@ -110,9 +111,18 @@ print("drawn:", nnc.render(rnn, OUT / "tutorial_06_model.svg").name)
 # differentiates through all 24 steps (backpropagation through time), with `fit`.
 
 # %%
-rnn_params, history = nnc.fit(rnn, rnn.init(seed=0), (x[:cut], y[:cut]), loss=nnc.mse,
-                              opt=nnc.adam(3e-3), epochs=3 if FAST else 40, batch_size=32,
-                              validation=(x[cut:], y[cut:]), seed=0, progress=False)
+rnn_params, history = nnc.fit(
+    rnn,
+    rnn.init(seed=0),
+    (x[:cut], y[:cut]),
+    loss=nnc.mse,
+    opt=nnc.adam(3e-3),
+    epochs=3 if FAST else 40,
+    batch_size=32,
+    validation=(x[cut:], y[cut:]),
+    seed=0,
+    progress=False,
+)
 history.plot(OUT / "tutorial_06_curve.png")
 print(history)
 
@@ -126,8 +136,8 @@ print(history)
 prediction = rnn(rnn_params, x[cut:])[:, 0]
 fig = Figure(figsize=(9, 3), layout="constrained")
 ax = fig.subplots()
-ax.plot(time[cut + window:], y[cut:, 0], ".", markersize=3, label="signal", color="0.5")
-ax.plot(time[cut + window:], prediction, label="one step ahead", color="C3")
+ax.plot(time[cut + window :], y[cut:, 0], ".", markersize=3, label="signal", color="0.5")
+ax.plot(time[cut + window :], prediction, label="one step ahead", color="C3")
 ax.set(title="validation: predicting the next sample", xlabel="time")
 ax.legend(loc="upper right")
 fig.savefig(OUT / "tutorial_06_prediction.png", dpi=110)

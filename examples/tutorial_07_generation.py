@@ -44,9 +44,17 @@ print("drawn:", nnc.render(cell, OUT / "tutorial_07_model.svg", rankdir="LR").na
 # ![The cell](tutorial_07_model.svg)
 
 # %%
-params, history = nnc.fit(model, model.init(seed=0, dtype=np.float64),
-                          (wave[:, :-1], wave[:, 1:]), loss=nnc.mse, opt=nnc.adam(0.01),
-                          epochs=60 if FAST else 400, batch_size=6, seed=0, progress=False)
+params, history = nnc.fit(
+    model,
+    model.init(seed=0, dtype=np.float64),
+    (wave[:, :-1], wave[:, 1:]),
+    loss=nnc.mse,
+    opt=nnc.adam(0.01),
+    epochs=60 if FAST else 400,
+    batch_size=6,
+    seed=0,
+    progress=False,
+)
 history.plot(OUT / "tutorial_07_curve.png")
 print(history)
 

@@ -14,6 +14,7 @@ two cores and ran 10-100x slower than the serial loop (measured; see docs/kernel
 Index arithmetic in the inner loops is unsigned: with signed indices Numba must allow
 for Python's negative indexing, which stops LLVM from vectorising the copies (6x slower).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -195,7 +196,7 @@ def conv2d_forward(x, w, stride, padding, dilation) -> np.ndarray:
     for b0 in range(0, b, n):
         m = min(n, b - b0)
         im2col(x, b0, m, *geometry, cols[:m], p, k * p)
-        np.matmul(wm, cols[:m], out=y[b0:b0 + m].reshape(m, o, p))
+        np.matmul(wm, cols[:m], out=y[b0 : b0 + m].reshape(m, o, p))
     return y
 
 
@@ -203,7 +204,7 @@ def _cotangent_columns(g, b0, m, o, p):
     """Images ``b0 .. b0+m`` of the output cotangent side by side, one (O, m * P) matrix."""
     if m == 1:
         return g[b0].reshape(o, p)
-    return g[b0:b0 + m].reshape(m, o, p).transpose(1, 0, 2).reshape(o, m * p)
+    return g[b0 : b0 + m].reshape(m, o, p).transpose(1, 0, 2).reshape(o, m * p)
 
 
 def conv2d_weight_grad(x, g, w_shape, stride, padding, dilation) -> np.ndarray:
@@ -225,7 +226,7 @@ def conv2d_weight_grad(x, g, w_shape, stride, padding, dilation) -> np.ndarray:
     geometry = _args(kh, kw, stride, padding, dilation, ho, wo)
     for b0 in range(0, b, n):
         m = min(n, b - b0)
-        part = cols[:k * m * p].reshape(k, m * p)
+        part = cols[: k * m * p].reshape(k, m * p)
         im2col(x, b0, m, *geometry, part, m * p, p)
         gw_t += np.dot(part, _cotangent_columns(g, b0, m, o, p).T)
     return np.ascontiguousarray(gw_t.T).reshape(w_shape)
@@ -248,6 +249,6 @@ def conv2d_input_grad(g, w, x_shape, stride, padding, dilation) -> np.ndarray:
     geometry = _args(kh, kw, stride, padding, dilation, ho, wo)
     for b0 in range(0, b, n):
         m = min(n, b - b0)
-        np.matmul(wt, g[b0:b0 + m].reshape(m, o, p), out=cols[:m])
+        np.matmul(wt, g[b0 : b0 + m].reshape(m, o, p), out=cols[:m])
         col2im(cols[:m], b0, m, *geometry, gx, p, k * p)
     return gx

@@ -12,6 +12,7 @@ same order and precision, with no fast-math reordering. tanh and the logistic ru
 numpy ufuncs in place, because numpy's vectorised tanh is both faster than the scalar
 libm tanh Numba calls (25x on 32x128 float32) and what the separate ``tanh`` computes.
 """
+
 from __future__ import annotations
 
 import numpy as np

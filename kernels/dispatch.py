@@ -13,6 +13,7 @@ Crossovers measured (benchmarks/conv.py, benchmarks/linear_layer.py; docs/kernel
 - matrix products: BLAS always (``np.dot``); the dense layer fuses only the elementwise
   work around it (see :mod:`nnc.kernels.dense`).
 """
+
 from __future__ import annotations
 
 import numpy as np

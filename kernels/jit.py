@@ -10,10 +10,12 @@ without a cache, so a read-only installation still runs (only slower to start).
 With ``NUMBA_DISABLE_JIT=1`` the kernels run as the plain Python they are written in:
 slow, but the same results, which is how the test suite checks the kernels' logic.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # Compiled once per dtype signature; without a writable cache each process pays that again.
 _DEFAULT_OPTIONS = {"nogil": True, "boundscheck": False, "error_model": "numpy"}
@@ -41,8 +43,11 @@ class Kernel:
         self.__name__ = py_func.__name__
 
     def __repr__(self) -> str:
-        state = "not compiled yet" if self._compiled is None else \
-            f"compiled, {'cached on disk' if self.cached else 'no disk cache'}"
+        state = (
+            "not compiled yet"
+            if self._compiled is None
+            else f"compiled, {'cached on disk' if self.cached else 'no disk cache'}"
+        )
         return f"<nnc kernel {self.__name__}: {state}>"
 
     def compile(self) -> Callable:

@@ -5,6 +5,7 @@ padding; a window ties are broken by its first largest entry in row-major order,
 like the numpy reference and PyTorch, and a NaN is the largest entry, as in numpy. One plane (an image's channel) at a time, with
 unsigned indices so the inner loops compile without negative-index checks.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -114,8 +115,10 @@ def _avg_pool_grad(g, kh, kw, sh, sw, count, gx):
 
 def _out(x_shape, kernel_, stride, dtype) -> np.ndarray:
     b, c, h, w = x_shape
-    return np.empty((b, c, output_size(h, kernel_[0], stride[0], 0, 1),
-                     output_size(w, kernel_[1], stride[1], 0, 1)), dtype)
+    return np.empty(
+        (b, c, output_size(h, kernel_[0], stride[0], 0, 1), output_size(w, kernel_[1], stride[1], 0, 1)),
+        dtype,
+    )
 
 
 def max_pool(x, kernel_, stride) -> np.ndarray:

@@ -10,6 +10,7 @@ Layouts: images are ``(batch, channels, height, width)``, conv weights
 ``(rows, cols)`` pairs. A column of ``cols`` holds one receptive field in the order
 ``(channel, ki, kj)``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -73,8 +74,9 @@ def im2col(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, dilation
     return win.transpose(0, 1, 4, 5, 2, 3).reshape(b, c * kh * kw, ho * wo)
 
 
-def col2im(cols: np.ndarray, x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple,
-           dilation: tuple) -> np.ndarray:
+def col2im(
+    cols: np.ndarray, x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple
+) -> np.ndarray:
     """The transpose of :func:`im2col`: add every column back where it was gathered from."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     b, c, h, w = x_shape
@@ -84,8 +86,8 @@ def col2im(cols: np.ndarray, x_shape: tuple, kernel: tuple, stride: tuple, paddi
     for ki in range(kh):
         for kj in range(kw):
             r, s = ki * dh, kj * dw
-            xp[:, :, r:r + sh * (ho - 1) + 1:sh, s:s + sw * (wo - 1) + 1:sw] += fields[:, :, ki, kj]
-    return xp[:, :, ph:ph + h, pw:pw + w]
+            xp[:, :, r : r + sh * (ho - 1) + 1 : sh, s : s + sw * (wo - 1) + 1 : sw] += fields[:, :, ki, kj]
+    return xp[:, :, ph : ph + h, pw : pw + w]
 
 
 def conv2d(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1)) -> np.ndarray:
@@ -135,7 +137,9 @@ def max_pool_grad(x, g, kernel, stride) -> np.ndarray:
     gx = np.zeros(x.shape, g.dtype)
     for t in range(kh * kw):
         ki, kj = divmod(t, kw)
-        gx[:, :, ki:ki + sh * (ho - 1) + 1:sh, kj:kj + sw * (wo - 1) + 1:sw] += np.where(first == t, g, 0)
+        gx[:, :, ki : ki + sh * (ho - 1) + 1 : sh, kj : kj + sw * (wo - 1) + 1 : sw] += np.where(
+            first == t, g, 0
+        )
     return gx
 
 
@@ -158,5 +162,5 @@ def avg_pool_grad(g, x_shape, kernel, stride) -> np.ndarray:
     share = g / (kh * kw)
     for ki in range(kh):
         for kj in range(kw):
-            gx[:, :, ki:ki + sh * (ho - 1) + 1:sh, kj:kj + sw * (wo - 1) + 1:sw] += share
+            gx[:, :, ki : ki + sh * (ho - 1) + 1 : sh, kj : kj + sw * (wo - 1) + 1 : sw] += share
     return gx

@@ -5,9 +5,11 @@ array to numpy, so a primitive or gradient rule that silently falls back to nump
 here. Values and gradients must equal the numpy ones, which the gradient suites check
 against finite differences in float64; conversion happens only at this test's boundary.
 """
+
 import importlib.util
 from pathlib import Path
 
+import array_api_strict as xp  # noqa: E402 - a test dependency (extras "test" and "dev")
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -18,7 +20,6 @@ from nnc.backend.array_api import BackendError, to_numpy
 from nnc.backend.autodiff import grad, vjp
 from nnc.backend.tree import tree_flatten, tree_map
 
-import array_api_strict as xp  # noqa: E402 - a test dependency (extras "test" and "dev")
 DEVICE = xp.Device("device1")
 
 

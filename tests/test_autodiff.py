@@ -1,4 +1,5 @@
 """grad, value_and_grad, vjp, jacobian and hessian: values, structure, caching, nesting."""
+
 import numpy as np
 import pytest
 
@@ -12,8 +13,7 @@ def test_grad_has_the_structure_of_the_parameters():
     params = model.init(seed=0)
     x, t = np.ones((8, 2)), np.zeros((8, 1))
     g = nnc.grad(lambda p, x, t: nnc.mean((model(p, x) - t) ** 2))(params, x, t)
-    assert nnc.tree_map(lambda a: (a.shape, a.dtype), g) == \
-        nnc.tree_map(lambda a: (a.shape, a.dtype), params)
+    assert nnc.tree_map(lambda a: (a.shape, a.dtype), g) == nnc.tree_map(lambda a: (a.shape, a.dtype), params)
 
 
 def test_value_and_grad_value_equals_the_function():
@@ -75,8 +75,16 @@ def test_hessian_of_a_network_loss_matches_finite_differences_of_its_gradient():
     model = Linear(3, 2) >> tanh >> Linear(2, 1)
     p = model.init(seed=0, dtype=np.float64)
     x = np.random.default_rng(0).standard_normal((5, 3))
-    f = lambda W: nnc.mean(model({"linear_0": {"W": W, "b": p["linear_0"]["b"]},  # noqa: E731
-                                  "linear_1": p["linear_1"]}, x) ** 2)
+    f = lambda W: nnc.mean(  # noqa: E731 (read as the maths: f of W)
+        model(
+            {
+                "linear_0": {"W": W, "b": p["linear_0"]["b"]},  # noqa: E731
+                "linear_1": p["linear_1"],
+            },
+            x,
+        )
+        ** 2
+    )
     W = p["linear_0"]["W"]
     H = nnc.hessian(f)(W)
     g = nnc.grad(f)
@@ -112,7 +120,7 @@ def test_trace_is_cached_per_signature_and_retraced_for_new_shapes():
 
 
 def test_python_numbers_are_constants_of_the_trace():
-    g = nnc.grad(lambda x, k: nnc.sum(x ** 2) * k)
+    g = nnc.grad(lambda x, k: nnc.sum(x**2) * k)
     np.testing.assert_allclose(g(np.ones(2), 3.0), [6.0, 6.0])
     np.testing.assert_allclose(g(np.ones(2), 5.0), [10.0, 10.0])
 

@@ -1,8 +1,10 @@
 """Backends: listing with reasons, choosing, moving trees, the call boundary, checkpoints,
 and the CuPy backend's own logic driven by a stand-in CuPy built on array_api_strict."""
+
 import sys
 from types import SimpleNamespace
 
+import array_api_strict as xp  # noqa: E402 - a test dependency (extras "test" and "dev")
 import numpy as np
 import pytest
 
@@ -18,19 +20,21 @@ from nnc.kernels import dispatch
 from nnc.kernels import pool as KP
 from nnc.kernels import reference as R
 
-import array_api_strict as xp  # noqa: E402 - a test dependency (extras "test" and "dev")
 DEVICE = xp.Device("device1")
 
 
 def fake_cupy(count=1, error=None):
     """A stand-in CuPy: its arrays live on array_api_strict's device1, which numpy cannot read."""
+
     def device_count():
         if error is not None:
             raise error
         return count
 
-    return SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(getDeviceCount=device_count)),
-                           zeros=lambda shape: xp.zeros(shape, device=DEVICE))
+    return SimpleNamespace(
+        cuda=SimpleNamespace(runtime=SimpleNamespace(getDeviceCount=device_count)),
+        zeros=lambda shape: xp.zeros(shape, device=DEVICE),
+    )
 
 
 MODEL = Linear(3, 4) >> tanh >> Linear(4, 2)
@@ -38,17 +42,23 @@ MODEL = Linear(3, 4) >> tanh >> Linear(4, 2)
 
 def test_backends_lists_every_backend_with_the_reason_cupy_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # as on a machine without CuPy installed
-    assert backends() == ["numpy", "cupy (not available: import of cupy halted; "
-                                   "none in sys.modules)"]
+    assert backends() == ["numpy", "cupy (not available: import of cupy halted; none in sys.modules)"]
     with pytest.raises(BackendError, match=r"^cupy \(not available: import of cupy halted"):
         get_backend("cupy")
 
 
-@pytest.mark.parametrize("error, reason", [
-    (RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA "
-                  "runtime version"), "driver too old: cudaErrorInsufficientDriver"),
-    (RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected"), "no CUDA device"),
-])
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (
+            RuntimeError(
+                "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version"
+            ),
+            "driver too old: cudaErrorInsufficientDriver",
+        ),
+        (RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected"), "no CUDA device"),
+    ],
+)
 def test_cupy_reports_why_it_cannot_run(monkeypatch, error, reason):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(error=error))
     assert backends()[1].startswith(f"cupy (not available: {reason}")
@@ -74,17 +84,23 @@ def test_numba_is_no_backend_of_its_own():
 
 CONV = Input(Tensor[1, 6, 6]) >> Conv2d(1, 2, 3, padding=1) >> max_pool(2)
 # what kernels/dispatch.py calls for the forward of CONV: (module, function, which path)
-CONV_IMPLEMENTATIONS = [(KC, "conv2d_forward", "kernel"), (KP, "max_pool", "kernel"),
-                        (R, "conv2d", "reference"), (R, "max_pool", "reference")]
+CONV_IMPLEMENTATIONS = [
+    (KC, "conv2d_forward", "kernel"),
+    (KP, "max_pool", "kernel"),
+    (R, "conv2d", "reference"),
+    (R, "max_pool", "reference"),
+]
 
 
 @pytest.mark.parametrize("jit, path", [(True, "kernel"), (False, "reference")])
 def test_the_numpy_backend_runs_kernels_and_only_references_without_jit(monkeypatch, jit, path):
     ran = []
     for module, name, which in CONV_IMPLEMENTATIONS:
-        def spy(*args, _run=getattr(module, name), _which=which):
+
+        def spy(*args, _run=getattr(module, name), _which=which):  # noqa: B008 (binds the original)
             ran.append(_which)
             return _run(*args)
+
         monkeypatch.setattr(module, name, spy)
     # what NUMBA_DISABLE_JIT decides; the variable itself is read once by Numba at its import
     monkeypatch.setattr(dispatch, "jit_enabled", lambda: jit)
@@ -129,17 +145,21 @@ def test_device_data_with_numpy_parameters_is_an_error_naming_both():
     x = xp.asarray(np.ones((2, 3), np.float32), device=DEVICE)
     with pytest.raises(BackendError) as err:
         MODEL(MODEL.init(seed=0), x)
-    assert str(err.value).startswith(
-        "the parameters and input of Linear(3 -> 4) >> tanh >> Linear(4 -> 2)")
-    assert "parameters are numpy arrays (cpu) and input is array_api_strict arrays on " \
-           "array_api_strict.Device('device1')" in str(err.value)
+    assert str(err.value).startswith("the parameters and input of Linear(3 -> 4) >> tanh >> Linear(4 -> 2)")
+    assert (
+        "parameters are numpy arrays (cpu) and input is array_api_strict arrays on "
+        "array_api_strict.Device('device1')" in str(err.value)
+    )
 
 
 def test_data_on_another_device_than_the_parameters_is_an_error():
     params = to_backend(MODEL.init(seed=0), cupy_backend(fake_cupy()))
     x = xp.asarray(np.ones((2, 3), np.float32), device=xp.Device("device2"))
-    with pytest.raises(BackendError, match=r"input is array_api_strict arrays on "
-                                           r"array_api_strict.Device\('device2'\)"):
+    with pytest.raises(
+        BackendError,
+        match=r"input is array_api_strict arrays on "
+        r"array_api_strict.Device\('device2'\)",
+    ):
         MODEL(params, x)
 
 

@@ -6,6 +6,7 @@ no steps, swapped arguments) and runs it on every path. Each must raise an ``NNC
 whose message names a layer of the model, with the same type and message everywhere; an
 input that is fine (an empty batch) must give the same result everywhere.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,11 +16,29 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nnc
-from nnc import (Conv2d, Input, Linear, Tensor, Vec, concat, fanout, fcrnn, flatten, lift,
-                 max_pool, relu, residual, softmax, tanh, unroll_last, zero_state)
+from nnc import (
+    Conv2d,
+    Input,
+    Linear,
+    Tensor,
+    Vec,
+    concat,
+    fanout,
+    fcrnn,
+    flatten,
+    lift,
+    max_pool,
+    relu,
+    residual,
+    softmax,
+    tanh,
+    unroll_last,
+    zero_state,
+)
 
 HERE = os.path.relpath(__file__)
 
@@ -36,11 +55,23 @@ def models() -> dict:
     """name -> (model, shape of one good batch, whether the input is a sequence)."""
     return {
         "mlp": (Linear(4, 6) >> relu >> Linear(6, 3) >> softmax, (3, 4), False),
-        "cnn": (Input(Tensor[1, 6, 6]) >> Conv2d(1, 2, 3) >> relu >> max_pool(2) >> flatten
-                >> Linear(None, 3) >> softmax, (3, 1, 6, 6), False),
+        "cnn": (
+            Input(Tensor[1, 6, 6])
+            >> Conv2d(1, 2, 3)
+            >> relu
+            >> max_pool(2)
+            >> flatten
+            >> Linear(None, 3)
+            >> softmax,
+            (3, 1, 6, 6),
+            False,
+        ),
         "rnn": (zero_state(unroll_last(fcrnn(2, 5) >> Linear(5, 3))) >> softmax, (3, 4, 2), True),
-        "combinators": (fanout(Linear(4, 2), Linear(4, 1) >> tanh) >> concat
-                        >> residual(Linear(3, 3) >> tanh) >> softmax, (3, 4), False),
+        "combinators": (
+            fanout(Linear(4, 2), Linear(4, 1) >> tanh) >> concat >> residual(Linear(3, 3) >> tanh) >> softmax,
+            (3, 4),
+            False,
+        ),
     }
 
 
@@ -97,8 +128,12 @@ def cases(draw):
     name = draw(st.sampled_from(sorted(models())))
     model, shape, is_seq = models()[name]
     kind = draw(st.sampled_from([k for k in BAD_KINDS if k != "no_steps" or is_seq]))
-    x = np.asarray(draw(st.lists(st.floats(-2, 2, width=32), min_size=int(np.prod(shape)),
-                                 max_size=int(np.prod(shape)))), np.float32).reshape(shape)
+    x = np.asarray(
+        draw(
+            st.lists(st.floats(-2, 2, width=32), min_size=int(np.prod(shape)), max_size=int(np.prod(shape)))
+        ),
+        np.float32,
+    ).reshape(shape)
     if kind == "rank":
         x = x[None] if draw(st.booleans()) else x.reshape(-1)
     elif kind == "width":
@@ -107,8 +142,9 @@ def cases(draw):
         x = x.astype(draw(st.sampled_from([np.complex64, np.str_, object])))
     elif kind in ("nan", "inf"):
         flat = x.reshape(-1).copy()
-        flat[draw(st.integers(0, flat.size - 1))] = np.nan if kind == "nan" else \
-            draw(st.sampled_from([np.inf, -np.inf]))
+        flat[draw(st.integers(0, flat.size - 1))] = (
+            np.nan if kind == "nan" else draw(st.sampled_from([np.inf, -np.inf]))
+        )
         x = flat.reshape(shape)
     elif kind == "empty":
         x = x[:0]
@@ -166,9 +202,11 @@ def test_compiled_model_refuses_a_nan_row_as_the_interpreter_does():
     p = reg.init(seed=0)
     x = np.ones((3, 4), np.float32)
     x[1, 2] = np.nan
-    message = (f"input of Linear(4 -> 16) >> relu >> Linear(16 -> 1) (created at {HERE}:{at}) "
-               "holds nan at index (1, 2); nnc refuses NaN and infinite inputs\n"
-               "  see docs/errors.md#nonfiniteerror")
+    message = (
+        f"input of Linear(4 -> 16) >> relu >> Linear(16 -> 1) (created at {HERE}:{at}) "
+        "holds nan at index (1, 2); nnc refuses NaN and infinite inputs\n"
+        "  see docs/errors.md#nonfiniteerror"
+    )
     for fn in (reg, nnc.compile(reg)):
         with pytest.raises(nnc.NonFiniteError) as info:
             fn(p, x)
@@ -182,8 +220,11 @@ def test_training_step_refuses_a_nan_pixel_on_both_paths():
     x[1, 0, 3, 4] = np.nan
     step, compiled = steps("cnn")
     for fn in (step, compiled):
-        with pytest.raises(nnc.NonFiniteError, match=r"input of Input\(Tensor\[1, 6, 6\]\) >> "
-                                                      r".* holds nan at index \(1, 0, 3, 4\)"):
+        with pytest.raises(
+            nnc.NonFiniteError,
+            match=r"input of Input\(Tensor\[1, 6, 6\]\) >> "
+            r".* holds nan at index \(1, 0, 3, 4\)",
+        ):
             fn(params, step.opt.init(params), x, np.array([0, 1]))
     assert cnn is models()["cnn"][0]
 
@@ -191,8 +232,11 @@ def test_training_step_refuses_a_nan_pixel_on_both_paths():
 def test_a_wrong_width_is_refused_before_the_data_is_touched():
     layer = Linear(4, 8)
     huge = np.broadcast_to(np.float32(0), (2**40, 5))  # 5 TiB if it were cast or scanned
-    with pytest.raises(nnc.ShapeError, match=r"input of shape \(1099511627776, 5\) does not fit "
-                                             r"Linear\(4 -> 8\).*\n  axis -1: expected size 4, got 5"):
+    with pytest.raises(
+        nnc.ShapeError,
+        match=r"input of shape \(1099511627776, 5\) does not fit "
+        r"Linear\(4 -> 8\).*\n  axis -1: expected size 4, got 5",
+    ):
         layer(layer.init(seed=0), huge)
 
 
@@ -222,17 +266,28 @@ def test_swapped_arguments_get_a_hint():
         f"Linear(2 -> 3) (created at {HERE}:{at}) was called with its arguments swapped: the "
         "second argument is a parameter dict and the first an array of shape (5, 2)\n"
         "  hint: call it as model(params, x)\n"
-        "  see docs/errors.md#shapeerror")
+        "  see docs/errors.md#shapeerror"
+    )
 
 
-@pytest.mark.parametrize("right, shown, hint", [
-    (5, "the int 5", "only models compose with >>: layers (nnc.Linear(...)), activations "
-                     "(nnc.tanh) and combinators"),
-    (np.tanh, "numpy's np.tanh", "use nnc.tanh, the model form of tanh"),
-    (lambda x: x, "a lambda", "only models compose with >>; use a model from nnc (nnc.tanh, "
-                              "nnc.relu, ...) or wrap your function as a model with nnc.lift(fn), "
-                              "written with nnc operations"),
-])
+@pytest.mark.parametrize(
+    "right, shown, hint",
+    [
+        (
+            5,
+            "the int 5",
+            "only models compose with >>: layers (nnc.Linear(...)), activations (nnc.tanh) and combinators",
+        ),
+        (np.tanh, "numpy's np.tanh", "use nnc.tanh, the model form of tanh"),
+        (
+            lambda x: x,
+            "a lambda",
+            "only models compose with >>; use a model from nnc (nnc.tanh, "
+            "nnc.relu, ...) or wrap your function as a model with nnc.lift(fn), "
+            "written with nnc operations",
+        ),
+    ],
+)
 def test_composing_with_a_non_model_says_what_to_use(right, shown, hint):
     at = line() + 1
     left = Linear(2, 3)
@@ -243,13 +298,17 @@ def test_composing_with_a_non_model_says_what_to_use(right, shown, hint):
         f"cannot compose at {HERE}:{at_use}: {shown} is not an nnc model\n"
         f"  Linear(2 -> 3) (created at {HERE}:{at}) >> {shown}\n"
         f"  hint: {hint}\n"
-        "  see docs/errors.md#typemismatch")
+        "  see docs/errors.md#typemismatch"
+    )
     assert isinstance(info.value, TypeError)  # `except TypeError` keeps working
 
 
 def test_a_non_model_on_the_left_is_named_too():
-    with pytest.raises(nnc.TypeMismatch, match=r"numpy's np.tanh >> Linear\(2 -> 3\) .*\n"
-                                                r"  hint: use nnc.tanh, the model form of tanh"):
+    with pytest.raises(
+        nnc.TypeMismatch,
+        match=r"numpy's np.tanh >> Linear\(2 -> 3\) .*\n"
+        r"  hint: use nnc.tanh, the model form of tanh",
+    ):
         np.tanh >> Linear(2, 3)
 
 
@@ -274,7 +333,8 @@ def test_a_sequence_of_no_steps_names_the_recurrent_model():
         f"(created at {HERE}:{at}), which expects Seq[Vec[2]]: one example of shape (time, 2) or "
         "a batch of shape (batch, time, 2)\n"
         "  the sequence has 0 steps; a recurrent model needs at least one\n"
-        "  see docs/errors.md#shapeerror")
+        "  see docs/errors.md#shapeerror"
+    )
 
 
 # ----------------------------------------------------------------------------- lift
@@ -298,14 +358,20 @@ def test_lift_types_a_function_by_tracing_it_and_runs_on_every_path():
 
 
 def test_lift_refuses_a_function_that_drops_the_batch_axis():
-    with pytest.raises(nnc.TypeMismatch, match=r"lift\(fn\) .* turns a batch of shape \(1, 3\) "
-                                                r"into shape \(\): a lifted function must keep"):
+    with pytest.raises(
+        nnc.TypeMismatch,
+        match=r"lift\(fn\) .* turns a batch of shape \(1, 3\) "
+        r"into shape \(\): a lifted function must keep",
+    ):
         Input(Vec[3]) >> lift(lambda x: nnc.sum(x))
 
 
 def test_lift_explains_an_untraceable_function():
-    with pytest.raises(nnc.TypeMismatch, match=r"lift\(sin\) .* fails on an input of type Vec\[3\]"
-                                                r".*\n  hint: write the function with nnc operations"):
+    with pytest.raises(
+        nnc.TypeMismatch,
+        match=r"lift\(sin\) .* fails on an input of type Vec\[3\]"
+        r".*\n  hint: write the function with nnc operations",
+    ):
         Input(Vec[3]) >> lift(np.sin)
 
 
@@ -351,11 +417,14 @@ def test_big_endian_labels_are_labels():
     params = model.init(seed=0)
     x, little = np.ones((2, 3), np.float32), np.array([1, 0])
     big = little.astype(">i8")
-    assert float(nnc.cross_entropy(model(params, x), big)) == float(nnc.cross_entropy(model(params, x), little))
+    assert float(nnc.cross_entropy(model(params, x), big)) == float(
+        nnc.cross_entropy(model(params, x), little)
+    )
     step = nnc.train_step(model, loss=nnc.cross_entropy, opt=nnc.sgd(0.1))
     for fn in (step, nnc.compile(step)):
         assert float(fn(params, step.opt.init(params), x, big)[2]) == pytest.approx(
-            float(step(params, step.opt.init(params), x, little)[2]), rel=1e-6)
+            float(step(params, step.opt.init(params), x, little)[2]), rel=1e-6
+        )
     with pytest.raises(nnc.DomainError, match=r"label 2 at index \(0,\) is out of range for 2 classes"):
         nnc.cross_entropy(model(params, x), np.array([2, 0], ">i8"))
 

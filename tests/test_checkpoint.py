@@ -1,4 +1,5 @@
 """Checkpoints round-trip exactly, never unpickle, say what differs, and are written atomically."""
+
 import errno
 import json
 import os
@@ -21,12 +22,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nnc
-from nnc import checkpoint
-from nnc.checkpoint import _describe
-from nnc import Linear, relu, tanh
-from nnc.checkpoint import (MIN_AGE_S, STALE_AFTER_S, CheckpointError, CheckpointNotFound, is_stale,
-                            layer_differences, layers, load, save, temp_name, this_host,
-                            write_atomically)
+from nnc import Linear, checkpoint, relu, tanh
+from nnc.checkpoint import (
+    MIN_AGE_S,
+    STALE_AFTER_S,
+    CheckpointError,
+    CheckpointNotFound,
+    _describe,
+    is_stale,
+    layer_differences,
+    layers,
+    load,
+    save,
+    temp_name,
+    this_host,
+    write_atomically,
+)
 
 
 def make_model(hidden=4, out=2):
@@ -67,7 +78,11 @@ def test_the_file_is_a_plain_npz_with_paths_and_the_signature(saved):
     assert meta["signature"] == "Vec[3] -> Vec[2]"
     assert meta["model"] == "Linear(3 -> 4) >> tanh >> Linear(4 -> 2)"
     assert [(p["path"], p["shape"]) for p in meta["parameters"]] == [
-        ("linear_0/W", [3, 4]), ("linear_0/b", [4]), ("linear_1/W", [4, 2]), ("linear_1/b", [2])]
+        ("linear_0/W", [3, 4]),
+        ("linear_0/b", [4]),
+        ("linear_1/W", [4, 2]),
+        ("linear_1/b", [2]),
+    ]
 
 
 def test_a_different_model_is_refused_saying_what_differs(saved):
@@ -85,15 +100,20 @@ def test_a_different_model_is_refused_saying_what_differs(saved):
         "  linear_1/W: saved shape (4, 2), the model expects (5, 3)\n"
         "  linear_1/b: saved shape (2,), the model expects (3,)\n"
         "  hint: load it into the model it was saved from (same layers, sizes and names)\n"
-        "  see docs/errors.md#checkpointerror")
+        "  see docs/errors.md#checkpointerror"
+    )
 
 
 def test_missing_and_extra_parameters_are_listed(saved):
     _, _, path = saved
     other = Linear(3, 4) >> tanh >> Linear(4, 2) >> tanh >> Linear(2, 2)
-    with pytest.raises(CheckpointError, match=r"  linear_2/W: the model has it \(shape \(2, 2\)\), the file does not"):
+    with pytest.raises(
+        CheckpointError, match=r"  linear_2/W: the model has it \(shape \(2, 2\)\), the file does not"
+    ):
         load(path, other)
-    with pytest.raises(CheckpointError, match=r"  linear_1/W: in the file \(shape \(4, 2\)\), not in the model"):
+    with pytest.raises(
+        CheckpointError, match=r"  linear_1/W: in the file \(shape \(4, 2\)\), not in the model"
+    ):
         load(path, Linear(3, 4, name="linear_0") >> tanh)
 
 
@@ -139,8 +159,11 @@ def test_a_pickle_is_never_unpickled(tmp_path, monkeypatch):
     marker = tmp_path / "pwned"
     monkeypatch.setenv("NNC_EXPLOIT_MARKER", str(marker))
     (tmp_path / "evil.npz").write_bytes(pickle.dumps(_Exploit()))
-    with pytest.raises(CheckpointError, match=r"evil.npz is not an .npz archive \(numpy could only read it "
-                                              r"as a pickle, which nnc never loads\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"evil.npz is not an .npz archive \(numpy could only read it "
+        r"as a pickle, which nnc never loads\)",
+    ):
         load(tmp_path / "evil.npz", make_model())
     assert not marker.exists()
 
@@ -151,18 +174,26 @@ def test_an_object_array_inside_an_npz_is_refused(tmp_path, saved):
         entries = {k: archive[k] for k in archive.files}
     entries["linear_0/W"] = np.array([{"a": 1}], dtype=object)
     np.savez(tmp_path / "objects.npz", **entries)
-    with pytest.raises(CheckpointError, match=r"objects.npz holds an array of Python objects \(pickled data, which nnc never loads\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"objects.npz holds an array of Python objects \(pickled data, which nnc never loads\)",
+    ):
         load(tmp_path / "objects.npz", model)
 
 
 def test_files_that_are_not_checkpoints_are_named(tmp_path):
     model = make_model()
     np.save(tmp_path / "one.npy", np.ones(3))
-    with pytest.raises(CheckpointError, match=r"one.npy holds a single numpy array \(.npy\), not an nnc checkpoint"):
+    with pytest.raises(
+        CheckpointError, match=r"one.npy holds a single numpy array \(.npy\), not an nnc checkpoint"
+    ):
         load(tmp_path / "one.npy", model)
     np.savez(tmp_path / "plain.npz", weights=np.ones(3))
-    with pytest.raises(CheckpointError, match=r"plain.npz is an .npz archive but not an nnc checkpoint "
-                                              r"\(it has no '__nnc__' entry; it holds weights\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"plain.npz is an .npz archive but not an nnc checkpoint "
+        r"\(it has no '__nnc__' entry; it holds weights\)",
+    ):
         load(tmp_path / "plain.npz", model)
     np.savez(tmp_path / "header.npz", __nnc__=np.array('{"format": "something else"}'))
     with pytest.raises(CheckpointError, match="whose '__nnc__' entry is not an nnc checkpoint header"):
@@ -219,11 +250,15 @@ def test_loading_a_missing_file_names_the_path_and_is_a_file_not_found_error(tmp
     assert str(info.value) == (
         f"there is no checkpoint at nope.npz: no such file (relative to the current folder, {os.getcwd()})\n"
         "  hint: check the path; nnc.save(path, model, params) writes a checkpoint there\n"
-        "  see docs/errors.md#checkpointnotfound")
+        "  see docs/errors.md#checkpointnotfound"
+    )
     absent = tmp_path / "runs" / "m.npz"
-    with pytest.raises(CheckpointNotFound, match=rf"^there is no checkpoint at {re.escape(str(absent))}: "
-                                                 rf"no such file \(the folder {re.escape(str(absent.parent))} "
-                                                 r"does not exist either\)\n"):
+    with pytest.raises(
+        CheckpointNotFound,
+        match=rf"^there is no checkpoint at {re.escape(str(absent))}: "
+        rf"no such file \(the folder {re.escape(str(absent.parent))} "
+        r"does not exist either\)\n",
+    ):
         load(absent, make_model())
 
 
@@ -237,7 +272,8 @@ def test_saving_into_a_missing_folder_names_the_folder_not_a_temporary_file(tmp_
         f"cannot save the checkpoint of Linear(3 -> 4) >> tanh >> Linear(4 -> 2) (created at {model.where}) "
         "to runs/m.npz: the folder runs does not exist\n"
         "  hint: create it first: os.makedirs('runs', exist_ok=True)\n"
-        "  see docs/errors.md#checkpointnotfound")
+        "  see docs/errors.md#checkpointnotfound"
+    )
     assert os.listdir(tmp_path) == []
 
 
@@ -272,13 +308,16 @@ def test_a_tanh_network_file_is_refused_by_a_relu_network_of_the_same_shapes(sav
         "  after linear_0: tanh in the file, relu in the model\n"
         "  hint: load it into the model it was saved from, or pass check_architecture=False to load "
         "parameters that fit by path and shape into layers of other kinds\n"
-        "  see docs/errors.md#checkpointerror")
+        "  see docs/errors.md#checkpointerror"
+    )
     assert leaves_equal(load(path, relu_model, check_architecture=False), params)
 
 
 def test_the_opt_out_still_checks_shapes(saved):
     _, _, path = saved
-    with pytest.raises(CheckpointError, match=r"  linear_0/W: saved shape \(3, 4\), the model expects \(3, 5\)"):
+    with pytest.raises(
+        CheckpointError, match=r"  linear_0/W: saved shape \(3, 4\), the model expects \(3, 5\)"
+    ):
         load(path, Linear(3, 5) >> relu >> Linear(5, 2), check_architecture=False)
 
 
@@ -293,10 +332,13 @@ def test_added_and_removed_layers_are_placed_after_the_layer_before_them(saved):
 def test_layer_differences_name_where_in_the_chain():
     a = [["linear_0", "Linear"], ["tanh_0", "tanh"], ["linear_1", "Linear"], ["softmax_0", "softmax"]]
     b = [["linear_0", "Linear"], ["relu_0", "relu"], ["linear_1", "Linear"], ["log_softmax_0", "log_softmax"]]
-    assert layer_differences(a, b) == ["after linear_0: tanh in the file, relu in the model",
-                                       "after linear_1: softmax in the file, log_softmax in the model"]
+    assert layer_differences(a, b) == [
+        "after linear_0: tanh in the file, relu in the model",
+        "after linear_1: softmax in the file, log_softmax in the model",
+    ]
     assert layer_differences([["tanh", "tanh"]], [["relu", "relu"]]) == [
-        "at the start: tanh in the file, relu in the model"]
+        "at the start: tanh in the file, relu in the model"
+    ]
     assert layer_differences(a, a) == []
 
 
@@ -305,10 +347,16 @@ def test_layers_keep_plain_attributes_and_leave_out_functions_and_wiring():
 
     assert layers(Conv2d(1, 2, 3, stride=2) >> flatten) == [
         ["conv2d_0", "Conv2d(kernel=(3, 3), stride=(2, 2), padding=(0, 0), dilation=(1, 1))"],
-        ["flatten_0", "flatten(rank=3)"]]
+        ["flatten_0", "flatten(rank=3)"],
+    ]
     assert layers(residual(Linear(4, 4) >> tanh))[0] == ["", "residual"]
-    lifted = Model("lift", Vec[2], Vec[2], lambda m, p, x: x,
-                   attrs=(("fn", abs), ("label", "abs"), ("transparent", True)))
+    lifted = Model(
+        "lift",
+        Vec[2],
+        Vec[2],
+        lambda m, p, x: x,
+        attrs=(("fn", abs), ("label", "abs"), ("transparent", True)),
+    )
     assert layers(lifted) == [["", "lift(label='abs')"]]
 
 
@@ -332,7 +380,8 @@ def test_a_file_from_before_layers_were_recorded_loads_with_a_note(saved, tmp_pa
         f"checkpoint {tmp_path / 'old.npz'} was written by an nnc that did not record layers, so only its "
         f"parameters' paths and shapes were checked against Linear(3 -> 4) >> relu >> Linear(4 -> 2) "
         f"(created at {relu_model.where}); it was saved from Linear(3 -> 4) >> tanh >> Linear(4 -> 2). "
-        "Save it again to record them, or pass check_architecture=False to load it without this warning"]
+        "Save it again to record them, or pass check_architecture=False to load it without this warning"
+    ]
     assert caught[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -386,7 +435,7 @@ def test_the_next_save_leaves_live_processes_and_other_targets_alone(saved):
     host = this_host()
     live = temp_name("model.npz", host, os.getppid(), "0badcafe")  # the process that runs pytest's
     mine = temp_name("model.npz", host, os.getpid(), "1badcafe")  # another thread of this process
-    other_target = temp_name("other.npz", host, 2 ** 22 + 1, "2badcafe")
+    other_target = temp_name("other.npz", host, 2**22 + 1, "2badcafe")
     far_new = temp_name("model.npz", "elsewhere", 7, "3badcafe")
     far_old = temp_name("model.npz", "elsewhere", 7, "4badcafe")
     for name in (live, mine, other_target, far_new, far_old):
@@ -405,9 +454,14 @@ names = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, 
 
 
 @settings(max_examples=200)
-@given(base=names, host=st.from_regex(r"[A-Za-z0-9.]{1,10}", fullmatch=True),
-       pid=st.integers(1, 2 ** 22), token=st.from_regex(r"[0-9a-f]{8}", fullmatch=True),
-       alive=st.sampled_from([True, False, None]), age=st.floats(0, 10 * STALE_AFTER_S))
+@given(
+    base=names,
+    host=st.from_regex(r"[A-Za-z0-9.]{1,10}", fullmatch=True),
+    pid=st.integers(1, 2**22),
+    token=st.from_regex(r"[0-9a-f]{8}", fullmatch=True),
+    alive=st.sampled_from([True, False, None]),
+    age=st.floats(0, 10 * STALE_AFTER_S),
+)
 def test_stale_is_only_said_of_nnc_temporaries_whose_writer_is_gone(base, host, pid, token, alive, age):
     name = temp_name(base, host, pid, token)
     me = pid + 1
@@ -448,8 +502,12 @@ def test_a_live_save_whose_pid_says_nothing_keeps_its_temporary_file(saved, monk
     # containers sharing a folder under one host name: the writer's pid is not ours to ask
     model, params, path = saved
     monkeypatch.setattr(checkpoint, "process_alive", lambda pid: False)
-    writer = subprocess.Popen([sys.executable, "-c", LOCKED_SAVE, str(path)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", LOCKED_SAVE, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert writer.stdout.readline() == "writing\n"
         (live,) = temporaries(path.parent)
@@ -512,7 +570,7 @@ def test_a_long_file_name_saves_and_its_temporaries_are_still_found(tmp_path, mo
     path = tmp_path / ("m" * (length - 4) + ".npz")
     save(path, model, params)  # the temporary name used to pass 255 bytes
     assert leaves_equal(load(path, model), params)
-    name = temp_name(path.name, this_host(), 2 ** 22 + 1, "0badcafe")
+    name = temp_name(path.name, this_host(), 2**22 + 1, "0badcafe")
     assert len(os.fsencode(name)) <= 255
     (tmp_path / name).write_bytes(b"partial")
     backdate(tmp_path / name, STALE_AFTER_S + 60)
@@ -542,7 +600,8 @@ def test_a_temporary_that_cannot_be_created_is_a_checkpoint_error_naming_the_pat
         save(path, model, model.init(seed=0))
     assert str(info.value).startswith(
         f"cannot save the checkpoint of {_describe(model)} (created at {model.where}) to {path}: "
-        "a temporary file beside it cannot be created (File name too long)\n")
+        "a temporary file beside it cannot be created (File name too long)\n"
+    )
     assert ".nnc-tmp-" not in str(info.value)
     monkeypatch.undo()
     assert os.listdir(tmp_path) == []
@@ -554,7 +613,8 @@ def test_a_name_too_long_for_the_file_system_is_a_checkpoint_error_naming_the_pa
     with pytest.raises(CheckpointError) as info:
         save(path, model, model.init(seed=0))
     assert str(info.value).startswith(
-        f"cannot save the checkpoint of {_describe(model)} (created at {model.where}) to {path}: ")
+        f"cannot save the checkpoint of {_describe(model)} (created at {model.where}) to {path}: "
+    )
     assert ".nnc-tmp-" not in str(info.value)
     assert os.listdir(tmp_path) == []
 

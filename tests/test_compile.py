@@ -4,6 +4,7 @@ Tolerances: float64 to 1e-10 relative; float32 to 2e-5 relative (the compiled co
 vectorisable rational approximation of tanh within a few ulps, and sums in another order).
 Each distinct input signature compiles for a few seconds, so examples are few and small.
 """
+
 import os
 import stat
 import subprocess
@@ -16,8 +17,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nnc
-from nnc import (LSTM, Linear, concat, fanout, fcrnn, logistic, relu, residual, softmax, tanh,
-                 unroll_last, zero_state)
+from nnc import (
+    LSTM,
+    Linear,
+    concat,
+    fanout,
+    fcrnn,
+    logistic,
+    relu,
+    residual,
+    softmax,
+    tanh,
+    unroll_last,
+    zero_state,
+)
 from nnc.backend import native
 from nnc.compile import compile as ncompile
 
@@ -45,8 +58,13 @@ ACTIVATIONS = {"tanh": tanh, "logistic": logistic, "relu": relu}
 
 
 @settings(max_examples=4, deadline=None)
-@given(width=st.integers(1, 6), act=st.sampled_from(sorted(ACTIVATIONS)), batch=st.integers(1, 5),
-       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 3))
+@given(
+    width=st.integers(1, 6),
+    act=st.sampled_from(sorted(ACTIVATIONS)),
+    batch=st.integers(1, 5),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 3),
+)
 def test_compiled_training_steps_equal_interpreted_ones(width, act, batch, dtype, seed):
     model = Linear(3, width) >> ACTIVATIONS[act] >> Linear(width, 4) >> softmax
     step = sgd_step(model, nnc.cross_entropy)
@@ -68,11 +86,21 @@ def test_compiled_combinators_scans_and_convolutions(name):
         from nnc import Input, Tensor
         from nnc.conv import Conv2d, avg_pool, flatten, max_pool
 
-        model = (Input(Tensor[2, 7, 6]) >> Conv2d(2, 3, 3, padding=1, stride=2) >> relu >> max_pool(2)
-                 >> Conv2d(3, 2, 1, dilation=1) >> avg_pool(1) >> flatten >> Linear(None, 1))
+        model = (
+            Input(Tensor[2, 7, 6])
+            >> Conv2d(2, 3, 3, padding=1, stride=2)
+            >> relu
+            >> max_pool(2)
+            >> Conv2d(3, 2, 1, dilation=1)
+            >> avg_pool(1)
+            >> flatten
+            >> Linear(None, 1)
+        )
         x = rng.standard_normal((3, 2, 7, 6))
     elif name == "residual_fanout":
-        model = Linear(3, 4) >> residual(Linear(4, 4) >> tanh) >> fanout(tanh, logistic) >> concat >> Linear(8, 1)
+        model = (
+            Linear(3, 4) >> residual(Linear(4, 4) >> tanh) >> fanout(tanh, logistic) >> concat >> Linear(8, 1)
+        )
         x = rng.standard_normal((5, 3))
     else:
         model = zero_state(unroll_last(fcrnn(2, 3) >> LSTM(3, 2))) >> Linear(2, 1)
@@ -99,8 +127,14 @@ def test_compiled_model_predicts_like_the_model_and_caches_per_shape():
 
 
 @settings(max_examples=25, deadline=None)
-@given(m=st.integers(1, 9), k=st.integers(0, 9), n=st.integers(1, 9), trans=st.integers(0, 3),
-       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 9))
+@given(
+    m=st.integers(1, 9),
+    k=st.integers(0, 9),
+    n=st.integers(1, 9),
+    trans=st.integers(0, 3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 9),
+)
 def test_the_generated_codes_products_equal_numpys(m, k, n, trans, dtype, seed):
     from nnc.backend.numba_blas import TRANS_A, TRANS_B, matmul
 
@@ -148,15 +182,18 @@ def test_bad_input_gives_the_same_errors_as_the_interpreter():
     with pytest.raises(nnc.ShapeError, match=r"input of shape \(4, 5\) does not fit linear_0"):
         compiled(p, np.ones((4, 5), np.float32), np.zeros(4, np.int64))
     compiled(p, np.ones((4, 2), np.float32), np.zeros(4, np.int64))
-    with pytest.raises(nnc.DomainError, match=r"cross_entropy: label 7 at index \(2,\) is out of range "
-                                              "for 3 classes"):
+    with pytest.raises(
+        nnc.DomainError,
+        match=r"cross_entropy: label 7 at index \(2,\) is out of range "
+        "for 3 classes",
+    ):
         compiled(p, np.ones((4, 2), np.float32), np.array([0, 1, 7, 2]))
 
 
 def test_a_primitive_without_compiled_form_falls_back_and_says_so_once():
     from nnc.backend.core import PRIMITIVES, bind, defprim, defvjp
 
-    cube = defprim("test_cube", lambda x: x ** 3)
+    cube = defprim("test_cube", lambda x: x**3)
     defvjp(cube, lambda g, out, x: (g * 3.0 * x * x,))
     try:
         fn = lambda x: nnc.sum(bind(cube, x) * 2.0)  # noqa: E731
@@ -182,9 +219,11 @@ def test_works_when_the_cache_directory_is_read_only(tmp_path):
     locked = tmp_path / "cache"
     locked.mkdir()
     locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    script = ("import numpy as np, nnc\nfrom nnc.compile import compile as c\n"
-              "m = nnc.Linear(2, 2)\nf = c(m)\ny = f(m.init(), np.ones((1, 2), np.float32))\n"
-              "e = next(iter(f.specialisations.values()))\nprint(e.cached_on_disk, y.shape)\n")
+    script = (
+        "import numpy as np, nnc\nfrom nnc.compile import compile as c\n"
+        "m = nnc.Linear(2, 2)\nf = c(m)\ny = f(m.init(), np.ones((1, 2), np.float32))\n"
+        "e = next(iter(f.specialisations.values()))\nprint(e.cached_on_disk, y.shape)\n"
+    )
     env = dict(os.environ, NNC_CACHE_DIR=str(locked))
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     locked.chmod(stat.S_IRWXU)
@@ -201,8 +240,7 @@ def test_fit_with_compile_equals_fit_without():
     y = (x[:, 0] > 0).astype(np.int64)
     model = Linear(3, 5) >> tanh >> Linear(5, 2) >> softmax
     params = model.init(seed=0, dtype=np.float64)
-    kwargs = dict(loss=nnc.cross_entropy, opt=nnc.adam(0.05), epochs=3, batch_size=16, seed=1,
-                  progress=False)
+    kwargs = dict(loss=nnc.cross_entropy, opt=nnc.adam(0.05), epochs=3, batch_size=16, seed=1, progress=False)
     p_ref, h_ref = nnc.fit(model, params, (x, y), **kwargs)
     p_fast, h_fast = nnc.fit(model, params, (x, y), compile=True, **kwargs)
     assert_trees_close(p_fast, p_ref, np.float64)
@@ -221,8 +259,9 @@ def test_arrays_of_another_backend_run_the_interpreted_path():
     x = xp.asarray(np.ones((4, 2)), device=device)
     y = ncompile(model)(moved, x)
     assert y.device == device
-    np.testing.assert_allclose(np.asarray(xp.asarray(y, device=xp.Device("CPU_DEVICE"))),
-                               model(params, np.ones((4, 2))), rtol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(xp.asarray(y, device=xp.Device("CPU_DEVICE"))), model(params, np.ones((4, 2))), rtol=1e-12
+    )
 
 
 def test_a_changed_product_function_changes_the_disk_cache_key(monkeypatch):
@@ -254,7 +293,8 @@ def test_a_first_call_on_bad_data_keeps_the_compiled_code():
         predict(params, bad)
     (entry,) = predict.specialisations.values()
     predict.fn = lambda *args: pytest.fail("ran the interpreted path")
-    np.testing.assert_allclose(predict(params, np.ones((2, 3), np.float32)),
-                               model(params, np.ones((2, 3))), **TOL[np.float32])
+    np.testing.assert_allclose(
+        predict(params, np.ones((2, 3), np.float32)), model(params, np.ones((2, 3))), **TOL[np.float32]
+    )
     # not rebuilt outside the disk cache, as a damaged cache would be
     assert entry.cached_on_disk == next(iter(good.specialisations.values())).cached_on_disk

@@ -12,6 +12,7 @@ numpy's result is the interpreter's on its numpy path (the kernel dispatch switc
 under NUMBA_DISABLE_JIT): the numpy references are the definition the Numba kernels are
 tested against (tests/test_kernels.py), NaN included.
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,10 +29,17 @@ from nnc.backend import numba_codegen as G
 from nnc.backend import ops
 from nnc.backend.autodiff import call_signature
 from nnc.backend.checks import DomainError, check_finite, check_labels, check_probabilities
-from nnc.backend.conv import conv2d_input_grad_p, conv2d_weight_grad_p
-from nnc.backend.conv import avg_pool_grad_p, avg_pool_p, max_pool_gather_p, max_pool_grad_p, max_pool_p
+from nnc.backend.conv import (
+    avg_pool_grad_p,
+    avg_pool_p,
+    conv2d,
+    conv2d_input_grad_p,
+    conv2d_weight_grad_p,
+    max_pool_gather_p,
+    max_pool_grad_p,
+    max_pool_p,
+)
 from nnc.backend.core import PRIMITIVES, bind
-from nnc.backend.conv import conv2d
 from nnc.backend.linalg import activation_grad, linear
 from nnc.backend.structural import unindex_p, unpick_p
 from nnc.compile import compile as ncompile
@@ -43,8 +51,11 @@ SPECIAL = [np.nan, np.inf, -np.inf]
 # Finite entries on a grid in [-3, 3], and often the values where NaN and infinity rules
 # differ most (0 ** -2, 1 ** nan, -1 ** inf, 0 * inf): nothing overflows, so every NaN or
 # infinity in a result comes from a special input, which fixes it whatever the rounding.
-ENTRY = st.one_of(st.sampled_from(SPECIAL), st.sampled_from([0.0, -0.0, 1.0, -1.0]),
-                  st.integers(-300, 300).map(lambda k: k / 100))
+ENTRY = st.one_of(
+    st.sampled_from(SPECIAL),
+    st.sampled_from([0.0, -0.0, 1.0, -1.0]),
+    st.integers(-300, 300).map(lambda k: k / 100),
+)
 LABELS = np.array([2, 0, 3])
 
 
@@ -55,6 +66,7 @@ def entries(shape: tuple) -> st.SearchStrategy:
 
 def _scan_relu(h0, xs, w):
     """A recurrence whose NaN can only reach later steps through the carry."""
+
     def step(consts, carry, x):
         h = ops.relu(carry[0] * consts[0] + x[0])
         return [h], [ops.tanh(h)]
@@ -84,10 +96,10 @@ ELEMENTWISE_CASES = {
     "maximum": ("where", ops.maximum, [(3, 4), (3, 4)]),  # lowers to where(greater(b, a), b, a)
     "minimum": ("where", ops.minimum, [(3, 4), (3, 4)]),
     "pow": ("pow", ops.power, [(3, 4), (3, 4)]),
-    "square": ("integer_pow", lambda x: x ** 2, [(3, 4)]),
-    "cube": ("integer_pow", lambda x: x ** 3, [(3, 4)]),
-    "reciprocal_square": ("integer_pow", lambda x: x ** -2, [(3, 4)]),
-    "zeroth_power": ("integer_pow", lambda x: x ** 0, [(3, 4)]),
+    "square": ("integer_pow", lambda x: x**2, [(3, 4)]),
+    "cube": ("integer_pow", lambda x: x**3, [(3, 4)]),
+    "reciprocal_square": ("integer_pow", lambda x: x**-2, [(3, 4)]),
+    "zeroth_power": ("integer_pow", lambda x: x**0, [(3, 4)]),
     "logistic": ("logistic", ops.logistic, [(3, 4)]),
     "relu": ("relu", ops.relu, [(3, 4)]),
     "step": ("step", ops.step, [(3, 4)]),
@@ -104,25 +116,50 @@ STATEMENT_CASES = {
     "dot_vector": ("dot", ops.matmul, [(4,), (4, 2)]),
     "dot_transposed": ("dot", lambda a, b: ops.matmul(ops.transpose(a), b), [(4, 3), (4, 2)]),
     "matmul": ("matmul", ops.matmul, [(2, 3, 4), (4, 2)]),
-    **{f"linear_{a}": ("linear", lambda x, w, b, a=a: linear(x, w, b, a), [(3, 4), (4, 2), (2,)])
-       for a in ("identity", "relu", "tanh", "logistic")},
-    **{f"activation_grad_{a}": ("activation_grad", lambda g, y, a=a: activation_grad(g, y, a), [(3, 4), (3, 4)])
-       for a in ("relu", "tanh", "logistic")},
+    **{
+        f"linear_{a}": ("linear", lambda x, w, b, a=a: linear(x, w, b, a), [(3, 4), (4, 2), (2,)])
+        for a in ("identity", "relu", "tanh", "logistic")
+    },
+    **{
+        f"activation_grad_{a}": (
+            "activation_grad",
+            lambda g, y, a=a: activation_grad(g, y, a),
+            [(3, 4), (3, 4)],
+        )
+        for a in ("relu", "tanh", "logistic")
+    },
     "conv2d": ("conv2d", lambda x, w: conv2d(x, w, padding=1), [(2, 2, 4, 5), (3, 2, 3, 3)]),
-    "conv2d_input_grad": ("conv2d_input_grad", lambda g, w: bind(
-        conv2d_input_grad_p, g, w, x_shape=(2, 2, 4, 5), stride=(1, 1), padding=(1, 1), dilation=(1, 1)),
-        [(2, 3, 4, 5), (3, 2, 3, 3)]),
-    "conv2d_weight_grad": ("conv2d_weight_grad", lambda x, g: bind(
-        conv2d_weight_grad_p, x, g, w_shape=(3, 2, 3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1)),
-        [(2, 2, 4, 5), (2, 3, 4, 5)]),
+    "conv2d_input_grad": (
+        "conv2d_input_grad",
+        lambda g, w: bind(
+            conv2d_input_grad_p, g, w, x_shape=(2, 2, 4, 5), stride=(1, 1), padding=(1, 1), dilation=(1, 1)
+        ),
+        [(2, 3, 4, 5), (3, 2, 3, 3)],
+    ),
+    "conv2d_weight_grad": (
+        "conv2d_weight_grad",
+        lambda x, g: bind(
+            conv2d_weight_grad_p, x, g, w_shape=(3, 2, 3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1)
+        ),
+        [(2, 2, 4, 5), (2, 3, 4, 5)],
+    ),
     "max_pool": ("max_pool", lambda x: bind(max_pool_p, x, kernel=(2, 3), stride=(1, 2)), [(2, 2, 4, 7)]),
-    "max_pool_grad": ("max_pool_grad", lambda x, g: bind(max_pool_grad_p, x, g, kernel=(2, 3), stride=(1, 2)),
-                      [(2, 2, 4, 7), (2, 2, 3, 3)]),
-    "max_pool_gather": ("max_pool_gather", lambda x, c: bind(max_pool_gather_p, x, c, kernel=(2, 3),
-                                                             stride=(1, 2)), [(2, 2, 4, 7), (2, 2, 4, 7)]),
+    "max_pool_grad": (
+        "max_pool_grad",
+        lambda x, g: bind(max_pool_grad_p, x, g, kernel=(2, 3), stride=(1, 2)),
+        [(2, 2, 4, 7), (2, 2, 3, 3)],
+    ),
+    "max_pool_gather": (
+        "max_pool_gather",
+        lambda x, c: bind(max_pool_gather_p, x, c, kernel=(2, 3), stride=(1, 2)),
+        [(2, 2, 4, 7), (2, 2, 4, 7)],
+    ),
     "avg_pool": ("avg_pool", lambda x: bind(avg_pool_p, x, kernel=(2, 3), stride=(1, 2)), [(2, 2, 4, 7)]),
-    "avg_pool_grad": ("avg_pool_grad", lambda g: bind(avg_pool_grad_p, g, x_shape=(2, 2, 4, 7), kernel=(2, 3),
-                                                      stride=(1, 2)), [(2, 2, 3, 3)]),
+    "avg_pool_grad": (
+        "avg_pool_grad",
+        lambda g: bind(avg_pool_grad_p, g, x_shape=(2, 2, 4, 7), kernel=(2, 3), stride=(1, 2)),
+        [(2, 2, 3, 3)],
+    ),
     "transpose": ("transpose", ops.transpose, [(3, 4)]),
     "permute": ("transpose", lambda x: ops.transpose(x, (2, 0, 1)), [(2, 3, 4)]),
     "reshape": ("reshape", lambda x: ops.reshape(x, (4, 3)) * 2.0, [(3, 4)]),
@@ -141,15 +178,18 @@ STATEMENT_CASES = {
     "pick": ("pick", lambda x: ops.pick(x, LABELS), [(3, 4)]),
     "unpick": ("unpick", lambda g: bind(unpick_p, g, LABELS, k=4), [(3,)]),
     "getitem": ("getitem", lambda x: x[1:, ::2], [(3, 4)]),
-    "unindex": ("unindex", lambda g: bind(unindex_p, g, index=(slice(1, None), slice(None, None, 2)),
-                                          shape=(3, 4)), [(2, 2)]),
+    "unindex": (
+        "unindex",
+        lambda g: bind(unindex_p, g, index=(slice(1, None), slice(None, None, 2)), shape=(3, 4)),
+        [(2, 2)],
+    ),
     "concat": ("concat", lambda a, b: ops.concat([a, b], axis=1), [(3, 4), (3, 2)]),
     "scan": ("scan", _scan_relu, [(2, 3), (5, 2, 3), (3,)]),
 }
 
 
 def _emitted_statements() -> set:
-    return {name[len("emit_"):] for name in dir(G.FunctionWriter) if name.startswith("emit_")}
+    return {name[len("emit_") :] for name in dir(G.FunctionWriter) if name.startswith("emit_")}
 
 
 def test_every_emitted_form_has_a_case():
@@ -239,8 +279,11 @@ MODEL = nnc.Linear(3, 2) >> nnc.relu
 
 def non_finite(value: str, at: tuple) -> str:
     """The interpreter's message for MODEL's input, as a regex."""
-    return (re.escape("input of Linear(3 -> 2) >> relu (created at ") + r".*test_compile_nonfinite\.py:\d+\) "
-            + re.escape(f"holds {value} at index {at}; nnc refuses NaN and infinite inputs"))
+    return (
+        re.escape("input of Linear(3 -> 2) >> relu (created at ")
+        + r".*test_compile_nonfinite\.py:\d+\) "
+        + re.escape(f"holds {value} at index {at}; nnc refuses NaN and infinite inputs")
+    )
 
 
 def _with(value: float, at: tuple, dtype=np.float32) -> np.ndarray:
@@ -264,8 +307,12 @@ def _compiled_model(dtype: type):
 
 
 @settings(max_examples=20, deadline=None)
-@given(value=st.sampled_from(SPECIAL), row=st.integers(0, 3), col=st.integers(0, 2),
-       dtype=st.sampled_from(DTYPES))
+@given(
+    value=st.sampled_from(SPECIAL),
+    row=st.integers(0, 3),
+    col=st.integers(0, 2),
+    dtype=st.sampled_from(DTYPES),
+)
 def test_a_compiled_model_refuses_non_finite_inputs_with_the_interpreters_error(value, row, col, dtype):
     predict, params = _compiled_model(dtype)
     x = _with(value, (row, col), dtype)
@@ -297,8 +344,9 @@ def test_a_compiled_training_step_refuses_non_finite_inputs_with_the_interpreter
     params = MODEL.init(seed=0)
     state, y = nnc.sgd(0.1).init(params), np.zeros((4, 2), np.float32)
     finite = _with(0.5, (0, 0))
-    for got, want in zip(nnc.tree_leaves(compiled(params, state, finite, y)),
-                         nnc.tree_leaves(step(params, state, finite, y))):
+    for got, want in zip(
+        nnc.tree_leaves(compiled(params, state, finite, y)), nnc.tree_leaves(step(params, state, finite, y))
+    ):
         np.testing.assert_allclose(got, want, **TOL[np.float32])
     (entry,) = compiled.specialisations.values()
     assert entry.fallbacks == ()
@@ -349,15 +397,17 @@ def test_integer_inputs_are_not_checked():
 
 # Entries around the edges of a probability row: values just inside and just outside the
 # tolerance (1e-3), and NaN and infinities.
-PROBABILITY = st.sampled_from([0.0, 0.25, 0.5, 1.0, 1.0009, 1.0011, -0.0009, -0.0011, -0.5, 2.0,
-                               np.nan, np.inf, -np.inf])
+PROBABILITY = st.sampled_from(
+    [0.0, 0.25, 0.5, 1.0, 1.0009, 1.0011, -0.0009, -0.0011, -0.5, 2.0, np.nan, np.inf, -np.inf]
+)
 
 
 def probability_rows(width: int) -> st.SearchStrategy:
     """Distributions, distributions with one entry moved by about the tolerance, and any rows."""
     valid = st.permutations([0.5, 0.25, 0.25] + [0.0] * (width - 3))
     nudged = st.tuples(valid, st.sampled_from([0.0009, -0.0009, 0.0011, -0.0011, np.nan, np.inf])).map(
-        lambda r: [r[0][0] + r[1], *r[0][1:]])
+        lambda r: [r[0][0] + r[1], *r[0][1:]]
+    )
     return st.one_of(valid, nudged, st.lists(PROBABILITY, min_size=width, max_size=width))
 
 
@@ -372,8 +422,10 @@ def _raised(run, *args):
 
 @functools.cache
 def _compiled_check(kind: str, shape: tuple, dtype: type):
-    fn = {"probabilities": lambda p: check_probabilities(p, what="cross_entropy") * 1.0,
-          "labels": lambda k: check_labels(k, what="cross_entropy", classes=4) + 0}[kind]
+    fn = {
+        "probabilities": lambda p: check_probabilities(p, what="cross_entropy") * 1.0,
+        "labels": lambda k: check_labels(k, what="cross_entropy", classes=4) + 0,
+    }[kind]
     compiled = ncompile(fn)
     compiled(np.full(shape, 1.0 / shape[-1], dtype) if kind == "probabilities" else np.zeros(shape, dtype))
     (entry,) = compiled.specialisations.values()
@@ -400,8 +452,10 @@ def test_the_probabilities_check_raises_exactly_where_numpys_does(data, shape, d
 
 
 @settings(max_examples=40, deadline=None)
-@given(labels=st.lists(st.integers(-3, 6), min_size=5, max_size=5),
-       dtype=st.sampled_from([np.int64, np.int32, np.uint8]))
+@given(
+    labels=st.lists(st.integers(-3, 6), min_size=5, max_size=5),
+    dtype=st.sampled_from([np.int64, np.int32, np.uint8]),
+)
 def test_the_labels_check_raises_exactly_where_numpys_does(labels, dtype):
     fn, compiled, entry = _compiled_check("labels", (5,), dtype)
     k = np.array(labels).astype(dtype)  # a negative label wraps round as uint8, and is then too big
@@ -421,13 +475,21 @@ def test_a_compiled_cross_entropy_refuses_what_the_interpreted_one_does():
     assert loss(p, labels) == pytest.approx(np.log(3.0), rel=1e-6)
     (entry,) = loss.specialisations.values()
     assert entry.fallbacks == ()
-    with pytest.raises(DomainError, match=re.escape("cross_entropy: label 3 at index (1,) is out of range "
-                                                    "for 3 classes (labels must be 0..2)")):
+    with pytest.raises(
+        DomainError,
+        match=re.escape(
+            "cross_entropy: label 3 at index (1,) is out of range for 3 classes (labels must be 0..2)"
+        ),
+    ):
         loss(p, np.array([0, 3]))
     bad = p.copy()
     bad[1] = [0.5, 0.6, -0.1]
-    with pytest.raises(DomainError, match=re.escape("but row 1 of its prediction is [0.5, 0.6, -0.1], which "
-                                                    "holds -0.1 at index (1, 2) and sums to 1")):
+    with pytest.raises(
+        DomainError,
+        match=re.escape(
+            "but row 1 of its prediction is [0.5, 0.6, -0.1], which holds -0.1 at index (1, 2) and sums to 1"
+        ),
+    ):
         loss(bad, labels)
 
 

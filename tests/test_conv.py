@@ -1,5 +1,6 @@
 """Convolutional layers: sizes computed while composing, golden messages for impossible
 sizes, values against the numpy reference, and a small CNN that learns."""
+
 import inspect
 import os
 
@@ -9,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nnc
-from nnc import Input, Linear, Mat, Tensor, Vec, relu, softmax
+from nnc import Input, Linear, Mat, Tensor, relu, softmax
 from nnc.backend import conv as C
 from nnc.conv import Conv2d, avg_pool, flatten, max_pool
 from nnc.kernels import reference as R
@@ -23,30 +24,51 @@ def line() -> int:
 
 
 def issue_cnn():
-    return (Input(Tensor[1, 8, 8]) >> Conv2d(1, 16, 3, padding=1) >> relu >> max_pool(2)
-            >> flatten >> Linear(None, 10) >> softmax)
+    return (
+        Input(Tensor[1, 8, 8])
+        >> Conv2d(1, 16, 3, padding=1)
+        >> relu
+        >> max_pool(2)
+        >> flatten
+        >> Linear(None, 10)
+        >> softmax
+    )
 
 
 def test_the_inner_sizes_are_computed_while_composing():
     cnn = issue_cnn()
     assert str(cnn.signature) == "Tensor[1, 8, 8] -> Vec[10]"
     assert [str(c.signature) for c in cnn.children] == [
-        "Tensor[1, 8, 8] -> Tensor[1, 8, 8]", "Tensor[1, 8, 8] -> Tensor[16, 8, 8]",
-        "Tensor[16, 8, 8] -> Tensor[16, 8, 8]", "Tensor[16, 8, 8] -> Tensor[16, 4, 4]",
-        "Tensor[16, 4, 4] -> Vec[256]", "Vec[256] -> Vec[10]", "Vec[10] -> Vec[10]"]
+        "Tensor[1, 8, 8] -> Tensor[1, 8, 8]",
+        "Tensor[1, 8, 8] -> Tensor[16, 8, 8]",
+        "Tensor[16, 8, 8] -> Tensor[16, 8, 8]",
+        "Tensor[16, 8, 8] -> Tensor[16, 4, 4]",
+        "Tensor[16, 4, 4] -> Vec[256]",
+        "Vec[256] -> Vec[10]",
+        "Vec[10] -> Vec[10]",
+    ]
     assert nnc.tree_map(np.shape, cnn.init(seed=0)) == {
-        "conv2d_0": {"W": (16, 1, 3, 3), "b": (16,)}, "linear_0": {"W": (256, 10), "b": (10,)}}
+        "conv2d_0": {"W": (16, 1, 3, 3), "b": (16,)},
+        "linear_0": {"W": (256, 10), "b": (10,)},
+    }
 
 
 def test_models_print_their_options():
     cnn = issue_cnn()
-    assert repr(cnn) == ("Input(Tensor[1, 8, 8]) >> Conv2d(1 -> 16, 3x3, padding=1) >> relu >> "
-                         "max_pool(2) >> flatten >> Linear(256 -> 10) >> softmax")
-    assert repr(Conv2d(3, 8, (3, 5), stride=2, padding=(1, 2), dilation=2, bias=False)) == \
-        "Conv2d(3 -> 8, 3x5, stride=2, padding=(1, 2), dilation=2, bias=False)"
+    assert repr(cnn) == (
+        "Input(Tensor[1, 8, 8]) >> Conv2d(1 -> 16, 3x3, padding=1) >> relu >> "
+        "max_pool(2) >> flatten >> Linear(256 -> 10) >> softmax"
+    )
+    assert (
+        repr(Conv2d(3, 8, (3, 5), stride=2, padding=(1, 2), dilation=2, bias=False))
+        == "Conv2d(3 -> 8, 3x5, stride=2, padding=(1, 2), dilation=2, bias=False)"
+    )
     assert repr(Conv2d(None, 4, 1)) == "Conv2d(? -> 4, 1x1)"
     assert [repr(m) for m in (max_pool((2, 3)), avg_pool(3, stride=1), max_pool(2, (1, 2)))] == [
-        "max_pool((2, 3))", "avg_pool(3, stride=1)", "max_pool(2, stride=(1, 2))"]
+        "max_pool((2, 3))",
+        "avg_pool(3, stride=1)",
+        "max_pool(2, stride=(1, 2))",
+    ]
 
 
 @st.composite
@@ -86,12 +108,16 @@ def test_an_impossible_convolution_is_a_type_mismatch_naming_the_layer():
         f"  Conv2d(1 -> 4, 5x5, padding=1) (created at {HERE}:{made}) cannot take Tensor[1, 2, 3]:\n"
         f"  its 5x5 kernel is larger than the padded input 4x5 (2x3 with padding 1x1)\n"
         f"  hint: pad the input (padding=k//2 keeps the size), or use a smaller kernel or dilation\n"
-        f"  see docs/errors.md#typemismatch")
+        f"  see docs/errors.md#typemismatch"
+    )
 
 
 def test_a_dilated_kernel_names_its_span():
-    with pytest.raises(nnc.TypeMismatch, match=r"its 3x3 kernel \(dilation 3x3, spanning 7x7\) is "
-                                               r"larger than the padded input 5x5"):
+    with pytest.raises(
+        nnc.TypeMismatch,
+        match=r"its 3x3 kernel \(dilation 3x3, spanning 7x7\) is "
+        r"larger than the padded input 5x5",
+    ):
         Input(Tensor[1, 5, 5]) >> Conv2d(1, 4, 3, dilation=3)
 
 
@@ -106,12 +132,16 @@ def test_a_pooling_window_larger_than_the_image_is_a_type_mismatch():
         f"  avg_pool(4) (created at {HERE}:{made}) cannot take Tensor[3, 3, 8]:\n"
         f"  its 4x4 window is larger than the 3x8 input\n"
         f"  hint: use a smaller window, or pad before pooling with a Conv2d(padding=...)\n"
-        f"  see docs/errors.md#typemismatch")
+        f"  see docs/errors.md#typemismatch"
+    )
 
 
 def test_wrong_channels_are_a_composition_mismatch():
-    with pytest.raises(nnc.TypeMismatch, match=r"expects Tensor\[3, 8, 8\]\n  axis 0: size 1 differs "
-                                               r"from size 3"):
+    with pytest.raises(
+        nnc.TypeMismatch,
+        match=r"expects Tensor\[3, 8, 8\]\n  axis 0: size 1 differs "
+        r"from size 3",
+    ):
         Input(Tensor[1, 8, 8]) >> Conv2d(3, 4, 3)
 
 
@@ -152,38 +182,59 @@ def test_pooling_and_flatten_values():
 
 def test_calling_with_a_wrong_image_size_names_the_layer_and_the_axis():
     cnn = issue_cnn()
-    with pytest.raises(nnc.ShapeError, match=r"input of shape \(2, 1, 9, 8\) does not fit input_0: "
-                                             r"Input\(Tensor\[1, 8, 8\]\) .*\n  axis -2: expected size 8, "
-                                             r"got 9"):
+    with pytest.raises(
+        nnc.ShapeError,
+        match=r"input of shape \(2, 1, 9, 8\) does not fit input_0: "
+        r"Input\(Tensor\[1, 8, 8\]\) .*\n  axis -2: expected size 8, "
+        r"got 9",
+    ):
         cnn(cnn.init(seed=0), np.ones((2, 1, 9, 8)))
     layer = Conv2d(1, 4, 3)
-    with pytest.raises(nnc.ShapeError, match=r"does not fit Conv2d\(1 -> 4, 3x3\) .* which expects "
-                                             r"Tensor\[1, h, w\].*\n  axis -3: expected size 1, got 3"):
+    with pytest.raises(
+        nnc.ShapeError,
+        match=r"does not fit Conv2d\(1 -> 4, 3x3\) .* which expects "
+        r"Tensor\[1, h, w\].*\n  axis -3: expected size 1, got 3",
+    ):
         layer(layer.init(seed=0), np.ones((2, 3, 8, 8)))
 
 
 def test_primitives_refuse_bad_images_with_clear_errors():
-    with pytest.raises(nnc.ShapeError, match=r"conv2d: the images have 2 channels but the filters of "
-                                             r"shape \(4, 3, 3, 3\) expect 3"):
+    with pytest.raises(
+        nnc.ShapeError,
+        match=r"conv2d: the images have 2 channels but the filters of "
+        r"shape \(4, 3, 3, 3\) expect 3",
+    ):
         C.conv2d(np.ones((1, 2, 5, 5)), np.ones((4, 3, 3, 3)))
-    with pytest.raises(nnc.ShapeError, match=r"conv2d: expected images of shape \(batch, channels, "
-                                             r"height, width\) or \(channels, height, width\), got "
-                                             r"shape \(5, 5\)"):
+    with pytest.raises(
+        nnc.ShapeError,
+        match=r"conv2d: expected images of shape \(batch, channels, "
+        r"height, width\) or \(channels, height, width\), got "
+        r"shape \(5, 5\)",
+    ):
         C.conv2d(np.ones((5, 5)), np.ones((4, 3, 3, 3)))
-    with pytest.raises(nnc.ShapeError, match=r"conv2d: a 3x3 kernel \(dilation \(2, 2\)\) does not fit "
-                                             r"images of 4x4 with padding \(0, 0\): the output would "
-                                             r"be 0x0"):
+    with pytest.raises(
+        nnc.ShapeError,
+        match=r"conv2d: a 3x3 kernel \(dilation \(2, 2\)\) does not fit "
+        r"images of 4x4 with padding \(0, 0\): the output would "
+        r"be 0x0",
+    ):
         C.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), dilation=2)
     with pytest.raises(nnc.ShapeError, match="max_pool: a 3x3 window does not fit images of 2x5"):
         C.max_pool(np.ones((1, 2, 5)), 3)
     with pytest.raises(nnc.ShapeError, match="expected floating-point images, got dtype int64"):
         C.avg_pool(np.ones((1, 1, 4, 4), dtype=np.int64), 2)
-    with pytest.raises(ArgumentError, match=r"Conv2d \(created at .*\): stride must be an int >= 1 "
-                                            r"or a \(rows, cols\) pair of them, got 0\n"):
+    with pytest.raises(
+        ArgumentError,
+        match=r"Conv2d \(created at .*\): stride must be an int >= 1 "
+        r"or a \(rows, cols\) pair of them, got 0\n",
+    ):
         Conv2d(1, 2, 3, stride=0)
     # still a TypeError, as it was before nnc had its own errors
-    with pytest.raises(TypeError, match=r"Conv2d \(created at .*\): c_out must be a positive int, "
-                                        r"got None\n"):
+    with pytest.raises(
+        TypeError,
+        match=r"Conv2d \(created at .*\): c_out must be a positive int, "
+        r"got None\n",
+    ):
         Conv2d(1, None, 3)
 
 
@@ -194,8 +245,15 @@ def test_a_small_cnn_learns_and_repeats_itself_bit_for_bit():
     images = rng.normal(0, 0.3, (64, 1, 6, 6)).astype(np.float32)
     images[labels == 0, :, :3] += 1.0
     images[labels == 1, :, 3:] += 1.0
-    model = Input(Tensor[1, 6, 6]) >> Conv2d(1, 4, 3, padding=1) >> relu >> avg_pool(2) \
-        >> flatten >> Linear(None, 2) >> softmax
+    model = (
+        Input(Tensor[1, 6, 6])
+        >> Conv2d(1, 4, 3, padding=1)
+        >> relu
+        >> avg_pool(2)
+        >> flatten
+        >> Linear(None, 2)
+        >> softmax
+    )
     step = nnc.value_and_grad(lambda p, x, y: nnc.cross_entropy(model(p, x), y))
 
     def train(seed):

@@ -1,6 +1,7 @@
 """Gradients of the convolution, pooling and dense-layer primitives against central finite
 differences (float64), over geometries drawn by hypothesis: odd sizes, stride > 1,
 padding, dilation, batches of one. ``CASES`` joins the central completeness check."""
+
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -48,14 +49,18 @@ def conv_case(draw):
 
 def conv_input_grad_case(draw):
     x_shape, w_shape, y_shape, geometry = conv_geometry(draw)
-    return (lambda g, w: C.conv2d_input_grad(g, w, x_shape, **geometry)), \
-        (arr(draw, y_shape), arr(draw, w_shape))
+    return (lambda g, w: C.conv2d_input_grad(g, w, x_shape, **geometry)), (
+        arr(draw, y_shape),
+        arr(draw, w_shape),
+    )
 
 
 def conv_weight_grad_case(draw):
     x_shape, w_shape, y_shape, geometry = conv_geometry(draw)
-    return (lambda x, g: C.conv2d_weight_grad(x, g, w_shape, **geometry)), \
-        (arr(draw, x_shape), arr(draw, y_shape))
+    return (lambda x, g: C.conv2d_weight_grad(x, g, w_shape, **geometry)), (
+        arr(draw, x_shape),
+        arr(draw, y_shape),
+    )
 
 
 def pool_geometry(draw):
@@ -137,8 +142,9 @@ def test_gradient_matches_finite_differences(name, data):
     check_grads(fn, *args)
 
 
-@pytest.mark.parametrize("name", ["conv2d", "conv2d_input_grad", "conv2d_weight_grad", "max_pool",
-                                  "avg_pool", "linear"])
+@pytest.mark.parametrize(
+    "name", ["conv2d", "conv2d_input_grad", "conv2d_weight_grad", "max_pool", "avg_pool", "linear"]
+)
 @given(data=st.data())
 def test_second_derivatives_match_finite_differences(name, data):
     """The gradient rules are written with primitives, so the backward pass differentiates too."""
@@ -159,6 +165,9 @@ def test_second_derivatives_match_finite_differences(name, data):
 def test_the_cases_cover_every_primitive_this_area_defines():
     from nnc.backend.core import PRIMITIVES
 
-    ours = {name for name, p in PRIMITIVES.items()
-            if p.impl.__module__ in ("nnc.kernels.dispatch",) and not p.nondiff}
+    ours = {
+        name
+        for name, p in PRIMITIVES.items()
+        if p.impl.__module__ in ("nnc.kernels.dispatch",) and not p.nondiff
+    }
     assert ours == set(CASES)

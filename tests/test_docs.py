@@ -3,6 +3,7 @@
 Each page's samples run in a fresh interpreter, in a scratch folder holding a copy of
 ``examples/`` (see ``docs/_build/samples.py`` for what counts as a sample).
 """
+
 import importlib.util
 import re
 import shutil
@@ -36,10 +37,16 @@ samples = load("samples")
 
 
 def run_samples(page: Path, folder: Path) -> subprocess.CompletedProcess:
-    shutil.copytree(ROOT / "examples", folder / "examples",
-                    ignore=shutil.ignore_patterns("*.svg", "*.png", "*.gv"))
-    return subprocess.run([sys.executable, str(BUILD / "samples.py"), str(page)], cwd=folder,
-                          capture_output=True, text=True, timeout=900)
+    shutil.copytree(
+        ROOT / "examples", folder / "examples", ignore=shutil.ignore_patterns("*.svg", "*.png", "*.gv")
+    )
+    return subprocess.run(
+        [sys.executable, str(BUILD / "samples.py"), str(page)],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(DOCS).as_posix())
@@ -59,7 +66,8 @@ def test_every_page_but_the_reference_has_samples_that_run(page):
 
 def test_a_wrong_sample_fails_naming_its_line(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text(textwrap.dedent("""\
+    page.write_text(
+        textwrap.dedent("""\
         # A page
         ```pycon
         >>> 1 + 1
@@ -75,11 +83,15 @@ def test_a_wrong_sample_fails_naming_its_line(tmp_path):
         ```text
         not code, never run
         ```
-        """))
-    done = subprocess.run([sys.executable, str(BUILD / "samples.py"), str(page)], cwd=tmp_path,
-                          capture_output=True, text=True)
+        """)
+    )
+    done = subprocess.run(
+        [sys.executable, str(BUILD / "samples.py"), str(page)], cwd=tmp_path, capture_output=True, text=True
+    )
     assert done.returncode == 1
-    assert f"sample at {page}:3 (pycon) failed" in done.stderr and "Expected:\n    3\nGot:\n    2" in done.stderr
+    assert (
+        f"sample at {page}:3 (pycon) failed" in done.stderr and "Expected:\n    3\nGot:\n    2" in done.stderr
+    )
     assert f"sample at {page}:7 (python) failed" in done.stderr
     assert f'File "{page}", line 8' in done.stderr and "ValueError: sample broke" in done.stderr
     assert f"sample at {page}:11 (bash) failed:\nexit status 7" in done.stderr
@@ -88,16 +100,26 @@ def test_a_wrong_sample_fails_naming_its_line(tmp_path):
 
 def test_samples_of_a_page_share_one_namespace_in_order(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("```python\nx = 20\n```\n\n- a list item:\n\n    ```pycon\n    >>> x + 1\n    21\n"
-                    "    ```\n```python\nassert x == 20\n```\n")
+    page.write_text(
+        "```python\nx = 20\n```\n\n- a list item:\n\n    ```pycon\n    >>> x + 1\n    21\n"
+        "    ```\n```python\nassert x == 20\n```\n"
+    )
     assert [(b.line, b.lang, b.is_doctest) for b in samples.blocks(page)] == [
-        (2, "python", False), (8, "pycon", True), (12, "python", False)]
+        (2, "python", False),
+        (8, "pycon", True),
+        (12, "python", False),
+    ]
     assert samples.run_page(page) == []
 
 
 def console_commands(page: Path) -> list[str]:
-    return [line[2:].strip() for block in samples.blocks(page) if block.lang == "console"
-            for line in block.code.splitlines() if line.startswith("$ ")]
+    return [
+        line[2:].strip()
+        for block in samples.blocks(page)
+        if block.lang == "console"
+        for line in block.code.splitlines()
+        if line.startswith("$ ")
+    ]
 
 
 def test_commands_shown_but_not_run_by_the_docs_test_are_run_by_ci():
@@ -110,7 +132,10 @@ def test_commands_shown_but_not_run_by_the_docs_test_are_run_by_ci():
 
 def test_contributing_is_three_commands():
     assert console_commands(ROOT / "CONTRIBUTING.md") == [
-        "bash scripts/setup.sh", "python -m pytest", "mkdocs build --strict"]
+        "bash scripts/setup.sh",
+        "python -m pytest",
+        "mkdocs build --strict",
+    ]
 
 
 # ----------------------------------------------------------------------------- site
@@ -132,14 +157,15 @@ def test_every_page_and_every_tutorial_is_in_the_navigation():
 def test_doctests_in_docstrings_become_code_blocks_in_the_reference():
     fence = load("griffe_nnc").fence_doctests
     assert fence("Adds.\n>>> 1 + 1\n2\nDone.\n\nMore.\n    >>> x\n    3") == (
-        "Adds.\n\n```pycon\n>>> 1 + 1\n2\nDone.\n```\n\nMore.\n\n    ```pycon\n    >>> x\n    3\n    ```")
+        "Adds.\n\n```pycon\n>>> 1 + 1\n2\nDone.\n```\n\nMore.\n\n    ```pycon\n    >>> x\n    3\n    ```"
+    )
 
 
 # ----------------------------------------------------------------------------- errors page
 
 
 def all_error_classes() -> list[type]:
-    import nnc.checkpoint, nnc.modelfile, nnc.optim, nnc.render  # noqa: F401,E401 - define errors
+    import nnc.checkpoint  # noqa: F401,E401 - define errors
 
     found, todo = [], [NNCError]
     while todo:
@@ -184,14 +210,21 @@ def test_a_message_that_wraps_another_error_keeps_one_link():
 def ci_commands() -> list[str]:
     """The commands .ci/run runs (not its comments nor its shell set-up lines)."""
     lines = (ROOT / ".ci" / "run").read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")
-            and not line.startswith(("set ", "cd "))]
+    return [
+        line.strip()
+        for line in lines
+        if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))
+    ]
 
 
 def test_the_readme_says_exactly_what_ci_runs():
-    assert ci_commands() == ["bash scripts/setup.sh", "bash scripts/lint-imports.sh", "python -m pytest",
-                             "NUMBA_DISABLE_JIT=1 python -m pytest -q -p no:cacheprovider",
-                             "mkdocs build --strict"]
+    assert ci_commands() == [
+        "bash scripts/setup.sh",
+        "bash scripts/lint-imports.sh",
+        "python -m pytest",
+        "NUMBA_DISABLE_JIT=1 python -m pytest -q -p no:cacheprovider",
+        "mkdocs build --strict",
+    ]
     readme = (ROOT / "README.md").read_text()
     paragraph = next(p for p in readme.split("\n\n") if "`.ci/run`" in p)
     said = re.findall(r"`([^`]+)`", paragraph.replace("\n", " "))
@@ -207,7 +240,9 @@ def test_the_site_publishes_only_the_files_a_page_links_to():
     written = ["curves.png", "digits.npz", "pics/mlp.svg", "notes.txt"]
     assert hook.linked(training, written) == ["curves.png"]
     assert hook.linked("![a](./pics/mlp.svg) and [its source](notes.txt#top)", written) == [
-        "pics/mlp.svg", "notes.txt"]
+        "pics/mlp.svg",
+        "notes.txt",
+    ]
 
 
 def test_every_picture_a_page_shows_is_published_and_no_checkpoint_is():

@@ -1,4 +1,5 @@
 """Every example in nnc's public docstrings runs and prints what it says."""
+
 import doctest
 import importlib
 import pkgutil
@@ -6,14 +7,17 @@ import pkgutil
 import pytest
 
 import nnc
-
 import nnc.backend
 import nnc.kernels
 
-MODULES = sorted({"nnc", "nnc.backend", "nnc.kernels"}
-                 | {m.name for pkg, prefix in ((nnc, "nnc."), (nnc.backend, "nnc.backend."),
-                                               (nnc.kernels, "nnc.kernels."))
-                    for m in pkgutil.iter_modules(pkg.__path__, prefix)})
+MODULES = sorted(
+    {"nnc", "nnc.backend", "nnc.kernels"}
+    | {
+        m.name
+        for pkg, prefix in ((nnc, "nnc."), (nnc.backend, "nnc.backend."), (nnc.kernels, "nnc.kernels."))
+        for m in pkgutil.iter_modules(pkg.__path__, prefix)
+    }
+)
 
 
 @pytest.mark.parametrize("name", MODULES)

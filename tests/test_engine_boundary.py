@@ -3,6 +3,7 @@
 Which package may import which, and that no imports form a cycle, is import-linter's to check
 (the contracts in pyproject.toml, run by .ci/run); a private name is below what it sees.
 """
+
 import ast
 from pathlib import Path
 
@@ -15,23 +16,30 @@ def engine_privates_used(source: str) -> list[str]:
     tree = ast.parse(source)
     engine_names, used = set(), []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(("nnc.backend",
-                                                                                 "nnc.kernels")):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            ("nnc.backend", "nnc.kernels")
+        ):
             for alias in node.names:
                 if alias.name.startswith("_"):
                     used.append(f"{node.module}.{alias.name}")
                 engine_names.add(alias.asname or alias.name)
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                and node.value.id in engine_names and node.attr.startswith("_")
-                and not node.attr.startswith("__")):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in engine_names
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
             used.append(f"{node.value.id}.{node.attr}")
     return used
 
 
 def test_the_check_finds_a_private_name_imported_or_read():
-    source = ("from nnc.backend.autodiff import _signature\n"
-              "from nnc.backend import elementwise as E\nE._is_float(x)\n")
+    source = (
+        "from nnc.backend.autodiff import _signature\n"
+        "from nnc.backend import elementwise as E\nE._is_float(x)\n"
+    )
     assert engine_privates_used(source) == ["nnc.backend.autodiff._signature", "E._is_float"]
 
 

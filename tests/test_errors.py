@@ -1,4 +1,5 @@
 """Golden tests of the messages users read when something is wrong."""
+
 import inspect
 import os
 
@@ -29,13 +30,17 @@ def test_composition_mismatch_names_both_layers_types_and_places():
         f"  Linear(100 -> 10) (created at {HERE}:{b_line}) expects Vec[100]\n"
         f"  axis 0: size 128 differs from size 100\n"
         f"  hint: Linear(None, n) infers its input size from what comes before it\n"
-        f"  see docs/errors.md#typemismatch")
+        f"  see docs/errors.md#typemismatch"
+    )
 
 
 def test_mismatch_deep_in_a_chain_names_the_meeting_layers():
     left = Linear(2, 4) >> tanh >> Linear(4, 8)
-    with pytest.raises(nnc.TypeMismatch, match=r"Linear\(4 -> 8\) .* outputs Vec\[8\]\n"
-                                               r"  Linear\(3 -> 1\) .* expects Vec\[3\]"):
+    with pytest.raises(
+        nnc.TypeMismatch,
+        match=r"Linear\(4 -> 8\) .* outputs Vec\[8\]\n"
+        r"  Linear\(3 -> 1\) .* expects Vec\[3\]",
+    ):
         left >> (Linear(3, 1) >> logistic)
 
 
@@ -59,7 +64,8 @@ def test_wrong_input_size_names_the_layer_path_and_the_expected_type():
         f"input of shape (8, 3) does not fit linear_0: Linear(2 -> 4) (created at {HERE}:{model_line}), "
         "which expects Vec[2]: one example of shape (2,) or a batch of shape (batch, 2)\n"
         "  axis -1: expected size 2, got 3\n"
-        "  see docs/errors.md#shapeerror")
+        "  see docs/errors.md#shapeerror"
+    )
 
 
 def test_wrong_rank_is_a_shape_error_not_broadcasting():
@@ -85,7 +91,9 @@ def test_nan_input_is_refused_with_its_position():
 def test_parameters_of_another_model_are_refused_by_path():
     model = Linear(2, 4) >> Linear(4, 1)
     other = (Linear(2, 4) >> Linear(4, 2)).init()
-    with pytest.raises(nnc.ShapeError, match=r"parameter 'linear_1/W' has shape \(4, 2\), but .* expects \(4, 1\)"):
+    with pytest.raises(
+        nnc.ShapeError, match=r"parameter 'linear_1/W' has shape \(4, 2\), but .* expects \(4, 1\)"
+    ):
         model(other, np.ones(2))
     with pytest.raises(nnc.ShapeError, match="missing 'linear_1/W'"):
         model({"linear_0": other["linear_0"]}, np.ones(2))
@@ -102,18 +110,24 @@ def test_silent_broadcasting_is_an_error_in_traced_code():
         "subtract: operand shapes (8, 1) and (8,) do not match; numpy would broadcast them to (8, 8).\n"
         "  nnc broadcasts only a scalar, matching trailing axes (a bias), or equal ranks with size-1 axes.\n"
         "  hint: reshape one operand so the ranks agree, e.g. t.reshape(-1, 1)\n"
-        "  see docs/errors.md#shapeerror")
+        "  see docs/errors.md#shapeerror"
+    )
 
 
 def test_mse_names_both_shapes_and_the_fix():
-    with pytest.raises(nnc.ShapeError, match=r"mse: prediction of shape \(8, 1\) and target of shape \(8,\) differ"):
+    with pytest.raises(
+        nnc.ShapeError, match=r"mse: prediction of shape \(8, 1\) and target of shape \(8,\) differ"
+    ):
         nnc.mse(np.ones((8, 1)), np.ones(8))
 
 
 def test_bad_labels_are_refused():
     p = np.full((2, 3), 1 / 3)
-    with pytest.raises(nnc.DomainError, match=r"cross_entropy: label 3 at index \(1,\) is out of range "
-                                              "for 3 classes"):
+    with pytest.raises(
+        nnc.DomainError,
+        match=r"cross_entropy: label 3 at index \(1,\) is out of range "
+        "for 3 classes",
+    ):
         nnc.cross_entropy(p, np.array([0, 3]))
     with pytest.raises(nnc.DomainError, match=r"cross_entropy: label -1 at index \(1,\)"):
         nnc.cross_entropy(p, np.array([0, -1]))
@@ -139,16 +153,25 @@ def test_missing_gradient_rule_names_the_primitive():
 
     floor = defprim("test_floor_without_rule", np.floor)
     try:
-        with pytest.raises(nnc.MissingGradient, match="primitive 'test_floor_without_rule' has no gradient rule"):
+        with pytest.raises(
+            nnc.MissingGradient, match="primitive 'test_floor_without_rule' has no gradient rule"
+        ):
             nnc.grad(lambda x: bind(floor, x).sum())(np.ones(2))
     finally:
         from nnc.backend.core import PRIMITIVES
+
         del PRIMITIVES["test_floor_without_rule"]
 
 
 def test_errors_share_one_base_class_and_read_as_nnc_errors():
-    for cls in (nnc.TypeMismatch, nnc.ShapeError, nnc.NonFiniteError, nnc.MissingGradient,
-                nnc.TraceError, nnc.InitError):
+    for cls in (
+        nnc.TypeMismatch,
+        nnc.ShapeError,
+        nnc.NonFiniteError,
+        nnc.MissingGradient,
+        nnc.TraceError,
+        nnc.InitError,
+    ):
         assert issubclass(cls, nnc.NNCError)
         assert cls.__module__ == "nnc"
 

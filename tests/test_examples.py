@@ -4,6 +4,7 @@ Each runs from a copy in a scratch folder (so its pictures land there, not in
 ``examples/``), with ``NNC_EXAMPLE_FAST=1``, and must print what it promises and write
 the files it says. The full settings run in a Jupyter kernel when the docs are built.
 """
+
 import os
 import re
 import shutil
@@ -20,8 +21,9 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 def run_example(name: str, folder: Path) -> str:
     shutil.copy(ROOT / "examples" / name, folder / name)
     env = {**os.environ, "NNC_EXAMPLE_FAST": "1", "NNC_EXAMPLE_OUT": str(folder)}
-    done = subprocess.run([sys.executable, name], cwd=folder, env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, name], cwd=folder, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -87,8 +89,13 @@ def tutorial_03(out, folder):
 def tutorial_04(out, folder):
     assert "total: 4,810 parameters" in out
     assert number(r"test accuracy: ([\d.]+)", out) > 0.85
-    assert_pictures(folder, "tutorial_04_samples.png", "tutorial_04_model.svg", "tutorial_04_curve.png",
-                    "tutorial_04_mistakes.png")
+    assert_pictures(
+        folder,
+        "tutorial_04_samples.png",
+        "tutorial_04_model.svg",
+        "tutorial_04_curve.png",
+        "tutorial_04_mistakes.png",
+    )
 
 
 def tutorial_05(out, folder):
@@ -104,8 +111,14 @@ def tutorial_06(out, folder):
     assert [float(c) for c in coefficients] == pytest.approx([-1.0, 1.9107], abs=0.01)
     assert "signature: Seq[Vec[1]] -> Vec[1]" in out
     assert number(r"validation mse: ([\d.]+)", out) < 0.05
-    assert_pictures(folder, "tutorial_06_ar_model.svg", "tutorial_06_ar_curve.png", "tutorial_06_model.svg",
-                    "tutorial_06_curve.png", "tutorial_06_prediction.png")
+    assert_pictures(
+        folder,
+        "tutorial_06_ar_model.svg",
+        "tutorial_06_ar_curve.png",
+        "tutorial_06_model.svg",
+        "tutorial_06_curve.png",
+        "tutorial_06_prediction.png",
+    )
 
 
 def tutorial_07(out, folder):
@@ -115,10 +128,16 @@ def tutorial_07(out, folder):
 
 
 CHECKS = {
-    "xor.py": xor, "mlp.py": mlp, "digits_mlp.py": digits_mlp, "digits_cnn.py": digits_cnn,
-    "tutorial_01_linear_regression.py": tutorial_01, "tutorial_02_logistic_regression.py": tutorial_02,
-    "tutorial_03_network.py": tutorial_03, "tutorial_04_digits.py": tutorial_04,
-    "tutorial_05_convolution.py": tutorial_05, "tutorial_06_time_series.py": tutorial_06,
+    "xor.py": xor,
+    "mlp.py": mlp,
+    "digits_mlp.py": digits_mlp,
+    "digits_cnn.py": digits_cnn,
+    "tutorial_01_linear_regression.py": tutorial_01,
+    "tutorial_02_logistic_regression.py": tutorial_02,
+    "tutorial_03_network.py": tutorial_03,
+    "tutorial_04_digits.py": tutorial_04,
+    "tutorial_05_convolution.py": tutorial_05,
+    "tutorial_06_time_series.py": tutorial_06,
     "tutorial_07_generation.py": tutorial_07,
 }
 

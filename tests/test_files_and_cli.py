@@ -1,14 +1,15 @@
 """Where nnc says the user wrote something in a notebook, and what running notebooks needs."""
+
 import importlib.util
 import re
 import subprocess
 import sys
 import textwrap
-import tomllib
 import types
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from nnc.source import Where, ipython_cell
 
@@ -43,7 +44,7 @@ def test_a_shell_without_the_compiler_map_falls_back_to_the_file(monkeypatch):
     assert str(Where("/tmp/ipykernel_1/2.py", 5)) == "/tmp/ipykernel_1/2.py:5"
 
 
-IN_IPYTHON = textwrap.dedent('''
+IN_IPYTHON = textwrap.dedent("""
     from IPython.core.interactiveshell import InteractiveShell
 
     shell = InteractiveShell.instance()
@@ -51,18 +52,20 @@ IN_IPYTHON = textwrap.dedent('''
                  "x = 1\\nmodel = nnc.Linear(2, 3) >> nnc.tanh",
                  "try:\\n    model >> nnc.Linear(4, 1)\\nexcept nnc.TypeMismatch as err:\\n    print(err)"]:
         shell.run_cell(cell, store_history=True)
-''')
+""")
 
 
 def test_a_real_ipython_shell_names_cells_in_messages():
     pytest.importorskip("IPython")
-    done = subprocess.run([sys.executable, "-c", IN_IPYTHON], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", IN_IPYTHON], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[:3] == [
         "cannot compose at cell In[3], line 2",
         "  tanh outputs Vec[3]",
-        "  Linear(4 -> 1) (created at cell In[3], line 2) expects Vec[4]"]
+        "  Linear(4 -> 1) (created at cell In[3], line 2) expects Vec[4]",
+    ]
 
 
 def test_the_dev_set_up_installs_what_executing_a_notebook_needs():
@@ -71,7 +74,9 @@ def test_the_dev_set_up_installs_what_executing_a_notebook_needs():
     assert {"nbconvert", "ipykernel", "jupytext"} <= names
     assert "'.[dev]'" in (ROOT / "scripts" / "setup.sh").read_text()
     for module in ("nbconvert", "ipykernel", "jupytext"):
-        assert importlib.util.find_spec(module) is not None, f"{module} is not installed: run scripts/setup.sh"
+        assert importlib.util.find_spec(module) is not None, (
+            f"{module} is not installed: run scripts/setup.sh"
+        )
 
 
 NOTEBOOK = """# %% [markdown]
@@ -88,9 +93,23 @@ def test_a_jupytext_notebook_runs_with_jupyter_nbconvert_execute(tmp_path):
 
     jupytext.write(jupytext.reads(NOTEBOOK, fmt="py:percent"), tmp_path / "tiny.ipynb")
     # `jupyter nbconvert` is this module's command-line entry point
-    done = subprocess.run([sys.executable, "-m", "nbconvert", "--to", "notebook", "--execute",
-                           "--output", "ran.ipynb", "tiny.ipynb"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbconvert",
+            "--to",
+            "notebook",
+            "--execute",
+            "--output",
+            "ran.ipynb",
+            "tiny.ipynb",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     ran = nbformat.read(tmp_path / "ran.ipynb", as_version=4)
     assert [out["text"] for out in ran.cells[1].outputs] == ["Vec[2] -> Vec[3]\n"]

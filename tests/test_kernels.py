@@ -2,6 +2,7 @@
 (odd sizes, stride > 1, padding, dilation, batches of one); how kernels compile
 (lazily, cached, without a writable cache); and the dense layer's bit-for-bit match
 with nnc's separate primitives."""
+
 import doctest
 import importlib
 import itertools
@@ -14,7 +15,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 import nnc
 from nnc.backend import activations as A
@@ -94,21 +94,29 @@ def test_same_width_convolutions_with_rows_all_in_the_padding():
     """The shifted-copy path (stride 1, output as wide as the input) on every small height
     geometry, including filter rows that see only padding (padding taller than the image)."""
     rng = np.random.default_rng(5)
-    for kh, dh, ph, h, kw, dw in itertools.product(range(1, 4), (1, 3), range(0, 5), (1, 2, 3),
-                                                  (1, 3), (1, 2)):
+    for kh, dh, ph, h, kw, dw in itertools.product(
+        range(1, 4), (1, 3), range(0, 5), (1, 2, 3), (1, 3), (1, 2)
+    ):
         if R.output_size(h, kh, 1, ph, dh) <= 0:
             continue
         geometry = ((1, 1), (ph, dw * (kw - 1) // 2), (dh, dw))
         x, w = rng.standard_normal((2, 2, h, 4)), rng.standard_normal((2, 2, kh, kw))
         g = rng.standard_normal(R.conv2d(x, w, *geometry).shape)
-        np.testing.assert_allclose(KC.conv2d_forward(x, w, *geometry), R.conv2d(x, w, *geometry),
-                                   atol=1e-12, err_msg=str(geometry))
-        np.testing.assert_allclose(KC.conv2d_input_grad(g, w, x.shape, *geometry),
-                                   R.conv2d_input_grad(g, w, x.shape, *geometry), atol=1e-12,
-                                   err_msg=str(geometry))
-        np.testing.assert_allclose(KC.conv2d_weight_grad(x, g, w.shape, *geometry),
-                                   R.conv2d_weight_grad(x, g, w.shape, *geometry), atol=1e-12,
-                                   err_msg=str(geometry))
+        np.testing.assert_allclose(
+            KC.conv2d_forward(x, w, *geometry), R.conv2d(x, w, *geometry), atol=1e-12, err_msg=str(geometry)
+        )
+        np.testing.assert_allclose(
+            KC.conv2d_input_grad(g, w, x.shape, *geometry),
+            R.conv2d_input_grad(g, w, x.shape, *geometry),
+            atol=1e-12,
+            err_msg=str(geometry),
+        )
+        np.testing.assert_allclose(
+            KC.conv2d_weight_grad(x, g, w.shape, *geometry),
+            R.conv2d_weight_grad(x, g, w.shape, *geometry),
+            atol=1e-12,
+            err_msg=str(geometry),
+        )
 
 
 def test_conv_reference_matches_a_direct_loop():
@@ -166,7 +174,9 @@ def test_max_pool_kernels_treat_nan_and_infinities_as_numpy_does(problem, data):
     c = np.arange(x.size, dtype=x.dtype).reshape(x.shape)
     np.testing.assert_array_equal(KP.max_pool(x, k, s), R.max_pool(x, k, s))
     np.testing.assert_array_equal(KP.max_pool_gather(x, c, k, s), R.max_pool_gather(x, c, k, s))
-    np.testing.assert_allclose(KP.max_pool_grad(x, g, k, s), R.max_pool_grad(x, g, k, s), **tolerance(x.dtype))
+    np.testing.assert_allclose(
+        KP.max_pool_grad(x, g, k, s), R.max_pool_grad(x, g, k, s), **tolerance(x.dtype)
+    )
 
 
 def test_the_fused_bias_relu_gives_what_np_maximum_gives():
@@ -228,8 +238,11 @@ def test_the_linear_primitive_gives_the_values_and_gradients_of_the_separate_one
 
 
 def test_linear_refuses_mismatched_shapes_and_unknown_activations():
-    with pytest.raises(nnc.ShapeError, match=r"linear: expected x \(\.\.\., k\), w \(k, n\) and b "
-                                             r"\(n,\), got shapes \(2, 3\), \(4, 5\) and \(5,\)"):
+    with pytest.raises(
+        nnc.ShapeError,
+        match=r"linear: expected x \(\.\.\., k\), w \(k, n\) and b "
+        r"\(n,\), got shapes \(2, 3\), \(4, 5\) and \(5,\)",
+    ):
         L.linear(np.ones((2, 3)), np.ones((4, 5)), np.ones(5))
     with pytest.raises(ValueError, match="activation must be one of"):
         L.linear(np.ones((2, 3)), np.ones((3, 5)), np.ones(5), "gelu")
@@ -242,12 +255,17 @@ def test_dispatch_agrees_with_the_references():
     y = dispatch.conv2d(x, w, *geometry)
     g = rng.standard_normal(y.shape)
     np.testing.assert_allclose(y, R.conv2d(x, w, *geometry))
-    np.testing.assert_allclose(dispatch.conv2d_input_grad(g, w, x.shape, *geometry),
-                               R.conv2d_input_grad(g, w, x.shape, *geometry))
-    np.testing.assert_allclose(dispatch.conv2d_weight_grad(x[:, :, ::-1], g, w.shape, *geometry),
-                               R.conv2d_weight_grad(x[:, :, ::-1], g, w.shape, *geometry))
-    np.testing.assert_array_equal(dispatch.max_pool(x.transpose(0, 1, 3, 2), (2, 2), (2, 2)),
-                                  R.max_pool(x.transpose(0, 1, 3, 2), (2, 2), (2, 2)))
+    np.testing.assert_allclose(
+        dispatch.conv2d_input_grad(g, w, x.shape, *geometry), R.conv2d_input_grad(g, w, x.shape, *geometry)
+    )
+    np.testing.assert_allclose(
+        dispatch.conv2d_weight_grad(x[:, :, ::-1], g, w.shape, *geometry),
+        R.conv2d_weight_grad(x[:, :, ::-1], g, w.shape, *geometry),
+    )
+    np.testing.assert_array_equal(
+        dispatch.max_pool(x.transpose(0, 1, 3, 2), (2, 2), (2, 2)),
+        R.max_pool(x.transpose(0, 1, 3, 2), (2, 2), (2, 2)),
+    )
 
 
 # ----------------------------------------------------------------------------- compiling
@@ -256,8 +274,13 @@ def test_dispatch_agrees_with_the_references():
 def run_python(code: str, **env) -> str:
     """Run ``code`` in a fresh interpreter with JIT on (whatever this process runs with)."""
     full_env = {**os.environ, "NUMBA_DISABLE_JIT": "0", **env}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -313,7 +336,8 @@ def test_kernels_compile_in_memory_when_no_directory_at_all_is_writable():
 
 
 def test_kernels_run_as_python_and_dispatch_takes_numpy_without_the_jit():
-    out = run_python("""
+    out = run_python(
+        """
         import numpy as np
         from nnc.kernels import conv, dispatch, jit, reference
         rng = np.random.default_rng(0)
@@ -323,7 +347,9 @@ def test_kernels_run_as_python_and_dispatch_takes_numpy_without_the_jit():
         print(jit.jit_enabled(), conv.im2col._compiled is None)  # dispatch left the kernel alone
         assert np.allclose(conv.conv2d_forward(x, w, *geometry), reference.conv2d(x, w, *geometry))
         print(conv.im2col._compiled is conv.im2col.py_func)  # Numba handed back the Python
-    """, NUMBA_DISABLE_JIT="1")
+    """,
+        NUMBA_DISABLE_JIT="1",
+    )
     assert out.split() == ["False", "True", "True"]
 
 
@@ -335,16 +361,29 @@ def test_a_kernel_says_whether_it_is_compiled_and_cached():
     assert repr(add_one) == "<nnc kernel add_one: not compiled yet>"
     np.testing.assert_array_equal(add_one(np.zeros(2)), [1.0, 1.0])
     if jit_enabled():  # defined in a test function, its source file is ours: cached
-        assert repr(add_one) in ("<nnc kernel add_one: compiled, cached on disk>",
-                                 "<nnc kernel add_one: compiled, no disk cache>")
+        assert repr(add_one) in (
+            "<nnc kernel add_one: compiled, cached on disk>",
+            "<nnc kernel add_one: compiled, no disk cache>",
+        )
     assert isinstance(add_one, Kernel)
 
 
-@pytest.mark.parametrize("name", ["nnc.kernels.jit", "nnc.kernels.reference", "nnc.kernels.conv",
-                                  "nnc.kernels.pool", "nnc.kernels.dense", "nnc.kernels.dispatch",
-                                  "nnc.backend.conv", "nnc.backend.linalg"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "nnc.kernels.jit",
+        "nnc.kernels.reference",
+        "nnc.kernels.conv",
+        "nnc.kernels.pool",
+        "nnc.kernels.dense",
+        "nnc.kernels.dispatch",
+        "nnc.backend.conv",
+        "nnc.backend.linalg",
+    ],
+)
 def test_docstring_examples(name):
     """tests/test_doctests.py walks the nnc package folder (dsl/) only; these live elsewhere."""
-    result = doctest.testmod(importlib.import_module(name),
-                             optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(
+        importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    )
     assert result.failed == 0

@@ -1,4 +1,5 @@
 """nnc keeps freed array memory for reuse (glibc's malloc settings, nnc.backend.memory)."""
+
 import os
 import subprocess
 import sys
@@ -22,8 +23,9 @@ print(before - resident(), nnc.backend.memory.keep_freed_memory())
 
 def freed_bytes_returned(keep: str) -> tuple[int, str]:
     env = {**os.environ, "NNC_KEEP_MEMORY": keep}
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     return int(out[0]), out[1]
 
 

@@ -1,12 +1,26 @@
 """Models as values: forward results, parameters, dtypes, combinators, composed gradients."""
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import nnc
-from nnc import (Input, Linear, Vec, add, concat, fanout, log_softmax, logistic, parallel, relu,
-                 residual, softmax, tanh)
+from nnc import (
+    Input,
+    Linear,
+    Vec,
+    add,
+    concat,
+    fanout,
+    log_softmax,
+    logistic,
+    parallel,
+    relu,
+    residual,
+    softmax,
+    tanh,
+)
 from nnc.testing import check_grads, inputs
 
 
@@ -107,8 +121,9 @@ def test_combinators_compute_what_they_say():
     np.testing.assert_allclose(res(pr, a), a + np.tanh(a @ pr["serial_0"]["linear_0"]["W"]), rtol=1e-6)
 
     joined = fanout(f, tanh) >> concat
-    np.testing.assert_allclose(joined({"fanout_0": {"linear_0": pf}}, a),
-                               np.concatenate([f(pf, a), np.tanh(a)], axis=1), rtol=1e-6)
+    np.testing.assert_allclose(
+        joined({"fanout_0": {"linear_0": pf}}, a), np.concatenate([f(pf, a), np.tanh(a)], axis=1), rtol=1e-6
+    )
     summed = fanout(tanh, relu, tanh) >> add
     np.testing.assert_allclose(summed(a), 2 * np.tanh(a) + np.maximum(a, 0), rtol=1e-6)
 
@@ -152,8 +167,9 @@ def test_composed_model_gradients_match_finite_differences(name, data):
     seed = data.draw(st.integers(0, 10))
     rng = np.random.default_rng(seed)
     # generic parameters (no zero biases), so that no ReLU sits exactly on its kink
-    params = nnc.tree_map(lambda p: p + 0.3 * rng.standard_normal(p.shape),
-                          model.init(seed=seed, dtype=np.float64))
+    params = nnc.tree_map(
+        lambda p: p + 0.3 * rng.standard_normal(p.shape), model.init(seed=seed, dtype=np.float64)
+    )
     check_grads(lambda p, x: model(p, x), params, x, rtol=1e-4, atol=1e-7)
 
 

@@ -1,4 +1,5 @@
 """Optimisers follow their published update rules, keep dtypes, stay pure and trace exactly."""
+
 import math
 
 import numpy as np
@@ -10,8 +11,19 @@ from hypothesis.extra import numpy as hnp
 import nnc
 from nnc.backend.core import trace_graph
 from nnc.backend.execute import compile_graph
-from nnc.optim import (ConfigError, adam, adamw, clip_by_global_norm, clip_by_value, cosine_decay,
-                       exponential_decay, piecewise_constant, rmsprop, sgd, warmup)
+from nnc.optim import (
+    ConfigError,
+    adam,
+    adamw,
+    clip_by_global_norm,
+    clip_by_value,
+    cosine_decay,
+    exponential_decay,
+    piecewise_constant,
+    rmsprop,
+    sgd,
+    warmup,
+)
 
 # ----------------------------------------------------------------------------- hand-computed steps
 
@@ -92,8 +104,8 @@ def ref_adam(p, gs, lr, b1, b2, eps, wd=0.0):  # Kingma & Ba Alg. 1; Loshchilov 
     m, v = np.zeros_like(p), np.zeros_like(p)
     for t, g in enumerate(gs, start=1):
         m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g ** 2
-        m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        v = b2 * v + (1 - b2) * g**2
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
         p = p - lr * (m_hat / (np.sqrt(v_hat) + eps) + wd * p)
     return p
 
@@ -101,7 +113,7 @@ def ref_adam(p, gs, lr, b1, b2, eps, wd=0.0):  # Kingma & Ba Alg. 1; Loshchilov 
 def ref_rmsprop(p, gs, lr, rho, eps):
     v = np.zeros_like(p)
     for g in gs:
-        v = rho * v + (1 - rho) * g ** 2
+        v = rho * v + (1 - rho) * g**2
         p = p - lr * g / (np.sqrt(v) + eps)
     return p
 
@@ -127,24 +139,33 @@ def nnc_run(opt, p, gs):
 def test_sgd_momentum_matches_the_equations(traj, lr, mu, nesterov):
     p, gs = traj
     opt = sgd(lr, momentum=mu, nesterov=nesterov and mu > 0)
-    np.testing.assert_allclose(nnc_run(opt, p, gs), ref_momentum(p, gs, lr, mu, nesterov and mu > 0),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        nnc_run(opt, p, gs), ref_momentum(p, gs, lr, mu, nesterov and mu > 0), rtol=1e-12, atol=1e-12
+    )
 
 
-@given(trajectories(), st.floats(1e-4, 1.0), st.floats(0.0, 0.99), st.floats(0.5, 0.9999),
-       st.floats(1e-8, 1e-3), st.sampled_from([0.0, 1e-2, 0.3]))
+@given(
+    trajectories(),
+    st.floats(1e-4, 1.0),
+    st.floats(0.0, 0.99),
+    st.floats(0.5, 0.9999),
+    st.floats(1e-8, 1e-3),
+    st.sampled_from([0.0, 1e-2, 0.3]),
+)
 def test_adam_and_adamw_match_the_equations(traj, lr, b1, b2, eps, wd):
     p, gs = traj
     opt = adamw(lr, b1, b2, eps, weight_decay=wd) if wd else adam(lr, b1, b2, eps)
-    np.testing.assert_allclose(nnc_run(opt, p, gs), ref_adam(p, gs, lr, b1, b2, eps, wd),
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        nnc_run(opt, p, gs), ref_adam(p, gs, lr, b1, b2, eps, wd), rtol=1e-10, atol=1e-10
+    )
 
 
 @given(trajectories(), st.floats(1e-4, 1.0), st.floats(0.0, 0.99), st.floats(1e-8, 1e-3))
 def test_rmsprop_matches_the_equations(traj, lr, rho, eps):
     p, gs = traj
-    np.testing.assert_allclose(nnc_run(rmsprop(lr, rho, eps), p, gs), ref_rmsprop(p, gs, lr, rho, eps),
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        nnc_run(rmsprop(lr, rho, eps), p, gs), ref_rmsprop(p, gs, lr, rho, eps), rtol=1e-10, atol=1e-10
+    )
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -167,12 +188,20 @@ def test_sgd_follows_a_schedule_counted_in_updates_from_zero():
 
 
 def test_schedule_values():
-    assert [exponential_decay(1.0, 0.5, 2)(t) for t in (0, 1, 2, 4)] == [1.0, 0.5 ** 0.5, 0.5, 0.25]
+    assert [exponential_decay(1.0, 0.5, 2)(t) for t in (0, 1, 2, 4)] == [1.0, 0.5**0.5, 0.5, 0.25]
     assert [exponential_decay(1.0, 0.5, 2, staircase=True)(t) for t in (0, 1, 2, 3)] == [1.0, 1.0, 0.5, 0.5]
     cos = cosine_decay(1.0, steps=4, final_lr=0.2)
-    np.testing.assert_allclose([cos(t) for t in range(6)],
-                               [1.0, 0.2 + 0.8 * (1 + math.cos(math.pi / 4)) / 2, 0.6,
-                                0.2 + 0.8 * (1 + math.cos(3 * math.pi / 4)) / 2, 0.2, 0.2])
+    np.testing.assert_allclose(
+        [cos(t) for t in range(6)],
+        [
+            1.0,
+            0.2 + 0.8 * (1 + math.cos(math.pi / 4)) / 2,
+            0.6,
+            0.2 + 0.8 * (1 + math.cos(3 * math.pi / 4)) / 2,
+            0.2,
+            0.2,
+        ],
+    )
     ramp = warmup(exponential_decay(1.0, 0.5, 1), steps=2)
     assert [ramp(t) for t in range(5)] == [0.5, 1.0, 1.0, 0.5, 0.25]
 
@@ -184,15 +213,17 @@ def test_adam_with_a_schedule_uses_the_rate_of_each_update():
     # the second update alone with rate 0.1, continuing from the same moments
     m = 0.9 * (0.1 * gs[0]) + 0.1 * gs[1]
     v = 0.999 * (0.001 * gs[0] ** 2) + 0.001 * gs[1] ** 2
-    second = first - 0.1 * (m / 0.19) / (np.sqrt(v / (1 - 0.999 ** 2)) + 1e-8)
+    second = first - 0.1 * (m / 0.19) / (np.sqrt(v / (1 - 0.999**2)) + 1e-8)
     np.testing.assert_allclose(nnc_run(adam(schedule), p, gs), second, rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------- clipping
 
 
-@given(st.lists(hnp.arrays(np.float64, st.integers(1, 4), elements=finite), min_size=1, max_size=3),
-       st.floats(0.01, 10))
+@given(
+    st.lists(hnp.arrays(np.float64, st.integers(1, 4), elements=finite), min_size=1, max_size=3),
+    st.floats(0.01, 10),
+)
 def test_global_norm_clipping_caps_the_norm_and_keeps_the_direction(leaves, max_norm):
     grads = {f"g{i}": g for i, g in enumerate(leaves)}
     clipped = clip_by_global_norm(grads, max_norm)
@@ -233,9 +264,13 @@ OPTIMIZERS = {
 
 def mlp_tree(dtype, seed=0):
     rng = np.random.default_rng(seed)
-    return {"linear_0": {"W": rng.standard_normal((3, 4)).astype(dtype),
-                         "b": rng.standard_normal(4).astype(dtype)},
-            "linear_1": {"W": rng.standard_normal((4, 2)).astype(dtype)}}
+    return {
+        "linear_0": {
+            "W": rng.standard_normal((3, 4)).astype(dtype),
+            "b": rng.standard_normal(4).astype(dtype),
+        },
+        "linear_1": {"W": rng.standard_normal((4, 2)).astype(dtype)},
+    }
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
@@ -276,17 +311,20 @@ def test_a_traced_update_computes_the_same_bits(name):
 # ----------------------------------------------------------------------------- bad arguments
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: sgd(-0.1), "sgd: learning_rate must be a positive number, got -0.1"),
-    (lambda: sgd(0.1, momentum=1.0), r"sgd: momentum must be in \[0, 1\), got 1.0"),
-    (lambda: sgd(0.1, nesterov=True), "sgd: nesterov=True needs a momentum > 0"),
-    (lambda: adam(b2=1.5), r"adam: b2 must be in \[0, 1\), got 1.5"),
-    (lambda: adamw(weight_decay=-1), "adamw: weight_decay must be a number >= 0, got -1"),
-    (lambda: rmsprop(eps=-1e-8), "rmsprop: eps must be a number >= 0, got -1e-08"),
-    (lambda: adam(clip_norm=0), "clip_norm must be a positive number, got 0"),
-    (lambda: piecewise_constant((1, 2), (0.1,)), "piecewise_constant: 2 boundaries need 3 values, got 1"),
-    (lambda: cosine_decay(0.1, steps=0), "cosine_decay: steps must be a positive number, got 0"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: sgd(-0.1), "sgd: learning_rate must be a positive number, got -0.1"),
+        (lambda: sgd(0.1, momentum=1.0), r"sgd: momentum must be in \[0, 1\), got 1.0"),
+        (lambda: sgd(0.1, nesterov=True), "sgd: nesterov=True needs a momentum > 0"),
+        (lambda: adam(b2=1.5), r"adam: b2 must be in \[0, 1\), got 1.5"),
+        (lambda: adamw(weight_decay=-1), "adamw: weight_decay must be a number >= 0, got -1"),
+        (lambda: rmsprop(eps=-1e-8), "rmsprop: eps must be a number >= 0, got -1e-08"),
+        (lambda: adam(clip_norm=0), "clip_norm must be a positive number, got 0"),
+        (lambda: piecewise_constant((1, 2), (0.1,)), "piecewise_constant: 2 boundaries need 3 values, got 1"),
+        (lambda: cosine_decay(0.1, steps=0), "cosine_decay: steps must be a positive number, got 0"),
+    ],
+)
 def test_bad_hyperparameters_are_named(make, message):
     with pytest.raises(ConfigError, match=message):
         make()

@@ -1,5 +1,6 @@
 """Every differentiable primitive's gradient against central finite differences (float64),
 over shapes and values drawn by hypothesis."""
+
 import importlib.util
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def trailing(shape):
 def unary(fn, elements=small, shape_strategy=shapes, unique=False):
     def make(draw):
         return fn, (arr(draw, draw(shape_strategy), elements, unique),)
+
     return make
 
 
@@ -43,14 +45,21 @@ def binary(fn, b_elements=small):
         sb = draw(trailing(sa))
         a, b = arr(draw, sa), arr(draw, sb, b_elements)
         return fn, ((a, b) if draw(st.booleans()) else (b, a)) if b_elements is small else (a, b)
+
     return make
 
 
 def matmul_case(draw):
     n, k, m, batch = (draw(st.integers(1, 4)) for _ in range(4))
     kind = draw(st.sampled_from(["mm", "mv", "vm", "vv", "bm", "bb"]))
-    shapes = {"mm": ((n, k), (k, m)), "mv": ((n, k), (k,)), "vm": ((k,), (k, m)), "vv": ((k,), (k,)),
-              "bm": ((batch, n, k), (k, m)), "bb": ((batch, n, k), (batch, k, m))}[kind]
+    shapes = {
+        "mm": ((n, k), (k, m)),
+        "mv": ((n, k), (k,)),
+        "vm": ((k,), (k, m)),
+        "vv": ((k,), (k,)),
+        "bm": ((batch, n, k), (k, m)),
+        "bb": ((batch, n, k), (batch, k, m)),
+    }[kind]
     return nnc.matmul, tuple(arr(draw, s) for s in shapes)
 
 
@@ -64,6 +73,7 @@ def reduce_case(fn, elements=small, unique=False):
         axis = draw(st.sampled_from([None, -1, 0] + ([(0, len(shape) - 1)] if len(shape) > 1 else [])))
         keepdims = draw(st.booleans())
         return (lambda x: fn(x, axis=axis, keepdims=keepdims)), (arr(draw, shape, elements, unique),)
+
     return make
 
 
@@ -72,6 +82,7 @@ def softmax_case(fn):
         shape = draw(vectorish)
         axis = draw(st.integers(-len(shape), len(shape) - 1))
         return (lambda x: fn(x, axis=axis)), (arr(draw, shape),)
+
     return make
 
 
@@ -88,8 +99,7 @@ def transpose_case(draw):
 
 def getitem_case(draw):
     shape = draw(vectorish)
-    index = tuple(draw(st.sampled_from([slice(None), slice(0, 1), 0, slice(None, None, -1)]))
-                  for _ in shape)
+    index = tuple(draw(st.sampled_from([slice(None), slice(0, 1), 0, slice(None, None, -1)])) for _ in shape)
     return (lambda x: x[index]), (arr(draw, shape),)
 
 
@@ -122,8 +132,9 @@ def unpick_case(draw):
 
 def broadcast_case(draw):
     shape = draw(vectorish)
-    return (lambda x: ops.broadcast_to(x, (3,) + shape) * np.arange(3.0).reshape((3,) + (1,) * len(shape))), \
-        (arr(draw, shape),)
+    return (lambda x: ops.broadcast_to(x, (3,) + shape) * np.arange(3.0).reshape((3,) + (1,) * len(shape))), (
+        arr(draw, shape),
+    )
 
 
 def sum_to_case(draw):
@@ -155,7 +166,7 @@ CASES = {
     "mul": binary(lambda a, b: a * b),
     "div": binary(lambda a, b: a / b, b_elements=away_from_zero),
     "neg": unary(lambda x: -x),
-    "integer_pow": unary(lambda x: x ** 3),
+    "integer_pow": unary(lambda x: x**3),
     "pow": binary(lambda a, b: ops.power(a * a + 0.5, b)),
     "exp": unary(nnc.exp),
     "log": unary(nnc.log, positive),
@@ -201,8 +212,9 @@ def all_cases() -> dict:
 
 
 def test_every_differentiable_primitive_has_a_gradient_test():
-    differentiable = {name for name, p in PRIMITIVES.items()
-                      if not p.nondiff and not name.startswith("test_")}
+    differentiable = {
+        name for name, p in PRIMITIVES.items() if not p.nondiff and not name.startswith("test_")
+    }
     assert differentiable - set(all_cases()) == set()
     assert all(PRIMITIVES[name].vjp is not None for name in differentiable)
 

@@ -1,4 +1,5 @@
 """`nnc.__all__` is derived from the imports in nnc's __init__: the same names, no submodule."""
+
 import ast
 import inspect
 
@@ -8,8 +9,13 @@ import nnc
 def imported_public_names(module) -> set[str]:
     """The names ``module``'s own ``from ... import`` statements bind, less the underscored ones."""
     tree = ast.parse(inspect.getsource(module))
-    return {alias.asname or alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
-            for alias in node.names if not (alias.asname or alias.name).startswith("_")}
+    return {
+        alias.asname or alias.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if not (alias.asname or alias.name).startswith("_")
+    }
 
 
 def test_all_is_exactly_the_imported_public_names():

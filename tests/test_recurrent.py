@@ -1,12 +1,31 @@
 """Recurrent cells and the combinators that unroll, seed and feed them back."""
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import nnc
-from nnc import (GRU, LSTM, Input, Linear, Seq, Vec, concat, fcrnn, feedback, fix_state, lagged,
-                 learned_state, prime, recurrently, tanh, unroll, unroll_last, zero_state)
+from nnc import (
+    GRU,
+    LSTM,
+    Input,
+    Linear,
+    Seq,
+    Vec,
+    concat,
+    fcrnn,
+    feedback,
+    fix_state,
+    lagged,
+    learned_state,
+    prime,
+    recurrently,
+    tanh,
+    unroll,
+    unroll_last,
+    zero_state,
+)
 from nnc.backend.autodiff import _cache_for
 from nnc.testing import check_grads, inputs
 
@@ -20,8 +39,7 @@ def test_signatures_show_the_state():
     assert str(cell.signature) == "Vec[1] -> Vec[1], state Vec[30]"
     assert str(zero_state(unroll_last(cell)).signature) == "Seq[Vec[1]] -> Vec[1]"
     assert str(unroll(cell).signature) == "Seq[Vec[1]] -> Seq[Vec[1]], state Vec[30]"
-    assert str((fcrnn(2, 3) >> LSTM(3, 4)).signature) == \
-        "Vec[2] -> Vec[4], state (Vec[3], (Vec[4], Vec[4]))"
+    assert str((fcrnn(2, 3) >> LSTM(3, 4)).signature) == "Vec[2] -> Vec[4], state (Vec[3], (Vec[4], Vec[4]))"
 
 
 def test_fcrnn_step_matches_its_equation():
@@ -86,7 +104,9 @@ def test_zero_learned_and_fixed_states():
     learned = learned_state(unroll_last(cell))
     pl = learned.init(seed=0, dtype=np.float64)
     pl["initial_state"] = np.array([0.5, -0.5, 1.0])
-    np.testing.assert_allclose(learned(pl, xs), unroll_last(cell)(p, xs, np.tile(pl["initial_state"], (2, 1)))[0])
+    np.testing.assert_allclose(
+        learned(pl, xs), unroll_last(cell)(p, xs, np.tile(pl["initial_state"], (2, 1)))[0]
+    )
     fixed = fix_state(np.array([0.5, -0.5, 1.0]), unroll_last(cell))
     np.testing.assert_allclose(fixed(p, xs), learned(pl, xs))
 
@@ -116,7 +136,9 @@ RECURRENT = {
     "stacked": lambda: zero_state(unroll_last(fcrnn(2, 3) >> GRU(3, 2))),
     "learned": lambda: learned_state(unroll_last(LSTM(2, 2))),
     "lagged": lambda: zero_state(unroll(lagged(3, Linear(6, 1)))),
-    "recurrently": lambda: zero_state(unroll_last(Input(Vec[2]) >> recurrently(concat >> Linear(None, 3) >> tanh))),
+    "recurrently": lambda: zero_state(
+        unroll_last(Input(Vec[2]) >> recurrently(concat >> Linear(None, 3) >> tanh))
+    ),
 }
 
 
@@ -126,7 +148,9 @@ def test_unrolled_model_gradients_match_finite_differences(name, data):
     model = RECURRENT[name]()
     xs = data.draw(inputs(model, batch=st.integers(1, 3), max_size=4))
     rng = np.random.default_rng(data.draw(st.integers(0, 5)))
-    params = nnc.tree_map(lambda p: p + 0.2 * rng.standard_normal(p.shape), model.init(seed=0, dtype=np.float64))
+    params = nnc.tree_map(
+        lambda p: p + 0.2 * rng.standard_normal(p.shape), model.init(seed=0, dtype=np.float64)
+    )
     check_grads(lambda p, x: model(p, x), params, xs, rtol=1e-4, atol=1e-7)
 
 
@@ -139,7 +163,7 @@ def test_cell_step_gradients_match_finite_differences(make):
 
     def energy(p, x, s):
         y, new = cell(p, x, s)
-        return nnc.sum(y ** 2) + sum(nnc.sum(leaf * 0.5) for leaf in nnc.tree_leaves(new))
+        return nnc.sum(y**2) + sum(nnc.sum(leaf * 0.5) for leaf in nnc.tree_leaves(new))
 
     check_grads(energy, p, np.array([[0.5, -0.2], [0.1, 0.9]]), state)
 
@@ -184,7 +208,9 @@ def test_rnn_trained_on_a_sine_generates_a_sine_like_wave():
 
 
 def test_wrong_state_types_are_type_mismatches_at_composition():
-    with pytest.raises(nnc.TypeMismatch, match="recurrently at .* must map \\(input, state\\) to a new state"):
+    with pytest.raises(
+        nnc.TypeMismatch, match="recurrently at .* must map \\(input, state\\) to a new state"
+    ):
         recurrently(Input((Vec[2], Vec[3])) >> concat >> Linear(5, 4))
     with pytest.raises(nnc.TypeMismatch, match=r"fix_state .* \(shapes \[\(3,\)\]\), got shapes \[\(4,\)\]"):
         fix_state(np.zeros(4), unroll_last(fcrnn(1, 3)))

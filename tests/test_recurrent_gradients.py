@@ -1,4 +1,5 @@
 """Gradient of the scan primitive (backpropagation through time) against finite differences."""
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,7 +23,7 @@ def scan_case(draw):
 
     def fn(W, U, h0, xs):
         final, (ys,) = scan(step, [W, U], [h0], [xs], reverse=reverse)
-        return nnc.sum(ys ** 2) + nnc.sum(final[0] * final[0])
+        return nnc.sum(ys**2) + nnc.sum(final[0] * final[0])
 
     return fn, tuple(arrays)
 

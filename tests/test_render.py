@@ -1,4 +1,5 @@
 """Pictures and tables of models: golden DOT, real Graphviz renders, counts that agree with init."""
+
 import functools
 import importlib
 import operator
@@ -55,16 +56,31 @@ def no_dot(tmp_path, monkeypatch):
 def golden_models():
     return {
         "mlp": Linear(2, 4) >> tanh >> Linear(4, 1) >> logistic,
-        "residual": (Input(Vec[16]) >> Linear(None, 8) >> relu
-                     >> residual(Linear(8, 8) >> relu) >> residual(Linear(8, 8) >> relu)
-                     >> Linear(8, 3) >> softmax),
+        "residual": (
+            Input(Vec[16])
+            >> Linear(None, 8)
+            >> relu
+            >> residual(Linear(8, 8) >> relu)
+            >> residual(Linear(8, 8) >> relu)
+            >> Linear(8, 3)
+            >> softmax
+        ),
         "parallel": parallel(Linear(2, 3), Linear(4, 5) >> tanh) >> concat >> Linear(8, 1),
         "fanout": Linear(3, 4) >> fanout(Linear(4, 2).named("left"), Linear(4, 2) >> relu) >> add,
         "recurrent": zero_state(unroll_last(fcrnn(1, 30) >> Linear(30, 1))),
         "learned_state": learned_state(unroll(LSTM(2, 8) >> Linear(8, 2))),
-        "residual_depth0": ((Input(Vec[16]) >> Linear(None, 8) >> relu
-                             >> residual(Linear(8, 8) >> relu) >> residual(Linear(8, 8) >> relu)
-                             >> Linear(8, 3) >> softmax), dict(depth=0, rankdir="LR")),
+        "residual_depth0": (
+            (
+                Input(Vec[16])
+                >> Linear(None, 8)
+                >> relu
+                >> residual(Linear(8, 8) >> relu)
+                >> residual(Linear(8, 8) >> relu)
+                >> Linear(8, 3)
+                >> softmax
+            ),
+            dict(depth=0, rankdir="LR"),
+        ),
     }
 
 
@@ -85,13 +101,18 @@ def edges(source):
 
 
 def node_lines(source):
-    return {m.group(1): m.group(2) for m in re.finditer(r"^\s*(n\d+) \[label=<(.*)>, fillcolor", source, re.M)}
+    return {
+        m.group(1): m.group(2) for m in re.finditer(r"^\s*(n\d+) \[label=<(.*)>, fillcolor", source, re.M)
+    }
 
 
 def test_branches_are_drawn_in_order_and_arrive_at_their_own_ports():
     source = to_dot(parallel(Linear(2, 3), Linear(4, 5) >> tanh) >> concat)
     assert "{rank=same; n1 -> n2 [style=invis]}" in source  # first nodes of the branches, in order
-    assert [(a, b) for a, b, _ in edges(source) if b.startswith("n4")] == [("n1", "n4:i0:n"), ("n3", "n4:i1:n")]
+    assert [(a, b) for a, b, _ in edges(source) if b.startswith("n4")] == [
+        ("n1", "n4:i0:n"),
+        ("n3", "n4:i1:n"),
+    ]
     assert '<TD PORT="i0"' in source and '<TD PORT="i1"' in source
     assert "n1 -> n3:i0:w" in to_dot(parallel(Linear(2, 3), Linear(4, 5)) >> concat, rankdir="LR")
 
@@ -99,8 +120,12 @@ def test_branches_are_drawn_in_order_and_arrive_at_their_own_ports():
 def test_edges_carry_the_type_that_flows_and_nodes_their_parameter_counts():
     source = to_dot(Linear(2, 4) >> tanh >> Linear(4, 1) >> logistic)
     assert [(a, b, re.search(r"label=<([^>]*)>", attrs).group(1)) for a, b, attrs in edges(source)] == [
-        ("input", "n1", "Vec[2]"), ("n1", "n2", "Vec[4]"), ("n2", "n3", "Vec[4]"),
-        ("n3", "n4", "Vec[1]"), ("n4", "output", "Vec[1]")]
+        ("input", "n1", "Vec[2]"),
+        ("n1", "n2", "Vec[4]"),
+        ("n2", "n3", "Vec[4]"),
+        ("n3", "n4", "Vec[1]"),
+        ("n4", "output", "Vec[1]"),
+    ]
     nodes = node_lines(source)
     assert "12 params" in nodes["n1"] and "5 params" in nodes["n3"]
     assert "params" not in nodes["n2"]
@@ -220,8 +245,11 @@ def chains(draw, n, depth=2):
     """A random composition from Vec[n] to some Vec[k]; returns (model, k)."""
     parts = []
     for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["linear", "act", "residual", "fanout", "parallel", "repeat"]
-                                    if depth else ["linear", "act"]))
+        kind = draw(
+            st.sampled_from(
+                ["linear", "act", "residual", "fanout", "parallel", "repeat"] if depth else ["linear", "act"]
+            )
+        )
         if kind == "linear":
             k = draw(st.integers(1, 5))
             parts.append(Linear(n, k, bias=draw(st.booleans())))
@@ -264,8 +292,11 @@ def test_picture_and_summary_count_exactly_the_parameters_init_creates(drawn):
     assert sum(r.params for r in table.rows if not r.block) == total
     assert len([r for r in table.rows if not r.block]) == len(leaves(model))
     source = to_dot(model, collapse_repeats=False)
-    counts = [int(m.replace(",", "")) for line in node_lines(source).values()
-              for m in re.findall(r"([\d,]+) params?</FONT>", line)]
+    counts = [
+        int(m.replace(",", ""))
+        for line in node_lines(source).values()
+        for m in re.findall(r"([\d,]+) params?</FONT>", line)
+    ]
     assert sum(counts) == total
     pluses = [label for label in node_lines(source).values() if label == "+"]
     assert len(pluses) == sum(m.kind == "residual" for m in nodes_of(model))
@@ -324,8 +355,12 @@ def test_render_pdf_and_dot(tmp_path, dot_program):
 
 def test_the_escaped_name_renders(tmp_path, dot_program):
     model = Linear(2, 3, name="a<b&c") >> Linear(3, 1, name='q"uo\\te')
-    words = [t.text for t in ET.parse(render(model, tmp_path / "e.svg")).getroot()
-             .iter("{http://www.w3.org/2000/svg}text")]
+    words = [
+        t.text
+        for t in ET.parse(render(model, tmp_path / "e.svg"))
+        .getroot()
+        .iter("{http://www.w3.org/2000/svg}text")
+    ]
     assert "a<b&c" in words and 'q"uo\\te' in words
 
 
@@ -359,7 +394,9 @@ def test_a_failing_dot_leaves_the_old_picture_alone(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(fake))
     out = tmp_path / "m.svg"
     out.write_text("old picture")
-    with pytest.raises(RenderError, match="Graphviz's dot failed to draw the model as svg: Error: layout exploded"):
+    with pytest.raises(
+        RenderError, match="Graphviz's dot failed to draw the model as svg: Error: layout exploded"
+    ):
         render(golden_models()["mlp"], out)
     assert out.read_text() == "old picture"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "m.svg"]
@@ -396,16 +433,19 @@ def test_a_notebook_cell_never_raises_even_if_drawing_fails(monkeypatch):
 
 
 def test_summary_table_golden():
-    assert str(summary(golden_models()["fanout"])) == "\n".join([
-        "path                          layer           input             output            params",
-        "----------------------------  --------------  ----------------  ----------------  ------",
-        "linear_0                      Linear(3 -> 4)  Vec[3]            Vec[4]                16",
-        "fanout_0                      fanout          Vec[4]            (Vec[2], Vec[2])    (20)",
-        "  fanout_0/left               Linear(4 -> 2)  Vec[4]            Vec[2]                10",
-        "  fanout_0/serial_0/linear_0  Linear(4 -> 2)  Vec[4]            Vec[2]                10",
-        "  fanout_0/serial_0/relu_0    relu            Vec[2]            Vec[2]                 0",
-        "add_0                         add             (Vec[2], Vec[2])  Vec[2]                 0",
-        "total: 36 parameters (144 B as float32)"])
+    assert str(summary(golden_models()["fanout"])) == "\n".join(
+        [
+            "path                          layer           input             output            params",
+            "----------------------------  --------------  ----------------  ----------------  ------",
+            "linear_0                      Linear(3 -> 4)  Vec[3]            Vec[4]                16",
+            "fanout_0                      fanout          Vec[4]            (Vec[2], Vec[2])    (20)",
+            "  fanout_0/left               Linear(4 -> 2)  Vec[4]            Vec[2]                10",
+            "  fanout_0/serial_0/linear_0  Linear(4 -> 2)  Vec[4]            Vec[2]                10",
+            "  fanout_0/serial_0/relu_0    relu            Vec[2]            Vec[2]                 0",
+            "add_0                         add             (Vec[2], Vec[2])  Vec[2]                 0",
+            "total: 36 parameters (144 B as float32)",
+        ]
+    )
 
 
 def test_summary_depth_closes_blocks_into_one_row_with_their_total():
@@ -414,20 +454,26 @@ def test_summary_depth_closes_blocks_into_one_row_with_their_total():
     assert [(r.path, r.layer, r.params, r.block) for r in rows] == [
         ("linear_0", "Linear(2 -> 8)", 24, False),
         ("residual_0", "residual(Linear(8 -> 8) >> relu)", 72, False),
-        ("linear_1", "Linear(8 -> 1)", 9, False)]
+        ("linear_1", "Linear(8 -> 1)", 9, False),
+    ]
 
 
 def test_summary_with_unknown_sizes_says_why():
     table = summary(Linear(None, 3) >> tanh)
     assert table.total is None
-    assert str(table).splitlines()[-1] == ("total: unknown, linear_0/W has shape (n, 3); start the "
-                                           "model with nnc.Input(Vec[n]) to fix its input size")
+    assert str(table).splitlines()[-1] == (
+        "total: unknown, linear_0/W has shape (n, 3); start the "
+        "model with nnc.Input(Vec[n]) to fix its input size"
+    )
 
 
 def test_summary_of_a_recurrent_model_shows_the_state():
     table = summary(zero_state(unroll_last(fcrnn(1, 30) >> Linear(30, 1))))
     assert table.total == 991 == init_count(zero_state(unroll_last(fcrnn(1, 30) >> Linear(30, 1))))
-    assert [r.layer for r in table.rows if not r.block] == ["fcrnn(1 -> 30), state Vec[30]", "Linear(30 -> 1)"]
+    assert [r.layer for r in table.rows if not r.block] == [
+        "fcrnn(1 -> 30), state Vec[30]",
+        "Linear(30 -> 1)",
+    ]
 
 
 # ----------------------------------------------------------------------------- files written
@@ -462,5 +508,6 @@ def test_without_dot_an_older_picture_is_removed_and_the_message_says_so(tmp_pat
     assert str(info.value).startswith(
         f"Graphviz's dot program was not found, so {out} was not drawn. The older {out} was "
         f"removed, so that it does not pass for a drawing of this model. Its Graphviz source is "
-        f"written to {tmp_path / 'm.gv'}. To draw it, install Graphviz (")
+        f"written to {tmp_path / 'm.gv'}. To draw it, install Graphviz ("
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty-path", "m.gv"]

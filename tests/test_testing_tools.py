@@ -1,4 +1,5 @@
 """The tools nnc offers its users for testing their own layers can catch real mistakes."""
+
 import numpy as np
 import pytest
 from hypothesis import given

@@ -1,5 +1,6 @@
 """benchmarks/timing.py: the measuring behind the benchmarks, including a contender timed in a
 child process in the same rounds as the parent's."""
+
 import doctest
 import sys
 import textwrap

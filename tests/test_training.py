@@ -1,4 +1,5 @@
 """Models learn with a plain SGD loop, and a seed reproduces a run bit for bit."""
+
 import numpy as np
 
 import nnc
@@ -58,7 +59,8 @@ def test_cross_entropy_through_softmax_is_computed_from_logits():
     model = Linear(2, 2, init="zeros") >> softmax
     params = {"linear_0": {"W": np.zeros((2, 2), np.float64), "b": np.array([0.0, 800.0])}}
     value, grads = nnc.value_and_grad(lambda p, x, y: nnc.cross_entropy(model(p, x), y))(
-        params, np.zeros((1, 2)), np.array([0]))
+        params, np.zeros((1, 2)), np.array([0])
+    )
     assert value == 800.0
     np.testing.assert_allclose(grads["linear_0"]["b"], [-1.0, 1.0])
 

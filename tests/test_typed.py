@@ -1,4 +1,5 @@
 """nnc types as annotations, checked by typeguard, in scripts and notebook cells."""
+
 import numpy as np
 import pytest
 import typeguard
@@ -27,13 +28,17 @@ def test_typed_names_function_argument_and_expected_type():
         affine(np.ones(5), np.ones((3, 4)))
     message = str(info.value)
     assert message.startswith("affine (defined at ")
-    assert message.endswith("argument 'x' has shape (5,), expected Vec[3]: an array of shape (3,) or (batch, 3)"
-                            "\n  see docs/errors.md#shapeerror")
+    assert message.endswith(
+        "argument 'x' has shape (5,), expected Vec[3]: an array of shape (3,) or (batch, 3)"
+        "\n  see docs/errors.md#shapeerror"
+    )
 
 
 def test_named_dimensions_bind_across_arguments():
     assert pair(np.ones(2), np.ones(2)).shape == (2,)
-    with pytest.raises(nnc.ShapeError, match=r"argument 'b' has shape \(3,\), but n is 2 elsewhere in this call"):
+    with pytest.raises(
+        nnc.ShapeError, match=r"argument 'b' has shape \(3,\), but n is 2 elsewhere in this call"
+    ):
         pair(np.ones(2), np.ones(3))
 
 
@@ -75,7 +80,14 @@ def test_typed_works_where_source_code_is_unavailable_like_a_notebook_cell():
 
 def test_string_annotations_from_future_import_work():
     namespace = {}
-    exec(compile("from __future__ import annotations\nimport nnc\nfrom nnc import Vec\n"
-                 "@nnc.typed\ndef g(x: Vec[2]) -> Vec[2]:\n    return x\n", "<cell>", "exec"), namespace)
+    exec(
+        compile(
+            "from __future__ import annotations\nimport nnc\nfrom nnc import Vec\n"
+            "@nnc.typed\ndef g(x: Vec[2]) -> Vec[2]:\n    return x\n",
+            "<cell>",
+            "exec",
+        ),
+        namespace,
+    )
     with pytest.raises(nnc.ShapeError, match="argument 'x' has shape"):
         namespace["g"](np.ones(3))

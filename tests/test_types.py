@@ -1,4 +1,5 @@
 """Types, unification and inference at composition time."""
+
 import pytest
 
 import nnc
@@ -7,8 +8,12 @@ from nnc.types import Dim, Mismatch, TupleType, TypeVar, dim_prod, dim_sum, reso
 
 
 def test_constructors_print_as_written():
-    assert [repr(t) for t in (Vec[3], Mat[2, 5], Tensor[1, 8, 8], Vec["n"])] == \
-        ["Vec[3]", "Mat[2, 5]", "Tensor[1, 8, 8]", "Vec[n]"]
+    assert [repr(t) for t in (Vec[3], Mat[2, 5], Tensor[1, 8, 8], Vec["n"])] == [
+        "Vec[3]",
+        "Mat[2, 5]",
+        "Tensor[1, 8, 8]",
+        "Vec[n]",
+    ]
 
 
 def test_wrong_rank_for_constructor_is_a_type_error():

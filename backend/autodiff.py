@@ -55,10 +55,10 @@ def backward_pass(
                 env[id(v)] = known[id(v)]
         elif on_path and prim.vjp_fwd is not None:
             needed = tuple(type(v) is not Const and id(v) in needs for v in eqn.inputs)
-            result, saved[id(eqn)] = prim.vjp_fwd(*[read(v) for v in eqn.inputs], needed=needed, **eqn.params)
+            result, saved[id(eqn)] = prim.vjp_fwd(*[read(v) for v in eqn.inputs], needed=needed, **eqn.attrs)
             store(env, eqn, result)
         else:
-            store(env, eqn, bind(prim, *[read(v) for v in eqn.inputs], **eqn.params))
+            store(env, eqn, bind(prim, *[read(v) for v in eqn.inputs], **eqn.attrs))
         if on_path:
             needs.update(id(v) for v in eqn.outs)
     outputs = [read(v) for v in graph.outputs]
@@ -86,8 +86,8 @@ def backward_pass(
         if eqn.prim.vjp is None:
             raise missing_gradient(eqn.prim)
         ins = [read(v) for v in eqn.inputs]
-        params = eqn.params if id(eqn) not in saved else dict(eqn.params, saved=saved[id(eqn)])
-        for v, c in zip(eqn.inputs, eqn.prim.vjp(g, out, *ins, **params)):
+        attrs = eqn.attrs if id(eqn) not in saved else dict(eqn.attrs, saved=saved[id(eqn)])
+        for v, c in zip(eqn.inputs, eqn.prim.vjp(g, out, *ins, **attrs)):
             if c is not None and type(v) is not Const and id(v) in needs:
                 accumulate(v, c)
     grads = []

@@ -27,7 +27,7 @@ from .errors import MissingGradient, TraceError
 class Primitive:
     """One array operation: ``impl`` computes it, ``vjp`` differentiates it.
 
-    ``vjp(g, out, *inputs, **params)`` returns one cotangent (or ``None`` for zero)
+    ``vjp(g, out, *inputs, **attrs)`` returns one cotangent (or ``None`` for zero)
     per input, written with nnc operations so that it can itself be traced and
     differentiated again. ``nondiff`` marks operations whose output carries no
     gradient (comparisons, integer results): they are skipped, not an error.
@@ -41,10 +41,10 @@ class Primitive:
     multiple_results: bool = False  # impl returns a tuple; vjp gets tuples of g and out
     # Optional split of differentiation for primitives that should save residuals in their
     # forward pass rather than recompute them: when a gradient is taken, the forward is
-    # emitted by vjp_fwd(*inputs, needed=(bool per input), **params) -> (results, saved),
+    # emitted by vjp_fwd(*inputs, needed=(bool per input), **attrs) -> (results, saved),
     # and vjp then receives saved=... as a keyword.
     vjp_fwd: Callable[..., tuple] | None = None
-    # The same operation written with the Python array API alone: generic(xp, *inputs, **params)
+    # The same operation written with the Python array API alone: generic(xp, *inputs, **attrs)
     # runs on arrays of namespace xp (CuPy, array-api-strict); impl stays the numpy fast path.
     generic: Callable[..., Any] | None = None
     # The compiled form, registered with defemit beside the VJP: emit(writer, eqn) writes the Numba
@@ -52,7 +52,7 @@ class Primitive:
     # False to leave it to the generic object-mode call.
     emit: Callable[..., bool] | None = None
     # The one-entry form for fused elementwise loops, registered with defscalar:
-    # scalar(*operands, dtype=..., **params) -> a Python expression over operand expressions.
+    # scalar(*operands, dtype=..., **attrs) -> a Python expression over operand expressions.
     scalar: Callable[..., str] | None = None
 
     def __repr__(self) -> str:
@@ -72,7 +72,7 @@ def defprim(
 ) -> Primitive:
     """Register a primitive; its VJP rule is attached with :func:`defvjp`.
 
-    ``abstract(*avals, **params)`` gives the result's ``(shape, dtype)`` (a list of them
+    ``abstract(*avals, **attrs)`` gives the result's ``(shape, dtype)`` (a list of them
     with ``multiple_results``); without it the result is found by running ``impl`` on
     zeros once per trace."""
     prim = Primitive(name, impl, abstract=abstract, nondiff=nondiff, multiple_results=multiple_results)
@@ -85,7 +85,7 @@ def defvjp(prim: Primitive, rule: Callable[..., tuple]) -> None:
 
 
 def defgeneric(prim: Primitive, fn: Callable[..., Any]) -> None:
-    """Attach ``fn(xp, *inputs, **params)``, ``prim`` written with array-API namespace ``xp`` only."""
+    """Attach ``fn(xp, *inputs, **attrs)``, ``prim`` written with array-API namespace ``xp`` only."""
     prim.generic = fn
 
 
@@ -95,7 +95,7 @@ def defemit(prim: Primitive, fn: Callable[..., bool]) -> None:
 
 
 def defscalar(prim: Primitive, fn: Callable[..., str]) -> None:
-    """Attach ``fn(*operands, dtype, **params) -> str``: ``prim`` on one entry, fused into a loop."""
+    """Attach ``fn(*operands, dtype, **attrs) -> str``: ``prim`` on one entry, fused into a loop."""
     prim.scalar = fn
 
 
@@ -112,8 +112,8 @@ def impl_for(prim: Primitive, where: Placement | None) -> Callable[..., Any]:
         )
     generic, xp = prim.generic, where.xp
 
-    def run(*args, **params):
-        return generic(xp, *args, **params)
+    def run(*args, **attrs):
+        return generic(xp, *args, **attrs)
 
     return run
 
@@ -169,7 +169,7 @@ class Const:
 class Eqn:
     prim: Primitive
     inputs: tuple  # of Var | Const
-    params: dict
+    attrs: dict
     outs: tuple  # of Var: one, or several for a primitive with multiple results
 
     @property
@@ -189,7 +189,7 @@ class Graph:
         lines = [f"graph({', '.join(map(repr, self.inputs))}):"]
         for e in self.eqns:
             kw = "".join(
-                f", {k}=..." if isinstance(v, Graph) else f", {k}={v!r}" for k, v in e.params.items()
+                f", {k}=..." if isinstance(v, Graph) else f", {k}={v!r}" for k, v in e.attrs.items()
             )
             lines.append(
                 f"  {', '.join(map(repr, e.outs))} = {e.prim.name}({', '.join(map(repr, e.inputs))}{kw})"
@@ -266,18 +266,18 @@ class Tracer:
         return (self[i] for i in range(len(self)))
 
 
-def _abstract_by_running(prim: Primitive, avals, params) -> tuple[tuple[int, ...], Any]:
+def _abstract_by_running(prim: Primitive, avals, attrs) -> tuple[tuple[int, ...], Any]:
     """Shape and dtype of ``prim``'s result, found by running it on zeros (done once per trace)."""
     dummies = [np.zeros(s, d) for s, d in avals]
     with np.errstate(all="ignore"):
-        out = prim.impl(*dummies, **params)
+        out = prim.impl(*dummies, **attrs)
     if prim.multiple_results:
         return [(np.shape(o), np.asarray(o).dtype) for o in out]
     out = np.asarray(out)
     return out.shape, out.dtype
 
 
-def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
+def bind(prim: Primitive, *args: Any, **attrs: Any) -> Any:
     """Apply ``prim``: at once on arrays, or recorded in the trace when an argument is a tracer."""
     trace = None
     plain = True
@@ -292,18 +292,18 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
             plain = False
     if trace is None:
         if plain:
-            return prim.impl(*args, **params)
-        return _bind_foreign(prim, args, params)
+            return prim.impl(*args, **attrs)
+        return _bind_foreign(prim, args, attrs)
     if trace.closed:
         raise _escaped(prim)
     inputs = tuple(a.var if type(a) is Tracer else Const(a) for a in args)
     avals = [(v.shape, v.dtype) for v in inputs]
     if prim.abstract is not None:
-        result = prim.abstract(*avals, **params)
+        result = prim.abstract(*avals, **attrs)
     else:
-        result = _abstract_by_running(prim, avals, params)
+        result = _abstract_by_running(prim, avals, attrs)
     outs = tuple(Var(tuple(s), d) for s, d in (result if prim.multiple_results else [result]))
-    eqn = Eqn(prim, inputs, params, outs)
+    eqn = Eqn(prim, inputs, attrs, outs)
     for v in outs:
         v.producer = eqn
     trace.eqns.append(eqn)
@@ -312,12 +312,12 @@ def bind(prim: Primitive, *args: Any, **params: Any) -> Any:
     return Tracer(trace, outs[0])
 
 
-def _bind_foreign(prim: Primitive, args: tuple, params: dict) -> Any:
+def _bind_foreign(prim: Primitive, args: tuple, attrs: dict) -> Any:
     """Run ``prim`` at once where its arguments live: numpy, or one other array namespace."""
     where = placement_of(args, f"the arguments of '{prim.name}'")
     if where is None:
-        return prim.impl(*args, **params)
-    return impl_for(prim, where)(*lift(list(args), where), **params)
+        return prim.impl(*args, **attrs)
+    return impl_for(prim, where)(*lift(list(args), where), **attrs)
 
 
 def _mixed_traces(prim: Primitive) -> TraceError:
@@ -375,7 +375,7 @@ def eval_graph(graph: Graph, args: list) -> list:
         return v.value if type(v) is Const else env[id(v)]
 
     for eqn in graph.eqns:
-        store(env, eqn, bind(eqn.prim, *[read(v) for v in eqn.inputs], **eqn.params))
+        store(env, eqn, bind(eqn.prim, *[read(v) for v in eqn.inputs], **eqn.attrs))
     return [read(v) for v in graph.outputs]
 
 

@@ -193,7 +193,7 @@ def log(x):
     stable = None if producer is None else STABLE_LOG_OF.get(producer.prim.name)
     if stable is not None:
         # a one-input primitive: its input is a traced Var here
-        return stable(Tracer(x.trace, producer.inputs[0]), **producer.params)
+        return stable(Tracer(x.trace, producer.inputs[0]), **producer.attrs)
     return bind(log_p, x)
 
 

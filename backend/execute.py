@@ -49,7 +49,7 @@ def compile_graph(graph: Graph, where: Placement | None = None) -> Callable[...,
         fn = f"p_{eqn.prim.name}"
         namespace[fn] = eqn.prim.impl if where is None else impl_for(eqn.prim, where)
         call_args = [name_of(v) for v in eqn.inputs]
-        for k, value in eqn.params.items():
+        for k, value in eqn.attrs.items():
             if type(value) in _LITERAL_TYPES:
                 call_args.append(f"{k}={value!r}")
             else:

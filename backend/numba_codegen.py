@@ -324,7 +324,7 @@ class FunctionWriter:
         if name in ELEMENTWISE:
             expr = ELEMENTWISE[name].format(*ops)
         elif name == "integer_pow":
-            expr = _integer_pow(ops[0], e.params["n"], one if dtype.kind == "f" else None)
+            expr = _integer_pow(ops[0], e.attrs["n"], one if dtype.kind == "f" else None)
         elif name == "logistic":
             expr = f"({half} + {half} * np.tanh({half} * {ops[0]}))"
         elif name == "relu":
@@ -332,7 +332,7 @@ class FunctionWriter:
         elif name == "step":
             expr = f"({one} if {ops[0]} > {zero} else {zero})"
         elif name == "cast":
-            expr = f"np.{np.dtype(e.params['dtype']).name}({ops[0]})"
+            expr = f"np.{np.dtype(e.attrs['dtype']).name}({ops[0]})"
         else:  # pragma: no cover - guarded by _elementwise_groups
             raise KeyError(name)
         # Operands of one dtype keep it; only a power or a cast needs the result type restated
@@ -353,12 +353,12 @@ class FunctionWriter:
         fn = self.module.fresh("impl")
         self.module.globals[fn] = e.prim.impl
         self.module.fallbacks.add(e.prim.name)
-        params = "".join(f", {k}={self._param(fn, k, v)}" for k, v in e.params.items())
+        attrs = "".join(f", {k}={self._param(fn, k, v)}" for k, v in e.attrs.items())
         args = ", ".join(self._objmode_arg(v) for v in e.inputs)
         outs = e.outs
         types = ", ".join(f"{self.name(v)}_o='{array_type_string(v.shape, v.dtype)}'" for v in outs)
         self.emit(f"with numba.objmode({types}):")
-        call = f"{fn}({args}{params})"
+        call = f"{fn}({args}{attrs})"
         if e.prim.multiple_results:
             res = self.module.fresh("r")
             self.emit(f"{res} = {call}", 2)
@@ -439,7 +439,7 @@ class FunctionWriter:
         self.emit(f"for j in range({n}):", 2)
         t = self.module.fresh("t")
         self.emit(f"{t}_in = {z}[i, j] + {self.name(b)}[j]", 3)
-        for line in self._activation_lines(t, f"{t}_in", e.params["activation"], e.out.dtype):
+        for line in self._activation_lines(t, f"{t}_in", e.attrs["activation"], e.out.dtype):
             self.emit(line, 3)
         self.emit(f"{z}[i, j] = {t}", 3)
         self.emit(f"{o} = {z}.reshape({_flat(e.out.shape)})")
@@ -447,7 +447,7 @@ class FunctionWriter:
 
     def emit_activation_grad(self, e) -> bool:
         g, out = e.inputs
-        activation, dtype = e.params["activation"], e.out.dtype
+        activation, dtype = e.attrs["activation"], e.out.dtype
         one, zero = _literal(1, dtype), _literal(0, dtype)
         expr = {
             "relu": f"gv * ({one} if y > {zero} else {zero})",
@@ -503,20 +503,20 @@ class FunctionWriter:
 
     def emit_conv2d_input_grad(self, e) -> bool:
         g, w = e.inputs
-        geo = _conv_geometry(e, e.params["x_shape"], w.shape)
+        geo = _conv_geometry(e, e.attrs["x_shape"], w.shape)
         dtype = np.dtype(e.out.dtype).name
         dcols, dx = self.module.fresh("dcols"), self.name(e.out)
         w2, _ = self.matrix(w, (geo["O"], geo["K"]))
         self.gemm(
             dcols, self._rows_of(self.contiguous(g), geo, e.out.dtype), w2, geo["R"], geo["K"], e.out.dtype
         )
-        self.alloc(dx, e.params["x_shape"], dtype, fill="0")
+        self.alloc(dx, e.attrs["x_shape"], dtype, fill="0")
         self._block(_FIELDS, body=f"{dx}[b, c, ih, iw] += {dcols}[r, col]", **geo)
         return True
 
     def emit_conv2d_weight_grad(self, e) -> bool:
         x, g = e.inputs
-        geo = _conv_geometry(e, x.shape, e.params["w_shape"])
+        geo = _conv_geometry(e, x.shape, e.attrs["w_shape"])
         dtype = np.dtype(e.out.dtype).name
         cols = self._im2col(self.name(x), geo, dtype)
         gw = self.module.fresh("gw")
@@ -529,11 +529,11 @@ class FunctionWriter:
             e.out.dtype,
             trans_a=True,
         )
-        self.emit(f"{self.name(e.out)} = {gw}.reshape({tuple(e.params['w_shape'])!r})")
+        self.emit(f"{self.name(e.out)} = {gw}.reshape({tuple(e.attrs['w_shape'])!r})")
         return True
 
     def _pool_geometry(self, e, x_shape) -> dict:
-        (b, c, h, w), (kh, kw), (sh, sw) = x_shape, e.params["kernel"], e.params["stride"]
+        (b, c, h, w), (kh, kw), (sh, sw) = x_shape, e.attrs["kernel"], e.attrs["stride"]
         return dict(
             B=b, C=c, KH=kh, KW=kw, SH=sh, SW=sw, HO=max((h - kh) // sh + 1, 0), WO=max((w - kw) // sw + 1, 0)
         )
@@ -599,7 +599,7 @@ class FunctionWriter:
 
     def emit_avg_pool_grad(self, e) -> bool:
         g, o = self.name(e.inputs[0]), self.name(e.out)
-        geo = self._pool_geometry(e, e.params["x_shape"])
+        geo = self._pool_geometry(e, e.attrs["x_shape"])
         dtype = e.out.dtype
         scale = _literal(1.0 / (geo["KH"] * geo["KW"]), dtype)
         self.alloc(o, e.out.shape, dtype, fill="0")
@@ -613,12 +613,12 @@ class FunctionWriter:
         return True
 
     def emit_transpose(self, e) -> bool:
-        if tuple(e.params["axes"]) == (1, 0):
+        if tuple(e.attrs["axes"]) == (1, 0):
             self.transposed[id(e.out)] = e.inputs[0]  # a product multiplies the matrix, with a flag
             self.emit(f"{self.name(e.out)} = {self.name(e.inputs[0])}.T")
             return True
         self.permute(
-            self.name(e.out), self.name(e.inputs[0]), e.inputs[0].shape, tuple(e.params["axes"]), e.out.dtype
+            self.name(e.out), self.name(e.inputs[0]), e.inputs[0].shape, tuple(e.attrs["axes"]), e.out.dtype
         )
         self.c_ordered.add(id(e.out))
         return True
@@ -626,10 +626,10 @@ class FunctionWriter:
     def emit_reshape(self, e) -> bool:
         x = e.inputs[0]
         if not x.shape:
-            self.emit(f"{self.name(e.out)} = np.full({tuple(e.params['shape'])!r}, {self.scalar(x)})")
+            self.emit(f"{self.name(e.out)} = np.full({tuple(e.attrs['shape'])!r}, {self.scalar(x)})")
         else:
             self.emit(
-                f"{self.name(e.out)} = np.ascontiguousarray({self.name(x)}).reshape({_flat(e.params['shape'])})"
+                f"{self.name(e.out)} = np.ascontiguousarray({self.name(x)}).reshape({_flat(e.attrs['shape'])})"
             )
         return True
 
@@ -670,17 +670,17 @@ class FunctionWriter:
         return True
 
     def emit_sum(self, e) -> bool:
-        return self._reduction(e, tuple(e.params["axis"]), _literal(0, e.out.dtype), "{acc} += {x}")
+        return self._reduction(e, tuple(e.attrs["axis"]), _literal(0, e.out.dtype), "{acc} += {x}")
 
     def emit_sum_to(self, e) -> bool:
-        return self._reduction(e, tuple(e.params["axes"]), _literal(0, e.out.dtype), "{acc} += {x}")
+        return self._reduction(e, tuple(e.attrs["axes"]), _literal(0, e.out.dtype), "{acc} += {x}")
 
     def emit_max(self, e) -> bool:
-        return self._reduction(e, tuple(e.params["axis"]), "-np.inf", f"{{acc}} = {_max('{acc}', '{x}')}")
+        return self._reduction(e, tuple(e.attrs["axis"]), "-np.inf", f"{{acc}} = {_max('{acc}', '{x}')}")
 
     def emit_broadcast_to(self, e) -> bool:
         x, out = e.inputs[0], e.out
-        shape = tuple(e.params["shape"])
+        shape = tuple(e.attrs["shape"])
         o = self.name(out)
         self.alloc(o, shape, out.dtype)
         if not x.shape:
@@ -728,7 +728,7 @@ class FunctionWriter:
         ``[-tol, 1 + tol]`` or sums, in float64, to more than ``tol`` off 1: the numpy
         implementation's condition. Its bounds are in the input's dtype, as numpy compares
         a float32 array with a Python float; rows holding NaN or infinity pass."""
-        p, tol = e.inputs[0], e.params["tolerance"]
+        p, tol = e.inputs[0], e.attrs["tolerance"]
         if p.dtype.kind != "f":
             return False
         lead = [f"i{k}" for k in range(len(p.shape) - 1)]
@@ -761,7 +761,7 @@ class FunctionWriter:
     def emit_check_labels(self, e) -> bool:
         """Raise at the first integer label outside ``0..classes-1`` (the numpy implementation's
         condition; it takes integer labels, and so does this form)."""
-        labels, classes = e.inputs[0], int(e.params["classes"])
+        labels, classes = e.inputs[0], int(e.attrs["classes"])
         if labels.dtype.kind not in "iu":
             return False
         test = f"{{x}} >= {classes}" if labels.dtype.kind == "u" else f"{{x}} < 0 or {{x}} >= {classes}"
@@ -772,7 +772,7 @@ class FunctionWriter:
     def _along_axis(self, e, body: list[str]) -> None:
         """Loops over every axis but ``axis``; ``body`` lines see ``x``, ``o``, ``n`` and ``{at}``."""
         x, out = e.inputs[0], e.out
-        shape, axis = x.shape, e.params["axis"]
+        shape, axis = x.shape, e.attrs["axis"]
         o = self.name(out)
         self.alloc(o, shape, out.dtype)
         outer = [k for k in range(len(shape)) if k != axis]
@@ -840,13 +840,13 @@ class FunctionWriter:
         if len(g.shape) != 1:
             return False
         o = self.name(e.out)
-        self.alloc(o, (g.shape[0], e.params["k"]), e.out.dtype, fill="0")
+        self.alloc(o, (g.shape[0], e.attrs["k"]), e.out.dtype, fill="0")
         self.emit(f"for i in range({g.shape[0]}):")
         self.emit(f"{o}[i, {self.name(labels)}[i]] = {self.name(g)}[i]", 2)
         return True
 
     def emit_getitem(self, e) -> bool:
-        index = e.params["index"]
+        index = e.attrs["index"]
         text = _static_index(index)
         if text is None:
             return False
@@ -858,11 +858,11 @@ class FunctionWriter:
         return True
 
     def emit_unindex(self, e) -> bool:
-        text = _static_index(e.params["index"])
+        text = _static_index(e.attrs["index"])
         if text is None:
             return False
         g, o = e.inputs[0], self.name(e.out)
-        self.alloc(o, e.params["shape"], e.out.dtype, fill="0")
+        self.alloc(o, e.attrs["shape"], e.out.dtype, fill="0")
         if not g.shape:
             self.emit(f"{o}[{text}] = {self.scalar(g)}")
             return True
@@ -876,11 +876,11 @@ class FunctionWriter:
 
     def emit_concat(self, e) -> bool:
         parts = ", ".join(f"np.ascontiguousarray({self.name(v)})" for v in e.inputs)
-        self.emit(f"{self.name(e.out)} = np.concatenate(({parts},), axis={e.params['axis']})")
+        self.emit(f"{self.name(e.out)} = np.concatenate(({parts},), axis={e.attrs['axis']})")
         return True
 
     def emit_scan(self, e) -> bool:
-        p = e.params
+        p = e.attrs
         body = p["body"]
         fn = self.module.fresh("body")
         self.module.functions.append(FunctionWriter(body, fn, self.module).write())
@@ -984,7 +984,7 @@ def _tanh32_lines(t: str, arg: str) -> list[str]:
 
 def _conv_geometry(e, x_shape, w_shape) -> dict:
     (b, c, h, w), (o, _, kh, kw) = x_shape, w_shape
-    (sh, sw), (ph, pw), (dh, dw) = e.params["stride"], e.params["padding"], e.params["dilation"]
+    (sh, sw), (ph, pw), (dh, dw) = e.attrs["stride"], e.attrs["padding"], e.attrs["dilation"]
     ho = max((h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, 0)
     wo = max((w + 2 * pw - dw * (kw - 1) - 1) // sw + 1, 0)
     return dict(

@@ -25,7 +25,7 @@ import numpy as np
 from .errors import NNCError
 
 
-class BackendError(NNCError, ValueError):
+class DeviceError(NNCError, ValueError):
     """An array backend is unavailable, or one call mixes arrays of two backends or devices."""
 
 
@@ -77,7 +77,7 @@ def placement(x: Any) -> Placement | None:
 def placement_of(values: Iterable, what: str = "arguments") -> Placement | None:
     """The one placement shared by the non-numpy arrays among ``values`` (``None``: all numpy).
 
-    Raises :class:`BackendError` naming both when two namespaces or devices meet."""
+    Raises :class:`DeviceError` naming both when two namespaces or devices meet."""
     found = None
     for v in values:
         p = placement(v)
@@ -90,10 +90,10 @@ def placement_of(values: Iterable, what: str = "arguments") -> Placement | None:
     return found
 
 
-def mixed(what: str, first: str, second: str) -> BackendError:
-    return BackendError(
-        f"{what} mix array backends: {first} and {second}.\n"
-        "  hint: move them to one backend first, e.g. nnc.to_backend(params, 'numpy')"
+def mixed(what: str, first: str, second: str) -> DeviceError:
+    return DeviceError(
+        f"{what} mix devices: {first} and {second}.\n"
+        "  hint: move them to one device first, e.g. nnc.to_device(params, 'numpy')"
     )
 
 
@@ -128,7 +128,7 @@ def numpy_dtype(dtype: Any) -> np.dtype:
         except TypeError:
             name = getattr(dtype, "name", None) or str(dtype).rsplit(".", 1)[-1]
             if name not in _DTYPE_NAMES:
-                raise BackendError(f"array dtype {dtype!r} has no numpy counterpart") from None
+                raise DeviceError(f"array dtype {dtype!r} has no numpy counterpart") from None
             found = np.dtype(name)
         _NUMPY_DTYPES[dtype] = found
     return found

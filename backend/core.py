@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .array_api import BackendError, Placement, lift, namespace_of, numpy_dtype, placement_of
+from .array_api import DeviceError, Placement, lift, namespace_of, numpy_dtype, placement_of
 from .errors import MissingGradient, TraceError
 
 # ----------------------------------------------------------------------------- primitives
@@ -104,10 +104,10 @@ def impl_for(prim: Primitive, where: Placement | None) -> Callable[..., Any]:
     if where is None:
         return prim.impl
     if prim.generic is None:
-        raise BackendError(
+        raise DeviceError(
             f"primitive '{prim.name}' has no array-API implementation, so it runs on numpy only, "
             f"not on {where.describe()}.\n"
-            f"  hint: move the arrays to numpy with nnc.to_backend(tree, 'numpy'), or register one "
+            f"  hint: move the arrays to numpy with nnc.to_device(tree, 'numpy'), or register one "
             f"with nnc.backend.core.defgeneric"
         )
     generic, xp = prim.generic, where.xp
@@ -188,9 +188,7 @@ class Graph:
     def __repr__(self) -> str:
         lines = [f"graph({', '.join(map(repr, self.inputs))}):"]
         for e in self.eqns:
-            kw = "".join(
-                f", {k}=..." if isinstance(v, Graph) else f", {k}={v!r}" for k, v in e.attrs.items()
-            )
+            kw = "".join(f", {k}=..." if isinstance(v, Graph) else f", {k}={v!r}" for k, v in e.attrs.items())
             lines.append(
                 f"  {', '.join(map(repr, e.outs))} = {e.prim.name}({', '.join(map(repr, e.inputs))}{kw})"
             )

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from . import elementwise as E
-from .array_api import BackendError, placement
+from .array_api import DeviceError, placement
 from .core import Tracer, bind, defgeneric, defprim, defvjp
 from .errors import ShapeError
 
@@ -116,7 +116,7 @@ def _array_axis(index, ndim: int) -> tuple[int, Any] | None:
         or E.dtype_of(items[k]).kind not in "iu"
         or len(E.shape_of(items[k])) != 1
     ):
-        raise BackendError(
+        raise DeviceError(
             f"index {index!r}: off numpy, nnc takes one 1-D integer array "
             "with full slices (:) on the other axes"
         )

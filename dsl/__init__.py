@@ -17,7 +17,7 @@ from nnc.backend import memory as _memory
 _memory.keep_freed_memory()  # before any array: fresh pages cost more than small models' work
 
 
-from nnc.backend.array_api import BackendError
+from nnc.backend.array_api import DeviceError
 from nnc.backend.autodiff import grad, hessian, jacobian, value_and_grad, vjp
 from nnc.backend.checks import DomainError
 from nnc.backend.errors import (
@@ -49,12 +49,12 @@ from nnc.backend.ops import (
 )
 from nnc.backend.tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
 
-from .backends import backends, get_backend, to_backend, use
 from .callbacks import Callback, Checkpoint, Decision, EarlyStopping, StopOnNaN
 from .checkpoint import CheckpointError, CheckpointNotFound, load, save
 from .combinators import add, concat, fanout, parallel, residual
 from .compile import compile
 from .conv import Conv2d, avg_pool, flatten, max_pool
+from .devices import devices, get_device, to_device, use
 from .layers import Input, Linear, log_softmax, logistic, relu, softmax, tanh
 from .lift import lift
 from .losses import cross_entropy, mse

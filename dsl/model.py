@@ -25,7 +25,7 @@ from nnc.backend.execute import quiet
 from nnc.backend.tree import tree_flatten, tree_paths
 
 from . import types as T
-from .backends import match_inputs
+from .devices import match_inputs
 from .source import Where, user_frame
 
 _MISSING = object()
@@ -194,15 +194,15 @@ class Model:
 
     # ------------------------------------------------------------------ parameters
 
-    def init(self, seed: int = 0, dtype: Any = np.float32, backend: Any = None) -> dict:
+    def init(self, seed: int = 0, dtype: Any = np.float32, device: Any = None) -> dict:
         """Fresh parameters: a nested dict of arrays keyed by readable, unique paths.
 
         Each parameter's random stream is derived from ``seed`` and its path, so the same
         seed always gives the same parameters, and adding a layer leaves the others alone.
-        ``backend`` (a name from ``nnc.backends()``; default: the one chosen by ``nnc.use``,
+        ``device`` (a name from ``nnc.devices()``; default: the one chosen by ``nnc.use``,
         else numpy) is where they live; the numbers are made by numpy, then moved, so
-        every backend starts from the same ones."""
-        from .backends import current, get_backend, to_backend
+        every device starts from the same ones."""
+        from .devices import current, get_device, to_device
 
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InitError(
@@ -221,9 +221,9 @@ class Model:
             ) from None
         if dtype.kind != "f":
             raise InitError(f"parameters must be floating point (float32 or float64), got {dtype}")
-        target = current() if backend is None else get_backend(backend)
+        target = current() if device is None else get_device(device)
         params = _init(self, "", int(seed), dtype)
-        return params if target.where is None else to_backend(params, target)
+        return params if target.placement is None else to_device(params, target)
 
     @cached_property
     def param_shapes(self) -> dict:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nnc
-from nnc.backend.array_api import BackendError, to_numpy
+from nnc.backend.array_api import DeviceError, to_numpy
 from nnc.backend.autodiff import grad, vjp
 from nnc.backend.tree import tree_flatten, tree_map
 
@@ -101,7 +101,7 @@ def test_eager_operations_run_on_the_device():
 def test_mixing_devices_in_one_call_names_both():
     a = xp.asarray([1.0, 2.0], device=DEVICE)
     b = xp.asarray([1.0, 2.0], device=xp.Device("device2"))
-    with pytest.raises(BackendError) as err:
+    with pytest.raises(DeviceError) as err:
         grad(lambda u, v: nnc.sum(u * v))(a, b)
     text = str(err.value)
     assert "argument 0 holds array_api_strict arrays on array_api_strict.Device('device1')" in text
@@ -110,5 +110,5 @@ def test_mixing_devices_in_one_call_names_both():
 
 def test_numpy_data_with_device_parameters_in_grad_is_an_error():
     a = xp.asarray([1.0, 2.0], device=DEVICE)
-    with pytest.raises(BackendError, match=r"argument 1 holds numpy arrays \(cpu\)"):
+    with pytest.raises(DeviceError, match=r"argument 1 holds numpy arrays \(cpu\)"):
         grad(lambda u, v: nnc.sum(u * v))(a, np.ones(2))

@@ -1,16 +1,16 @@
-"""Array backends: numpy (the CPU, with Numba kernels where they win) and CuPy (GPU).
+"""Devices, the places arrays live: numpy (the CPU, with Numba kernels where they win) and CuPy (GPU).
 
-A backend is an array namespace, a device, and the kernels it runs primitives with.
+A device is an array namespace, a device of it (a GPU), and the kernels it runs primitives with.
 numpy holds numpy arrays; each primitive runs a Numba kernel where one measured faster
 than numpy and the numpy reference elsewhere (docs/kernels.md), and only the references
 under ``NUMBA_DISABLE_JIT=1``. CuPy holds arrays on a GPU and runs every primitive's
 array-API implementation there (matrix products on cuBLAS, convolutions by im2col).
-CuPy is optional: :func:`backends` says why it is unavailable instead of raising.
+CuPy is optional: :func:`devices` says why it is unavailable instead of raising.
 
->>> backends()[0]
+>>> devices()[0]
 'numpy'
 >>> import numpy as np
->>> to_backend({"W": np.ones(2)}, "numpy")
+>>> to_device({"W": np.ones(2)}, "numpy")
 {'W': array([1., 1.])}
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from nnc.backend.array_api import (
-    BackendError,
+    DeviceError,
     Placement,
     mixed,
     namespace_of,
@@ -36,39 +36,39 @@ from nnc.backend.array_api import (
 )
 from nnc.backend.tree import tree_flatten, tree_map
 
-__all__ = ["Backend", "BackendError", "backends", "get_backend", "use", "current", "to_backend"]
+__all__ = ["Device", "DeviceError", "devices", "get_device", "use", "current", "to_device"]
 
 
 @dataclass(frozen=True)
-class Backend:
+class Device:
     """One place arrays can live: its name, placement (``None`` for numpy) and kernel set."""
 
     name: str
-    where: Placement | None
+    placement: Placement | None
     kernels: str = ""
 
     def put(self, value: Any) -> Any:
-        """``value`` (any backend's array) as an array of this backend."""
-        if self.where is None:
+        """``value`` (any device's array) as an array of this device."""
+        if self.placement is None:
             return to_numpy(value)
-        if namespace_of(value) is not None and placement(value) != self.where:
+        if namespace_of(value) is not None and placement(value) != self.placement:
             value = to_numpy(value)
-        return self.where.put(value)
+        return self.placement.put(value)
 
 
-def cupy_backend(cupy: Any) -> Backend:
-    """The GPU backend built on module ``cupy`` (a stand-in module in tests).
+def cupy_device(cupy: Any) -> Device:
+    """The GPU device built on module ``cupy`` (a stand-in module in tests).
 
-    Raises :class:`BackendError` with the reason when no usable device is present."""
+    Raises :class:`DeviceError` with the reason when no usable device is present."""
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as err:  # CUDA reports a missing driver or a too-old one as its own errors
-        raise BackendError(f"cupy (not available: {_reason(err)})") from None
+        raise DeviceError(f"cupy (not available: {_reason(err)})") from None
     if count < 1:
-        raise BackendError("cupy (not available: no CUDA device)")
+        raise DeviceError("cupy (not available: no CUDA device)")
     # the namespace and device its arrays report, as every later array will
     probe = cupy.zeros(())
-    return Backend(
+    return Device(
         "cupy",
         Placement(probe.__array_namespace__(), probe.device),
         "array-API implementations on the GPU: cuBLAS matmul, im2col convolution",
@@ -85,16 +85,16 @@ def _reason(err: BaseException) -> str:
     return text
 
 
-def _cupy() -> Backend:
+def _cupy() -> Device:
     try:  # an ImportError while probing the device means "not available" as much as at import
-        return cupy_backend(importlib.import_module("cupy"))
+        return cupy_device(importlib.import_module("cupy"))
     except ImportError as err:
-        raise BackendError(f"cupy (not available: {str(err).lower()})") from None
+        raise DeviceError(f"cupy (not available: {str(err).lower()})") from None
 
 
-_FACTORIES: dict[str, Callable[[], Backend]] = {
-    # One CPU backend: the Numba kernels are chosen per primitive by measurement, not by name.
-    "numpy": lambda: Backend(
+_FACTORIES: dict[str, Callable[[], Device]] = {
+    # One CPU device: the Numba kernels are chosen per primitive by measurement, not by name.
+    "numpy": lambda: Device(
         "numpy",
         None,
         "numpy arrays; Numba kernels where they measured faster, the numpy references elsewhere",
@@ -103,10 +103,10 @@ _FACTORIES: dict[str, Callable[[], Backend]] = {
 }
 
 
-def backends() -> list[str]:
-    """The backends nnc knows; unavailable ones carry the reason, and nothing raises.
+def devices() -> list[str]:
+    """The devices nnc knows; unavailable ones carry the reason, and nothing raises.
 
-    >>> backends()[0]
+    >>> devices()[0]
     'numpy'
     """
     out = []
@@ -114,59 +114,59 @@ def backends() -> list[str]:
         try:
             make()
             out.append(name)
-        except BackendError as err:
+        except DeviceError as err:
             out.append(str(err).split("\n")[0])
     return out
 
 
-def get_backend(name: str | Backend) -> Backend:
-    """The backend called ``name``; :class:`BackendError` with the reason if it is unavailable.
+def get_device(name: str | Device) -> Device:
+    """The device called ``name``; :class:`DeviceError` with the reason if it is unavailable.
 
-    >>> get_backend("numpy").name
+    >>> get_device("numpy").name
     'numpy'
     """
-    if isinstance(name, Backend):
+    if isinstance(name, Device):
         return name
     make = _FACTORIES.get(name)
     if make is None:
-        raise BackendError(f"unknown backend {name!r}; nnc knows {sorted(_FACTORIES)}")
+        raise DeviceError(f"unknown device {name!r}; nnc knows {sorted(_FACTORIES)}")
     return make()
 
 
-_CURRENT: contextvars.ContextVar[Backend | None] = contextvars.ContextVar("nnc_backend", default=None)
+_CURRENT: contextvars.ContextVar[Device | None] = contextvars.ContextVar("nnc_device", default=None)
 
 
-def current() -> Backend:
-    """The backend chosen by the innermost :func:`use` (numpy outside any)."""
+def current() -> Device:
+    """The device chosen by the innermost :func:`use` (numpy outside any)."""
     chosen = _CURRENT.get()
     return chosen if chosen is not None else _FACTORIES["numpy"]()
 
 
 @contextlib.contextmanager
-def use(name: str | Backend) -> Iterator[Backend]:
-    """Within the block, ``model.init`` makes parameters on backend ``name``.
+def use(name: str | Device) -> Iterator[Device]:
+    """Within the block, ``model.init`` makes parameters on device ``name``.
 
     >>> with use("numpy") as b:
     ...     b.name
     'numpy'
     """
-    token = _CURRENT.set(get_backend(name))
+    token = _CURRENT.set(get_device(name))
     try:
         yield _CURRENT.get()
     finally:
         _CURRENT.reset(token)
 
 
-def to_backend(tree: Any, name: str | Backend) -> Any:
-    """``tree`` (parameters, an optimiser state, a batch) with every array moved to backend ``name``.
+def to_device(tree: Any, name: str | Device) -> Any:
+    """``tree`` (parameters, an optimiser state, a batch) with every array moved to device ``name``.
 
     Non-array leaves (step counts, Python numbers) are kept as they are.
 
     >>> import numpy as np
-    >>> to_backend({"b": np.zeros(1), "step": 3}, "numpy")
+    >>> to_device({"b": np.zeros(1), "step": 3}, "numpy")
     {'b': array([0.]), 'step': 3}
     """
-    target = get_backend(name)
+    target = get_device(name)
 
     def move(leaf: Any) -> Any:
         if isinstance(leaf, np.ndarray) or namespace_of(leaf) is not None:
@@ -177,21 +177,23 @@ def to_backend(tree: Any, name: str | Backend) -> Any:
 
 
 def match_inputs(params: Any, x: Any, what: str) -> Any:
-    """``x`` on the parameters' backend: numpy data is moved to the parameters' device;
+    """``x`` on the parameters' device: numpy data is moved to the parameters' device;
     data on another device than the parameters (or device data with numpy parameters)
-    is a :class:`BackendError` naming both."""
+    is a :class:`DeviceError` naming both."""
     x_leaves = tree_flatten(x)[0]
-    x_where = placement_of(x_leaves, f"the inputs of {what}")
+    x_placement = placement_of(x_leaves, f"the inputs of {what}")
     p_leaves = tree_flatten(params)[0]
-    p_where = placement_of(p_leaves, f"the parameters of {what}")
-    if x_where == p_where:
+    p_placement = placement_of(p_leaves, f"the parameters of {what}")
+    if x_placement == p_placement:
         return x
     has_arrays = any(isinstance(p, np.ndarray) for p in p_leaves)
-    if x_where is None:
-        return tree_map(lambda a: p_where.put(a) if isinstance(a, np.ndarray) else a, x)
-    if p_where is None and not has_arrays:  # a model without parameters runs where its input is
+    if x_placement is None:
+        return tree_map(lambda a: p_placement.put(a) if isinstance(a, np.ndarray) else a, x)
+    if p_placement is None and not has_arrays:  # a model without parameters runs where its input is
         return x
-    p_text = "numpy arrays (cpu)" if p_where is None else p_where.describe()
+    p_text = "numpy arrays (cpu)" if p_placement is None else p_placement.describe()
     raise mixed(
-        f"the parameters and input of {what}", f"parameters are {p_text}", f"input is {x_where.describe()}"
+        f"the parameters and input of {what}",
+        f"parameters are {p_text}",
+        f"input is {x_placement.describe()}",
     )

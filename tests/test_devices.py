@@ -10,11 +10,11 @@ import pytest
 
 import nnc
 from nnc import Input, Linear, Tensor, tanh
-from nnc.backend.array_api import BackendError, to_numpy
+from nnc.backend.array_api import DeviceError, to_numpy
 from nnc.backend.tree import tree_flatten, tree_paths
-from nnc.backends import backends, cupy_backend, current, get_backend, to_backend, use
 from nnc.checkpoint import load, save
 from nnc.conv import Conv2d, max_pool
+from nnc.devices import cupy_device, current, devices, get_device, to_device, use
 from nnc.kernels import conv as KC
 from nnc.kernels import dispatch
 from nnc.kernels import pool as KP
@@ -40,11 +40,11 @@ def fake_cupy(count=1, error=None):
 MODEL = Linear(3, 4) >> tanh >> Linear(4, 2)
 
 
-def test_backends_lists_every_backend_with_the_reason_cupy_is_missing(monkeypatch):
+def test_devices_lists_every_backend_with_the_reason_cupy_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # as on a machine without CuPy installed
-    assert backends() == ["numpy", "cupy (not available: import of cupy halted; none in sys.modules)"]
-    with pytest.raises(BackendError, match=r"^cupy \(not available: import of cupy halted"):
-        get_backend("cupy")
+    assert devices() == ["numpy", "cupy (not available: import of cupy halted; none in sys.modules)"]
+    with pytest.raises(DeviceError, match=r"^cupy \(not available: import of cupy halted"):
+        get_device("cupy")
 
 
 @pytest.mark.parametrize(
@@ -61,25 +61,25 @@ def test_backends_lists_every_backend_with_the_reason_cupy_is_missing(monkeypatc
 )
 def test_cupy_reports_why_it_cannot_run(monkeypatch, error, reason):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(error=error))
-    assert backends()[1].startswith(f"cupy (not available: {reason}")
-    with pytest.raises(BackendError, match=r"cupy \(not available: " + reason):
-        get_backend("cupy")
+    assert devices()[1].startswith(f"cupy (not available: {reason}")
+    with pytest.raises(DeviceError, match=r"cupy \(not available: " + reason):
+        get_device("cupy")
 
 
 def test_cupy_without_a_device_is_unavailable():
-    with pytest.raises(BackendError, match=r"^cupy \(not available: no CUDA device\)"):
-        cupy_backend(fake_cupy(count=0))
+    with pytest.raises(DeviceError, match=r"^cupy \(not available: no CUDA device\)"):
+        cupy_device(fake_cupy(count=0))
 
 
 def test_unknown_backend_names_the_known_ones():
-    with pytest.raises(BackendError, match=r"unknown backend 'tpu'; nnc knows \['cupy', 'numpy'\]"):
-        get_backend("tpu")
+    with pytest.raises(DeviceError, match=r"unknown device 'tpu'; nnc knows \['cupy', 'numpy'\]"):
+        get_device("tpu")
 
 
 def test_numba_is_no_backend_of_its_own():
     # numpy arrays are numpy arrays: which kernel runs is chosen per primitive, never by name
-    with pytest.raises(BackendError, match=r"unknown backend 'numba'"):
-        get_backend("numba")
+    with pytest.raises(DeviceError, match=r"unknown device 'numba'"):
+        get_device("numba")
 
 
 CONV = Input(Tensor[1, 6, 6]) >> Conv2d(1, 2, 3, padding=1) >> max_pool(2)
@@ -112,15 +112,15 @@ def test_the_numpy_backend_runs_kernels_and_only_references_without_jit(monkeypa
 
 def test_cupy_backend_places_arrays_where_its_arrays_live(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
-    assert backends()[1] == "cupy"
-    gpu = get_backend("cupy")
-    assert gpu.where.device == DEVICE and gpu.where.xp is xp
+    assert devices()[1] == "cupy"
+    gpu = get_device("cupy")
+    assert gpu.placement.device == DEVICE and gpu.placement.xp is xp
 
 
 def test_init_on_a_backend_gives_the_same_numbers_as_numpy():
-    gpu = cupy_backend(fake_cupy())
+    gpu = cupy_device(fake_cupy())
     reference = MODEL.init(seed=3)
-    for params in (MODEL.init(seed=3, backend=gpu), _init_in_use(gpu)):
+    for params in (MODEL.init(seed=3, device=gpu), _init_in_use(gpu)):
         for (path, leaf), (_, ref) in zip(tree_paths(params), tree_paths(reference)):
             assert leaf.device == DEVICE, path
             np.testing.assert_array_equal(to_numpy(leaf), ref)
@@ -134,16 +134,16 @@ def _init_in_use(backend):
 
 
 def test_a_call_moves_numpy_data_to_the_parameters_device():
-    gpu = cupy_backend(fake_cupy())
+    gpu = cupy_device(fake_cupy())
     x = np.linspace(-1, 1, 15).reshape(5, 3).astype(np.float32)
-    y = MODEL(MODEL.init(seed=0, backend=gpu), x)
+    y = MODEL(MODEL.init(seed=0, device=gpu), x)
     assert y.device == DEVICE
     np.testing.assert_allclose(to_numpy(y), MODEL(MODEL.init(seed=0), x), rtol=1e-6)
 
 
 def test_device_data_with_numpy_parameters_is_an_error_naming_both():
     x = xp.asarray(np.ones((2, 3), np.float32), device=DEVICE)
-    with pytest.raises(BackendError) as err:
+    with pytest.raises(DeviceError) as err:
         MODEL(MODEL.init(seed=0), x)
     assert str(err.value).startswith("the parameters and input of Linear(3 -> 4) >> tanh >> Linear(4 -> 2)")
     assert (
@@ -153,10 +153,10 @@ def test_device_data_with_numpy_parameters_is_an_error_naming_both():
 
 
 def test_data_on_another_device_than_the_parameters_is_an_error():
-    params = to_backend(MODEL.init(seed=0), cupy_backend(fake_cupy()))
+    params = to_device(MODEL.init(seed=0), cupy_device(fake_cupy()))
     x = xp.asarray(np.ones((2, 3), np.float32), device=xp.Device("device2"))
     with pytest.raises(
-        BackendError,
+        DeviceError,
         match=r"input is array_api_strict arrays on "
         r"array_api_strict.Device\('device2'\)",
     ):
@@ -164,15 +164,15 @@ def test_data_on_another_device_than_the_parameters_is_an_error():
 
 
 def test_gradients_and_optimiser_state_move_back_to_numpy():
-    gpu = cupy_backend(fake_cupy())
+    gpu = cupy_device(fake_cupy())
     x = np.linspace(-1, 1, 15).reshape(5, 3)
     params = MODEL.init(seed=1, dtype=np.float64)
     loss = lambda p, xb: nnc.mean(MODEL(p, xb) ** 2)  # noqa: E731
     expected = nnc.grad(loss)(params, x)
-    got = nnc.grad(loss)(to_backend(params, gpu), to_backend(x, gpu))
+    got = nnc.grad(loss)(to_device(params, gpu), to_device(x, gpu))
     assert all(leaf.device == DEVICE for leaf in tree_flatten(got)[0])
     state = {"moments": got, "step": 7}
-    back = to_backend(state, "numpy")
+    back = to_device(state, "numpy")
     assert back["step"] == 7
     for (path, leaf), (_, ref) in zip(tree_paths(back["moments"]), tree_paths(expected)):
         assert type(leaf) is np.ndarray, path
@@ -180,7 +180,7 @@ def test_gradients_and_optimiser_state_move_back_to_numpy():
 
 
 def test_a_checkpoint_saved_from_a_device_loads_on_numpy(tmp_path):
-    params = MODEL.init(seed=2, backend=cupy_backend(fake_cupy()))
+    params = MODEL.init(seed=2, device=cupy_device(fake_cupy()))
     save(tmp_path / "gpu.npz", MODEL, params)
     loaded = load(tmp_path / "gpu.npz", MODEL)
     for (path, leaf), (_, ref) in zip(tree_paths(loaded), tree_paths(MODEL.init(seed=2))):

@@ -90,6 +90,15 @@ def placement_of(values: Iterable, what: str = "arguments") -> Placement | None:
     return found
 
 
+def described(place: Placement | None) -> str:
+    """How messages name the arrays at ``place``; ``None`` is numpy's.
+
+    >>> described(None)
+    'numpy arrays (cpu)'
+    """
+    return "numpy arrays (cpu)" if place is None else place.describe()
+
+
 def mixed(what: str, first: str, second: str) -> DeviceError:
     return DeviceError(
         f"{what} mix devices: {first} and {second}.\n"
@@ -161,6 +170,6 @@ def to_numpy(x: Any) -> Any:
         return np.asarray(x.to_device(host))
 
 
-def lift(values: list, where: Placement) -> list:
-    """Numpy arrays and numbers among ``values`` put on ``where`` (constants of a device computation)."""
-    return [v if namespace_of(v) is where.xp else where.put(v) for v in values]
+def lift(values: list, place: Placement) -> list:
+    """Numpy arrays and numbers among ``values`` put at ``place`` (constants of a device computation)."""
+    return [v if namespace_of(v) is place.xp else place.put(v) for v in values]

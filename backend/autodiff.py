@@ -1,10 +1,17 @@
-"""Reverse-mode automatic differentiation of traced graphs.
+"""Reverse-mode automatic differentiation of traced graphs, and the transforms built on it.
 
-``grad(f)`` traces ``f`` once per input signature (the structure, shapes and dtypes of
-its arguments) into a graph, differentiates that graph by emitting each equation's VJP
-rule as more primitive calls (so the gradient is itself a graph, and can be
-differentiated again), and compiles the result to straight-line numpy code. Later
-calls with the same signature only run that code.
+``grad(f)`` stages ``f`` (:mod:`nnc.backend.staging`: traced once per call signature into a
+graph), differentiates that graph by emitting each equation's VJP rule as more primitive
+calls, so that the gradient is itself a graph and can be differentiated again, and compiles
+the result to straight-line numpy code. Later calls with the same signature only run that
+code.
+
+The differentiation is :func:`backward_pass`, in three steps read top to bottom:
+:func:`gradient_path` finds the values a gradient flows through; :func:`replay_forward`
+emits the forward again so that the rules can read its values, saving residuals where a
+primitive asks to and taking values saved earlier where it is given them
+(:func:`substitute_saved`); and :func:`reverse_sweep` pulls the cotangents back from the
+outputs to the inputs, one equation at a time.
 
 ``f`` must be pure: it may depend on its arguments and on constants, and the trace is
 reused for as long as ``f`` lives. Python numbers among the arguments are constants of
@@ -13,230 +20,151 @@ the trace (a new value traces again); arrays are inputs.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import elementwise as E
-from . import structural as S
-from .array_api import Placement, lift, mixed, numpy_dtype, placement
-from .core import Const, Graph, Tracer, eval_graph, missing_gradient, store, trace_graph
+from .array_api import lift, numpy_dtype, placement
+from .core import Const, Eqn, Graph, Tracer, Var, bind, missing_gradient, store, trace_graph
+from .elementwise import add, dtype_of, shape_of
 from .errors import ShapeError
-from .execute import compile_graph, quiet
-from .tree import tree_flatten, tree_unflatten, treedef_size
+from .staging import CallSignature, Staged, avals_of, cache_for, call_signature, trace_call
+from .structural import concat, reshape
+from .tree import tree_flatten, tree_unflatten
+
+# Values of a graph being differentiated, by the id of their variable: primals, then cotangents.
+Env = dict[int, Any]
 
 
 def backward_pass(
-    graph: Graph, primals: list, cotangents: list, wrt: Sequence[int], known: dict | None = None
+    graph: Graph, primals: list, cotangents: list, wrt: Sequence[int], known: Env | None = None
 ) -> tuple[list, list]:
     """Re-emit ``graph`` on ``primals`` and pull ``cotangents`` of its outputs back to inputs ``wrt``.
 
-    Returns ``(outputs, input_cotangents)``. Works on arrays and tracers alike; with
-    tracers every rule is recorded, which is how gradients become graphs. ``known`` maps
-    variables of ``graph`` (by id) to values saved earlier, which are used instead of
-    recomputing them (a loop's residuals)."""
-    env: dict[int, Any] = {id(v): p for v, p in zip(graph.inputs, primals)}
-    needs = {id(graph.inputs[i]) for i in wrt}
-    saved: dict[int, Any] = {}
-
-    def read(v):
-        return v.value if type(v) is Const else env[id(v)]
-
-    from .core import bind  # local: bind is the hot call below
-
-    for eqn in graph.eqns:
-        prim = eqn.prim
-        on_path = not prim.nondiff and any(id(v) in needs for v in eqn.inputs)
-        if known and prim.vjp_fwd is None and all(id(v) in known for v in eqn.outs):
-            for v in eqn.outs:
-                env[id(v)] = known[id(v)]
-        elif on_path and prim.vjp_fwd is not None:
-            needed = tuple(type(v) is not Const and id(v) in needs for v in eqn.inputs)
-            result, saved[id(eqn)] = prim.vjp_fwd(*[read(v) for v in eqn.inputs], needed=needed, **eqn.attrs)
-            store(env, eqn, result)
-        else:
-            store(env, eqn, bind(prim, *[read(v) for v in eqn.inputs], **eqn.attrs))
-        if on_path:
-            needs.update(id(v) for v in eqn.outs)
-    outputs = [read(v) for v in graph.outputs]
-
-    cts: dict[int, Any] = {}
-
-    def accumulate(v, c):
-        key = id(v)
-        cts[key] = c if key not in cts else E.add(cts[key], c)
-
-    for v, c in zip(graph.outputs, cotangents):
-        if type(v) is not Const and id(v) in needs and c is not None:
-            accumulate(v, c)
-    for eqn in reversed(graph.eqns):
-        if eqn.prim.multiple_results:
-            g = tuple(cts.pop(id(v), None) for v in eqn.outs)
-            if all(x is None for x in g):
-                continue
-            out = tuple(env[id(v)] for v in eqn.outs)
-        else:
-            g = cts.pop(id(eqn.outs[0]), None)
-            if g is None:
-                continue
-            out = env[id(eqn.outs[0])]
-        if eqn.prim.vjp is None:
-            raise missing_gradient(eqn.prim)
-        ins = [read(v) for v in eqn.inputs]
-        attrs = eqn.attrs if id(eqn) not in saved else dict(eqn.attrs, saved=saved[id(eqn)])
-        for v, c in zip(eqn.inputs, eqn.prim.vjp(g, out, *ins, **attrs)):
-            if c is not None and type(v) is not Const and id(v) in needs:
-                accumulate(v, c)
+    Returns ``(outputs, input_cotangents)``; an input no gradient reaches gets zeros. Works
+    on arrays and tracers alike; with tracers every rule is recorded, which is how gradients
+    become graphs. ``known`` maps variables of ``graph`` (by id) to values saved earlier,
+    which are used instead of recomputing them (a loop's residuals)."""
+    path = gradient_path(graph, wrt)
+    env: Env = {id(v): p for v, p in zip(graph.inputs, primals)}
+    residuals = replay_forward(graph, env, path, known or {})
+    outputs = [_read(env, v) for v in graph.outputs]
+    cts = reverse_sweep(graph, env, residuals, path, cotangents)
     grads = []
     for i in wrt:
         v = graph.inputs[i]
-        grads.append(cts.get(id(v), None))
-        if grads[-1] is None:
-            grads[-1] = np.zeros(v.shape, v.dtype)
+        ct = cts.get(id(v))
+        grads.append(np.zeros(v.shape, v.dtype) if ct is None else ct)
     return outputs, grads
 
 
-# ----------------------------------------------------------------------------- staging
+def gradient_path(graph: Graph, wrt: Sequence[int]) -> set[int]:
+    """The variables (by id) a gradient flows through: the inputs ``wrt`` and the results of
+    every differentiable equation that reads one of them.
+
+    Only these get cotangents, and only their equations are differentiated: the rest of the
+    forward (a comparison, the labels' one-hot) is replayed but needs no rule."""
+    path = {id(graph.inputs[i]) for i in wrt}
+    for eqn in graph.eqns:
+        if _on_path(eqn, path):
+            path.update(id(v) for v in eqn.outs)
+    return path
 
 
-@dataclass
-class CallSignature:
-    """How a call's arguments split into traced array leaves and constant leaves."""
+def replay_forward(graph: Graph, env: Env, path: set[int], known: Env) -> dict[int, Any]:
+    """Emit ``graph``'s equations again on the values in ``env`` (its inputs), adding their results.
 
-    treedef: Any  # of the tuple of positional arguments
-    dynamic: list  # leaf positions of arrays
-    statics: tuple  # (position, value) of constant leaves
-    key: tuple
-    where: Placement | None = None  # where non-numpy arrays live; None: all numpy
-
-    @property
-    def treedefs(self) -> tuple:
-        return self.treedef[2]
-
-    @property
-    def per_arg(self) -> list[range]:
-        """The leaf positions of each positional argument."""
-        out, start = [], 0
-        for d in self.treedefs:
-            n = treedef_size(d)
-            out.append(range(start, start + n))
-            start += n
-        return out
-
-
-def call_signature(args: tuple) -> tuple[CallSignature, list]:
-    """Split the arguments into array values (traced) and constants; ``key`` names the trace.
-
-    Arrays of another namespace than numpy (CuPy, array-api-strict) add their placement to
-    the key, so the graph is compiled for them; they may not meet numpy arrays or another
-    device in one call (numpy scalars are constants and are moved)."""
-    leaves, treedef = tree_flatten(args)
-    dynamic, values, statics, avals = [], [], [], []
-    foreign = None
-    for i, leaf in enumerate(leaves):
-        t = type(leaf)
-        if t is np.ndarray or t is Tracer:
-            dynamic.append(i)
-            values.append(leaf)
-            avals.append((leaf.shape, leaf.dtype))
-        elif isinstance(leaf, np.ndarray):  # a subclass (np.memmap) is numpy's all the same
-            dynamic.append(i)
-            values.append(np.asarray(leaf))
-            avals.append((leaf.shape, leaf.dtype))
-        elif isinstance(leaf, np.generic):
-            dynamic.append(i)
-            values.append(np.asarray(leaf))
-            avals.append(((), leaf.dtype))
-        elif hasattr(leaf, "__array_namespace__"):
-            dynamic.append(i)
-            values.append(leaf)
-            avals.append((tuple(leaf.shape), numpy_dtype(leaf.dtype)))
-            foreign = foreign or []
-            foreign.append(i)
+    The rules read the forward's values (a tanh's output, a product's operands); emitted in
+    the same trace as the rules, forward and backward become one graph and one piece of
+    straight-line code. On the gradient path a primitive with ``vjp_fwd`` runs that instead,
+    which also returns what its rule will need (a scan stacks the intermediates of each
+    step): the result maps those equations (by id) to their residuals."""
+    residuals: dict[int, Any] = {}
+    for eqn in graph.eqns:
+        if known and substitute_saved(eqn, env, known):
+            continue
+        args = [_read(env, v) for v in eqn.inputs]
+        prim = eqn.prim
+        if prim.vjp_fwd is not None and _on_path(eqn, path):
+            needed = tuple(type(v) is not Const and id(v) in path for v in eqn.inputs)
+            result, residuals[id(eqn)] = prim.vjp_fwd(*args, needed=needed, **eqn.attrs)
         else:
-            statics.append((i, leaf))
-    statics = tuple(statics)
-    key = (treedef, tuple(avals), statics)
-    if foreign is None:
-        return CallSignature(treedef, dynamic, statics, key), values
-    where = _one_placement(treedef, leaves, dynamic, foreign)
-    return CallSignature(treedef, dynamic, statics, key + (where.key,), where), lift(values, where)
+            result = bind(prim, *args, **eqn.attrs)
+        store(env, eqn, result)
+    return residuals
 
 
-def _one_placement(treedef: Any, leaves: list, dynamic: list, foreign: list) -> Placement:
-    """The placement of the call's device arrays; a clear error when backends or devices mix."""
-    sizes = [treedef_size(d) for d in treedef[2]]
-    starts = np.cumsum([0] + sizes)
+def substitute_saved(eqn: Eqn, env: Env, known: Env) -> bool:
+    """Take ``eqn``'s results from ``known`` instead of recomputing them, when all are there.
 
-    def name(i: int) -> str:
-        return f"argument {int(np.searchsorted(starts, i, side='right')) - 1}"
-
-    first = foreign[0]
-    where = placement(leaves[first])
-    for i in foreign[1:]:
-        other = placement(leaves[i])
-        if other != where:
-            raise mixed(
-                "this call's arguments",
-                f"{name(first)} holds {where.describe()}",
-                f"{name(i)} holds {other.describe()}",
-            )
-    for i in dynamic:
-        if type(leaves[i]) is np.ndarray and leaves[i].ndim > 0:
-            raise mixed(
-                "this call's arguments",
-                f"{name(first)} holds {where.describe()}",
-                f"{name(i)} holds numpy arrays (cpu)",
-            )
-    return where
+    A scan's reverse step differentiates its body one time step at a time, and the forward
+    scan stacked that step's intermediates: reading them is cheaper than computing them
+    again. A primitive with ``vjp_fwd`` is never substituted: its rule needs the residuals
+    only its own replay returns."""
+    if eqn.prim.vjp_fwd is not None or not all(id(v) in known for v in eqn.outs):
+        return False
+    for v in eqn.outs:
+        env[id(v)] = known[id(v)]
+    return True
 
 
-def _rebuild(sig: CallSignature, values: list) -> tuple:
-    leaves: list = [None] * (len(sig.dynamic) + len(sig.statics))
-    for pos, v in zip(sig.dynamic, values):
-        leaves[pos] = v
-    for pos, v in sig.statics:
-        leaves[pos] = v
-    return tree_unflatten(sig.treedef, leaves)
+def reverse_sweep(graph: Graph, env: Env, residuals: dict[int, Any], path: set[int], cotangents: list) -> Env:
+    """Pull ``cotangents`` of ``graph``'s outputs back through its equations, last to first.
+
+    Each equation a cotangent reached emits its VJP rule (on the values replayed into
+    ``env``), and what the rule gives each input on the gradient path is added to that
+    input's cotangent: a value read twice gets the sum. Every reader of a result comes
+    after its equation, so a result's cotangent is complete when the sweep reaches that
+    equation, and is taken out of the table then; what is left at the end belongs to the
+    graph's inputs. Returns it, by variable id."""
+    cts: Env = {}
+    for v, ct in zip(graph.outputs, cotangents):
+        if ct is not None and type(v) is not Const and id(v) in path:
+            _accumulate(cts, v, ct)
+    for eqn in reversed(graph.eqns):
+        reached = _take_cotangents(eqn, cts, env)
+        if reached is None:
+            continue
+        g, out = reached
+        if eqn.prim.vjp is None:
+            raise missing_gradient(eqn.prim)
+        ins = [_read(env, v) for v in eqn.inputs]
+        attrs = eqn.attrs if id(eqn) not in residuals else dict(eqn.attrs, saved=residuals[id(eqn)])
+        for v, ct in zip(eqn.inputs, eqn.prim.vjp(g, out, *ins, **attrs)):
+            if ct is not None and type(v) is not Const and id(v) in path:
+                _accumulate(cts, v, ct)
+    return cts
 
 
-class _Staged:
-    """A graph with its compiled code; runs compiled on arrays, inlines itself on tracers."""
-
-    __slots__ = ("graph", "run", "meta")
-
-    def __init__(self, graph: Graph, meta: Any = None, where: Placement | None = None):
-        self.graph = graph
-        self.run = compile_graph(graph, where)
-        self.meta = meta
-
-    def __call__(self, values: list) -> list:
-        for v in values:
-            if type(v) is Tracer:
-                return eval_graph(self.graph, values)
-        with quiet():  # a diverging step overflows: the checks and fit report it, not numpy
-            return self.run(*values)
+def _on_path(eqn: Eqn, path: set[int]) -> bool:
+    return not eqn.prim.nondiff and any(id(v) in path for v in eqn.inputs)
 
 
-def trace_call(fn: Callable, sig: CallSignature, values: list) -> tuple[Graph, Any]:
-    """The graph of ``fn`` called with ``values`` traced and ``sig``'s constants in place, and
-    the tree structure of its result (the graph's outputs are that tree's leaves)."""
-    box = {}
-
-    def flat_fn(tracers):
-        out = fn(*_rebuild(sig, tracers))
-        out_leaves, box["treedef"] = tree_flatten(out)
-        return out_leaves
-
-    graph = trace_graph(flat_fn, _avals(values))
-    return graph, box["treedef"]
+def _read(env: Env, v: Var | Const) -> Any:
+    return v.value if type(v) is Const else env[id(v)]
 
 
-def _avals(values: list) -> list:
-    return [(tuple(v.shape), numpy_dtype(v.dtype)) for v in values]
+def _accumulate(cts: Env, v: Var | Const, ct: Any) -> None:
+    key = id(v)
+    cts[key] = ct if key not in cts else add(cts[key], ct)
+
+
+def _take_cotangents(eqn: Eqn, cts: Env, env: Env) -> tuple[Any, Any] | None:
+    """``(g, out)`` for ``eqn``'s rule, its results' cotangents taken out of ``cts`` (tuples of
+    them for a primitive with multiple results); ``None`` when no cotangent reached it."""
+    if eqn.prim.multiple_results:
+        g = tuple(cts.pop(id(v), None) for v in eqn.outs)
+        if all(x is None for x in g):
+            return None
+        return g, tuple(env[id(v)] for v in eqn.outs)
+    ct = cts.pop(id(eqn.outs[0]), None)
+    if ct is None:
+        return None
+    return ct, env[id(eqn.outs[0])]
+
+
+# ----------------------------------------------------------------------------- what to differentiate
 
 
 def _wrt_positions(sig: CallSignature, argnums: tuple[int, ...], fname: str) -> list[int]:
@@ -258,16 +186,6 @@ def _wrt_positions(sig: CallSignature, argnums: tuple[int, ...], fname: str) -> 
     return wrt
 
 
-_TRANSFORMS: weakref.WeakKeyDictionary[Callable, dict] = weakref.WeakKeyDictionary()
-
-
-def _cache_for(fn: Callable) -> dict:
-    try:
-        return _TRANSFORMS.setdefault(fn, {})
-    except TypeError:  # not weak-referenceable: cache on the transform object only
-        return {}
-
-
 def _float_check(values: list, wrt: list[int], fname: str) -> None:
     for k in wrt:
         if numpy_dtype(values[k].dtype).kind != "f":
@@ -280,22 +198,29 @@ def _float_check(values: list, wrt: list[int], fname: str) -> None:
 # ----------------------------------------------------------------------------- public transforms
 
 
-def value_and_grad(fn: Callable, argnums: int | tuple[int, ...] = 0) -> Callable:
+def value_and_grad(fn: Callable, argnums: int | tuple[int, ...] = 0, *, has_aux: bool = False) -> Callable:
     """``f -> (lambda *args: (f(*args), df/dargs[argnums]))`` for a scalar-valued ``f``.
 
-    The gradient has the structure of the differentiated argument.
+    The gradient has the structure of the differentiated argument. With ``has_aux``, ``f``
+    returns ``(scalar, aux)``: ``aux`` (any tree, such as a model's new running statistics)
+    is computed in the same pass, returned beside the scalar and not differentiated.
 
     >>> import numpy as np
     >>> value_and_grad(lambda x: (x ** 2).sum())(np.array([1.0, 2.0]))
     (np.float64(5.0), array([2., 4.]))
+    >>> (value, aux), g = value_and_grad(lambda x: ((x ** 2).sum(), x * 3), has_aux=True)(np.array([1.0, 2.0]))
+    >>> float(value), aux.tolist(), g.tolist()
+    (5.0, [3.0, 6.0], [2.0, 4.0])
     """
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-    cache = _cache_for(fn)
+    cache = cache_for(fn)
     name = getattr(fn, "__name__", "function")
 
     def build(sig, values):
         fwd, out_def = trace_call(fn, sig, values)
-        if len(fwd.outputs) != 1 or fwd.outputs[0].shape != ():
+        if has_aux and not (isinstance(out_def, tuple) and out_def[0] == "t" and len(out_def[2]) == 2):
+            raise ShapeError(f"grad: '{name}' has has_aux=True, so it must return a pair (scalar, aux)")
+        if (len(fwd.outputs) != 1 and not has_aux) or fwd.outputs[0].shape != ():
             shapes = [tuple(v.shape) for v in fwd.outputs]
             raise ShapeError(
                 f"grad: '{name}' must return one scalar to be differentiated, but it returned "
@@ -304,19 +229,22 @@ def value_and_grad(fn: Callable, argnums: int | tuple[int, ...] = 0) -> Callable
             )
         wrt = _wrt_positions(sig, nums, "grad")
         _float_check(values, wrt, "grad")
-        one = np.ones((), fwd.outputs[0].dtype)
+        cotangents = [np.ones((), fwd.outputs[0].dtype)] + [None] * (len(fwd.outputs) - 1)
 
         def joint(tracers):
-            outs, grads = backward_pass(fwd, tracers, [one], wrt)
+            outs, grads = backward_pass(fwd, tracers, cotangents, wrt)
             return outs + grads
 
-        graph = trace_graph(joint, _avals(values))
-        spans, k = [], 1
+        graph = trace_graph(joint, avals_of(values))
+        spans, k = [], len(fwd.outputs)
         for a in nums:
             n = len(sig.per_arg[a])
             spans.append((sig.treedefs[a], k, k + n))
             k += n
-        return _Staged(graph, spans, sig.where)
+        return Staged(graph, (spans, out_def, len(fwd.outputs)), sig.placement)
+
+    kind = ("vg", nums, has_aux)
+    single = isinstance(argnums, int)
 
     def run(*args):
         sig, values = call_signature(args)
@@ -325,11 +253,10 @@ def value_and_grad(fn: Callable, argnums: int | tuple[int, ...] = 0) -> Callable
         if staged is None:
             staged = cache[key] = build(sig, values)
         outs = staged(values)
-        grads = [tree_unflatten(d, outs[a:b]) for d, a, b in staged.meta]
-        return outs[0], grads[0] if single else tuple(grads)
-
-    kind = ("vg", nums)
-    single = isinstance(argnums, int)
+        spans, out_def, n_out = staged.meta
+        grads = [tree_unflatten(d, outs[a:b]) for d, a, b in spans]
+        value = tree_unflatten(out_def, outs[:n_out]) if has_aux else outs[0]
+        return value, grads[0] if single else tuple(grads)
 
     run.__name__ = f"value_and_grad({name})"
     run.__doc__ = fn.__doc__
@@ -361,7 +288,7 @@ def vjp(fn: Callable, *args: Any) -> tuple[Any, Callable]:
     >>> pullback(np.array([1.0, 1.0]))
     (array([3., 4.]), array([1., 2.]))
     """
-    cache = _cache_for(fn)
+    cache = cache_for(fn)
     sig, values = call_signature(args)
     key = ("vjp",) + sig.key
     entry = cache.get(key)
@@ -371,12 +298,14 @@ def vjp(fn: Callable, *args: Any) -> tuple[Any, Callable]:
         n_in = len(values)
 
         def joint(tracers):
-            outs, grads = backward_pass(fwd, tracers[:n_in], tracers[n_in:], wrt)
+            _, grads = backward_pass(fwd, tracers[:n_in], tracers[n_in:], wrt)
             return grads
 
         ct_avals = [(v.shape, v.dtype) for v in fwd.outputs]
-        back = _Staged(trace_graph(joint, _avals(values) + ct_avals), (wrt, out_def, ct_avals), sig.where)
-        entry = cache[key] = (_Staged(fwd, None, sig.where), back)
+        back = Staged(
+            trace_graph(joint, avals_of(values) + ct_avals), (wrt, out_def, ct_avals), sig.placement
+        )
+        entry = cache[key] = (Staged(fwd, None, sig.placement), back)
     forward, back = entry
     wrt, out_def, ct_avals = back.meta
     out = tree_unflatten(out_def, forward(values))
@@ -388,7 +317,7 @@ def vjp(fn: Callable, *args: Any) -> tuple[Any, Callable]:
                 f"vjp: the cotangent must match the output's structure and shapes "
                 f"{[s for s, _ in ct_avals]}, got {[np.shape(c) for c in ct_leaves]}"
             )
-        if sig.where is None:
+        if sig.placement is None:
             ct_leaves = [
                 c if type(c) is Tracer else np.asarray(c, dtype=d) for c, (_, d) in zip(ct_leaves, ct_avals)
             ]
@@ -398,13 +327,13 @@ def vjp(fn: Callable, *args: Any) -> tuple[Any, Callable]:
                     c if type(c) is Tracer or placement(c) is not None else np.asarray(c, dtype=d)
                     for c, (_, d) in zip(ct_leaves, ct_avals)
                 ],
-                sig.where,
+                sig.placement,
             )
         grads = back(values + ct_leaves)
         flat: list = [None] * len(values)
         for k, g in zip(wrt, grads):
             flat[k] = g
-        return tuple(_rebuild(sig, flat))
+        return tuple(sig.rebuild(flat))
 
     return out, pullback
 
@@ -426,17 +355,17 @@ def jacobian(fn: Callable, argnums: int = 0) -> Callable:
         if type(x) is not Tracer and not isinstance(x, np.ndarray):
             raise ShapeError("jacobian: differentiate with respect to one numpy array")
         out, pullback = vjp(fn, *args)
-        out_shape = E.shape_of(out)
+        out_shape = shape_of(out)
         size = int(np.prod(out_shape, dtype=np.int64))
-        dtype = E.dtype_of(out)
+        dtype = dtype_of(out)
         rows = []
         for i in range(size):
             basis = np.zeros(size, dtype)
             basis[i] = 1
             rows.append(pullback(basis.reshape(out_shape))[argnums])
         if any(type(r) is Tracer for r in rows):
-            flat = S.concat([S.reshape(r, (1, -1)) for r in rows], axis=0)
-            return S.reshape(flat, tuple(out_shape) + tuple(E.shape_of(x)))
+            flat = concat([reshape(r, (1, -1)) for r in rows], axis=0)
+            return reshape(flat, tuple(out_shape) + tuple(shape_of(x)))
         return np.stack(rows).reshape(tuple(out_shape) + tuple(np.shape(x)))
 
     run.__name__ = f"jacobian({getattr(fn, '__name__', 'function')})"

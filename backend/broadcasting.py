@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from .array_api import namespace_of, numpy_dtype
-from .core import Tracer, bind, defgeneric, defprim, defvjp
+from .core import Eqn, Tracer, bind, defemit, defgeneric, defprim, defvjp
 from .errors import ShapeError
+from .numba_codegen import FunctionWriter, literal
 
 
 def shape_of(x: Any) -> tuple[int, ...]:
@@ -72,3 +73,29 @@ def sum_to(x, shape: tuple[int, ...]):
 
 defvjp(broadcast_p, lambda g, out, x, shape: (sum_to(g, shape_of(x)),))
 defvjp(sum_to_p, lambda g, out, x, shape, axes: (broadcast_to(g, shape_of(x)),))
+
+
+def _emit_broadcast_to(writer: FunctionWriter, e: Eqn) -> bool:
+    x, out = e.inputs[0], e.out
+    shape = tuple(e.attrs["shape"])
+    o = writer.name(out)
+    writer.alloc(o, shape, out.dtype)
+    if not x.shape:
+        writer.emit(f"{o}[...] = {writer.scalar(x)}")
+        return True
+    idx = [f"i{k}" for k in range(len(shape))]
+    for k in range(len(shape)):
+        writer.emit(f"for {idx[k]} in range({shape[k]}):", k + 1)
+    lead = len(shape) - len(x.shape)
+    src = ", ".join("0" if d == 1 and shape[lead + k] != 1 else idx[lead + k] for k, d in enumerate(x.shape))
+    writer.emit(f"{o}[{', '.join(idx)}] = {writer.name(x)}[{src}]", len(shape) + 1)
+    return True
+
+
+def _emit_sum_to(writer: FunctionWriter, e: Eqn) -> bool:
+    writer.reduce(e, tuple(e.attrs["axes"]), literal(0, e.out.dtype), "{acc} += {x}")
+    return True
+
+
+defemit(broadcast_p, _emit_broadcast_to)
+defemit(sum_to_p, _emit_sum_to)

@@ -4,7 +4,7 @@ A model's boundary checks types when it is called, but inside ``nnc.grad``, ``tr
 or ``nnc.compile`` the arrays are traced and their values unknown: a NaN in the data
 would flow on silently. A check primitive is the identity that raises when its input is
 bad. It is recorded in the graph like any other operation, so the interpreted graph runs
-it, the compiled code runs it (``numba_codegen`` emits it as a loop that raises; the
+it, the compiled code runs it (its compiled form, below, is a loop that raises; the
 compiled function then reruns the interpreter for the message), and its gradient is the
 incoming one.
 
@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from .array_api import numpy_dtype, to_numpy
-from .core import bind, defgeneric, defprim, defvjp
+from .core import Const, Eqn, Var, bind, defemit, defgeneric, defprim, defvjp
 from .errors import NNCError, NonFiniteError
 from .execute import quiet
+from .numba_codegen import FunctionWriter, literal
 
 
 def non_finite_message(what: str, x: np.ndarray) -> str:
@@ -59,6 +60,34 @@ def _check_finite_generic(xp: Any, x: Any, what: str) -> Any:
 check_finite_p = defprim("check_finite", _check_finite_impl, abstract=lambda aval, what: aval)
 defvjp(check_finite_p, lambda g, out, x, what: (g,))
 defgeneric(check_finite_p, _check_finite_generic)
+
+
+# The compiled forms: loops that raise, and the result is the input under another name. Numba
+# raises only constant messages, so they say no more than what failed: nnc.compile then reruns
+# the interpreter, whose check names the input, the bad value and its index.
+
+
+def _each_entry(writer: FunctionWriter, v: Var | Const, body: list[str]) -> None:
+    """Loops over every entry of ``v``, in any memory order; ``body`` lines see it as ``{x}``."""
+    idx = [f"i{k}" for k in range(len(v.shape))]
+    for k, d in enumerate(v.shape):
+        writer.emit(f"for {idx[k]} in range({int(d)}):", k + 1)
+    entry = f"{writer.name(v)}[{', '.join(idx) if idx else '()'}]"
+    for line in body:
+        writer.emit(line.format(x=entry), len(idx) + 1)
+
+
+def _emit_check_finite(writer: FunctionWriter, e: Eqn) -> bool:
+    """Raise at the first NaN or infinity of a float input (as the numpy implementation,
+    integers are not checked)."""
+    x = e.inputs[0]
+    if np.dtype(x.dtype).kind == "f":
+        _each_entry(writer, x, ["if not np.isfinite({x}):", "    raise ValueError('nnc: non-finite input')"])
+    writer.alias(e.out, x)
+    return True
+
+
+defemit(check_finite_p, _emit_check_finite)
 
 
 def check_finite(x: Any, *, what: str) -> Any:
@@ -138,6 +167,44 @@ defvjp(check_probabilities_p, lambda g, out, p, what, tolerance: (g,))
 defgeneric(check_probabilities_p, _check_probabilities_generic)
 
 
+def _emit_check_probabilities(writer: FunctionWriter, e: Eqn) -> bool:
+    """Raise if a finite row (along the last axis) holds a value outside ``[-tol, 1 + tol]``
+    or sums, in float64, to more than ``tol`` off 1: the numpy implementation's condition. Its
+    bounds are in the input's dtype, as numpy compares a float32 array with a Python float;
+    rows holding NaN or infinity pass."""
+    p, tol = e.inputs[0], e.attrs["tolerance"]
+    if p.dtype.kind != "f":
+        return False
+    lead = [f"i{k}" for k in range(len(p.shape) - 1)]
+    for k, d in enumerate(p.shape[:-1]):
+        writer.emit(f"for {lead[k]} in range({int(d)}):", k + 1)
+    depth = len(lead) + 1
+    # fresh names: a name reused with another dtype elsewhere in the function is a typing error
+    total, outside, v = (writer.fresh(n) for n in ("total", "outside", "p"))
+    writer.emit(f"{total} = np.float64(0.0)", depth)
+    writer.emit(f"{outside} = False", depth)
+    if p.shape:
+        writer.emit(f"for j in range({int(p.shape[-1])}):", depth)
+        entry = f"{writer.name(p)}[{', '.join(lead + ['j'])}]"
+    else:  # one number is one row of one entry
+        entry = f"{writer.name(p)}[()]"
+    inner = depth + bool(p.shape)
+    writer.emit(f"{v} = {entry}", inner)
+    writer.emit(f"{total} += np.float64({v})", inner)
+    writer.emit(f"if {v} < {literal(-tol, p.dtype)} or {v} > {literal(1 + tol, p.dtype)}:", inner)
+    writer.emit(f"{outside} = True", inner + 1)
+    writer.emit(
+        f"if np.isfinite({total}) and ({outside} or np.abs({total} - np.float64(1.0)) > np.float64({tol!r})):",
+        depth,
+    )
+    writer.emit("raise ValueError('nnc: not probabilities')", depth + 1)
+    writer.alias(e.out, p)
+    return True
+
+
+defemit(check_probabilities_p, _emit_check_probabilities)
+
+
 def check_probabilities(p: Any, *, what: str, tolerance: float = 1e-3) -> Any:
     """``p`` itself, after raising :class:`nnc.DomainError` if a row along its last axis is not a
     probability distribution (a value outside ``[0, 1]``, or a sum off 1 by more than
@@ -196,6 +263,21 @@ check_labels_p = defprim(
     "check_labels", _check_labels_impl, nondiff=True, abstract=lambda aval, what, classes: aval
 )
 defgeneric(check_labels_p, _check_labels_generic)
+
+
+def _emit_check_labels(writer: FunctionWriter, e: Eqn) -> bool:
+    """Raise at the first integer label outside ``0..classes-1`` (the numpy implementation's
+    condition; it takes integer labels, and so does this form)."""
+    labels, classes = e.inputs[0], int(e.attrs["classes"])
+    if labels.dtype.kind not in "iu":
+        return False
+    test = f"{{x}} >= {classes}" if labels.dtype.kind == "u" else f"{{x}} < 0 or {{x}} >= {classes}"
+    _each_entry(writer, labels, [f"if {test}:", "    raise ValueError('nnc: label out of range')"])
+    writer.alias(e.out, labels)
+    return True
+
+
+defemit(check_labels_p, _emit_check_labels)
 
 
 def check_labels(labels: Any, *, what: str, classes: int) -> Any:

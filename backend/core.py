@@ -11,9 +11,9 @@ an equation in the current :class:`Trace` instead. Tracing a function once gives
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -99,18 +99,18 @@ def defscalar(prim: Primitive, fn: Callable[..., str]) -> None:
     prim.scalar = fn
 
 
-def impl_for(prim: Primitive, where: Placement | None) -> Callable[..., Any]:
-    """The implementation of ``prim`` for arrays at ``where`` (``None``: numpy, the fast path)."""
-    if where is None:
+def impl_for(prim: Primitive, placement: Placement | None) -> Callable[..., Any]:
+    """The implementation of ``prim`` for arrays at ``placement`` (``None``: numpy, the fast path)."""
+    if placement is None:
         return prim.impl
     if prim.generic is None:
         raise DeviceError(
             f"primitive '{prim.name}' has no array-API implementation, so it runs on numpy only, "
-            f"not on {where.describe()}.\n"
+            f"not on {placement.describe()}.\n"
             f"  hint: move the arrays to numpy with nnc.to_device(tree, 'numpy'), or register one "
             f"with nnc.backend.core.defgeneric"
         )
-    generic, xp = prim.generic, where.xp
+    generic, xp = prim.generic, placement.xp
 
     def run(*args, **attrs):
         return generic(xp, *args, **attrs)
@@ -167,10 +167,12 @@ class Const:
 
 @dataclass(eq=False)
 class Eqn:
+    """One primitive applied in a graph: ``outs = prim(*inputs, **attrs)``."""
+
     prim: Primitive
-    inputs: tuple  # of Var | Const
-    attrs: dict
-    outs: tuple  # of Var: one, or several for a primitive with multiple results
+    inputs: tuple[Var | Const, ...]
+    attrs: dict[str, Any]  # the primitive's static arguments
+    outs: tuple[Var, ...]  # one, or several for a primitive with multiple results
 
     @property
     def out(self) -> Var:
@@ -179,11 +181,15 @@ class Eqn:
 
 @dataclass(eq=False)
 class Graph:
-    """A traced function: inputs, equations in execution order, and outputs."""
+    """A traced function: inputs, equations in execution order, and outputs.
+
+    ``runs`` holds the graph's straight-line code once made (``execute.compiled``), by
+    placement key (``None``: numpy), so a graph is compiled once wherever it is run."""
 
     inputs: list[Var]
     eqns: list[Eqn]
-    outputs: list  # of Var | Const
+    outputs: Sequence[Var | Const]
+    runs: dict[Any, Callable[..., list]] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         lines = [f"graph({', '.join(map(repr, self.inputs))}):"]
@@ -209,6 +215,12 @@ class Trace:
         self.closed = False
 
 
+# The array functions Tracer's operators call, by name: ``x + y`` on a tracer is
+# ``OPERATORS["add"](x, y)``. They are the primitives' front ends, written on top of this
+# module, which therefore cannot import them: nnc.backend.ops registers them, on ``import nnc``.
+OPERATORS: dict[str, Callable[..., Any]] = {}
+
+
 class Tracer:
     """Stands for an array while a function is traced; operators record primitives.
 
@@ -224,10 +236,21 @@ class Tracer:
         self.trace = trace
         self.var = var
 
-    shape = property(lambda self: self.var.shape)
-    dtype = property(lambda self: self.var.dtype)
-    ndim = property(lambda self: len(self.var.shape))
-    size = property(lambda self: int(np.prod(self.var.shape, dtype=np.int64)))
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.var.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.var.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.var.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.var.shape, dtype=np.int64))
 
     def __len__(self) -> int:
         if not self.var.shape:
@@ -237,7 +260,93 @@ class Tracer:
     def __repr__(self) -> str:
         return f"Traced<{self.dtype.name}{list(self.shape)}>"
 
-    def _concrete(self, what: str):
+    # ------------------------------------------------------------------ operators, as numpy's
+
+    def __add__(self, other: Any) -> Tracer:
+        return OPERATORS["add"](self, other)
+
+    def __radd__(self, other: Any) -> Tracer:
+        return OPERATORS["add"](other, self)
+
+    def __sub__(self, other: Any) -> Tracer:
+        return OPERATORS["sub"](self, other)
+
+    def __rsub__(self, other: Any) -> Tracer:
+        return OPERATORS["sub"](other, self)
+
+    def __mul__(self, other: Any) -> Tracer:
+        return OPERATORS["mul"](self, other)
+
+    def __rmul__(self, other: Any) -> Tracer:
+        return OPERATORS["mul"](other, self)
+
+    def __truediv__(self, other: Any) -> Tracer:
+        return OPERATORS["div"](self, other)
+
+    def __rtruediv__(self, other: Any) -> Tracer:
+        return OPERATORS["div"](other, self)
+
+    def __pow__(self, other: Any) -> Tracer:
+        return OPERATORS["power"](self, other)
+
+    def __rpow__(self, other: Any) -> Tracer:
+        return OPERATORS["power"](other, self)
+
+    def __matmul__(self, other: Any) -> Tracer:
+        return OPERATORS["matmul"](self, other)
+
+    def __rmatmul__(self, other: Any) -> Tracer:
+        return OPERATORS["matmul"](other, self)
+
+    def __neg__(self) -> Tracer:
+        return OPERATORS["neg"](self)
+
+    def __pos__(self) -> Tracer:
+        return self
+
+    def __abs__(self) -> Tracer:
+        return OPERATORS["absolute"](self)
+
+    def __gt__(self, other: Any) -> Tracer:
+        return OPERATORS["greater"](self, other)
+
+    def __lt__(self, other: Any) -> Tracer:
+        return OPERATORS["less"](self, other)
+
+    def __getitem__(self, index: Any) -> Tracer:
+        return OPERATORS["getitem"](self, index)
+
+    def __iter__(self) -> Iterator[Tracer]:
+        return (self[i] for i in range(len(self)))
+
+    # ------------------------------------------------------------------ methods, as numpy's
+
+    @property
+    def T(self) -> Tracer:
+        return OPERATORS["transpose"](self)
+
+    def transpose(self, *axes: int) -> Tracer:
+        return OPERATORS["transpose"](self, axes or None)
+
+    def reshape(self, *shape: Any) -> Tracer:
+        """``x.reshape(2, 3)`` or ``x.reshape((2, 3))``, as numpy takes either."""
+        return OPERATORS["reshape"](self, shape[0] if len(shape) == 1 else shape)
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tracer:
+        return OPERATORS["sum"](self, axis, keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tracer:
+        return OPERATORS["mean"](self, axis, keepdims)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> Tracer:
+        return OPERATORS["max"](self, axis, keepdims)
+
+    def astype(self, dtype: Any) -> Tracer:
+        return OPERATORS["cast"](self, dtype)
+
+    # ------------------------------------------------------------------ what needs a value
+
+    def _concrete(self, what: str) -> NoReturn:
         raise TraceError(
             f"{what} needs the value of a traced array ({self.dtype.name}{list(self.shape)}), "
             "but inside nnc.grad and friends only shapes are known while the function is traced.\n"
@@ -245,27 +354,25 @@ class Tracer:
             "Python control flow, or compute the value outside the differentiated function"
         )
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         self._concrete("Python control flow (if/while/and/or)")
 
-    def __float__(self):
+    def __float__(self) -> float:
         self._concrete("float()")
 
-    def __int__(self):
+    def __int__(self) -> int:
         self._concrete("int()")
 
-    def __index__(self):
+    def __index__(self) -> int:
         self._concrete("using an array as an index")
 
-    def __array__(self, *a, **k):
+    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
         self._concrete("converting to a numpy array")
 
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
 
-
-def _abstract_by_running(prim: Primitive, avals, attrs) -> tuple[tuple[int, ...], Any]:
-    """Shape and dtype of ``prim``'s result, found by running it on zeros (done once per trace)."""
+def _abstract_by_running(prim: Primitive, avals: list, attrs: dict) -> Any:
+    """Shape and dtype of ``prim``'s result (a list of them with multiple results), found by
+    running it on zeros (done once per trace)."""
     dummies = [np.zeros(s, d) for s, d in avals]
     with np.errstate(all="ignore"):
         out = prim.impl(*dummies, **attrs)
@@ -312,10 +419,10 @@ def bind(prim: Primitive, *args: Any, **attrs: Any) -> Any:
 
 def _bind_foreign(prim: Primitive, args: tuple, attrs: dict) -> Any:
     """Run ``prim`` at once where its arguments live: numpy, or one other array namespace."""
-    where = placement_of(args, f"the arguments of '{prim.name}'")
-    if where is None:
+    placement = placement_of(args, f"the arguments of '{prim.name}'")
+    if placement is None:
         return prim.impl(*args, **attrs)
-    return impl_for(prim, where)(*lift(list(args), where), **attrs)
+    return impl_for(prim, placement)(*lift(list(args), placement), **attrs)
 
 
 def _mixed_traces(prim: Primitive) -> TraceError:
@@ -342,7 +449,7 @@ def trace_graph(fn: Callable[[list], list], avals: list[tuple[tuple[int, ...], A
         outs = fn([Tracer(trace, v) for v in in_vars])
     finally:
         trace.closed = True
-    out_vars = []
+    out_vars: list[Var | Const] = []
     for o in outs:
         if type(o) is Tracer:
             if o.trace is not trace:

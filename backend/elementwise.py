@@ -15,8 +15,9 @@ import numpy as np
 
 from .array_api import namespace_of, xp_dtype
 from .broadcasting import dtype_of, shape_of, sum_to
-from .core import Tracer, bind, defgeneric, defprim, defvjp
+from .core import Tracer, Var, bind, defgeneric, defprim, defscalar, defvjp
 from .errors import ShapeError
+from .numba_codegen import literal
 
 
 def _is_float(dt: np.dtype) -> bool:
@@ -45,7 +46,7 @@ def operands(name: str, a: Any, b: Any) -> tuple[Any, Any]:
     return a, b
 
 
-def _weak_dtype(scalar: Number, partner: np.dtype) -> np.dtype:
+def _weak_dtype(scalar: float, partner: np.dtype) -> np.dtype:
     if _is_float(partner) or isinstance(scalar, (bool, np.bool_)) or float(scalar).is_integer():
         return partner if partner.kind in "fiub" else np.asarray(scalar).dtype
     return np.dtype(np.float64) if partner.kind in "iub" else partner
@@ -70,6 +71,13 @@ def check_broadcast(name: str, sa: tuple, sb: tuple) -> None:
         "  nnc broadcasts only a scalar, matching trailing axes (a bias), or equal ranks with "
         "size-1 axes.\n  hint: reshape one operand so the ranks agree, e.g. t.reshape(-1, 1)"
     )
+
+
+def _typed(expr: str, dtype: np.dtype) -> str:
+    """``expr`` converted to the result's numeric ``dtype``. Operations on operands of one dtype
+    keep it in Numba, but a power, a choice or a sign may come out in another, so their
+    forms restate it; the others do not, since each conversion is more for Numba to compile."""
+    return f"np.{dtype.name}({expr})" if dtype.kind in "fiu" else expr
 
 
 def unbroadcast(g: Any, x: Any) -> Any:
@@ -124,9 +132,16 @@ defvjp(div_p, lambda g, out, a, b: (unbroadcast(div(g, b), a), unbroadcast(neg(m
 defvjp(neg_p, lambda g, out, a: (neg(g),))
 
 
-for _prim, _name in ((add_p, "add"), (sub_p, "subtract"), (mul_p, "multiply"), (div_p, "divide")):
+for _prim, _name, _op in (
+    (add_p, "add", "+"),
+    (sub_p, "subtract", "-"),
+    (mul_p, "multiply", "*"),
+    (div_p, "divide", "/"),
+):
     defgeneric(_prim, lambda xp, a, b, _name=_name: getattr(xp, _name)(a, b))
+    defscalar(_prim, lambda a, b, dtype, _op=_op: f"{a} {_op} {b}")
 defgeneric(neg_p, lambda xp, a: xp.negative(a))
+defscalar(neg_p, lambda a, dtype: f"-{a}")
 
 
 def _integer_pow_impl(x, n):
@@ -166,6 +181,24 @@ defvjp(pow_p, _pow_vjp)
 defgeneric(integer_pow_p, lambda xp, x, n: x * x if n == 2 else x**n)
 defgeneric(pow_p, lambda xp, a, b: xp.pow(a, b))
 
+
+def _integer_pow_scalar(x: str, n: int, dtype: np.dtype) -> str:
+    return _typed(_integer_pow_expr(x, n, literal(1, dtype) if dtype.kind == "f" else None), dtype)
+
+
+def _integer_pow_expr(x: str, n: int, one: str | None) -> str:
+    """``x ** n``; for floats a negative power is the reciprocal of the positive one, since
+    Numba's ``0.0 ** -2`` raises ZeroDivisionError where numpy gives inf (as ``1 / 0.0`` does
+    under the numpy error model). ``one`` is None for integers: numpy refuses their negative
+    powers, and the raise sends ``nnc.compile`` to the interpreter, which says so."""
+    if n < 0 and one is not None:
+        return f"{one} / ({_integer_pow_expr(x, -n, one)})"
+    return f"{x} * {x}" if n == 2 else f"{x} ** {n}"
+
+
+defscalar(integer_pow_p, _integer_pow_scalar)
+defscalar(pow_p, lambda a, b, dtype: _typed(f"{a} ** {b}", dtype))
+
 # --------------------------------------------------------------------------- transcendental
 
 exp_p = defprim("exp", np.exp)
@@ -190,10 +223,10 @@ def log(x):
     The log of a traced output of a primitive in ``STABLE_LOG_OF`` is rewritten to that
     primitive's stable form: ``log(softmax(z))`` is traced as ``log_softmax(z)``."""
     producer = x.var.producer if type(x) is Tracer else None
-    stable = None if producer is None else STABLE_LOG_OF.get(producer.prim.name)
-    if stable is not None:
-        # a one-input primitive: its input is a traced Var here
-        return stable(Tracer(x.trace, producer.inputs[0]), **producer.attrs)
+    if producer is not None and producer.prim.name in STABLE_LOG_OF:
+        (source,) = producer.inputs  # a one-input primitive, whose output is traced: so is its input
+        if type(source) is Var:
+            return STABLE_LOG_OF[producer.prim.name](Tracer(x.trace, source), **producer.attrs)
     return bind(log_p, x)
 
 
@@ -213,6 +246,7 @@ defvjp(sqrt_p, lambda g, out, x: (div(g, mul(out, 2.0)),))
 defvjp(abs_p, lambda g, out, x: (mul(g, sign(x)),))
 for _prim, _name in ((exp_p, "exp"), (log_p, "log"), (sqrt_p, "sqrt"), (abs_p, "abs")):
     defgeneric(_prim, lambda xp, x, _name=_name: getattr(xp, _name)(x))
+    defscalar(_prim, lambda x, dtype, _name=_name: f"np.{_name}({x})")
 
 # --------------------------------------------------------------------------- non-differentiable
 
@@ -228,8 +262,10 @@ equal_p = defprim("equal", np.equal, nondiff=True)
 
 
 defgeneric(sign_p, lambda xp, x: xp.sign(x))
-for _prim, _name in ((greater_p, "greater"), (less_p, "less"), (equal_p, "equal")):
+defscalar(sign_p, lambda x, dtype: _typed(f"np.sign({x})", dtype))
+for _prim, _name, _op in ((greater_p, "greater", ">"), (less_p, "less", "<"), (equal_p, "equal", "==")):
     defgeneric(_prim, lambda xp, a, b, _name=_name: getattr(xp, _name)(a, b))
+    defscalar(_prim, lambda a, b, dtype, _op=_op: f"{a} {_op} {b}")
 
 
 def sign(x):
@@ -258,6 +294,7 @@ def _cast_impl(x, dtype):
 
 cast_p = defprim("cast", _cast_impl)
 defgeneric(cast_p, lambda xp, x, dtype: xp.astype(x, xp_dtype(xp, dtype), copy=False))
+defscalar(cast_p, lambda x, dtype: f"np.{np.dtype(dtype).name}({x})")
 
 
 def cast(x, dtype) -> Any:
@@ -273,6 +310,7 @@ defvjp(cast_p, lambda g, out, x, dtype: (cast(g, dtype_of(x)) if _is_float(dtype
 
 where_p = defprim("where", np.where)
 defgeneric(where_p, lambda xp, cond, a, b: xp.where(cond, a, b))
+defscalar(where_p, lambda cond, a, b, dtype: _typed(f"({a} if {cond} else {b})", dtype))
 
 
 def where(cond, a, b):

@@ -19,11 +19,11 @@ from .core import Const, Graph, impl_for
 _LITERAL_TYPES = (int, float, bool, str, type(None))
 
 
-def compile_graph(graph: Graph, where: Placement | None = None) -> Callable[..., list]:
+def compile_graph(graph: Graph, placement: Placement | None = None) -> Callable[..., list]:
     """A function ``run(*inputs) -> list of outputs`` that computes ``graph``.
 
-    ``where`` (a :class:`Placement`) compiles it for arrays of another namespace than numpy:
-    each primitive's generic implementation is bound and constants are put on the device once."""
+    ``placement`` compiles it for arrays of another namespace than numpy: each primitive's
+    generic implementation is bound and constants are put on the device once."""
     names: dict[int, str] = {}
     namespace: dict[str, Any] = {}
 
@@ -32,7 +32,7 @@ def compile_graph(graph: Graph, where: Placement | None = None) -> Callable[...,
         if key not in names:
             if type(v) is Const:
                 names[key] = f"c{len(names)}"
-                namespace[names[key]] = v.value if where is None else where.put(v.value)
+                namespace[names[key]] = v.value if placement is None else placement.put(v.value)
             else:
                 names[key] = f"v{len(names)}"
         return names[key]
@@ -47,7 +47,7 @@ def compile_graph(graph: Graph, where: Placement | None = None) -> Callable[...,
     lines = [f"def run({', '.join(args)}):"]
     for i, eqn in enumerate(graph.eqns):
         fn = f"p_{eqn.prim.name}"
-        namespace[fn] = eqn.prim.impl if where is None else impl_for(eqn.prim, where)
+        namespace[fn] = eqn.prim.impl if placement is None else impl_for(eqn.prim, placement)
         call_args = [name_of(v) for v in eqn.inputs]
         for k, value in eqn.attrs.items():
             if type(value) in _LITERAL_TYPES:
@@ -75,17 +75,12 @@ def compile_graph(graph: Graph, where: Placement | None = None) -> Callable[...,
     return run
 
 
-def compiled(graph: Graph, where: Placement | None = None) -> Callable[..., list]:
-    """``compile_graph(graph, where)``, made once per graph and placement and kept with it."""
-    if where is None:
-        run = getattr(graph, "_compiled", None)
-        if run is None:
-            run = graph._compiled = compile_graph(graph)
-        return run
-    by_place = graph.__dict__.setdefault("_compiled_at", {})
-    run = by_place.get(where.key)
+def compiled(graph: Graph, placement: Placement | None = None) -> Callable[..., list]:
+    """``compile_graph(graph, placement)``, made once per graph and placement and kept with it."""
+    key = None if placement is None else placement.key
+    run = graph.runs.get(key)
     if run is None:
-        run = by_place[where.key] = compile_graph(graph, where)
+        run = graph.runs[key] = compile_graph(graph, placement)
     return run
 
 

@@ -6,14 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from nnc.kernels import dispatch as K
-
-from . import broadcasting as B
-from . import elementwise as E
-from . import structural as S
-from .activations import logistic_generic
-from .core import bind, defgeneric, defprim, defvjp
+from .broadcasting import dtype_of, shape_of, sum_to
+from .core import Eqn, bind, defemit, defgeneric, defprim, defvjp
+from .elementwise import cast, check_broadcast, mul, unbroadcast
 from .errors import ShapeError
+from .numba_codegen import FunctionWriter
+from .structural import reshape, swap_last, transpose
 
 matmul_p = defprim("matmul", np.matmul)
 # Matrix times matrix binds np.dot directly: measurably cheaper per call than np.matmul on
@@ -30,7 +28,7 @@ def matmul(a, b) -> Any:
     >>> matmul(np.ones((2, 3)), np.ones(3))
     array([3., 3.])
     """
-    sa, sb = E.shape_of(a), E.shape_of(b)
+    sa, sb = shape_of(a), shape_of(b)
     if not sa or not sb:
         raise ShapeError(f"matmul: operands must have at least one axis, got shapes {sa} and {sb}")
     k_a = sa[-1]
@@ -40,134 +38,86 @@ def matmul(a, b) -> Any:
             f"matmul: inner sizes differ: shapes {sa} and {sb} ({k_a} columns against {k_b} rows)"
         )
     if len(sa) > 2 and len(sb) > 2:
-        E.check_broadcast("matmul (batch axes)", sa[:-2], sb[:-2])
-    da, db = E.dtype_of(a), E.dtype_of(b)
+        check_broadcast("matmul (batch axes)", sa[:-2], sb[:-2])
+    da, db = dtype_of(a), dtype_of(b)
     if da != db:
         if da.kind != "f":
-            a = E.cast(a, db)
+            a = cast(a, db)
         elif db.kind != "f":
-            b = E.cast(b, da)
+            b = cast(b, da)
     return bind(dot_p if len(sa) == 2 and len(sb) == 2 else matmul_p, a, b)
 
 
 def _matmul_vjp(g, out, a, b):
-    sa, sb = E.shape_of(a), E.shape_of(b)
+    sa, sb = shape_of(a), shape_of(b)
     if len(sa) == 1 and len(sb) == 1:
-        return E.unbroadcast(E.mul(g, b), a), E.unbroadcast(E.mul(g, a), b)
+        return unbroadcast(mul(g, b), a), unbroadcast(mul(g, a), b)
     if len(sb) == 1:  # (..., m, n) @ (n,) -> (..., m)
-        gs = E.shape_of(g)
-        ga = E.mul(S.reshape(g, gs + (1,)), S.reshape(b, (1,) * len(gs) + sb))
-        gb = matmul(S.reshape(g, (-1,)), S.reshape(a, (-1, sa[-1])))
-        return E.unbroadcast(ga, a), E.unbroadcast(gb, b)
+        gs = shape_of(g)
+        ga = mul(reshape(g, gs + (1,)), reshape(b, (1,) * len(gs) + sb))
+        gb = matmul(reshape(g, (-1,)), reshape(a, (-1, sa[-1])))
+        return unbroadcast(ga, a), unbroadcast(gb, b)
     if len(sa) == 1:  # (n,) @ (..., n, m) -> (..., m)
-        ga = matmul(b, S.reshape(g, E.shape_of(g) + (1,)))
-        ga = S.reshape(ga, E.shape_of(ga)[:-1])
-        gb = E.mul(S.reshape(a, (sa[0], 1)), S.reshape(g, E.shape_of(g)[:-1] + (1, sb[-1])))
-        return E.unbroadcast(B.sum_to(ga, sa), a), E.unbroadcast(gb, b)
+        ga = matmul(b, reshape(g, shape_of(g) + (1,)))
+        ga = reshape(ga, shape_of(ga)[:-1])
+        gb = mul(reshape(a, (sa[0], 1)), reshape(g, shape_of(g)[:-1] + (1, sb[-1])))
+        return unbroadcast(sum_to(ga, sa), a), unbroadcast(gb, b)
     if len(sb) == 2 and len(sa) > 2:  # batch of rows against one matrix: fold the batch
-        g2 = S.reshape(g, (-1, sb[-1]))
-        a2 = S.reshape(a, (-1, sa[-1]))
-        ga = matmul(g, S.transpose(b))
-        gb = matmul(S.transpose(a2), g2)
-        return E.unbroadcast(ga, a), E.unbroadcast(gb, b)
-    ga = matmul(g, S.swap_last(b))
-    gb = matmul(S.swap_last(a), g)
-    return E.unbroadcast(ga, a), E.unbroadcast(gb, b)
+        g2 = reshape(g, (-1, sb[-1]))
+        a2 = reshape(a, (-1, sa[-1]))
+        ga = matmul(g, transpose(b))
+        gb = matmul(transpose(a2), g2)
+        return unbroadcast(ga, a), unbroadcast(gb, b)
+    ga = matmul(g, swap_last(b))
+    gb = matmul(swap_last(a), g)
+    return unbroadcast(ga, a), unbroadcast(gb, b)
 
 
 defvjp(matmul_p, _matmul_vjp)
 defvjp(dot_p, _matmul_vjp)
 
 
-# ----------------------------------------------------------------------------- dense layer
-
-ACTIVATIONS = ("identity", "relu", "tanh", "logistic")
-
-
-def _linear_abstract(x, w, b, activation):
-    return tuple(x[0][:-1]) + (w[0][1],), np.result_type(x[1], w[1])
+# nnc.backend.numba_blas.matmul: the dtypes it takes
+_BLAS_DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 
 
-linear_p = defprim("linear", K.linear, abstract=_linear_abstract)
-activation_grad_p = defprim("activation_grad", K.activation_grad, abstract=lambda g, out, activation: g)
+def _product(writer: FunctionWriter, e: Eqn, a_rows: tuple, b_rows: tuple) -> bool:
+    """``e.out = a @ b`` with the operands viewed as matrices of the given shapes."""
+    a, b = e.inputs
+    (m, _), (_, n) = a_rows, b_rows
+    ea, ta = writer.matrix(a, a_rows)
+    eb, tb = writer.matrix(b, b_rows)
+    out = writer.name(e.out)
+    if tuple(e.out.shape) == (m, n):
+        writer.gemm(out, ea, eb, m, n, e.out.dtype, ta, tb)
+    else:
+        writer.gemm(f"{out}_m", ea, eb, m, n, e.out.dtype, ta, tb)
+        writer.emit(f"{out} = {out}_m.reshape({tuple(int(d) for d in e.out.shape)!r})")
+    return True
 
 
-def _linear_generic(xp, x, w, b, activation):
-    z = xp.matmul(x, w) + b
-    if activation == "relu":
-        return xp.maximum(z, xp.zeros_like(z))
-    if activation == "tanh":
-        return xp.tanh(z)
-    if activation == "logistic":
-        return logistic_generic(xp, z)
-    return z
+def _emit_dot(writer: FunctionWriter, e: Eqn) -> bool:
+    a, b = e.inputs
+    if (
+        a.dtype != b.dtype
+        or np.dtype(a.dtype) not in _BLAS_DTYPES
+        or not (1 <= len(a.shape) <= 2)
+        or not (1 <= len(b.shape) <= 2)
+    ):
+        return False
+    a_rows = tuple(a.shape) if len(a.shape) == 2 else (1, a.shape[0])
+    b_rows = tuple(b.shape) if len(b.shape) == 2 else (b.shape[0], 1)
+    return _product(writer, e, a_rows, b_rows)
 
 
-def _activation_grad_generic(xp, g, out, activation):
-    if activation == "relu":
-        return g * xp.astype(out > 0, g.dtype)
-    if activation == "tanh":
-        return g * (1 - out * out)
-    return g * (out * (1 - out))
+def _emit_matmul(writer: FunctionWriter, e: Eqn) -> bool:
+    a, b = e.inputs
+    if len(a.shape) <= 2:
+        return _emit_dot(writer, e)
+    if a.dtype != b.dtype or np.dtype(a.dtype) not in _BLAS_DTYPES or len(b.shape) != 2:
+        return False
+    return _product(writer, e, (int(np.prod(a.shape[:-1])), a.shape[-1]), tuple(b.shape))
 
 
-defgeneric(linear_p, _linear_generic)
-defgeneric(activation_grad_p, _activation_grad_generic)
-
-
-def linear(x, w, b, activation: str = "identity") -> Any:
-    """``activation(x @ w + b)`` as one primitive: the dense layer with its epilogue fused.
-
-    ``x`` is (..., k), ``w`` (k, n), ``b`` (n,); ``activation`` is one of ``"identity"``,
-    ``"relu"``, ``"tanh"``, ``"logistic"``. The product runs on BLAS and the bias and
-    activation in place after it (:mod:`nnc.kernels.dense`); values and gradients are
-    bit for bit those of ``matmul``, ``+`` and the activation applied one by one.
-
-    >>> import numpy as np
-    >>> linear(np.ones((2, 3)), np.ones((3, 2)), np.array([-4.0, 1.0]), "relu")
-    array([[0., 4.],
-           [0., 4.]])
-    """
-    if activation not in ACTIVATIONS:
-        raise ShapeError(f"linear: activation must be one of {ACTIVATIONS}, got {activation!r}")
-    sx, sw, sb = E.shape_of(x), E.shape_of(w), E.shape_of(b)
-    if len(sw) != 2 or not sx or sx[-1] != sw[0] or sb != sw[1:]:
-        raise ShapeError(
-            f"linear: expected x (..., k), w (k, n) and b (n,), got shapes "
-            f"{tuple(sx)}, {tuple(sw)} and {tuple(sb)}"
-        )
-    dtype = np.result_type(E.dtype_of(x), E.dtype_of(w), E.dtype_of(b))
-    x, w, b = E.cast(x, dtype), E.cast(w, dtype), E.cast(b, dtype)
-    return bind(linear_p, x, w, b, activation=activation)
-
-
-def activation_grad(g, out, activation: str) -> Any:
-    """``g`` times the activation's derivative, read from the activation's output ``out``."""
-    if activation == "identity":
-        return g
-    return bind(activation_grad_p, g, out, activation=activation)
-
-
-def _linear_vjp(g, out, x, w, b, activation):
-    gz = activation_grad(g, out, activation)
-    sx, sw = E.shape_of(x), E.shape_of(w)
-    if len(sx) == 1:
-        gx = matmul(w, gz)
-        gw = E.mul(S.reshape(x, (sw[0], 1)), S.reshape(gz, (1, sw[1])))
-        return gx, gw, gz
-    x2, gz2 = S.reshape(x, (-1, sw[0])), S.reshape(gz, (-1, sw[1]))
-    return matmul(gz, S.transpose(w)), matmul(S.transpose(x2), gz2), B.sum_to(gz, (sw[1],))
-
-
-def _activation_grad_vjp(ct, gz, g, out, activation):
-    """Second derivatives: ``gz`` is linear in ``g``; its slope in ``out`` is ``g * act''``."""
-    d_out = None
-    if activation == "tanh":  # d/dy [g (1 - y^2)] = -2 g y
-        d_out = E.mul(E.mul(ct, g), E.mul(out, -2.0))
-    elif activation == "logistic":  # d/dy [g y (1 - y)] = g (1 - 2 y)
-        d_out = E.mul(E.mul(ct, g), E.sub(1.0, E.mul(out, 2.0)))
-    return activation_grad(ct, out, activation), d_out
-
-
-defvjp(linear_p, _linear_vjp)
-defvjp(activation_grad_p, _activation_grad_vjp)
+defemit(matmul_p, _emit_matmul)
+defemit(dot_p, _emit_dot)

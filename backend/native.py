@@ -14,6 +14,7 @@ import builtins
 import functools
 import hashlib
 import importlib.util
+import inspect
 import os
 import sys
 import time
@@ -24,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .autodiff import call_signature, trace_call
 from .execute import quiet
 from .numba_codegen import generate
+from .staging import CallSignature, call_signature, trace_call
 from .tree import tree_unflatten
 
 # The primitives already reported as running their numpy implementation: each is reported once
@@ -68,8 +69,7 @@ def _cache_dir() -> str | None:
 def _runtime_fingerprint() -> bytes:
     """The source of the functions generated code calls: Numba's cache of a generated
     function holds their machine code too, so a changed helper must change the digest."""
-    spec = importlib.util.find_spec("nnc.backend.numba_blas")
-    with open(spec.origin, "rb") as f:
+    with open(os.path.join(os.path.dirname(__file__), "numba_blas.py"), "rb") as f:
         return f.read()
 
 
@@ -106,6 +106,7 @@ def _load(source: str, globals_: dict, fallbacks: set, name: str, disk: bool = T
         module = sys.modules.get(module_name)
         if module is None:
             spec = importlib.util.spec_from_file_location(module_name, path)
+            assert spec is not None and spec.loader is not None, "a .py file has a loader"
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module  # Numba's disk cache finds globals through it
             spec.loader.exec_module(module)
@@ -117,12 +118,12 @@ def _load(source: str, globals_: dict, fallbacks: set, name: str, disk: bool = T
     functions = [line.split("(")[0][4:] for line in source.splitlines() if line.startswith("def ")]
     cache = directory is not None
     # reassociation lets reductions vectorise; NaN and infinity semantics are kept
-    options = dict(cache=cache, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "arcp"})
+    jit = numba.njit(cache=cache, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "arcp"})
     # bodies first (the main function calls them as jitted globals), the main function last;
     # a module already loaded by this process (the same graph compiled again) has them jitted
     for fn in [f for f in functions if f != name] + [name]:
         if not hasattr(namespace[fn], "py_func"):
-            namespace[fn] = numba.njit(**options)(namespace[fn])
+            namespace[fn] = jit(namespace[fn])
     return namespace[name], cache
 
 
@@ -150,12 +151,12 @@ class NativeFunction:
 
     def __init__(self, fn: Callable, verbose: bool, name: str):
         self.fn, self.verbose, self.name = fn, verbose, name
-        self.specialisations: dict = {}
+        self.specialisations: dict[tuple, Specialisation] = {}
 
     def __repr__(self) -> str:
         return f"<nnc.compile({self.name}): {len(self.specialisations)} specialisation(s)>"
 
-    def _build(self, sig, values) -> Specialisation:
+    def _build(self, sig: CallSignature, values: list) -> Specialisation:
         start = time.perf_counter()
         graph, out_def = trace_call(self.fn, sig, values)
         module = generate(graph, "compiled")
@@ -191,7 +192,11 @@ class NativeFunction:
             )
         return entry
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:  # the traced function takes positions: keywords (key=, stats=) are put in theirs
+            bound = inspect.signature(self.fn).bind(*args, **kwargs)
+            bound.apply_defaults()
+            args = bound.args
         sig, values = call_signature(args)
         if any(type(v) is not np.ndarray for v in values):
             # Traced values (compile inside grad) or another backend's arrays: the generated

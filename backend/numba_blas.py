@@ -23,6 +23,9 @@ array([[3., 3., 3., 3.],
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numba
 import numpy as np
 from numba import types
@@ -57,7 +60,11 @@ def _xxgemm(dtype) -> types.ExternalFunction:
     )  # alpha, a, lda, b, ldb, beta, c, ldc
 
 
-_GEMM = {types.float32: (_xxgemm(types.float32), ord("s")), types.float64: (_xxgemm(types.float64), ord("d"))}
+# Any: the functions are called only from compiled code, where they are functions, not Numba types.
+_GEMM: dict[types.Type, tuple[Any, int]] = {
+    types.float32: (_xxgemm(types.float32), ord("s")),
+    types.float64: (_xxgemm(types.float64), ord("d")),
+}
 _N, _T = ord("n"), ord("t")
 
 
@@ -93,8 +100,7 @@ def _gemm_for_dtype(transa, transb, m, n, k, coef, a, lda, b, ldb, c):
 
 # BLAS is column-major: a C-ordered (m, n) result is the column-major (n, m) matrix, so the
 # call computes out.T = op(b).T @ op(a).T, and a C-ordered operand is its own transpose there.
-@numba.njit(cache=True, nogil=True)
-def matmul(a, b, trans, out):  # pragma: no cover - compiled; tested through calls
+def _blas_matmul(a, b, trans, out):  # pragma: no cover - compiled; tested through calls
     """``out = op(a) @ op(b)`` for C-ordered float32 or float64 matrices; ``trans`` (an ``np.int64``)
     says which op is a transpose: bits :data:`TRANS_A` and :data:`TRANS_B`."""
     m, n = out.shape
@@ -118,5 +124,10 @@ def _numpy_matmul(a, b, trans, out):
     return out
 
 
-if numba.config.DISABLE_JIT:
-    matmul = _numpy_matmul  # noqa: F811
+# numba.config sets its attributes at import, out of the type checker's sight.
+_JIT_DISABLED = bool(numba.config.DISABLE_JIT)  # type: ignore[attr-defined]
+
+# The product generated code calls: the BLAS call compiled, or numpy's when nothing is compiled.
+matmul: Callable[[np.ndarray, np.ndarray, np.int64, np.ndarray], np.ndarray] = (
+    _numpy_matmul if _JIT_DISABLED else numba.njit(cache=True, nogil=True)(_blas_matmul)
+)

@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from . import elementwise as E
-from . import structural as S
-from .broadcasting import broadcast_to
-from .core import bind, defgeneric, defprim, defvjp
+from .broadcasting import broadcast_to, dtype_of, shape_of
+from .core import Eqn, bind, defemit, defgeneric, defprim, defvjp
+from .elementwise import cast, div, equal, mul
 from .errors import ShapeError
+from .numba_codegen import FunctionWriter, literal, running_max
+from .structural import reshape
 
 
 def normalize_axis(axis: Any, ndim: int, name: str) -> tuple[int, ...]:
@@ -47,26 +48,34 @@ defgeneric(sum_p, lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=ke
 
 def sum(x, axis=None, keepdims: bool = False):  # noqa: A001 - mirrors numpy
     """Sum over ``axis`` (all axes by default)."""
-    axes = normalize_axis(axis, len(E.shape_of(x)), "sum")
+    axes = normalize_axis(axis, len(shape_of(x)), "sum")
     return bind(sum_p, x, axis=axes, keepdims=bool(keepdims))
 
 
 def _sum_vjp(g, out, x, axis, keepdims):
-    shape = E.shape_of(x)
+    shape = shape_of(x)
     if not keepdims:
-        g = S.reshape(g, _kept_shape(shape, axis))
+        g = reshape(g, _kept_shape(shape, axis))
     return (broadcast_to(g, shape),)
 
 
 defvjp(sum_p, _sum_vjp)
 
 
+def _emit_sum(writer: FunctionWriter, e: Eqn) -> bool:
+    writer.reduce(e, tuple(e.attrs["axis"]), literal(0, e.out.dtype), "{acc} += {x}")
+    return True
+
+
+defemit(sum_p, _emit_sum)
+
+
 def mean(x, axis=None, keepdims: bool = False):
     """Mean over ``axis`` (all axes by default)."""
-    shape = E.shape_of(x)
+    shape = shape_of(x)
     axes = normalize_axis(axis, len(shape), "mean")
     count = int(np.prod([shape[a] for a in axes], dtype=np.int64))
-    return E.mul(sum(x, axes, keepdims), 1.0 / builtins.max(count, 1))
+    return mul(sum(x, axes, keepdims), 1.0 / builtins.max(count, 1))
 
 
 # --------------------------------------------------------------------------- max
@@ -82,18 +91,26 @@ defgeneric(max_p, lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=ke
 
 def max(x, axis=None, keepdims: bool = False):  # noqa: A001 - mirrors numpy
     """Maximum over ``axis``; at ties the gradient is shared equally."""
-    axes = normalize_axis(axis, len(E.shape_of(x)), "max")
+    axes = normalize_axis(axis, len(shape_of(x)), "max")
     return bind(max_p, x, axis=axes, keepdims=bool(keepdims))
 
 
 def _max_vjp(g, out, x, axis, keepdims):
-    shape = E.shape_of(x)
+    shape = shape_of(x)
     if not keepdims:
-        g = S.reshape(g, _kept_shape(shape, axis))
-        out = S.reshape(out, _kept_shape(shape, axis))
-    mask = E.cast(E.equal(x, out), E.dtype_of(x))
-    share = E.div(mask, sum(mask, axis, keepdims=True))
-    return (E.mul(share, g),)
+        g = reshape(g, _kept_shape(shape, axis))
+        out = reshape(out, _kept_shape(shape, axis))
+    mask = cast(equal(x, out), dtype_of(x))
+    share = div(mask, sum(mask, axis, keepdims=True))
+    return (mul(share, g),)
 
 
 defvjp(max_p, _max_vjp)
+
+
+def _emit_max(writer: FunctionWriter, e: Eqn) -> bool:
+    writer.reduce(e, tuple(e.attrs["axis"]), "-np.inf", f"{{acc}} = {running_max('{acc}', '{x}')}")
+    return True
+
+
+defemit(max_p, _emit_max)

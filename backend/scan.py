@@ -20,10 +20,23 @@ import numpy as np
 
 from .array_api import placement
 from .autodiff import backward_pass
-from .core import Const, Graph, bind, defgeneric, defprim, defvjp, eval_graph, prune, trace_graph
+from .core import (
+    Const,
+    Eqn,
+    Graph,
+    bind,
+    defemit,
+    defgeneric,
+    defprim,
+    defvjp,
+    eval_graph,
+    prune,
+    trace_graph,
+)
 from .elementwise import add, dtype_of, shape_of
 from .errors import ShapeError
 from .execute import compiled
+from .numba_codegen import FunctionWriter
 
 Scanned = tuple[list, list]  # (final carry, stacked outputs)
 
@@ -167,11 +180,11 @@ def _scan_impl(*args, body, n_consts, n_carry, length, reverse):
 
 def _scan_generic(xp, *args, body, n_consts, n_carry, length, reverse):
     """The loop with array-API namespace ``xp``: steps are collected, then stacked once."""
-    where = placement(args[0]) if args else None
+    place = placement(args[0]) if args else None
     consts = args[:n_consts]
     carry = list(args[n_consts : n_consts + n_carry])
     xs = args[n_consts + n_carry :]
-    run = compiled(body, where)
+    run = compiled(body, place)
     hist: list = [[] for _ in carry]
     ys: list = [[] for _ in body.outputs[n_carry:]]
     order = range(length - 1, -1, -1) if reverse else range(length)
@@ -185,7 +198,8 @@ def _scan_generic(xp, *args, body, n_consts, n_carry, length, reverse):
 
     def stacked(steps: list, shape: tuple, dtype) -> Any:
         if not steps:
-            return where.put(np.empty((0,) + tuple(shape), dtype))
+            assert place is not None  # this form runs only on device arrays, so args has one
+            return place.put(np.empty((0,) + tuple(shape), dtype))
         return xp.stack(steps[::-1] if reverse else steps, axis=0)
 
     ins = body.inputs[n_consts : n_consts + n_carry]
@@ -342,3 +356,80 @@ def _scan_vjp(g, out, *ins, body, n_consts, n_carry, length, reverse, saved=None
 
 defvjp(scan_p, _scan_vjp)
 scan_p.vjp_fwd = _scan_fwd
+
+
+def _emit_scan(writer: FunctionWriter, e: Eqn) -> bool:
+    """A loop calling the body, itself a function of the generated module."""
+    attrs = e.attrs
+    body = attrs["body"]
+    fn = writer.function(body, "body")
+    n_consts, n_carry, length = attrs["n_consts"], attrs["n_carry"], attrs["length"]
+    # the body's arguments are C-ordered, like the main function's (see FunctionWriter.contiguous);
+    # views among the constants are copied once, before the loop
+    consts = []
+    for v in e.inputs[:n_consts]:
+        expr = writer.contiguous(v) if v.shape else writer.name(v)
+        if expr != writer.name(v):
+            copied = writer.fresh("k")
+            writer.emit(f"{copied} = {expr}")
+            expr = copied
+        consts.append(expr)
+    carry_vars, x_vars = e.inputs[n_consts : n_consts + n_carry], e.inputs[n_consts + n_carry :]
+    n_y = len(body.outputs) - n_carry
+    c_names = [writer.fresh("c") for _ in carry_vars]
+    for c, v in zip(c_names, carry_vars):
+        writer.emit(
+            f"{c} = np.ascontiguousarray({writer.name(v)})"
+            if v.shape
+            else f"{c} = np.asarray({writer.name(v)}).reshape(1)"
+        )
+
+    # stacked results nobody reads (a reverse scan's carry history, often) are not stored
+    stacked_ys, stacked_hist = e.outs[n_carry : n_carry + n_y], e.outs[n_carry + n_y :]
+    ys = [(k, writer.name(v), v) for k, v in enumerate(stacked_ys) if writer.is_read(v)]
+    hist = [
+        (writer.name(v), c, carry)
+        for v, c, carry in zip(stacked_hist, c_names, carry_vars)
+        if writer.is_read(v)
+    ]
+    for v in [v for v in stacked_ys + stacked_hist if writer.is_read(v)]:
+        writer.alloc(writer.name(v), v.shape, v.dtype)
+    order = f"range({length} - 1, -1, -1)" if attrs["reverse"] else f"range({length})"
+    writer.emit(f"for t in {order}:")
+    for h, c, v in hist:
+        if v.shape:
+            writer.copy(f"{h}[t]", c, v.shape, 2)
+        else:
+            writer.emit(f"{h}[t] = {c}[0]", 2)
+    xs = []
+    for v in x_vars:
+        if len(v.shape) > 1:
+            src = writer.contiguous(v)
+            xs.append(
+                f"{writer.name(v)}[t]"
+                if src == writer.name(v)
+                else f"np.ascontiguousarray({writer.name(v)}[t])"
+            )
+        else:
+            xt = writer.fresh("xt")
+            writer.emit(f"{xt} = np.empty((), np.{np.dtype(v.dtype).name})", 2)
+            writer.emit(f"{xt}[()] = {writer.name(v)}[t]", 2)
+            xs.append(xt)
+    step_args = consts + [c if v.shape else f"{c}.reshape(())" for c, v in zip(c_names, carry_vars)] + xs
+    res = writer.fresh("res")
+    writer.emit(f"{res} = {fn}({', '.join(step_args)})", 2)
+    for k, c in enumerate(c_names):
+        writer.emit(f"{c} = {res}[{k}]", 2)
+    for j, y, v in ys:
+        if len(v.shape) > 1:
+            writer.copy(f"{y}[t]", f"{res}[{n_carry + j}]", v.shape[1:], 2)
+        else:
+            writer.emit(f"{y}[t] = {res}[{n_carry + j}][0]", 2)
+    for out, c, v in zip(e.outs[:n_carry], c_names, carry_vars):
+        writer.emit(f"{writer.name(out)} = {c}" if v.shape else f"{writer.name(out)} = {c}.reshape(())")
+    for out in e.outs:  # the carries are what the body returned: maybe its arguments, passed through
+        writer.mark_view(out)
+    return True
+
+
+defemit(scan_p, _emit_scan)

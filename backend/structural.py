@@ -6,10 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from . import elementwise as E
-from .array_api import DeviceError, placement
-from .core import Tracer, bind, defgeneric, defprim, defvjp
+from .array_api import DeviceError, Placement, placement
+from .broadcasting import dtype_of, shape_of
+from .core import Eqn, Tracer, bind, defemit, defgeneric, defprim, defvjp
+from .elementwise import cast
 from .errors import ShapeError
+from .numba_codegen import FunctionWriter, shape_text
 
 # --------------------------------------------------------------------------- reshape / transpose
 
@@ -23,7 +25,7 @@ reshape_p = defprim("reshape", _reshape_impl)
 
 def reshape(x, shape) -> Any:
     """``x`` with a new shape of the same size (one ``-1`` is inferred)."""
-    old = E.shape_of(x)
+    old = shape_of(x)
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
     size = int(np.prod(old, dtype=np.int64))
     if shape.count(-1) == 1:
@@ -44,8 +46,21 @@ def reshape(x, shape) -> Any:
     return bind(reshape_p, x, shape=shape)
 
 
-defvjp(reshape_p, lambda g, out, x, shape: (reshape(g, E.shape_of(x)),))
+defvjp(reshape_p, lambda g, out, x, shape: (reshape(g, shape_of(x)),))
 defgeneric(reshape_p, lambda xp, x, shape: xp.reshape(x, shape))
+
+
+def _emit_reshape(writer: FunctionWriter, e: Eqn) -> bool:
+    x, o = e.inputs[0], writer.name(e.out)
+    if not x.shape:
+        writer.emit(f"{o} = np.full({tuple(e.attrs['shape'])!r}, {writer.scalar(x)})")
+    else:
+        writer.emit(f"{o} = np.ascontiguousarray({writer.name(x)}).reshape({shape_text(e.attrs['shape'])})")
+    writer.mark_view(e.out)
+    return True
+
+
+defemit(reshape_p, _emit_reshape)
 
 
 def _transpose_impl(x, axes):
@@ -58,7 +73,7 @@ defgeneric(transpose_p, lambda xp, x, axes: xp.permute_dims(x, axes))
 
 def transpose(x, axes=None) -> Any:
     """Permute the axes of ``x`` (reverse them by default)."""
-    ndim = len(E.shape_of(x))
+    ndim = len(shape_of(x))
     axes = tuple(range(ndim))[::-1] if axes is None else tuple(int(a) % max(ndim, 1) for a in axes)
     if sorted(axes) != list(range(ndim)):
         raise ShapeError(f"transpose: axes {axes} are not a permutation of {ndim} axes")
@@ -70,9 +85,22 @@ def transpose(x, axes=None) -> Any:
 defvjp(transpose_p, lambda g, out, x, axes: (transpose(g, tuple(np.argsort(axes))),))
 
 
+def _emit_transpose(writer: FunctionWriter, e: Eqn) -> bool:
+    x, o, axes = e.inputs[0], writer.name(e.out), tuple(e.attrs["axes"])
+    if axes == (1, 0):
+        writer.mark_transpose(e.out, x)  # a product multiplies the matrix, with a flag
+        writer.emit(f"{o} = {writer.name(x)}.T")
+    else:
+        writer.permute(o, writer.name(x), x.shape, axes, e.out.dtype)
+    return True
+
+
+defemit(transpose_p, _emit_transpose)
+
+
 def swap_last(x) -> Any:
     """``x`` with its last two axes swapped (the matrix transpose of a batch)."""
-    n = len(E.shape_of(x))
+    n = len(shape_of(x))
     return transpose(x, tuple(range(n - 2)) + (n - 1, n - 2))
 
 
@@ -113,8 +141,8 @@ def _array_axis(index, ndim: int) -> tuple[int, Any] | None:
     if (
         len(arrays) > 1
         or not rest_full
-        or E.dtype_of(items[k]).kind not in "iu"
-        or len(E.shape_of(items[k])) != 1
+        or dtype_of(items[k]).kind not in "iu"
+        or len(shape_of(items[k])) != 1
     ):
         raise DeviceError(
             f"index {index!r}: off numpy, nnc takes one 1-D integer array "
@@ -136,7 +164,7 @@ def _getitem_generic(xp, x, index):
     if found is None:
         return x[_full(index, x.ndim)]
     axis, ints = found
-    return xp.take(x, placement(x).put(ints), axis=axis)
+    return xp.take(x, Placement(xp, x.device).put(ints), axis=axis)
 
 
 def _unindex_generic(xp, g, index, shape):
@@ -147,7 +175,7 @@ def _unindex_generic(xp, g, index, shape):
         return out
     # repeated integers must add up: a one-hot matrix sums them in one product
     axis, ints = found
-    ints = placement(g).put(ints)
+    ints = Placement(xp, g.device).put(ints)
     onehot = xp.astype(ints[:, None] == xp.arange(shape[axis], device=g.device)[None, :], g.dtype)
     moved = xp.moveaxis(g, axis, 0)
     summed = xp.tensordot(xp.matrix_transpose(onehot), moved, axes=1)
@@ -169,9 +197,9 @@ def getitem(x, index) -> Any:
     items = tuple(np.asarray(i) if isinstance(i, list) else i for i in items)
     index = items if isinstance(index, tuple) else items[0]
     try:
-        np.empty(E.shape_of(x), dtype=np.bool_)[index]
+        np.empty(shape_of(x), dtype=np.bool_)[index]
     except IndexError as err:
-        raise ShapeError(f"index {index!r} does not fit an array of shape {E.shape_of(x)}: {err}") from None
+        raise ShapeError(f"index {index!r} does not fit an array of shape {shape_of(x)}: {err}") from None
     return bind(getitem_p, x, index=index)
 
 
@@ -180,8 +208,59 @@ def unindex(g, index, shape) -> Any:
     return bind(unindex_p, g, index=index, shape=tuple(shape))
 
 
-defvjp(getitem_p, lambda g, out, x, index: (unindex(g, index, E.shape_of(x)),))
+defvjp(getitem_p, lambda g, out, x, index: (unindex(g, index, shape_of(x)),))
 defvjp(unindex_p, lambda g, out, x, index, shape: (getitem(g, index),))
+
+
+def _static_index(index: Any) -> str | None:
+    """A basic index as source (``1:, ::2``); ``None`` for one with arrays."""
+    items = index if isinstance(index, tuple) else (index,)
+    parts = []
+    for i in items:
+        if isinstance(i, (int, np.integer)):
+            parts.append(str(int(i)))
+        elif isinstance(i, slice):
+            parts.append(":".join("" if x is None else str(int(x)) for x in (i.start, i.stop, i.step)))
+        elif i is Ellipsis:
+            parts.append("...")
+        else:
+            return None
+    return ", ".join(parts)
+
+
+def _emit_getitem(writer: FunctionWriter, e: Eqn) -> bool:
+    text = _static_index(e.attrs["index"])
+    if text is None:
+        return False
+    x, o = writer.name(e.inputs[0]), writer.name(e.out)
+    if not e.out.shape:
+        writer.emit(f"{o} = np.full((), {x}[{text}])")
+    else:
+        writer.emit(f"{o} = {x}[{text}]")
+    writer.mark_view(e.out)
+    return True
+
+
+def _emit_unindex(writer: FunctionWriter, e: Eqn) -> bool:
+    text = _static_index(e.attrs["index"])
+    if text is None:
+        return False
+    g, o = e.inputs[0], writer.name(e.out)
+    writer.alloc(o, e.attrs["shape"], e.out.dtype, fill="0")
+    if not g.shape:
+        writer.emit(f"{o}[{text}] = {writer.scalar(g)}")
+        return True
+    part = writer.fresh("part")
+    writer.emit(f"{part} = {o}[{text}]")
+    idx = [f"i{k}" for k in range(len(g.shape))]
+    for k, d in enumerate(g.shape):
+        writer.emit(f"for {idx[k]} in range({d}):", k + 1)
+    writer.emit(f"{part}[{', '.join(idx)}] = {writer.name(g)}[{', '.join(idx)}]", len(g.shape) + 1)
+    return True
+
+
+defemit(getitem_p, _emit_getitem)
+defemit(unindex_p, _emit_unindex)
 
 
 # --------------------------------------------------------------------------- concat
@@ -198,22 +277,22 @@ defgeneric(concat_p, lambda xp, *xs, axis: xp.concat(xs, axis=axis))
 def concat(xs, axis: int = -1) -> Any:
     """Join arrays along ``axis``; all other axes must agree."""
     xs = list(xs)
-    shapes = [E.shape_of(x) for x in xs]
+    shapes = [shape_of(x) for x in xs]
     ndim = len(shapes[0])
     if any(len(s) != ndim for s in shapes):
         raise ShapeError(f"concat: all operands need the same rank, got shapes {shapes}")
     ax = axis % ndim
     if any(s[:ax] + s[ax + 1 :] != shapes[0][:ax] + shapes[0][ax + 1 :] for s in shapes):
         raise ShapeError(f"concat along axis {axis}: other axes differ in shapes {shapes}")
-    dtype = np.result_type(*[E.dtype_of(x) for x in xs])
-    xs = [E.cast(x, dtype) for x in xs]
+    dtype = np.result_type(*[dtype_of(x) for x in xs])
+    xs = [cast(x, dtype) for x in xs]
     return bind(concat_p, *xs, axis=ax)
 
 
 def _concat_vjp(g, out, *xs, axis):
     cts, start = [], 0
     for x in xs:
-        size = E.shape_of(x)[axis]
+        size = shape_of(x)[axis]
         index = (slice(None),) * axis + (slice(start, start + size),)
         cts.append(getitem(g, index))
         start += size
@@ -221,6 +300,15 @@ def _concat_vjp(g, out, *xs, axis):
 
 
 defvjp(concat_p, _concat_vjp)
+
+
+def _emit_concat(writer: FunctionWriter, e: Eqn) -> bool:
+    parts = ", ".join(f"np.ascontiguousarray({writer.name(v)})" for v in e.inputs)
+    writer.emit(f"{writer.name(e.out)} = np.concatenate(({parts},), axis={e.attrs['axis']})")
+    return True
+
+
+defemit(concat_p, _emit_concat)
 
 
 # --------------------------------------------------------------------------- pick (labels)
@@ -282,9 +370,9 @@ def pick(x, labels) -> Any:
     >>> pick(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 0]))
     array([0.9, 0.8])
     """
-    sx, sl = E.shape_of(x), E.shape_of(labels)
-    if E.dtype_of(labels).kind not in "iu":
-        raise ShapeError(f"pick: labels must be integers, got dtype {E.dtype_of(labels)}")
+    sx, sl = shape_of(x), shape_of(labels)
+    if dtype_of(labels).kind not in "iu":
+        raise ShapeError(f"pick: labels must be integers, got dtype {dtype_of(labels)}")
     if sx[:-1] != sl:
         raise ShapeError(
             f"pick: labels of shape {sl} do not match predictions of shape {sx} "
@@ -297,5 +385,34 @@ def _unpick(g, labels, k):
     return bind(unpick_p, g, labels, k=k)
 
 
-defvjp(pick_p, lambda g, out, x, labels: (_unpick(g, labels, E.shape_of(x)[-1]), None))
+defvjp(pick_p, lambda g, out, x, labels: (_unpick(g, labels, shape_of(x)[-1]), None))
 defvjp(unpick_p, lambda g, out, x, labels, k: (pick(g, labels), None))
+
+
+def _emit_pick(writer: FunctionWriter, e: Eqn) -> bool:
+    x, labels = e.inputs
+    if len(x.shape) != 2:
+        return False
+    o, k = writer.name(e.out), x.shape[1]
+    writer.alloc(o, (x.shape[0],), e.out.dtype)
+    writer.emit(f"for i in range({x.shape[0]}):")
+    writer.emit(f"lab = {writer.name(labels)}[i]", 2)
+    writer.emit(f"if lab < 0 or lab >= {k}:", 2)
+    writer.emit("raise ValueError('nnc: label out of range')", 3)
+    writer.emit(f"{o}[i] = {writer.name(x)}[i, lab]", 2)
+    return True
+
+
+def _emit_unpick(writer: FunctionWriter, e: Eqn) -> bool:
+    g, labels = e.inputs
+    if len(g.shape) != 1:
+        return False
+    o = writer.name(e.out)
+    writer.alloc(o, (g.shape[0], e.attrs["k"]), e.out.dtype, fill="0")
+    writer.emit(f"for i in range({g.shape[0]}):")
+    writer.emit(f"{o}[i, {writer.name(labels)}[i]] = {writer.name(g)}[i]", 2)
+    return True
+
+
+defemit(pick_p, _emit_pick)
+defemit(unpick_p, _emit_unpick)

@@ -12,7 +12,7 @@ structure, so that gradients, optimiser states and checkpoints can share one sha
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .errors import ShapeError
@@ -40,7 +40,7 @@ def tree_flatten(tree: Any) -> tuple[list, Any]:
     return leaves, _flatten(tree, leaves)
 
 
-def _unflatten(treedef: Any, it) -> Any:
+def _unflatten(treedef: Any, it: Iterator) -> Any:
     if treedef is _LEAF:
         return next(it)
     if treedef is None:
@@ -52,7 +52,7 @@ def _unflatten(treedef: Any, it) -> Any:
     return tuple(values) if kind == "t" else values
 
 
-def tree_unflatten(treedef: Any, leaves) -> Any:
+def tree_unflatten(treedef: Any, leaves: Iterable) -> Any:
     """Rebuild a tree of the structure ``treedef`` from ``leaves``."""
     return _unflatten(treedef, iter(leaves))
 
@@ -100,6 +100,7 @@ def tree_paths(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
     >>> tree_paths({"linear_0": {"W": 1, "b": 2}})
     [('linear_0/W', 1), ('linear_0/b', 2)]
     """
+    items: Iterable[tuple[Any, Any]]
     if type(tree) is dict:
         items = tree.items()
     elif type(tree) in (tuple, list):

@@ -6,13 +6,9 @@ Each contender computes the output and the cotangents of x, W and b for a given
 output cotangent g:
 
 - numpy: separate matmul, add and activation calls, and their derivatives by hand;
-- nnc kernels: the fused dense kernels called directly (BLAS product, Numba epilogue);
-- nnc grad, fused: ``nnc.value_and_grad`` over the ``linear`` primitive (what a layer
-  built on it runs: one traced graph, compiled once);
-- nnc grad, separate: the same over ``matmul``, ``+`` and the activation primitive
-  (what ``Linear(k, n) >> tanh`` runs today).
+- nnc grad: ``nnc.value_and_grad`` over ``matmul``, ``+`` and the activation primitive
+  (what ``Linear(k, n) >> tanh`` runs: one traced graph, traced once).
 
-Target (issue 5): faster than numpy's separate calls at batch 32, 64 -> 128.
 Times are medians of interleaved rounds; PyTorch is timed when installed, in a child
 process of its own, in the same alternating rounds (see benchmarks/timing.py).
 """
@@ -26,9 +22,7 @@ import numpy as np
 from timing import ChildTimers, calls_for, interleaved, serve_timings
 
 import nnc
-from nnc.backend import activations as A
-from nnc.backend import linalg as L
-from nnc.kernels import dense
+from nnc.backend import activations
 
 SHAPES = [(32, 64, 128), (32, 128, 10), (256, 64, 128), (8, 16, 16)]
 ACTIVATIONS = ("tanh", "relu")
@@ -49,24 +43,9 @@ def numpy_pass(x, w, b, g, activation):
     return run
 
 
-def kernel_pass(x, w, b, g, activation):
-    def run():
-        y = dense.linear(x, w, b, activation)
-        gz = dense.activation_grad(g, y, activation)
-        return y, np.dot(gz, w.T), np.dot(x.T, gz), gz.sum(axis=0)
-
-    return run
-
-
-def nnc_pass(x, w, b, g, activation, fused: bool):
-    separate = {"tanh": A.tanh, "relu": A.relu}[activation]
-
-    def layer(x, w, b):
-        if fused:
-            return L.linear(x, w, b, activation)
-        return separate(nnc.matmul(x, w) + b)
-
-    step = nnc.value_and_grad(lambda x, w, b: nnc.sum(layer(x, w, b) * g), (0, 1, 2))
+def nnc_pass(x, w, b, g, activation):
+    act = {"tanh": activations.tanh, "relu": activations.relu}[activation]
+    step = nnc.value_and_grad(lambda x, w, b: nnc.sum(act(nnc.matmul(x, w) + b) * g), (0, 1, 2))
     return lambda: step(x, w, b)
 
 
@@ -111,24 +90,19 @@ def main(argv: list[str]) -> None:
 
 
 def layers(rounds: int, child: ChildTimers | None) -> None:
-    """Every shape and activation: numpy, the kernels, nnc's graph and (in ``child``) PyTorch,
-    timed in the same alternating rounds."""
+    """Every shape and activation: numpy, nnc's graph and (in ``child``) PyTorch, timed in the
+    same alternating rounds."""
     print(
-        f"{'batch, in -> out':17} {'act':5} {'numpy us':>9} {'kernels us':>10} {'grad fused':>10} "
-        f"{'grad sep.':>9} {'torch us':>9} {'kernels/np':>10} {'fused/np':>9}"
+        f"{'batch, in -> out':17} {'act':5} {'numpy us':>9} {'nnc grad us':>11} {'torch us':>9} {'nnc/np':>7}"
     )
     for shape in SHAPES:
         x, w, b, g = problem(*shape)
         for activation in ACTIVATIONS:
-            runs = {
-                "numpy": numpy_pass(x, w, b, g, activation),
-                "kernels": kernel_pass(x, w, b, g, activation),
-                "fused": nnc_pass(x, w, b, g, activation, fused=True),
-                "separate": nnc_pass(x, w, b, g, activation, fused=False),
-            }
-            reference = runs["numpy"]()
-            for got, want in zip(runs["kernels"](), reference):
-                assert np.allclose(got, want, rtol=1e-4, atol=1e-4)
+            runs = {"numpy": numpy_pass(x, w, b, g, activation), "nnc": nnc_pass(x, w, b, g, activation)}
+            _, *cotangents = runs["numpy"]()
+            _, got = runs["nnc"]()
+            for mine, want in zip(got, cotangents):
+                assert np.allclose(mine, want, rtol=1e-4, atol=1e-4)
             if child is not None:
                 runs["torch"] = child.contender(f"{shape}/{activation}")
             t = interleaved(runs, rounds=rounds, number=calls_for(runs["numpy"]))
@@ -136,9 +110,8 @@ def layers(rounds: int, child: ChildTimers | None) -> None:
             torch_us = f"{us['torch']:9.1f}" if "torch" in us else f"{'(absent)':>9}"
             batch, n_in, n_out = shape
             print(
-                f"{f'{batch}, {n_in} -> {n_out}':17} {activation:5} {us['numpy']:9.1f} {us['kernels']:10.1f} "
-                f"{us['fused']:10.1f} {us['separate']:9.1f} {torch_us} "
-                f"{us['kernels'] / us['numpy']:10.2f} {us['fused'] / us['numpy']:9.2f}",
+                f"{f'{batch}, {n_in} -> {n_out}':17} {activation:5} {us['numpy']:9.1f} {us['nnc']:11.1f} "
+                f"{torch_us} {us['nnc'] / us['numpy']:7.2f}",
                 flush=True,
             )
 

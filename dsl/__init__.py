@@ -47,6 +47,7 @@ from nnc.backend.ops import (
     transpose,
     where,
 )
+from nnc.backend.random import fold_in, key
 from nnc.backend.tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
 
 from .callbacks import Callback, Checkpoint, Decision, EarlyStopping, StopOnNaN
@@ -55,12 +56,14 @@ from .combinators import add, concat, fanout, parallel, residual
 from .compile import compile
 from .conv import Conv2d, avg_pool, flatten, max_pool
 from .devices import devices, get_device, to_device, use
-from .layers import Input, Linear, log_softmax, logistic, relu, softmax, tanh
+from .effects import inference
+from .layers import Input, Linear, gelu, gelu_tanh, log_softmax, logistic, relu, silu, softmax, tanh
 from .lift import lift
 from .losses import cross_entropy, mse
 from .metrics import accuracy
 from .model import Model, Signature
 from .modelfile import LoadError
+from .normalization import BatchNorm, Dropout, LayerNorm, RMSNorm
 from .optim import (
     ConfigError,
     Optimizer,

@@ -32,7 +32,7 @@ import numpy as np
 
 from nnc.backend.tree import tree_leaves, tree_paths
 
-from .model import Model
+from .model import Model, created_at_note
 from .optim import ConfigError
 
 
@@ -57,6 +57,7 @@ class EpochEnd(NamedTuple):
     params: Any
     opt_state: Any
     model: Model
+    stats: Any = None  # the running statistics, for a model that keeps some
 
 
 # A named tuple, not a dataclass: one is made per batch, and building it must cost next to nothing
@@ -224,7 +225,7 @@ class Checkpoint(Callback):
         if log.epoch % self.every == 0:
             from .checkpoint import save
 
-            save(str(self.path).format(epoch=log.epoch), log.model, log.params)
+            save(str(self.path).format(epoch=log.epoch), log.model, log.params, log.stats)
         return state, None
 
 
@@ -322,5 +323,4 @@ def first_non_finite_layer(model: Model, params: Any, x: Any) -> tuple[str, Mode
 
 
 def _layer_text(path: str, layer: Model) -> str:
-    where = f" (created at {layer.where})" if layer.where else ""
-    return f"{path + ': ' if path else ''}{layer!r}{where}"
+    return f"{path + ': ' if path else ''}{layer!r}{created_at_note(layer)}"

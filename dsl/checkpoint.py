@@ -52,12 +52,14 @@ from nnc.backend.array_api import to_numpy
 from nnc.backend.errors import NNCError
 from nnc.backend.tree import tree_flatten, tree_paths, tree_unflatten
 
+from .effects import checked_stats, stat_shapes
 from .inspection import child_path
-from .model import Model, check_params
+from .model import Model, check_params, created_at_note
 
 FORMAT = "nnc-checkpoint"
 VERSION = 1
 META_KEY = "__nnc__"
+STATS_PREFIX = "__stats__/"  # the entries of running statistics, apart from the parameters
 # What zipfile and numpy raise on damaged archives (flipped flag bits read as "encrypted"
 # or "unsupported compression" surface as RuntimeError and NotImplementedError)
 _READ_ERRORS = (
@@ -261,7 +263,7 @@ def _replace(temp: str, path: str) -> None:
         ) from None
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
 
     On any failure the temporary file is removed and ``path`` is left as it was. The new
@@ -338,10 +340,6 @@ def _describe(model: Model) -> str:
     return describe(model)
 
 
-def _created(model: Model) -> str:
-    return f" (created at {model.where})" if model.where else ""
-
-
 # Attributes that only say how a model is wired, not what it computes
 _WIRING_ATTRS = {"transparent"}
 
@@ -352,7 +350,8 @@ def _attr_text(value: Any) -> str | None:
         return repr(value)
     if isinstance(value, tuple):
         parts = [_attr_text(v) for v in value]
-        return None if None in parts else f"({', '.join(parts)}{',' if len(parts) == 1 else ''})"
+        texts = [p for p in parts if p is not None]
+        return None if len(texts) < len(parts) else f"({', '.join(texts)}{',' if len(texts) == 1 else ''})"
     return None
 
 
@@ -367,14 +366,14 @@ def _layer_text(model: Model) -> str:
 _UNRECORDED = {"Input"}
 
 
-def layers(model: Model) -> list[list[str]]:
+def recorded_layers(model: Model) -> list[list[str]]:
     """Every layer of ``model`` in order, as ``[path, kind]``: what a checkpoint records.
 
     Chains are left out (their layers are listed), and so is ``Input``, which computes
     nothing; other combinators are listed before their parts.
 
     >>> from nnc import Linear, residual, tanh
-    >>> layers(Linear(2, 4) >> residual(tanh))
+    >>> recorded_layers(Linear(2, 4) >> residual(tanh))
     [['linear_0', 'Linear'], ['residual_0', 'residual'], ['residual_0/tanh_0', 'tanh']]
     """
     found: list[list[str]] = []
@@ -389,19 +388,33 @@ def layers(model: Model) -> list[list[str]]:
     return found
 
 
-def save(path: str | os.PathLike, model: Model, params: Any) -> None:
-    """Write ``params`` of ``model`` to ``path`` (an ``.npz`` file), atomically.
+def save(path: str | os.PathLike, model: Model, params: Any, stats: Any = None) -> None:
+    """Write ``params`` of ``model`` to ``path`` (an ``.npz`` file), atomically; for a model
+    that keeps running statistics, ``stats`` too (required: they are part of the trained model).
 
-    Raises :class:`nnc.ShapeError` before writing anything if ``params`` do not fit ``model``,
-    and :class:`CheckpointNotFound` if the folder of ``path`` does not exist.
+    Raises :class:`nnc.ShapeError` before writing anything if ``params`` or ``stats`` do not
+    fit ``model``, and :class:`CheckpointNotFound` if the folder of ``path`` does not exist.
     """
     check_params(model, params)
+    if model.keeps_stats:
+        if stats is None:
+            raise CheckpointError(
+                f"cannot save the checkpoint of {_describe(model)}{created_at_note(model)}: it keeps "
+                "running statistics, and a checkpoint without them would not evaluate as trained\n"
+                "  hint: save(path, model, params, stats=stats), with the stats fit returned"
+            )
+        stats = checked_stats(model, stats, None)
     entries: dict[str, np.ndarray] = {}
     described = []
     for key, leaf in tree_paths(params):
         array = to_numpy(leaf)  # a device array is copied to the host, so any machine loads it
         entries[key] = array
         described.append({"path": key, "shape": list(array.shape), "dtype": array.dtype.str})
+    statistics = []
+    for key, leaf in tree_paths(stats) if model.keeps_stats else []:
+        array = to_numpy(leaf)
+        entries[STATS_PREFIX + key] = array
+        statistics.append({"path": key, "shape": list(array.shape), "dtype": array.dtype.str})
     # "layers" is an addition within format version 1: older nnc versions ignore it
     meta = {
         "format": FORMAT,
@@ -409,14 +422,17 @@ def save(path: str | os.PathLike, model: Model, params: Any) -> None:
         "signature": str(model.signature),
         "model": _describe(model),
         "parameters": described,
-        "layers": layers(model),
+        "layers": recorded_layers(model),
     }
+    if statistics:  # an addition within format version 1, like "layers"
+        meta["statistics"] = statistics
     entries[META_KEY] = np.array(json.dumps(meta))
     try:
-        write_atomically(path, lambda f: np.savez(f, **entries))
+        # numpy's stub types **kwds as if an entry could be its allow_pickle flag
+        write_atomically(path, lambda f: np.savez(f, **entries))  # type: ignore[arg-type]
     except _NotWritten as err:
         raise CheckpointError(
-            f"cannot save the checkpoint of {_describe(model)}{_created(model)} to "
+            f"cannot save the checkpoint of {_describe(model)}{created_at_note(model)} to "
             f"{os.fspath(path)}: {err.strerror}\n"
             "  hint: check that the folder is writable and the file name is not too long"
         ) from None
@@ -425,14 +441,17 @@ def save(path: str | os.PathLike, model: Model, params: Any) -> None:
         if os.path.isdir(folder):
             raise
         raise CheckpointNotFound(
-            f"cannot save the checkpoint of {_describe(model)}{_created(model)} to "
+            f"cannot save the checkpoint of {_describe(model)}{created_at_note(model)} to "
             f"{os.fspath(path)}: the folder {folder} does not exist\n"
             f"  hint: create it first: os.makedirs({folder!r}, exist_ok=True)"
         ) from None
 
 
-def load(path: str | os.PathLike, model: Model, *, check_architecture: bool = True) -> Any:
-    """The parameters stored at ``path``, checked against ``model`` and shaped like ``model.init()``.
+def load(
+    path: str | os.PathLike, model: Model, *, check_architecture: bool = True, stats: bool = False
+) -> Any:
+    """The parameters stored at ``path``, checked against ``model`` and shaped like ``model.init()``;
+    with ``stats=True``, ``(params, stats)``, the running statistics shaped like ``model.init_stats()``.
 
     Raises :class:`CheckpointError` for a file saved from a different model (saying what
     differs: parameter paths and shapes, and, unless ``check_architecture=False``, the
@@ -460,12 +479,44 @@ def load(path: str | os.PathLike, model: Model, *, check_architecture: bool = Tr
         raise CheckpointError(
             f"checkpoint {path} was saved from a different model\n"
             f"  saved from:   {meta['model']}  ({meta['signature']})\n"
-            f"  loading into: {_describe(model)}  ({model.signature}){_created(model)}\n"
+            f"  loading into: {_describe(model)}  ({model.signature}){created_at_note(model)}\n"
             + "".join(f"  {p}\n" for p in shown)
             + f"  hint: {hint}"
         )
     _, treedef = tree_flatten(model.param_shapes)
-    return tree_unflatten(treedef, [arrays[p] for p, _ in expected])
+    params = tree_unflatten(treedef, [arrays[p] for p, _ in expected])
+    if not stats:
+        return params
+    return params, _stats(path, meta, arrays, model)
+
+
+def _stats(path: str, meta: dict, arrays: dict, model: Model) -> Any:
+    """The statistics in the file, checked against those ``model`` keeps."""
+    expected = stat_shapes(model)
+    saved = {s["path"]: tuple(s["shape"]) for s in meta.get("statistics", [])}
+    problems = [
+        f"{p}: the model keeps it (shape {shape}), the file does not"
+        if p not in saved
+        else f"{p}: saved shape {saved[p]}, the model expects {shape}"
+        for p, shape in expected
+        if saved.get(p) != shape
+    ]
+    problems += [f"{p}: in the file, not kept by the model" for p in saved if p not in dict(expected)]
+    problems += [
+        f"{p}: listed in the header but missing (corrupt file)"
+        for p in saved
+        if STATS_PREFIX + p not in arrays
+    ]
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {path} does not hold the running statistics of {_describe(model)}"
+            f"{created_at_note(model)}\n"
+            + "".join(f"  {p}\n" for p in problems[:6])
+            + "  hint: save them with save(path, model, params, stats=stats)"
+        )
+    template = model.init_stats()
+    _, treedef = tree_flatten(template)
+    return tree_unflatten(treedef, [arrays[STATS_PREFIX + p] for p, _ in tree_paths(template)])
 
 
 def _layer_check(path: str, meta: dict, model: Model) -> list[str]:
@@ -474,7 +525,7 @@ def _layer_check(path: str, meta: dict, model: Model) -> list[str]:
         warnings.warn(
             f"checkpoint {path} was written by an nnc that did not record layers, so only its "
             f"parameters' paths and shapes were checked against {_describe(model)}"
-            f"{_created(model)}; it was saved from {meta.get('model')}. Save it again to record "
+            f"{created_at_note(model)}; it was saved from {meta.get('model')}. Save it again to record "
             "them, or pass check_architecture=False to load it without this warning",
             stacklevel=3,
         )
@@ -485,7 +536,7 @@ def _layer_check(path: str, meta: dict, model: Model) -> list[str]:
         for entry in meta["layers"]
         if not (isinstance(entry, list) and len(entry) == 2 and str(entry[1]).split("(")[0] in _UNRECORDED)
     ]
-    return layer_differences(saved, layers(model))
+    return layer_differences(saved, recorded_layers(model))
 
 
 def layer_differences(saved: list, current: list) -> list[str]:

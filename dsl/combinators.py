@@ -13,48 +13,60 @@ from __future__ import annotations
 from functools import reduce
 from typing import Any
 
-from nnc.backend import elementwise as E
-from nnc.backend import structural as S
-from nnc.backend.errors import TypeMismatch
+from nnc.backend import elementwise, structural
+from nnc.backend.errors import ArgumentError, TypeMismatch
 
-from . import types as T
-from .model import Model, _created, _describe_value, _non_model_hint, child_params
-from .source import Where, user_frame
+from .model import Model, child_params, created_at_note, non_model_hint, value_in_words
+from .source import UserLocation, user_location
+from .types import (
+    ArrayType,
+    Dim,
+    Mismatch,
+    Subst,
+    TupleType,
+    Type,
+    TypeVar,
+    Vec,
+    array_type,
+    dim_sum,
+    show,
+    unify,
+)
 
 
 def _check_models(name: str, models: tuple) -> None:
-    where = user_frame(3)
+    created_at = user_location(3)
     if not models:
-        raise T.ArgumentError(
-            f"{name} at {where or 'unknown place'} needs at least one model, got none"
+        raise ArgumentError(
+            f"{name} at {created_at or 'unknown place'} needs at least one model, got none"
             f"\n  hint: write {name}(f, g) with the models as its arguments"
         )
     for i, m in enumerate(models):
         if not isinstance(m, Model):
-            raise not_a_model_argument(name, where, m, i if len(models) > 1 else None)
+            raise not_a_model_argument(name, created_at, m, i if len(models) > 1 else None)
         if m.state_type is not None:
             raise TypeMismatch(
-                f"{name} takes stateless models, but {m!r}{_created(m)} is a recurrent "
+                f"{name} takes stateless models, but {m!r}{created_at_note(m)} is a recurrent "
                 f"cell ({m.signature}).\n  hint: make it stateless first with "
                 "zero_state(unroll_last(...)) or learned_state(...)"
             )
 
 
 def not_a_model_argument(
-    name: str, where: Where | None, value: Any, index: int | None = None
+    name: str, created_at: UserLocation | None, value: Any, index: int | None = None
 ) -> TypeMismatch:
     """The error for a combinator given something that is not a model (as ``>>`` gives it)."""
     which = "" if index is None else f" (argument {index + 1})"
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, Model) for v in value):
         hint = f"pass the models themselves, {name}(f, g), or unpack the list: {name}(*models)"
     elif callable(value):
-        hint = _non_model_hint(value)
+        hint = non_model_hint(value)
     else:
         hint = (
             f"{name} takes models: layers (nnc.Linear(...)), activations (nnc.tanh) and compositions of them"
         )
     return TypeMismatch(
-        f"{name} at {where or 'unknown place'}: {_describe_value(value)}{which} is not "
+        f"{name} at {created_at or 'unknown place'}: {value_in_words(value)}{which} is not "
         f"an nnc model\n  hint: {hint}"
     )
 
@@ -74,11 +86,11 @@ def parallel(*models: Model) -> Model:
     models = tuple(m.freshen() for m in models)
     return Model(
         "parallel",
-        T.TupleType(tuple(m.in_type for m in models)),
-        T.TupleType(tuple(m.out_type for m in models)),
+        TupleType(tuple(m.in_type for m in models)),
+        TupleType(tuple(m.out_type for m in models)),
         _parallel_forward,
         children=models,
-        where=user_frame(2),
+        created_at=user_location(2),
     )
 
 
@@ -86,17 +98,17 @@ def _fanout_forward(model: Model, params: Any, x: Any) -> Any:
     return tuple(c.forward(c, p, x) for c, p in zip(model.children, child_params(model, params)))
 
 
-def _unify_inputs(name: str, models: tuple, where: Where | None) -> T.Subst:
-    s: T.Subst = {}
+def _unify_inputs(name: str, models: tuple, created_at: UserLocation | None) -> Subst:
+    s: Subst = {}
     for m in models[1:]:
         try:
-            T.unify(models[0].in_type, m.in_type, s)
-        except T.Mismatch as err:
-            a, b = T.show([models[0].in_type, m.in_type])
+            unify(models[0].in_type, m.in_type, s)
+        except Mismatch as err:
+            a, b = show([models[0].in_type, m.in_type])
             raise TypeMismatch(
-                f"{name} at {where or 'unknown place'}: the branches expect different inputs\n"
-                f"  {models[0]!r}{_created(models[0])} expects {a}\n"
-                f"  {m!r}{_created(m)} expects {b}\n  {err}"
+                f"{name} at {created_at or 'unknown place'}: the branches expect different inputs\n"
+                f"  {models[0]!r}{created_at_note(models[0])} expects {a}\n"
+                f"  {m!r}{created_at_note(m)} expects {b}\n  {err}"
             ) from None
     return s
 
@@ -109,23 +121,23 @@ def fanout(*models: Model) -> Model:
     Vec[3] -> (Vec[2], Vec[3])
     """
     _check_models("fanout", models)
-    where = user_frame(2)
+    created_at = user_location(2)
     models = tuple(m.freshen() for m in models)
-    s = _unify_inputs("fanout", models, where)
+    s = _unify_inputs("fanout", models, created_at)
     models = tuple(m.subst(s) for m in models)
     return Model(
         "fanout",
         models[0].in_type,
-        T.TupleType(tuple(m.out_type for m in models)),
+        TupleType(tuple(m.out_type for m in models)),
         _fanout_forward,
         children=models,
-        where=where,
+        created_at=created_at,
     )
 
 
 def _residual_forward(model: Model, params: Any, x: Any) -> Any:
     (inner,) = model.children
-    return E.add(x, inner.forward(inner, child_params(model, params)[0], x))
+    return elementwise.add(x, inner.forward(inner, child_params(model, params)[0], x))
 
 
 def residual(model: Model) -> Model:
@@ -136,73 +148,81 @@ def residual(model: Model) -> Model:
     Vec[4] -> Vec[4]
     """
     _check_models("residual", (model,))
-    where = user_frame(2)
+    created_at = user_location(2)
     model = model.freshen()
-    s: T.Subst = {}
+    s: Subst = {}
     try:
-        T.unify(model.in_type, model.out_type, s)
-    except T.Mismatch as err:
-        a, b = T.show([model.in_type, model.out_type])
+        unify(model.in_type, model.out_type, s)
+    except Mismatch as err:
+        a, b = show([model.in_type, model.out_type])
         raise TypeMismatch(
-            f"residual at {where or 'unknown place'}: x + f(x) needs f to keep its type, but\n"
-            f"  {model!r}{_created(model)} maps {a} to {b}\n  {err}"
+            f"residual at {created_at or 'unknown place'}: x + f(x) needs f to keep its type, but\n"
+            f"  {model!r}{created_at_note(model)} maps {a} to {b}\n  {err}"
         ) from None
     model = model.subst(s)
-    return Model("residual", model.in_type, model.out_type, _residual_forward, children=(model,), where=where)
+    return Model(
+        "residual", model.in_type, model.out_type, _residual_forward, children=(model,), created_at=created_at
+    )
 
 
 # ----------------------------------------------------------------------------- fan-in
 
 
 def _add_forward(model: Model, params: Any, x: Any) -> Any:
-    return reduce(E.add, x)
+    return reduce(elementwise.add, x)
 
 
-def _refine_add(model: Model, incoming: T.Type) -> Model:
-    if not isinstance(incoming, T.TupleType) or len(incoming.items) < 2:
+def _refine_add(model: Model, incoming: Type) -> Model:
+    if not isinstance(incoming, TupleType) or len(incoming.items) < 2:
         return model
-    t = T.TypeVar("a")
+    t = TypeVar("a")
     return _fan_in(
-        "add", T.TupleType((t,) * len(incoming.items)), t, _add_forward, _refine_add, model.attrs, model.where
+        "add",
+        TupleType((t,) * len(incoming.items)),
+        t,
+        _add_forward,
+        _refine_add,
+        model.attrs,
+        model.created_at,
     )
 
 
 def _concat_forward(model: Model, params: Any, x: Any) -> Any:
-    return S.concat(list(x), axis=-model.attr("rank", 1))
+    return structural.concat(list(x), axis=-model.attr("rank", 1))
 
 
-def _refine_concat(model: Model, incoming: T.Type) -> Model:
+def _refine_concat(model: Model, incoming: Type) -> Model:
     if (
-        not isinstance(incoming, T.TupleType)
+        not isinstance(incoming, TupleType)
         or len(incoming.items) < 2
-        or not all(isinstance(i, T.ArrayType) for i in incoming.items)
+        or not all(isinstance(i, ArrayType) for i in incoming.items)
     ):
         return model
     rank = incoming.items[0].rank
     if rank == 0 or any(i.rank != rank for i in incoming.items):
         return model  # unification will report the rank mismatch
     rest = incoming.items[0].dims[1:]
-    firsts = tuple(T.Dim() for _ in incoming.items)
-    items = tuple(T.array_type((f,) + rest) for f in firsts)
-    out = T.array_type((T.dim_sum(firsts),) + rest)
+    firsts = tuple(Dim() for _ in incoming.items)
+    items = tuple(array_type((f,) + rest) for f in firsts)
+    out = array_type((dim_sum(firsts),) + rest)
     return _fan_in(
-        "concat", T.TupleType(items), out, _concat_forward, _refine_concat, (("rank", rank),), model.where
+        "concat", TupleType(items), out, _concat_forward, _refine_concat, (("rank", rank),), model.created_at
     )
 
 
-def _fan_in(kind, in_t, out_t, forward, refine, attrs, where) -> Model:
-    return Model(kind, in_t, out_t, forward, attrs=tuple(attrs), where=where, refine=refine)
+def _fan_in(kind, in_t, out_t, forward, refine, attrs, created_at) -> Model:
+    return Model(kind, in_t, out_t, forward, attrs=tuple(attrs), created_at=created_at, refine=refine)
 
 
-_a = T.TypeVar("a")
-add = _fan_in("add", T.TupleType((_a, _a)), _a, _add_forward, _refine_add, (), None)
+_a = TypeVar("a")
+add = _fan_in("add", TupleType((_a, _a)), _a, _add_forward, _refine_add, (), None)
 """Fan-in by elementwise sum: ``(a, a, ...) -> a``."""
 
-_n, _m = T.Dim("n"), T.Dim("m")
+_n, _m = Dim("n"), Dim("m")
 concat = _fan_in(
     "concat",
-    T.TupleType((T.Vec[_n], T.Vec[_m])),
-    T.Vec[T.dim_sum([_n, _m])],
+    TupleType((Vec[_n], Vec[_m])),
+    Vec[dim_sum([_n, _m])],
     _concat_forward,
     _refine_concat,
     (("rank", 1),),

@@ -38,6 +38,12 @@ def compile(fn: Any, *, verbose: bool = False) -> NativeFunction:  # noqa: A001 
     """
     if isinstance(fn, Model):
         model = fn
+        if model.has_effects:  # the key and statistics are inputs of the compiled function too
+
+            def predict_with_effects(params, x, key=None, stats=None):
+                return model(params, x, key=key, stats=stats)
+
+            return NativeFunction(predict_with_effects, verbose, repr(model))
 
         def predict(params, x):
             return model(params, x)

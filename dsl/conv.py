@@ -20,28 +20,44 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from nnc.backend import conv as C
-from nnc.backend import elementwise as E
-from nnc.backend import structural as S
+from nnc.backend import windows
+from nnc.backend.broadcasting import shape_of
+from nnc.backend.elementwise import add
 from nnc.backend.errors import TypeMismatch
+from nnc.backend.structural import reshape
 from nnc.kernels.reference import output_size
 
-from . import types as T
 from .layers import check_init, check_options
-from .model import Model, ParamSpec, _created
+from .model import Model, ParamSpec, created_at_note
 from .show import describer, dims
-from .source import user_frame
+from .source import UserLocation, user_location
+from .types import (
+    ArrayType,
+    Dim,
+    DimLike,
+    Tensor,
+    Type,
+    Vec,
+    array_type,
+    bad_argument,
+    dim_prod,
+    is_int,
+    show,
+    size_argument,
+)
 
 
-def _pair(value: Any, name: str, layer: str, where: Any, minimum: int = 1) -> tuple[int, int]:
+def _pair(
+    value: Any, name: str, layer: str, created_at: UserLocation | None, minimum: int = 1
+) -> tuple[int, int]:
     """``3 -> (3, 3)``, a pair stays a pair; anything else is an ArgumentError naming the layer."""
     items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) == 2 and all(T.is_int(v) and v >= minimum for v in items):
+    if len(items) == 2 and all(is_int(v) and v >= minimum for v in items):
         return int(items[0]), int(items[1])
     least = "1" if minimum == 1 else str(minimum)
-    raise T.bad_argument(
+    raise bad_argument(
         layer,
-        where,
+        created_at,
         name,
         f"an int >= {least} or a (rows, cols) pair of them",
         value,
@@ -57,38 +73,38 @@ _PAIR_HINTS = {
 }
 
 
-def _sizes(t: T.Type) -> tuple[int, int] | None:
+def _sizes(t: Type) -> tuple[int, int] | None:
     """The height and width of an image type, when both are known."""
-    if isinstance(t, T.ArrayType) and t.rank == 3 and all(isinstance(d, int) for d in t.dims[1:]):
+    if isinstance(t, ArrayType) and t.rank == 3 and all(isinstance(d, int) for d in t.dims[1:]):
         return t.dims[1], t.dims[2]
     return None
 
 
-def _too_small(model: Model, incoming: T.Type, detail: str, hint: str) -> TypeMismatch:
+def _too_small(model: Model, incoming: Type, detail: str, hint: str) -> TypeMismatch:
     return TypeMismatch(
-        f"cannot compose at {user_frame(1) or 'unknown place'}\n"
-        f"  {model!r}{_created(model)} cannot take {T.show([incoming])[0]}:\n"
+        f"cannot compose at {user_location(1) or 'unknown place'}\n"
+        f"  {model!r}{created_at_note(model)} cannot take {show([incoming])[0]}:\n"
         f"  {detail}\n  hint: {hint}"
     )
 
 
 def _with_sizes(model: Model, channels_in, channels_out, h: int, w: int, ho: int, wo: int) -> Model:
-    return replace(model, in_type=T.Tensor[channels_in, h, w], out_type=T.Tensor[channels_out, ho, wo])
+    return replace(model, in_type=Tensor[channels_in, h, w], out_type=Tensor[channels_out, ho, wo])
 
 
 # ----------------------------------------------------------------------------- Conv2d
 
 
 def _conv_forward(model: Model, params: Any, x: Any) -> Any:
-    y = C.conv2d(x, params["W"], model.attr("stride"), model.attr("padding"), model.attr("dilation"))
+    y = windows.conv2d(x, params["W"], model.attr("stride"), model.attr("padding"), model.attr("dilation"))
     if "b" not in params:
         return y
-    channels = E.shape_of(params["b"])[0]
-    lead = (1,) * (len(E.shape_of(y)) - 3)  # a batch gets a batch axis of 1: strict broadcasting
-    return E.add(y, S.reshape(params["b"], lead + (channels, 1, 1)))
+    channels = shape_of(params["b"])[0]
+    lead = (1,) * (len(shape_of(y)) - 3)  # a batch gets a batch axis of 1: strict broadcasting
+    return add(y, reshape(params["b"], lead + (channels, 1, 1)))
 
 
-def _conv_refine(model: Model, incoming: T.Type) -> Model:
+def _conv_refine(model: Model, incoming: Type) -> Model:
     sizes = _sizes(incoming)
     if sizes is None:
         return model
@@ -106,8 +122,14 @@ def _conv_refine(model: Model, incoming: T.Type) -> Model:
             f"({sizes[0]}x{sizes[1]} with padding {ph}x{pw})",
             "pad the input (padding=k//2 keeps the size), or use a smaller kernel or dilation",
         )
-    channels_in = model.in_type.dims[0]
-    return _with_sizes(model, channels_in, model.out_type.dims[0], sizes[0], sizes[1], ho, wo)
+    channels_in = _channels(model.in_type)
+    return _with_sizes(model, channels_in, _channels(model.out_type), sizes[0], sizes[1], ho, wo)
+
+
+def _channels(t: Type) -> DimLike:
+    """The channels of a convolution or pooling layer's own type, always a ``Tensor[c, h, w]``."""
+    assert isinstance(t, ArrayType), f"{t!r} is not a Tensor[c, h, w]"
+    return t.dims[0]
 
 
 def Conv2d(
@@ -145,40 +167,38 @@ def Conv2d(
     >>> model(model.init(seed=0), np.ones((4, 3, 32, 32))).shape
     (4, 8, 16, 16)
     """
-    where = user_frame(2)
-    c_in = T.size_argument(
+    created_at = user_location(2)
+    c_in = size_argument(
         c_in,
         "Conv2d",
         "c_in",
-        where,
+        created_at,
         optional=True,
         hint="c_in is the number of input channels; None infers it",
     )
-    c_out = T.size_argument(
-        c_out, "Conv2d", "c_out", where, hint="c_out is the number of filters (output channels)"
+    c_out = size_argument(
+        c_out, "Conv2d", "c_out", created_at, hint="c_out is the number of filters (output channels)"
     )
-    kh, kw = _pair(kernel, "kernel", "Conv2d", where)
-    stride = _pair(stride, "stride", "Conv2d", where)
-    padding = _pair(padding, "padding", "Conv2d", where, 0)
-    dilation = _pair(dilation, "dilation", "Conv2d", where)
-    check_init(init, "Conv2d", where)
-    check_options("Conv2d", where, bias, name)
-    d_in = T.Dim() if c_in is None else c_in
-    params = [
-        ("W", ParamSpec((c_out, d_in, kh, kw), init, fan=(T.dim_prod([d_in, kh * kw]), c_out * kh * kw)))
-    ]
+    kh, kw = _pair(kernel, "kernel", "Conv2d", created_at)
+    stride = _pair(stride, "stride", "Conv2d", created_at)
+    padding = _pair(padding, "padding", "Conv2d", created_at, 0)
+    dilation = _pair(dilation, "dilation", "Conv2d", created_at)
+    check_init(init, "Conv2d", created_at)
+    check_options("Conv2d", created_at, bias, name)
+    d_in = Dim() if c_in is None else c_in
+    specs = [("W", ParamSpec((c_out, d_in, kh, kw), init, fan=(dim_prod([d_in, kh * kw]), c_out * kh * kw)))]
     if bias:
-        params.append(("b", ParamSpec((c_out,), "zeros")))
+        specs.append(("b", ParamSpec((c_out,), "zeros")))
     attrs = (("kernel", (kh, kw)), ("stride", stride), ("padding", padding), ("dilation", dilation))
     return Model(
         "Conv2d",
-        T.Tensor[d_in, T.Dim("h"), T.Dim("w")],
-        T.Tensor[c_out, T.Dim(), T.Dim()],
+        Tensor[d_in, Dim("h"), Dim("w")],
+        Tensor[c_out, Dim(), Dim()],
         _conv_forward,
-        params=tuple(params),
+        param_specs=tuple(specs),
         attrs=attrs,
         name=name,
-        where=where,
+        created_at=created_at,
         refine=_conv_refine,
     )
 
@@ -193,17 +213,17 @@ def _options(model: Model, defaults: dict) -> str:
 
 @describer("Conv2d")
 def _describe_conv(model: Model) -> str:
-    c_out, c_in, kh, kw = model.params[0][1].shape
+    c_out, c_in, kh, kw = model.param_specs[0][1].shape
     a, b = dims(c_in, c_out)
     options = _options(model, {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)})
-    bias = "" if len(model.params) == 2 else ", bias=False"
+    bias = "" if len(model.param_specs) == 2 else ", bias=False"
     return f"Conv2d({a} -> {b}, {kh}x{kw}{options}{bias})"
 
 
 # ----------------------------------------------------------------------------- pooling
 
 
-def _pool_refine(model: Model, incoming: T.Type) -> Model:
+def _pool_refine(model: Model, incoming: Type) -> Model:
     sizes = _sizes(incoming)
     if sizes is None:
         return model
@@ -216,22 +236,22 @@ def _pool_refine(model: Model, incoming: T.Type) -> Model:
             "use a smaller window, or pad before pooling with a Conv2d(padding=...)",
         )
     ho, wo = output_size(sizes[0], kh, sh, 0, 1), output_size(sizes[1], kw, sw, 0, 1)
-    channels = model.in_type.dims[0]
+    channels = _channels(model.in_type)
     return _with_sizes(model, channels, channels, sizes[0], sizes[1], ho, wo)
 
 
 def _pool_layer(kind: str, fn, kernel: Any, stride: Any) -> Model:
-    where = user_frame(3)
-    k = _pair(kernel, "kernel", kind, where)
-    s = k if stride is None else _pair(stride, "stride", kind, where)
-    c = T.Dim("c")
+    created_at = user_location(3)
+    k = _pair(kernel, "kernel", kind, created_at)
+    s = k if stride is None else _pair(stride, "stride", kind, created_at)
+    c = Dim("c")
     return Model(
         kind,
-        T.Tensor[c, T.Dim("h"), T.Dim("w")],
-        T.Tensor[c, T.Dim(), T.Dim()],
+        Tensor[c, Dim("h"), Dim("w")],
+        Tensor[c, Dim(), Dim()],
         lambda m, p, x: fn(x, m.attr("kernel"), m.attr("stride")),
         attrs=(("kernel", k), ("stride", s)),
-        where=where,
+        created_at=created_at,
         refine=_pool_refine,
     )
 
@@ -247,7 +267,7 @@ def max_pool(kernel: int | tuple[int, int], stride: Any = None) -> Model:
     >>> (Input(Tensor[16, 7, 7]) >> max_pool(2)).signature
     Tensor[16, 7, 7] -> Tensor[16, 3, 3]
     """
-    return _pool_layer("max_pool", C.max_pool, kernel, stride)
+    return _pool_layer("max_pool", windows.max_pool, kernel, stride)
 
 
 def avg_pool(kernel: int | tuple[int, int], stride: Any = None) -> Model:
@@ -257,7 +277,7 @@ def avg_pool(kernel: int | tuple[int, int], stride: Any = None) -> Model:
     >>> (Input(Tensor[4, 8, 8]) >> avg_pool(3, stride=1)).signature
     Tensor[4, 8, 8] -> Tensor[4, 6, 6]
     """
-    return _pool_layer("avg_pool", C.avg_pool, kernel, stride)
+    return _pool_layer("avg_pool", windows.avg_pool, kernel, stride)
 
 
 @describer("max_pool")
@@ -272,30 +292,30 @@ def _describe_pool(model: Model) -> str:
 
 
 def _flatten_forward(model: Model, params: Any, x: Any) -> Any:
-    shape = E.shape_of(x)
+    shape = shape_of(x)
     batched = len(shape) > model.attr("rank")
     # the example's size, not -1: an empty batch (0, c, h, w) leaves -1 undetermined
     size = math.prod(shape[1:] if batched else shape)
-    return S.reshape(x, (shape[0], size) if batched else (size,))
+    return reshape(x, (shape[0], size) if batched else (size,))
 
 
 def _flatten_of(dims_in: tuple) -> Model:
     return Model(
         "flatten",
-        T.array_type(dims_in),
-        T.Vec[T.dim_prod(dims_in)],
+        array_type(dims_in),
+        Vec[dim_prod(dims_in)],
         _flatten_forward,
         attrs=(("rank", len(dims_in)),),
         refine=_flatten_refine,
     )
 
 
-def _flatten_refine(model: Model, incoming: T.Type) -> Model:
-    if not isinstance(incoming, T.ArrayType) or incoming.rank == model.attr("rank") or incoming.rank < 1:
+def _flatten_refine(model: Model, incoming: Type) -> Model:
+    if not isinstance(incoming, ArrayType) or incoming.rank == model.attr("rank") or incoming.rank < 1:
         return model
-    return _flatten_of(tuple(T.Dim() for _ in incoming.dims))
+    return _flatten_of(tuple(Dim() for _ in incoming.dims))
 
 
-flatten = _flatten_of((T.Dim("c"), T.Dim("h"), T.Dim("w")))
+flatten = _flatten_of((Dim("c"), Dim("h"), Dim("w")))
 """All of an example's entries in one vector: ``Tensor[c, h, w] -> Vec[c * h * w]``
 (any rank: ``Mat[m, n] -> Vec[m * n]``); the batch axis stays."""

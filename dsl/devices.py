@@ -150,9 +150,10 @@ def use(name: str | Device) -> Iterator[Device]:
     ...     b.name
     'numpy'
     """
-    token = _CURRENT.set(get_device(name))
+    device = get_device(name)
+    token = _CURRENT.set(device)
     try:
-        yield _CURRENT.get()
+        yield device
     finally:
         _CURRENT.reset(token)
 
@@ -187,13 +188,16 @@ def match_inputs(params: Any, x: Any, what: str) -> Any:
     if x_placement == p_placement:
         return x
     has_arrays = any(isinstance(p, np.ndarray) for p in p_leaves)
-    if x_placement is None:
+    if x_placement is None and p_placement is not None:
         return tree_map(lambda a: p_placement.put(a) if isinstance(a, np.ndarray) else a, x)
     if p_placement is None and not has_arrays:  # a model without parameters runs where its input is
         return x
-    p_text = "numpy arrays (cpu)" if p_placement is None else p_placement.describe()
     raise mixed(
         f"the parameters and input of {what}",
-        f"parameters are {p_text}",
-        f"input is {x_placement.describe()}",
+        f"parameters are {_described(p_placement)}",
+        f"input is {_described(x_placement)}",
     )
+
+
+def _described(placement: Placement | None) -> str:
+    return "numpy arrays (cpu)" if placement is None else placement.describe()

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from . import types as T
 from .inspection import (
     TypeNames,
     all_types,
@@ -34,6 +33,7 @@ from .inspection import (
 )
 from .model import Model
 from .show import describe
+from .types import TupleType, array_type, show
 
 FONT = "Helvetica,Arial,sans-serif"
 RANKDIRS = ("TB", "LR", "BT", "RL")
@@ -191,7 +191,12 @@ class Canvas:
         n = param_total(model) if collapsed else own_param_total(model)
         if n != 0:
             rows.append(_small(count_text(n)))
+        effect = _effect_text(model)
+        if effect:
+            rows.append(_small(text(effect)))
         fill = "#fde7c2" if model.state_type is not None else "#dbeafe" if n != 0 else "#f3f4f6"
+        if effect and n == 0:
+            fill = "#ede9fe"  # a layer whose effects are its news (dropout) stands out from activations
         extra = f', tooltip="{quoted(path or description)}"' + (", peripheries=2" if collapsed else "")
         return self.node(rows, fill=fill, extra=extra, ports=ports)
 
@@ -207,7 +212,7 @@ class Canvas:
                 repr(model.out_type),
                 repr(model.state_type),
                 tuple((k, _value_key(v)) for k, v in model.attrs),
-                tuple((name, repr(tuple(spec.shape))) for name, spec in model.params),
+                tuple((name, repr(tuple(spec.shape))) for name, spec in model.param_specs),
                 tuple(self.key(c) for c in model.children),
             )
             self._keys[id(model)] = k
@@ -287,7 +292,7 @@ def split(flow: Flow, n: int) -> list[Flow]:
     """The ``n`` items of a tuple-typed flow, each with its own type."""
     if isinstance(flow, tuple) and len(flow) == n:
         return list(flow)
-    if isinstance(flow, End) and isinstance(flow.type, T.TupleType) and len(flow.type.items) == n:
+    if isinstance(flow, End) and isinstance(flow.type, TupleType) and len(flow.type.items) == n:
         return [End(flow.node, t) for t in flow.type.items]
     return [flow] * n
 
@@ -296,7 +301,7 @@ def relabel(flow: Flow, t: Any) -> Flow:
     """The same ends, carrying the type ``t`` that the enclosing model says flows out."""
     if isinstance(flow, End):
         return End(flow.node, t)
-    if isinstance(t, T.TupleType) and len(t.items) == len(flow):
+    if isinstance(t, TupleType) and len(t.items) == len(flow):
         return tuple(relabel(f, ti) for f, ti in zip(flow, t.items))
     return flow
 
@@ -342,13 +347,27 @@ def _title(canvas: Canvas, model: Model, path: str, *kinds: str) -> str:
     return " · ".join(parts)
 
 
+def _effect_text(model: Model) -> str:
+    """What a layer does besides computing, on its node: the rate it draws with, the statistics
+    it keeps and their momentum, or that it is in its inference form."""
+    if model.kind == "Dropout":
+        return (
+            "identity (inference)"
+            if model.attr("inference")
+            else f"drops {model.attr('rate'):g} (random, key)"
+        )
+    if model.effects is not None and model.effects.stat_specs:
+        if model.attr("inference"):
+            return "on running statistics (inference)"
+        return f"keeps statistics, momentum {model.attr('momentum'):g}"
+    return ""
+
+
 def _own_parameters(model: Model) -> list[str]:
     """Parameters a wrapper holds itself (learned_state's initial state), e.g. ``initial_state: Vec[30]``."""
-    from . import types as T
-
-    out = []
+    out: list[str] = []
     while True:
-        out.extend(f"{name}: {T.show([T.array_type(spec.shape)])[0]}" for name, spec in model.params)
+        out.extend(f"{name}: {show([array_type(spec.shape)])[0]}" for name, spec in model.param_specs)
         if not model.transparent or not model.children:
             return out
         model = model.children[0]

@@ -17,9 +17,9 @@ import numpy as np
 
 from nnc.backend.tree import tree_leaves
 
-from . import types as T
 from .model import Model
 from .show import describe
+from .types import ArrayType, Dim, free_vars, show
 
 
 def param_total(model: Model) -> int | None:
@@ -34,7 +34,7 @@ def param_total(model: Model) -> int | None:
 
 def own_param_total(model: Model) -> int | None:
     """How many numbers this model's own parameters hold, without its children's."""
-    shapes = [tuple(spec.shape) for _, spec in model.params]
+    shapes = [tuple(spec.shape) for _, spec in model.param_specs]
     if not all(isinstance(d, int) for s in shapes for d in s):
         return None
     return sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
@@ -51,16 +51,16 @@ class TypeNames:
     def __init__(self, types: list) -> None:
         found: list = []
         for t in types:
-            found.extend(T.free_vars(t))
+            found.extend(free_vars(t))
         variables = list(dict.fromkeys(found))
         # show() names variables in order of first appearance: a probe holding all of them
         # first gives every later type the same names.
-        self._probe = [T.ArrayType((v,)) if isinstance(v, T.Dim) else v for v in variables]
+        self._probe = [ArrayType((v,)) if isinstance(v, Dim) else v for v in variables]
 
     def __call__(self, t: Any) -> str:
         if not self._probe:
             return repr(t)
-        return T.show(self._probe + [t])[-1]
+        return show(self._probe + [t])[-1]
 
 
 def all_types(model: Model) -> list:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from nnc.backend import activations as A
-from nnc.backend import elementwise as E
+from nnc.backend import activations
+from nnc.backend.elementwise import add
 from nnc.backend.errors import InitError
 from nnc.backend.linalg import matmul
 
-from . import types as T
 from .model import Model, ParamSpec
 from .show import describer, dims
-from .source import user_frame
+from .source import UserLocation, user_location
+from .types import Dim, TypeVar, Vec, as_type, bad_argument, size_argument
 
 
 def Input(t: Any) -> Model:
@@ -27,22 +27,22 @@ def Input(t: Any) -> Model:
     >>> (Input(Vec[64]) >> Linear(None, 10)).signature
     Vec[64] -> Vec[10]
     """
-    t = T.as_type(t, "Input")
-    return Model("Input", t, t, lambda m, p, x: x, where=user_frame(2))
+    t = as_type(t, "Input")
+    return Model("Input", t, t, lambda m, p, x: x, created_at=user_location(2))
 
 
 INITIALISERS = ("glorot_uniform", "he_normal", "lecun_normal", "zeros")
 """The initialisers known by name; any ``fn(rng, shape) -> array`` is one too."""
 
 
-def check_init(init: Any, layer: str, where: Any) -> Any:
+def check_init(init: Any, layer: str, created_at: UserLocation | None) -> Any:
     """``init`` if it names an initialiser or is a function, else an :class:`InitError` now,
     where the layer is written, rather than at ``model.init`` time."""
     if callable(init) or (isinstance(init, str) and init in INITIALISERS):
         return init
-    raise T.bad_argument(
+    raise bad_argument(
         layer,
-        where,
+        created_at,
         "init",
         "one of " + ", ".join(map(repr, INITIALISERS)) + " or a function (rng, shape) -> array",
         init,
@@ -50,14 +50,14 @@ def check_init(init: Any, layer: str, where: Any) -> Any:
     )
 
 
-def check_options(layer: str, where: Any, bias: Any, name: Any) -> None:
+def check_options(layer: str, created_at: UserLocation | None, bias: Any, name: Any) -> None:
     """``bias`` must be a bool and ``name`` a string (or None): a name is a key of the parameters."""
     if not isinstance(bias, bool):
-        raise T.bad_argument(layer, where, "bias", "True or False", bias)
+        raise bad_argument(layer, created_at, "bias", "True or False", bias)
     if name is not None and (not isinstance(name, str) or not name):
-        raise T.bad_argument(
+        raise bad_argument(
             layer,
-            where,
+            created_at,
             "name",
             "a non-empty string or None",
             name,
@@ -67,7 +67,7 @@ def check_options(layer: str, where: Any, bias: Any, name: Any) -> None:
 
 def _linear_forward(model: Model, params: Any, x: Any) -> Any:
     y = matmul(x, params["W"])
-    return E.add(y, params["b"]) if "b" in params else y
+    return add(y, params["b"]) if "b" in params else y
 
 
 def Linear(
@@ -91,47 +91,57 @@ def Linear(
     >>> layer(params, np.ones((5, 2))).shape
     (5, 3)
     """
-    where = user_frame(2)
-    n_in = T.size_argument(
+    created_at = user_location(2)
+    n_in = size_argument(
         n_in,
         "Linear",
         "n_in",
-        where,
+        created_at,
         optional=True,
         hint="n_in is the input size; Linear(None, n) infers it from the model before",
     )
-    n_out = T.size_argument(n_out, "Linear", "n_out", where, hint="n_out is the output size")
-    check_init(init, "Linear", where)
-    check_options("Linear", where, bias, name)
-    d_in = T.Dim() if n_in is None else n_in
-    params = [("W", ParamSpec((d_in, n_out), init, fan=(d_in, n_out)))]
+    n_out = size_argument(n_out, "Linear", "n_out", created_at, hint="n_out is the output size")
+    check_init(init, "Linear", created_at)
+    check_options("Linear", created_at, bias, name)
+    d_in = Dim() if n_in is None else n_in
+    specs = [("W", ParamSpec((d_in, n_out), init, fan=(d_in, n_out)))]
     if bias:
-        params.append(("b", ParamSpec((n_out,), "zeros")))
+        specs.append(("b", ParamSpec((n_out,), "zeros")))
     return Model(
-        "Linear", T.Vec[d_in], T.Vec[n_out], _linear_forward, params=tuple(params), name=name, where=where
+        "Linear",
+        Vec[d_in],
+        Vec[n_out],
+        _linear_forward,
+        param_specs=tuple(specs),
+        name=name,
+        created_at=created_at,
     )
 
 
 @describer("Linear")
 def _describe_linear(model: Model) -> str:
-    n_in, n_out = dims(model.params[0][1].shape[0], model.params[0][1].shape[1])
-    return f"Linear({n_in} -> {n_out})" + ("" if len(model.params) == 2 else ", bias=False")
+    n_in, n_out = dims(model.param_specs[0][1].shape[0], model.param_specs[0][1].shape[1])
+    return f"Linear({n_in} -> {n_out})" + ("" if len(model.param_specs) == 2 else ", bias=False")
 
 
 def _activation(kind: str, fn, over_last_axis: bool = False) -> Model:
-    t = T.Vec[T.Dim("n")] if over_last_axis else T.TypeVar("a")
+    t = Vec[Dim("n")] if over_last_axis else TypeVar("a")
     return Model(kind, t, t, lambda m, p, x: fn(x))
 
 
-logistic = _activation("logistic", A.logistic)
+logistic = _activation("logistic", activations.logistic)
 """Elementwise logistic sigmoid ``1 / (1 + exp(-x))``: any type to the same type."""
-tanh = _activation("tanh", A.tanh)
+tanh = _activation("tanh", activations.tanh)
 """Elementwise hyperbolic tangent: any type to the same type."""
-relu = _activation("relu", A.relu)
+relu = _activation("relu", activations.relu)
 """Elementwise ``max(x, 0)``: any type to the same type."""
-softmax = _activation("softmax", A.softmax, over_last_axis=True)
+softmax = _activation("softmax", activations.softmax, over_last_axis=True)
 """``exp(x) / sum(exp(x))`` over the features: ``Vec[n] -> Vec[n]``."""
-log_softmax = _activation("log_softmax", A.log_softmax, over_last_axis=True)
+log_softmax = _activation("log_softmax", activations.log_softmax, over_last_axis=True)
 """``log(softmax(x))``, computed stably: ``Vec[n] -> Vec[n]``."""
-
-ACTIVATIONS = {m.kind: m for m in (logistic, tanh, relu, softmax, log_softmax)}
+gelu = _activation("gelu", activations.gelu)
+"""Elementwise Gaussian error linear unit ``x * Phi(x)`` (exact, with erf): any type to the same type."""
+gelu_tanh = _activation("gelu_tanh", lambda x: activations.gelu(x, approximate="tanh"))
+"""GELU in its tanh approximation (PyTorch's ``approximate="tanh"``): any type to the same type."""
+silu = _activation("silu", activations.silu)
+"""Elementwise sigmoid linear unit (swish) ``x * logistic(x)``: any type to the same type."""

@@ -26,46 +26,46 @@ import numpy as np
 from nnc.backend.core import trace_graph
 from nnc.backend.errors import NNCError, TypeMismatch
 
-from . import types as T
-from .model import Model, _created
+from .model import Model, created_at_note
 from .show import describer
-from .source import user_frame
+from .source import user_location
+from .types import ArrayType, Type, TypeVar, array_type, example_shape, is_concrete, show
 
 
 def _lift_forward(model: Model, params: Any, x: Any) -> Any:
     return model.attr("fn")(x)
 
 
-def _lift_refine(model: Model, incoming: T.Type) -> Model:
+def _lift_refine(model: Model, incoming: Type) -> Model:
     """The lifted model typed by what flows into it: ``incoming -> fn(incoming)``."""
-    if not isinstance(incoming, T.ArrayType) or not T.is_concrete(incoming):
+    if not isinstance(incoming, ArrayType) or not is_concrete(incoming):
         return model
-    shape = (1,) + T.example_shape(incoming)
+    shape = (1,) + example_shape(incoming)
     try:
         graph = trace_graph(lambda xs: [model.attr("fn")(xs[0])], [(shape, np.float32)])
     except NNCError:
         raise  # already says what is wrong, and where
     except Exception as err:
         raise TypeMismatch(
-            f"{model!r}{_created(model)} fails on an input of type "
-            f"{T.show([incoming])[0]}: {type(err).__name__}: {err}\n"
+            f"{model!r}{created_at_note(model)} fails on an input of type "
+            f"{show([incoming])[0]}: {type(err).__name__}: {err}\n"
             "  hint: write the function with nnc operations (nnc.tanh, nnc.sum, x * x, x[..., :k]) "
             "so that it can be traced"
         ) from None
     out = graph.outputs[0]
     if len(out.shape) < 1 or out.shape[0] != 1:
         raise TypeMismatch(
-            f"{model!r}{_created(model)} turns a batch of shape {shape} into shape "
+            f"{model!r}{created_at_note(model)} turns a batch of shape {shape} into shape "
             f"{tuple(out.shape)}: a lifted function must keep the leading batch axis"
         )
     return Model(
         "lift",
         incoming,
-        T.array_type(out.shape[1:]),
+        array_type(out.shape[1:]),
         _lift_forward,
         attrs=model.attrs,
         name=model.name,
-        where=model.where,
+        created_at=model.created_at,
     )
 
 
@@ -82,12 +82,12 @@ def lift(fn: Callable[[Any], Any], *, name: str | None = None) -> Model:
     label = "fn" if label == "<lambda>" else label
     return Model(
         "lift",
-        T.TypeVar("a"),
-        T.TypeVar("b"),
+        TypeVar("a"),
+        TypeVar("b"),
         _lift_forward,
         attrs=(("fn", fn), ("label", label)),
         name=name,
-        where=user_frame(2),
+        created_at=user_location(2),
         refine=_lift_refine,
     )
 

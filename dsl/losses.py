@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from nnc.backend import elementwise as E
-from nnc.backend import reductions as R
+from nnc.backend import elementwise, reductions
 from nnc.backend.activations import log_softmax
+from nnc.backend.broadcasting import dtype_of, shape_of
 from nnc.backend.checks import DomainError, check_finite, check_labels, check_probabilities
 from nnc.backend.core import Tracer
 from nnc.backend.errors import ShapeError
@@ -54,7 +54,7 @@ def _refuse_empty(loss: str, shape: tuple) -> None:
 
 def _finite_target(target: Any, loss: str) -> Any:
     # as at a model's input: on every path alike, once
-    if E.dtype_of(target).kind == "f" and _producer(target) != "check_finite":
+    if dtype_of(target).kind == "f" and _producer(target) != "check_finite":
         return check_finite(target, what=f"target of {loss}")
     return target
 
@@ -68,15 +68,15 @@ def mse(prediction: Any, target: Any) -> Any:
     2.5
     """
     prediction, target = _as_array(prediction), _as_array(target)
-    if E.shape_of(prediction) != E.shape_of(target):
+    if shape_of(prediction) != shape_of(target):
         raise ShapeError(
-            f"mse: prediction of shape {E.shape_of(prediction)} and target of shape "
-            f"{E.shape_of(target)} differ.\n  hint: a target of shape (batch,) for predictions "
+            f"mse: prediction of shape {shape_of(prediction)} and target of shape "
+            f"{shape_of(target)} differ.\n  hint: a target of shape (batch,) for predictions "
             "of shape (batch, 1) needs target.reshape(-1, 1)"
         )
-    _refuse_empty("mse", E.shape_of(prediction))
-    target = E.cast(_finite_target(target, "mse"), E.dtype_of(prediction))
-    return R.mean(E.power(E.sub(prediction, target), 2))
+    _refuse_empty("mse", shape_of(prediction))
+    target = elementwise.cast(_finite_target(target, "mse"), dtype_of(prediction))
+    return reductions.mean(elementwise.power(elementwise.sub(prediction, target), 2))
 
 
 @_quietly
@@ -105,12 +105,12 @@ def cross_entropy(prediction: Any, target: Any, *, from_logits: bool = False) ->
     0.490415
     """
     prediction, target = _as_array(prediction), _as_array(target)
-    ps, ts = E.shape_of(prediction), E.shape_of(target)
+    ps, ts = shape_of(prediction), shape_of(target)
     if not ps:
         raise ShapeError(
             "cross_entropy: the prediction is a single number; it needs a last axis with one entry per class"
         )
-    if E.dtype_of(target).kind in "iu":
+    if dtype_of(target).kind in "iu":
         if ts != ps[:-1]:
             raise ShapeError(
                 f"cross_entropy: integer labels of shape {ts} do not match "
@@ -121,7 +121,7 @@ def cross_entropy(prediction: Any, target: Any, *, from_logits: bool = False) ->
         return _negative_mean(pick(_log_probabilities(prediction, from_logits), labels))
     if ts == ps[:-1]:
         raise ShapeError(
-            f"cross_entropy: labels of shape {ts} hold {E.dtype_of(target)} values, but "
+            f"cross_entropy: labels of shape {ts} hold {dtype_of(target)} values, but "
             "class labels must be integers\n  hint: labels.astype(int), or pass one-hot "
             f"rows of shape {ps}"
         )
@@ -131,13 +131,15 @@ def cross_entropy(prediction: Any, target: Any, *, from_logits: bool = False) ->
             f"of shape {ps}; pass integer labels of shape {ps[:-1]} or one-hot rows"
         )
     _refuse_empty("cross_entropy", ps)
-    target = E.cast(_finite_target(target, "cross_entropy"), E.dtype_of(prediction))
-    return _negative_mean(R.sum(E.mul(target, _log_probabilities(prediction, from_logits)), axis=-1))
+    target = elementwise.cast(_finite_target(target, "cross_entropy"), dtype_of(prediction))
+    return _negative_mean(
+        reductions.sum(elementwise.mul(target, _log_probabilities(prediction, from_logits)), axis=-1)
+    )
 
 
 def _negative_mean(x: Any) -> Any:
-    count = int(np.prod(E.shape_of(x), dtype=np.int64))  # >= 1: empty batches are refused
-    return E.mul(R.sum(x), -1.0 / count)
+    count = int(np.prod(shape_of(x), dtype=np.int64))  # >= 1: empty batches are refused
+    return elementwise.mul(reductions.sum(x), -1.0 / count)
 
 
 def _producer(x: Any) -> str | None:
@@ -158,7 +160,7 @@ def _log_probabilities(p: Any, from_logits: bool) -> Any:
             )
         return log_softmax(p)
     if _producer(p) == "softmax":
-        return E.log(p)  # rewritten to log_softmax of the logits: already probabilities
+        return elementwise.log(p)  # rewritten to log_softmax of the logits: already probabilities
     p = check_probabilities(p, what="cross_entropy")
-    tiny = np.finfo(E.dtype_of(p)).tiny if E.dtype_of(p).kind == "f" else 1e-300
-    return E.log(E.maximum(p, tiny))
+    tiny = np.finfo(dtype_of(p)).tiny if dtype_of(p).kind == "f" else 1e-300
+    return elementwise.log(elementwise.maximum(p, tiny))

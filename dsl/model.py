@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -24,9 +24,24 @@ from nnc.backend.errors import InitError, NonFiniteError, ShapeError, TypeMismat
 from nnc.backend.execute import quiet
 from nnc.backend.tree import tree_flatten, tree_paths
 
-from . import types as T
 from .devices import match_inputs
-from .source import Where, user_frame
+from .effects import Effects, checked_key, checked_stats, collected, init_stats, with_calls
+from .source import UserLocation, user_location
+from .types import (
+    ArrayType,
+    Mismatch,
+    SeqType,
+    Subst,
+    TupleType,
+    Type,
+    TypeVar,
+    resolve,
+    resolve_dim,
+    show,
+    unify,
+    unify_dims,
+)
+from .types import freshen as freshen_types
 
 _MISSING = object()
 _EMPTY: dict = {}
@@ -49,16 +64,20 @@ class ParamSpec:
 class Signature:
     """A model's type, shown as ``Vec[2] -> Vec[1]``."""
 
-    input: T.Type
-    output: T.Type
-    state: T.Type | None = None
+    input: Type
+    output: Type
+    state: Type | None = None
+    # What a call takes and gives besides the input: "key" (it draws random numbers),
+    # "stats" (it reads running statistics, and in training gives new ones back).
+    effects: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
+        extra = "".join(f", {e}" for e in self.effects)
         if self.state is None:
-            a, b = T.show([self.input, self.output])
-            return f"{a} -> {b}"
-        a, b, s = T.show([self.input, self.output, self.state])
-        return f"{a} -> {b}, state {s}"
+            a, b = show([self.input, self.output])
+            return f"{a} -> {b}{extra}"
+        a, b, s = show([self.input, self.output, self.state])
+        return f"{a} -> {b}, state {s}{extra}"
 
     __str__ = __repr__
 
@@ -76,30 +95,55 @@ class Model:
     """
 
     kind: str
-    in_type: T.Type
-    out_type: T.Type
-    forward: Callable[[Model, Any, Any], Any] = field(repr=False)
+    in_type: Type
+    out_type: Type
+    # (model, params, x) -> y; a stateful model's is (model, params, x, state) -> (y, new_state)
+    forward: Callable[..., Any] = field(repr=False)
     children: tuple = ()
-    params: tuple = ()  # ((name, ParamSpec), ...): this model's own parameters
+    param_specs: tuple = ()  # ((name, ParamSpec), ...): this model's own parameters
     attrs: tuple = ()  # ((name, value), ...): shown in repr and used by forward
     name: str | None = None
-    where: Where | None = None
-    refine: Callable[[Model, T.Type], Model] | None = field(default=None, repr=False)
-    state_type: T.Type | None = None  # a recurrent cell's state; None for stateless models
+    created_at: UserLocation | None = None
+    refine: Callable[[Model, Type], Model] | None = field(default=None, repr=False)
+    state_type: Type | None = None  # a recurrent cell's state; None for stateless models
+    effects: Effects | None = None  # a layer that draws random numbers or keeps statistics
 
     # ------------------------------------------------------------------ structure
 
     @property
     def signature(self) -> Signature:
         """The model's type: ``input -> output``."""
-        return Signature(self.in_type, self.out_type, self.state_type)
+        effects = ("key",) * self.is_random + ("stats",) * self.keeps_stats
+        return Signature(self.in_type, self.out_type, self.state_type, effects)
 
     def attr(self, key: str, default: Any = None) -> Any:
         return dict(self.attrs).get(key, default)
 
     @cached_property
     def has_params(self) -> bool:
-        return bool(self.params) or any(c.has_params for c in self.children)
+        return bool(self.param_specs) or any(c.has_params for c in self.children)
+
+    @cached_property
+    def has_effects(self) -> bool:
+        """Whether a layer in the model draws random numbers or keeps running statistics."""
+        return self.effects is not None or any(c.has_effects for c in self.children)
+
+    @cached_property
+    def is_random(self) -> bool:
+        """Whether a call (in training) takes a key: a layer in it draws random numbers."""
+        return (self.effects is not None and self.effects.random) or any(c.is_random for c in self.children)
+
+    @cached_property
+    def keeps_stats(self) -> bool:
+        """Whether a call takes running statistics (``model.init_stats()``)."""
+        own = self.effects is not None and bool(self.effects.stat_specs)
+        return own or any(c.keeps_stats for c in self.children)
+
+    @cached_property
+    def updates_stats(self) -> bool:
+        """Whether a call gives new statistics back: it keeps some and is in training mode."""
+        own = self.effects is not None and bool(self.effects.stat_specs) and not self.attr("inference", False)
+        return own or any(c.updates_stats for c in self.children)
 
     @cached_property
     def child_paths(self) -> tuple[str, ...]:
@@ -129,9 +173,12 @@ class Model:
     def param_keys(self) -> tuple:
         """The key of each child in the parameter dict: ``None`` for a child without parameters,
         ``""`` for the child of a transparent wrapper (its parameters are merged into ours)."""
+        # a child with effects gets its slice too: its key and statistics travel in it
         if self.transparent:
-            return tuple("" if c.has_params else None for c in self.children)
-        return tuple(p if c.has_params else None for p, c in zip(self.child_paths, self.children))
+            return tuple("" if c.has_params or c.has_effects else None for c in self.children)
+        return tuple(
+            p if c.has_params or c.has_effects else None for p, c in zip(self.child_paths, self.children)
+        )
 
     def named(self, name: str) -> Model:
         """The same model under a name, used as its key in the parameters of a composition."""
@@ -142,55 +189,56 @@ class Model:
 
         return describe(self)
 
-    # A notebook shows a model as its picture: Model._repr_mimebundle_ is nnc.render.mimebundle,
-    # installed by nnc.render, which draws models (and so imports this module, not the reverse).
+    # A notebook shows a model as its picture: this is nnc.render.mimebundle, installed by
+    # nnc.render, which draws models (and so imports this module, not the reverse).
+    _repr_mimebundle_: ClassVar[Callable[..., dict]]
 
     # ------------------------------------------------------------------ types
 
-    def subst(self, s: T.Subst) -> Model:
+    def subst(self, s: Subst) -> Model:
         """This model with solved type variables filled in, all the way down."""
         if not s:
             return self
         return replace(
             self,
-            in_type=T.resolve(self.in_type, s),
-            out_type=T.resolve(self.out_type, s),
-            state_type=None if self.state_type is None else T.resolve(self.state_type, s),
+            in_type=resolve(self.in_type, s),
+            out_type=resolve(self.out_type, s),
+            state_type=None if self.state_type is None else resolve(self.state_type, s),
             children=tuple(c.subst(s) for c in self.children),
-            params=tuple(
+            param_specs=tuple(
                 (
                     k,
                     replace(
                         p,
-                        shape=tuple(T.resolve_dim(d, s) for d in p.shape),
-                        fan=tuple(T.resolve_dim(d, s) for d in p.fan),
+                        shape=tuple(resolve_dim(d, s) for d in p.shape),
+                        fan=tuple(resolve_dim(d, s) for d in p.fan),
                     ),
                 )
-                for k, p in self.params
+                for k, p in self.param_specs
             ),
         )
 
     def _all_types(self) -> list:
         out = [self.in_type, self.out_type] + ([self.state_type] if self.state_type is not None else [])
-        for _, p in self.params:
-            out.append(T.ArrayType(tuple(p.shape) + tuple(p.fan)))
+        for _, p in self.param_specs:
+            out.append(ArrayType(tuple(p.shape) + tuple(p.fan)))
         for c in self.children:
             out.extend(c._all_types())
         return out
 
     def freshen(self) -> Model:
         """This model with its type variables renamed apart, for one more use in a composition."""
-        _, s = T.freshen(self._all_types())
+        _, s = freshen_types(self._all_types())
         return self.subst(s)
 
     def __rshift__(self, other: Model) -> Model:
         if not isinstance(other, Model):
-            raise not_a_model(other, user_frame(2), left=self)
-        return compose(self, other, user_frame(2))
+            raise not_a_model(other, user_location(2), left=self)
+        return compose(self, other, user_location(2))
 
     def __rrshift__(self, other: Any) -> Model:
         # reached only when the left operand is not a model (numpy's ufuncs, a lambda, a number)
-        raise not_a_model(other, user_frame(2), right=self)
+        raise not_a_model(other, user_location(2), right=self)
 
     # ------------------------------------------------------------------ parameters
 
@@ -228,13 +276,24 @@ class Model:
     @cached_property
     def param_shapes(self) -> dict:
         """The parameter structure with each leaf's shape (variables where sizes are unknown)."""
-        out: dict = {k: Shape(p.shape) for k, p in self.params}
+        out: dict = {k: Shape(p.shape) for k, p in self.param_specs}
         for key, c in zip(self.param_keys, self.children):
             if key == "":
                 out.update(c.param_shapes)
-            elif key is not None:
+            elif key is not None and c.has_params:
                 out[key] = c.param_shapes
         return out
+
+    def init_stats(self, dtype: Any = np.float32) -> dict:
+        """Fresh running statistics, apart from the parameters: a nested dict keyed like them
+        (``{}`` for a model that keeps none). BatchNorm's start as PyTorch's: mean 0, variance 1.
+
+        >>> from nnc import BatchNorm, Linear
+        >>> stats = (Linear(2, 3) >> BatchNorm(3)).init_stats()
+        >>> stats["batchnorm_0"]["var"].tolist()
+        [1.0, 1.0, 1.0]
+        """
+        return init_stats(self, np.dtype(dtype))
 
     @property
     def param_count(self) -> int:
@@ -252,9 +311,16 @@ class Model:
         """Run the model without boundary checks (what combinators call on their children)."""
         return self.forward(self, params, x)
 
-    def __call__(self, params: Any, x: Any = _MISSING, state: Any = _MISSING) -> Any:
+    def __call__(
+        self, params: Any, x: Any = _MISSING, state: Any = _MISSING, *, key: Any = None, stats: Any = None
+    ) -> Any:
         """``model(params, x)``; a model without parameters may be called as ``model(x)``;
         a stateful model (a recurrent cell) as ``model(params, x, state) -> (y, new_state)``.
+
+        A model that draws random numbers takes ``key=nnc.key(seed)``; one that keeps running
+        statistics takes ``stats=`` (``model.init_stats()``) and, in training, gives the new
+        ones back: ``y, stats = model(params, x, stats=stats)`` (see :mod:`nnc.effects`).
+        A key or statistics the model does not use are ignored, so one loop fits every model.
 
         The input is checked against the input type and cast to the parameters' dtype."""
         if self.state_type is not None:
@@ -264,20 +330,35 @@ class Model:
                     "model(params, x, state) -> (y, new_state), or make it stateless with "
                     "zero_state(...) or learned_state(...)"
                 )
-            return call_checked(self, params, x, state)
-        if state is not _MISSING:
+        elif state is not _MISSING:
             raise ShapeError(f"{self!r} has no state; call it as model(params, x)")
-        if x is _MISSING:
+        elif x is _MISSING:
             if self.has_params:
                 raise ShapeError(f"{self!r} has parameters: call it as model(params, x)")
             params, x = _EMPTY, params
-        return call_checked(self, params, x)
+        if not self.has_effects:
+            return call_checked(self, params, x, state)
+        return _call_with_effects(self, params, x, state, key, stats)
+
+
+def _call_with_effects(model: Model, params: Any, x: Any, state: Any, key: Any, stats: Any) -> Any:
+    """A call of a model with effects: each layer finds its key and statistics in its slice of
+    the parameters, and the statistics the layers update are gathered into one new tree."""
+    key = checked_key(key, model) if model.is_random and key is not None else None
+    if model.keeps_stats and stats is not None:
+        stats = checked_stats(model, stats, _params_dtype(params))
+    updates: dict = {}
+    out = call_checked(model, params, x, state, calls=(key, stats, updates))
+    if not model.updates_stats:
+        return out
+    new_stats = collected(updates)
+    return (*out, new_stats) if model.state_type is not None else (out, new_stats)
 
 
 # ----------------------------------------------------------------------------- composition
 
 
-def leaves_at(model: Model, end: str) -> Model:
+def end_layer(model: Model, end: str) -> Model:
     """The first (``end='first'``) or last layer data meets in a serial chain."""
     return path_to(model, end)[1]
 
@@ -292,26 +373,29 @@ def path_to(model: Model, end: str) -> tuple[str, Model]:
     return "/".join(parts), model
 
 
-def _created(m: Model) -> str:
-    return f" (created at {m.where})" if m.where else ""
+def created_at_note(model: Model) -> str:
+    """`` (created at file:line)`` for a message about ``model``, or nothing if the place is unknown."""
+    return f" (created at {model.created_at})" if model.created_at else ""
 
 
 def not_a_model(
-    other: Any, where: Where | None, left: Model | None = None, right: Model | None = None
+    other: Any, created_at: UserLocation | None, left: Model | None = None, right: Model | None = None
 ) -> TypeMismatch:
     """The error for ``model >> x`` or ``x >> model`` where ``x`` is not a model."""
-    what = _describe_value(other)
-    place = f" at {where}" if where else ""
-    side = (
-        f"  {left!r}{_created(left)} >> {what}"
-        if left is not None
-        else f"  {what} >> {right!r}{_created(right)}"
-    )
-    hint = _non_model_hint(other)
+    what = value_in_words(other)
+    place = f" at {created_at}" if created_at else ""
+    if left is not None:
+        side = f"  {left!r}{created_at_note(left)} >> {what}"
+    else:
+        assert right is not None, "the model is on one side of >>"
+        side = f"  {what} >> {right!r}{created_at_note(right)}"
+    hint = non_model_hint(other)
     return TypeMismatch(f"cannot compose{place}: {what} is not an nnc model\n{side}\n  hint: {hint}")
 
 
-def _describe_value(x: Any) -> str:
+def value_in_words(x: Any) -> str:
+    """``x`` named in plain words for a message: ``numpy's np.tanh``, ``a lambda``, ``an array of
+    shape (3,)``, ``the int 3``."""
     if isinstance(x, np.ufunc):
         return f"numpy's np.{x.__name__}"
     if callable(x):
@@ -322,7 +406,8 @@ def _describe_value(x: Any) -> str:
     return f"the {type(x).__name__} {x!r}"
 
 
-def _non_model_hint(x: Any) -> str:
+def non_model_hint(x: Any) -> str:
+    """What to write instead of ``x``, which is not a model, where a model belongs."""
     # the package's names, read where it is already loaded (an import would be a cycle)
     package = sys.modules.get("nnc")
     name = getattr(x, "__name__", None)
@@ -337,28 +422,28 @@ def _non_model_hint(x: Any) -> str:
     return "only models compose with >>: layers (nnc.Linear(...)), activations (nnc.tanh) and combinators"
 
 
-def compose(f: Model, g: Model, where: Where | None) -> Model:
+def compose(f: Model, g: Model, created_at: UserLocation | None) -> Model:
     """``f >> g``: run ``f``, then ``g``; their types are unified now, before any data flows."""
     f, g = f.freshen(), g.freshen()
-    if g.refine is not None:
-        g = g.refine(g, f.out_type)
-    s: T.Subst = {}
+    s: Subst = {}
     try:
-        T.unify(f.out_type, g.in_type, s)
-    except T.Mismatch as err:
-        left, right = leaves_at(f, "last"), leaves_at(g, "first")
-        out_s, in_s = T.show([f.out_type, g.in_type])
+        if g.refine is not None:  # a refinement that cannot take what arrives is a mismatch too
+            g = g.refine(g, f.out_type)
+        unify(f.out_type, g.in_type, s)
+    except Mismatch as err:
+        left, right = end_layer(f, "last"), end_layer(g, "first")
+        out_s, in_s = show([f.out_type, g.in_type])
         raise TypeMismatch(
-            f"cannot compose at {where or 'unknown place'}\n"
-            f"  {left!r}{_created(left)} outputs {out_s}\n"
-            f"  {right!r}{_created(right)} expects {in_s}\n"
+            f"cannot compose at {created_at or 'unknown place'}\n"
+            f"  {left!r}{created_at_note(left)} outputs {out_s}\n"
+            f"  {right!r}{created_at_note(right)} expects {in_s}\n"
             f"  {err}" + _mismatch_hint(right)
         ) from None
     parts = (f.children if f.kind == "serial" and f.name is None else (f,)) + (
         g.children if g.kind == "serial" and g.name is None else (g,)
     )
     parts = tuple(p.subst(s) for p in parts)
-    return serial_of(parts, T.resolve(f.in_type, s), T.resolve(g.out_type, s), where)
+    return serial_of(parts, resolve(f.in_type, s), resolve(g.out_type, s), created_at)
 
 
 def _mismatch_hint(right: Model) -> str:
@@ -369,12 +454,15 @@ def _mismatch_hint(right: Model) -> str:
 
 def child_params(model: Model, params: Any) -> list:
     """The parameters of each child of ``model``, taken from ``model``'s parameters."""
-    return [_EMPTY if k is None else params if k == "" else params[k] for k in model.param_keys]
+    return [
+        _EMPTY if k is None else params if k == "" else params[k] if c.has_params else params.get(k, _EMPTY)
+        for k, c in zip(model.param_keys, model.children)
+    ]
 
 
 def _serial_forward(model: Model, params: Any, x: Any) -> Any:
-    for child, key in zip(model.children, model.param_keys):
-        x = child.forward(child, params[key] if key is not None else _EMPTY, x)
+    for child, p in zip(model.children, child_params(model, params)):
+        x = child.forward(child, p, x)
     return x
 
 
@@ -392,19 +480,25 @@ def _stateful_serial_forward(model: Model, params: Any, x: Any, state: Any) -> A
     return x, new_states[0] if len(new_states) == 1 else tuple(new_states)
 
 
-def state_of(children: tuple) -> T.Type | None:
+def state_of(children: tuple) -> Type | None:
     """The state of a chain: its one stateful member's, or the tuple of all of them."""
     states = [c.state_type for c in children if c.state_type is not None]
     if not states:
         return None
-    return states[0] if len(states) == 1 else T.TupleType(tuple(states))
+    return states[0] if len(states) == 1 else TupleType(tuple(states))
 
 
-def serial_of(children: tuple, in_type: T.Type, out_type: T.Type, where: Where | None) -> Model:
+def serial_of(children: tuple, in_type: Type, out_type: Type, created_at: UserLocation | None) -> Model:
     state = state_of(children)
     forward = _serial_forward if state is None else _stateful_serial_forward
     return Model(
-        "serial", in_type, out_type, forward, children=tuple(children), where=where, state_type=state
+        "serial",
+        in_type,
+        out_type,
+        forward,
+        children=tuple(children),
+        created_at=created_at,
+        state_type=state,
     )
 
 
@@ -413,13 +507,13 @@ def serial_of(children: tuple, in_type: T.Type, out_type: T.Type, where: Where |
 
 def _init(model: Model, path: str, seed: int, dtype: np.dtype) -> dict:
     out: dict = {}
-    for name, spec in model.params:
+    for name, spec in model.param_specs:
         full = f"{path}/{name}" if path else name
         shape = tuple(spec.shape)
         if not all(isinstance(d, int) for d in shape):
             raise InitError(
-                f"cannot initialise {full} of {model!r}{_created(model)}: its shape "
-                f"{T.show([T.ArrayType(shape)])[0][len('Tensor') :]} is not known yet.\n"
+                f"cannot initialise {full} of {model!r}{created_at_note(model)}: its shape "
+                f"{show([ArrayType(shape)])[0][len('Tensor') :]} is not known yet.\n"
                 "  hint: compose it after a model whose output size is known, or start the "
                 "model with nnc.Input(Vec[n])"
             )
@@ -429,7 +523,7 @@ def _init(model: Model, path: str, seed: int, dtype: np.dtype) -> dict:
     for key, child in zip(model.param_keys, model.children):
         if key == "":
             out.update(_init(child, path, seed, dtype))
-        elif key is not None:
+        elif key is not None and child.has_params:
             out[key] = _init(child, f"{path}/{key}" if path else key, seed, dtype)
     return out
 
@@ -444,6 +538,8 @@ def _initialise(spec: ParamSpec, shape: tuple, rng: np.random.Generator, path: s
     fan_in, fan_out = (spec.fan + (1, 1))[:2] if spec.fan else (1, 1)
     if kind == "zeros":
         return np.zeros(shape)
+    if kind == "ones":
+        return np.ones(shape)
     if kind == "glorot_uniform":
         limit = np.sqrt(6.0 / max(fan_in + fan_out, 1))
         return rng.uniform(-limit, limit, shape)
@@ -495,7 +591,7 @@ def check_params(model: Model, params: Any) -> None:
 
 def _short(model: Model) -> str:
     text = repr(model)
-    return (text if len(text) < 80 else text[:77] + "...") + _created(model)
+    return (text if len(text) < 80 else text[:77] + "...") + created_at_note(model)
 
 
 def _as_array(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
@@ -557,88 +653,92 @@ def _cast_message(what: str, source: np.ndarray, x: np.ndarray, target: np.dtype
     )
 
 
-def match_input(t: T.Type, x: Any, s: T.Subst, model: Model, what: str, dtype) -> tuple[Any, int | None]:
+def match_input(t: Type, x: Any, s: Subst, model: Model, what: str, dtype) -> tuple[Any, int | None]:
     """Check ``x`` against type ``t``; returns the converted value and its batch size (None: single)."""
-    if isinstance(t, T.TypeVar):
+    if isinstance(t, TypeVar):
         if isinstance(x, (tuple, list)):
             return tuple(
                 match_input(t, xi, s, model, f"{what}[{i}]", dtype)[0] for i, xi in enumerate(x)
             ), None
         return _as_array(x, dtype, model, what), None
-    if isinstance(t, T.TupleType):
+    if isinstance(t, TupleType):
         if not isinstance(x, (tuple, list)) or len(x) != len(t.items):
             got = f"a tuple of {len(x)}" if isinstance(x, (tuple, list)) else "one array"
             raise ShapeError(
                 f"{what} of {_short(model)}: expected a tuple of {len(t.items)} "
-                f"arrays of type {T.show([t])[0]}, got {got}"
+                f"arrays of type {show([t])[0]}, got {got}"
             )
-        vals, batch = [], set()
+        vals, batches = [], set()
         for i, (ti, xi) in enumerate(zip(t.items, x)):
             v, b = match_input(ti, xi, s, model, f"{what}[{i}]", dtype)
             vals.append(v)
-            batch.add(b)
-        if len(batch) > 1:
+            batches.add(b)
+        if len(batches) > 1:
             raise ShapeError(
                 f"{what} of {_short(model)}: the tuple's arrays disagree on the batch "
-                f"axis (batch sizes {sorted(batch, key=str)})"
+                f"axis (batch sizes {sorted(batches, key=str)})"
             )
-        return tuple(vals), batch.pop()
+        return tuple(vals), batches.pop()
     x = _numbers(x, dtype, model, what)
     shape = tuple(x.shape)
     if len(shape) not in (t.rank, t.rank + 1):
         raise ShapeError(_shape_message(t, shape, model, what, f"rank {len(shape)} fits neither"))
     batch = shape[0] if len(shape) == t.rank + 1 else None
-    item = t.item if isinstance(t, T.SeqType) else t
-    if isinstance(t, T.SeqType) and shape[len(shape) - t.rank] == 0:
+    item = t.item if isinstance(t, SeqType) else t
+    if isinstance(t, SeqType) and shape[len(shape) - t.rank] == 0:
         raise ShapeError(
             _shape_message(
                 t, shape, model, what, "the sequence has 0 steps; a recurrent model needs at least one"
             )
         )
-    if isinstance(item, T.TypeVar):
+    if isinstance(item, TypeVar):
         return _converted(x, dtype, model, what), batch
     for i, (d, n) in enumerate(zip(item.dims, shape[len(shape) - item.rank :])):
-        d = T.resolve_dim(d, s)
+        d = resolve_dim(d, s)
         if isinstance(d, int) and d != n:
             detail = f"axis {i - item.rank}: expected size {d}, got {n}"
             raise ShapeError(_shape_message(t, shape, model, what, detail))
         try:
-            T.unify_dims(d, n, s)
-        except T.Mismatch as err:
+            unify_dims(d, n, s)
+        except Mismatch as err:
             raise ShapeError(_shape_message(t, shape, model, what, f"axis {i - item.rank}: {err}")) from None
     return _converted(x, dtype, model, what), batch
 
 
-def _shape_message(t: T.ArrayType, shape: tuple, model: Model, what: str, detail: str) -> str:
+def _shape_message(t: ArrayType | SeqType, shape: tuple, model: Model, what: str, detail: str) -> str:
     path, first = path_to(model, "first")
-    text = T.show([t])[0]
+    text = show([t])[0]
     inner = text[text.rindex("[") + 1 : text.index("]")]
-    if isinstance(t, T.SeqType):
+    if isinstance(t, SeqType):
         inner = "time, " + inner
     single = f"({inner},)" if t.rank == 1 else f"({inner})"
     layer = f"{path}: {first!r}" if path else repr(first)
     return (
-        f"{what} of shape {shape} does not fit {layer}{_created(first)}, which expects {text}: "
+        f"{what} of shape {shape} does not fit {layer}{created_at_note(first)}, which expects {text}: "
         f"one example of shape {single} or a batch of shape (batch, {inner})\n  {detail}"
     )
 
 
-def call_checked(model: Model, params: Any, x: Any, state: Any = _MISSING) -> Any:
-    """Call ``model`` after checking parameters, input (and state) at the boundary."""
+def call_checked(model: Model, params: Any, x: Any, state: Any = _MISSING, calls: tuple | None = None) -> Any:
+    """Call ``model`` after checking parameters, input (and state) at the boundary; ``calls``
+    is ``(key, stats, updates)`` for a model with effects (see :func:`nnc.effects.with_calls`)."""
     if isinstance(x, dict) and not isinstance(params, dict):
         raise ShapeError(
             f"{_short(model)} was called with its arguments swapped: the second argument is a "
-            f"parameter dict and the first {_describe_value(params)}\n"
+            f"parameter dict and the first {value_in_words(params)}\n"
             "  hint: call it as model(params, x)"
         )
     if model.has_params:
         check_params(model, params)
     dtype = _params_dtype(params)
-    s: T.Subst = {}
+    s: Subst = {}
     x = match_inputs(params, x, _short(model))
     x, batch = match_input(model.in_type, x, s, model, "input", dtype)
+    if calls is not None:
+        params = with_calls(model, params, *calls)
     if state is _MISSING:
         return model.forward(model, params, x)
+    assert model.state_type is not None, "Model.__call__ passes a state to stateful models only"
     state = match_inputs(params, state, _short(model))
     state, state_batch = match_input(model.state_type, state, s, model, "state", dtype)
     if state_batch != batch:

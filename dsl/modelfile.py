@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from nnc.backend.errors import NNCError
 
 from .model import Model
-from .source import Where
+from .source import UserLocation
 
 _loads = itertools.count()
 _NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -109,7 +109,7 @@ def _where_it_failed(err: BaseException, path: str, shown: str) -> tuple[str, st
     if not frames:
         return shown, ""
     f = frames[-1]
-    return str(Where(f.filename, f.lineno or 0)), (f" in `{f.line.strip()}`" if f.line else "")
+    return str(UserLocation(f.filename, f.lineno or 0)), (f" in `{f.line.strip()}`" if f.line else "")
 
 
 def load_file(path: str | os.PathLike) -> ModelFile:
@@ -131,10 +131,11 @@ def load_file(path: str | os.PathLike) -> ModelFile:
         tree = ast.parse(source, full)
         code = compile(tree, full, "exec")
     except (SyntaxError, ValueError) as err:
-        where = f"{shown}:{err.lineno}" if getattr(err, "lineno", None) else shown
+        lineno = getattr(err, "lineno", None)  # a ValueError (a null byte) has none
+        location = f"{shown}:{lineno}" if lineno else shown
         text = (getattr(err, "text", None) or "").strip()
         raise LoadError(
-            f"{where}: cannot parse {shown}: {getattr(err, 'msg', err)}" + (f": {text}" if text else "")
+            f"{location}: cannot parse {shown}: {getattr(err, 'msg', err)}" + (f": {text}" if text else "")
         ) from None
     module = types.ModuleType(f"_nnc_model_{next(_loads)}")
     module.__file__ = full
@@ -149,9 +150,9 @@ def load_file(path: str | os.PathLike) -> ModelFile:
         raise LoadError(f"{shown} raised {type(err).__name__} while loading:\n{err}", err) from None
     except BaseException as err:  # SystemExit too: a model file must not end the program
         detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-        where, code_line = _where_it_failed(err, full, shown)
+        location, code_line = _where_it_failed(err, full, shown)
         raise LoadError(
-            f"{where}: {detail}{code_line}, raised while loading {shown} (run as a module, without "
+            f"{location}: {detail}{code_line}, raised while loading {shown} (run as a module, without "
             f'its `if __name__ == "__main__":` block, with its folder on sys.path)',
             err,
         ) from None

@@ -30,8 +30,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from nnc.backend import elementwise as E
-from nnc.backend import reductions as R
+from nnc.backend import elementwise, reductions
+from nnc.backend.broadcasting import dtype_of
 from nnc.backend.core import bind, defprim
 from nnc.backend.errors import NNCError
 from nnc.backend.tree import tree_flatten, tree_unflatten
@@ -211,10 +211,12 @@ def clip_by_global_norm(grads: Any, max_norm: float) -> Any:
     leaves, treedef = tree_flatten(grads)
     if not leaves:
         return grads
-    squares = [E.cast(R.sum(E.mul(g, g)), np.float64) for g in leaves]
-    norm = E.sqrt(reduce(E.add, squares))
-    scale = E.minimum(1.0, E.div(float(max_norm), E.maximum(norm, np.finfo(np.float64).tiny)))
-    return tree_unflatten(treedef, [E.mul(g, E.cast(scale, E.dtype_of(g))) for g in leaves])
+    squares = [elementwise.cast(reductions.sum(elementwise.mul(g, g)), np.float64) for g in leaves]
+    norm = elementwise.sqrt(reduce(elementwise.add, squares))
+    scale = elementwise.minimum(
+        1.0, elementwise.div(float(max_norm), elementwise.maximum(norm, np.finfo(np.float64).tiny))
+    )
+    return tree_unflatten(treedef, [elementwise.mul(g, elementwise.cast(scale, dtype_of(g))) for g in leaves])
 
 
 def clip_by_value(grads: Any, limit: float) -> Any:
@@ -225,7 +227,9 @@ def clip_by_value(grads: Any, limit: float) -> Any:
     {'w': array([-1. ,  0.5,  1. ])}
     """
     leaves, treedef = tree_flatten(grads)
-    return tree_unflatten(treedef, [E.minimum(E.maximum(g, -float(limit)), float(limit)) for g in leaves])
+    return tree_unflatten(
+        treedef, [elementwise.minimum(elementwise.maximum(g, -float(limit)), float(limit)) for g in leaves]
+    )
 
 
 # ----------------------------------------------------------------------------- the common frame
@@ -273,29 +277,30 @@ def _optimizer(
         if g_def != treedef:
             raise ConfigError("optimizer update: the gradients' structure differs from the parameters'")
         count = state["count"] if counts else None
-        lr = _learning_rate_at(count, learning_rate) if scheduled else float(learning_rate)
+        lr = _learning_rate_at(count, learning_rate) if callable(learning_rate) else float(learning_rate)
         scalars = step_scalars(count, lr) if step_scalars else {"lr": lr}
         weak = all(type(v) is float for v in scalars.values())
         by_dtype: dict = {}  # the step's scalars cast once per parameter dtype
         slot_leaves = [tree_flatten(state[s])[0] for s in slots]
-        new_p, new_slots = [], [[] for _ in slots]
+        new_p: list = []
+        new_slots: list[list] = [[] for _ in slots]
         for i, (p, g) in enumerate(zip(p_leaves, g_leaves)):
             if weak:  # Python floats are weak scalars: they keep a float32 leaf float32
                 cast = scalars
             else:
-                dtype = E.dtype_of(p)
-                cast = by_dtype.get(dtype)
-                if cast is None:
-                    cast = by_dtype[dtype] = {
-                        k: v if type(v) is float else E.cast(v, dtype) for k, v in scalars.items()
+                dtype = dtype_of(p)
+                if dtype not in by_dtype:
+                    by_dtype[dtype] = {
+                        k: v if type(v) is float else elementwise.cast(v, dtype) for k, v in scalars.items()
                     }
+                cast = by_dtype[dtype]
             p, moments = rule(p, g, tuple(s[i] for s in slot_leaves), cast)
             new_p.append(p)
             for acc, m in zip(new_slots, moments):
                 acc.append(m)
         new_state: dict = {s: tree_unflatten(treedef, leaves) for s, leaves in zip(slots, new_slots)}
         if counts:
-            new_state["count"] = E.add(count, 1)
+            new_state["count"] = elementwise.add(count, 1)
         return tree_unflatten(treedef, new_p), new_state if new_state else state
 
     return Optimizer(init, update)
@@ -357,10 +362,12 @@ def sgd(
 
 def _adam_scalars(b1: float, b2: float) -> Callable[[Any, Any], dict]:
     def scalars(count, lr):
-        t = E.cast(E.add(count, 1), np.float64)  # this update is number t, counting from 1
+        t = elementwise.cast(
+            elementwise.add(count, 1), np.float64
+        )  # this update is number t, counting from 1
         return {
-            "lr_c1": E.div(lr, E.sub(1.0, E.power(b1, t))),
-            "sqrt_c2": E.sqrt(E.sub(1.0, E.power(b2, t))),
+            "lr_c1": elementwise.div(lr, elementwise.sub(1.0, elementwise.power(b1, t))),
+            "sqrt_c2": elementwise.sqrt(elementwise.sub(1.0, elementwise.power(b2, t))),
             "lr": lr,
         }
 
@@ -373,7 +380,7 @@ def _adam_rule(b1: float, b2: float, eps: float, weight_decay: float) -> LeafRul
         m = b1 * m + (1.0 - b1) * g
         v = b2 * v + (1.0 - b2) * (g * g)
         # lr * m_hat / (sqrt(v_hat) + eps) with the bias corrections folded into scalars
-        step = s["lr_c1"] * m / (E.sqrt(v) / s["sqrt_c2"] + eps)
+        step = s["lr_c1"] * m / (elementwise.sqrt(v) / s["sqrt_c2"] + eps)
         if weight_decay:
             step = step + s["lr"] * weight_decay * p
         return p - step, (m, v)
@@ -474,6 +481,6 @@ def rmsprop(
     def rule(p, g, slots, s):
         (v,) = slots
         v = rho * v + (1.0 - rho) * (g * g)
-        return p - s["lr"] * g / (E.sqrt(v) + eps), (v,)
+        return p - s["lr"] * g / (elementwise.sqrt(v) + eps), (v,)
 
     return _optimizer(rule, ("nu",), learning_rate, clip_norm, clip_value)

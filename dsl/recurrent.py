@@ -29,46 +29,66 @@ from typing import Any
 
 import numpy as np
 
-from nnc.backend import activations as A
-from nnc.backend import elementwise as E
-from nnc.backend import reductions as R
-from nnc.backend import structural as S
+from nnc.backend.activations import logistic, relu, tanh
+from nnc.backend.broadcasting import broadcast_to, dtype_of, shape_of
+from nnc.backend.elementwise import add, mul, sub
 from nnc.backend.errors import ShapeError, TypeMismatch
 from nnc.backend.linalg import matmul
 from nnc.backend.scan import scan
+from nnc.backend.structural import concat, getitem, transpose
 from nnc.backend.tree import tree_flatten, tree_unflatten
 
-from . import types as T
 from .combinators import not_a_model_argument
 from .layers import check_options
-from .model import Model, ParamSpec, _created, child_params
+from .model import Model, ParamSpec, child_params, created_at_note
 from .show import describe, describer, dims
-from .source import Where, user_frame
+from .source import UserLocation, user_location
+from .types import (
+    ArrayType,
+    Dim,
+    Mismatch,
+    SeqType,
+    Subst,
+    TupleType,
+    Type,
+    TypeVar,
+    Vec,
+    array_type,
+    bad_argument,
+    dim_prod,
+    example_shape,
+    is_concrete,
+    resolve,
+    resolve_dim,
+    show,
+    size_argument,
+    unify,
+)
 
-_ACTIVATIONS = {"tanh": A.tanh, "logistic": A.logistic, "relu": A.relu}
+_ACTIVATION_FUNCTIONS = {"tanh": tanh, "logistic": logistic, "relu": relu}
 
 
-def _batched(x: Any, t: T.Type) -> bool:
+def _batched(x: Any, t: Type) -> bool:
     """Whether ``x`` carries a leading batch axis beyond one example of type ``t``."""
-    if isinstance(t, T.TupleType):
+    if isinstance(t, TupleType):
         return _batched(x[0], t.items[0])
-    if isinstance(t, T.TypeVar):
+    if isinstance(t, TypeVar):
         raise ShapeError(
             f"cannot tell a batch from one example for type {t!r}; declare the input type with nnc.Input"
         )
-    return len(E.shape_of(x)) == t.rank + 1
+    return len(shape_of(x)) == t.rank + 1
 
 
 def _require_model(name: str, model: Any) -> None:
     if not isinstance(model, Model):
-        raise not_a_model_argument(name, user_frame(3), model)
+        raise not_a_model_argument(name, user_location(3), model)
 
 
 def _require_cell(name: str, model: Model) -> None:
     _require_model(name, model)
     if model.state_type is None:
         raise TypeMismatch(
-            f"{name} needs a stateful model (a recurrent cell), but {model!r}{_created(model)} "
+            f"{name} needs a stateful model (a recurrent cell), but {model!r}{created_at_note(model)} "
             f"has no state ({model.signature}).\n  hint: build cells with fcrnn, LSTM, GRU, "
             "recurrently or lagged"
         )
@@ -78,71 +98,77 @@ def _require_stateless(name: str, model: Model) -> None:
     _require_model(name, model)
     if model.state_type is not None:
         raise TypeMismatch(
-            f"{name} takes a stateless model, but {model!r}{_created(model)} has "
-            f"state {T.show([model.state_type])[0]}"
+            f"{name} takes a stateless model, but {model!r}{created_at_note(model)} has "
+            f"state {show([model.state_type])[0]}"
         )
 
 
-def _type_leaves(t: T.Type) -> list:
-    if isinstance(t, T.TupleType):
+def _type_leaves(t: Type) -> list:
+    if isinstance(t, TupleType):
         return [leaf for item in t.items for leaf in _type_leaves(item)]
     return [t]
 
 
-def _type_unflatten(t: T.Type, leaves: list) -> Any:
+def _type_unflatten(t: Type, leaves: list) -> Any:
     """Values for the leaves of ``t``, nested in tuples the way ``t`` is."""
     it = iter(leaves)
 
     def build(t):
-        return tuple(build(i) for i in t.items) if isinstance(t, T.TupleType) else next(it)
+        return tuple(build(i) for i in t.items) if isinstance(t, TupleType) else next(it)
 
     return build(t)
 
 
+def _cell_state(model: Model) -> Type:
+    """The state type of a cell (one that :func:`_require_cell` has let through)."""
+    assert model.state_type is not None, f"{model!r} is not a cell"
+    return model.state_type
+
+
 def _concrete_state_shapes(model: Model, name: str) -> list[tuple[int, ...]]:
     out = []
-    for t in _type_leaves(model.state_type):
-        if not isinstance(t, T.ArrayType) or not T.is_concrete(t):
+    for t in _type_leaves(_cell_state(model)):
+        if not isinstance(t, ArrayType) or not is_concrete(t):
             raise TypeMismatch(
-                f"{name}: the state {T.show([model.state_type])[0]} of {model!r}"
-                f"{_created(model)} has unknown sizes; give the cell's sizes "
+                f"{name}: the state {show([model.state_type])[0]} of {model!r}"
+                f"{created_at_note(model)} has unknown sizes; give the cell's sizes "
                 "or declare the input with nnc.Input"
             )
-        out.append(T.example_shape(t))
+        out.append(example_shape(t))
     return out
 
 
 def _state_tree(model: Model, leaves: list) -> Any:
-    return _type_unflatten(model.state_type, leaves)
+    return _type_unflatten(_cell_state(model), leaves)
 
 
 # ----------------------------------------------------------------------------- cells
 
 
 def _dense(x, p, prefix=""):
-    return E.add(matmul(x, p[prefix + "Wx"]), p[prefix + "b"])
+    return add(matmul(x, p[prefix + "Wx"]), p[prefix + "b"])
 
 
 def _fcrnn_forward(model: Model, params: Any, x: Any, h: Any) -> tuple:
-    act = _ACTIVATIONS[model.attr("activation")]
-    h = act(E.add(_dense(x, params), matmul(h, params["Wh"])))
+    act = _ACTIVATION_FUNCTIONS[model.attr("activation")]
+    h = act(add(_dense(x, params), matmul(h, params["Wh"])))
     return h, h
 
 
-def _cell_sizes(kind: str, n_in: Any, n_hidden: Any, name: Any, where: Where | None) -> tuple:
+def _cell_sizes(kind: str, n_in: Any, n_hidden: Any, name: Any, created_at: UserLocation | None) -> tuple:
     """The sizes of a cell, checked where the user wrote it."""
-    n_in = T.size_argument(
+    n_in = size_argument(
         n_in,
         kind,
         "n_in",
-        where,
+        created_at,
         optional=True,
         hint=f"n_in is the size of one step's input; {kind}(None, n) infers it",
     )
-    n_hidden = T.size_argument(
-        n_hidden, kind, "n_hidden", where, hint="n_hidden is the size of the state (and of the output)"
+    n_hidden = size_argument(
+        n_hidden, kind, "n_hidden", created_at, hint="n_hidden is the size of the state (and of the output)"
     )
-    check_options(kind, where, True, name)
+    check_options(kind, created_at, True, name)
     return n_in, n_hidden
 
 
@@ -152,28 +178,28 @@ def _cell(
     n_hidden: int,
     gates: int,
     forward: Callable,
-    state: T.Type,
+    state: Type,
     attrs: tuple,
     name: str | None,
-    where: Where | None,
+    created_at: UserLocation | None,
     extra: tuple = (),
 ) -> Model:
-    d_in = T.Dim() if n_in is None else n_in
+    d_in = Dim() if n_in is None else n_in
     width = gates * n_hidden
-    params = (
+    specs = (
         ("Wx", ParamSpec((d_in, width), "glorot_uniform", fan=(d_in, width))),
         ("Wh", ParamSpec((n_hidden, width), "glorot_uniform", fan=(n_hidden, width))),
         ("b", ParamSpec((width,), "zeros")),
     ) + extra
     return Model(
         kind,
-        T.Vec[d_in],
-        T.Vec[n_hidden],
+        Vec[d_in],
+        Vec[n_hidden],
         forward,
-        params=params,
+        param_specs=specs,
         attrs=attrs,
         name=name,
-        where=where,
+        created_at=created_at,
         state_type=state,
     )
 
@@ -187,33 +213,33 @@ def fcrnn(n_in: int | None, n_hidden: int, activation: str = "tanh", *, name: st
     >>> fcrnn(1, 30).signature
     Vec[1] -> Vec[30], state Vec[30]
     """
-    where = user_frame(2)
-    n_in, n_hidden = _cell_sizes("fcrnn", n_in, n_hidden, name, where)
+    created_at = user_location(2)
+    n_in, n_hidden = _cell_sizes("fcrnn", n_in, n_hidden, name, created_at)
     if activation not in ("tanh", "logistic"):
-        raise T.bad_argument("fcrnn", where, "activation", "'tanh' or 'logistic'", activation)
+        raise bad_argument("fcrnn", created_at, "activation", "'tanh' or 'logistic'", activation)
     return _cell(
         "fcrnn",
         n_in,
         n_hidden,
         1,
         _fcrnn_forward,
-        T.Vec[n_hidden],
+        Vec[n_hidden],
         (("activation", activation),),
         name,
-        where,
+        created_at,
     )
 
 
 def _lstm_forward(model: Model, params: Any, x: Any, state: Any) -> tuple:
     h, c = state
     n = model.attr("hidden")
-    z = E.add(_dense(x, params), matmul(h, params["Wh"]))
-    i = A.logistic(z[..., 0:n])
-    f = A.logistic(z[..., n : 2 * n])
-    g = A.tanh(z[..., 2 * n : 3 * n])
-    o = A.logistic(z[..., 3 * n : 4 * n])
-    c = E.add(E.mul(f, c), E.mul(i, g))
-    h = E.mul(o, A.tanh(c))
+    z = add(_dense(x, params), matmul(h, params["Wh"]))
+    i = logistic(z[..., 0:n])
+    f = logistic(z[..., n : 2 * n])
+    g = tanh(z[..., 2 * n : 3 * n])
+    o = logistic(z[..., 3 * n : 4 * n])
+    c = add(mul(f, c), mul(i, g))
+    h = mul(o, tanh(c))
     return h, (h, c)
 
 
@@ -237,31 +263,33 @@ def LSTM(n_in: int | None, n_hidden: int, *, name: str | None = None) -> Model:
     >>> LSTM(3, 8).signature
     Vec[3] -> Vec[8], state (Vec[8], Vec[8])
     """
-    where = user_frame(2)
-    n_in, n_hidden = _cell_sizes("LSTM", n_in, n_hidden, name, where)
+    created_at = user_location(2)
+    n_in, n_hidden = _cell_sizes("LSTM", n_in, n_hidden, name, created_at)
     model = _cell(
         "LSTM",
         n_in,
         n_hidden,
         4,
         _lstm_forward,
-        T.TupleType((T.Vec[n_hidden], T.Vec[n_hidden])),
+        TupleType((Vec[n_hidden], Vec[n_hidden])),
         (("hidden", n_hidden),),
         name,
-        where,
+        created_at,
     )
-    params = tuple((k, replace(p, init=_forget_bias(n_hidden)) if k == "b" else p) for k, p in model.params)
-    return replace(model, params=params)
+    specs = tuple(
+        (k, replace(p, init=_forget_bias(n_hidden)) if k == "b" else p) for k, p in model.param_specs
+    )
+    return replace(model, param_specs=specs)
 
 
 def _gru_forward(model: Model, params: Any, x: Any, h: Any) -> tuple:
     n = model.attr("hidden")
     zx = _dense(x, params)
     zh = matmul(h, params["Wh"])
-    z = A.logistic(E.add(zx[..., 0:n], zh[..., 0:n]))
-    r = A.logistic(E.add(zx[..., n : 2 * n], zh[..., n : 2 * n]))
-    candidate = A.tanh(E.add(zx[..., 2 * n : 3 * n], matmul(E.mul(r, h), params["Uh"])))
-    h = E.add(E.mul(z, h), E.mul(E.sub(1.0, z), candidate))
+    z = logistic(add(zx[..., 0:n], zh[..., 0:n]))
+    r = logistic(add(zx[..., n : 2 * n], zh[..., n : 2 * n]))
+    candidate = tanh(add(zx[..., 2 * n : 3 * n], matmul(mul(r, h), params["Uh"])))
+    h = add(mul(z, h), mul(sub(1.0, z), candidate))
     return h, h
 
 
@@ -277,42 +305,52 @@ def GRU(n_in: int | None, n_hidden: int, *, name: str | None = None) -> Model:
     >>> GRU(2, 5).signature
     Vec[2] -> Vec[5], state Vec[5]
     """
-    where = user_frame(2)
-    n_in, n_hidden = _cell_sizes("GRU", n_in, n_hidden, name, where)
+    created_at = user_location(2)
+    n_in, n_hidden = _cell_sizes("GRU", n_in, n_hidden, name, created_at)
     extra = (("Uh", ParamSpec((n_hidden, n_hidden), "glorot_uniform", fan=(n_hidden, n_hidden))),)
     model = _cell(
-        "GRU", n_in, n_hidden, 3, _gru_forward, T.Vec[n_hidden], (("hidden", n_hidden),), name, where, extra
+        "GRU",
+        n_in,
+        n_hidden,
+        3,
+        _gru_forward,
+        Vec[n_hidden],
+        (("hidden", n_hidden),),
+        name,
+        created_at,
+        extra,
     )
     # the recurrent gate map needs only the two gate blocks
-    params = tuple(
+    specs = tuple(
         (k, replace(p, shape=(n_hidden, 2 * n_hidden), fan=(n_hidden, 2 * n_hidden))) if k == "Wh" else (k, p)
-        for k, p in model.params
+        for k, p in model.param_specs
     )
-    return replace(model, params=params)
+    return replace(model, param_specs=specs)
 
 
 @describer("fcrnn")
 def _describe_fcrnn(model: Model) -> str:
-    n_in, n_h = dims(model.params[0][1].shape[0], model.params[1][1].shape[0])
+    n_in, n_h = dims(model.param_specs[0][1].shape[0], model.param_specs[1][1].shape[0])
     act = model.attr("activation")
     return f"fcrnn({n_in} -> {n_h}" + ("" if act == "tanh" else f", {act}") + ")"
 
 
 @describer("LSTM")
 def _describe_lstm(model: Model) -> str:
-    n_in, n_h = dims(model.params[0][1].shape[0], model.attr("hidden"))
+    n_in, n_h = dims(model.param_specs[0][1].shape[0], model.attr("hidden"))
     return f"LSTM({n_in} -> {n_h})"
 
 
 @describer("GRU")
 def _describe_gru(model: Model) -> str:
-    n_in, n_h = dims(model.params[0][1].shape[0], model.attr("hidden"))
+    n_in, n_h = dims(model.param_specs[0][1].shape[0], model.attr("hidden"))
     return f"GRU({n_in} -> {n_h})"
 
 
 # ----------------------------------------------------------------------------- unrolling
 
-_STEPS: weakref.WeakKeyDictionary[Model, Callable] = weakref.WeakKeyDictionary()
+# per cell: its scan step for each (parameter structure, state structure)
+_STEPS: weakref.WeakKeyDictionary[Model, dict[tuple, Callable]] = weakref.WeakKeyDictionary()
 
 
 def _step_of(cell: Model, params_def: Any, state_def: Any) -> Callable:
@@ -334,14 +372,14 @@ def _step_of(cell: Model, params_def: Any, state_def: Any) -> Callable:
 def _time_major(x: Any, batched: bool) -> Any:
     if not batched:
         return x
-    n = len(E.shape_of(x))
-    return S.transpose(x, (1, 0) + tuple(range(2, n)))
+    n = len(shape_of(x))
+    return transpose(x, (1, 0) + tuple(range(2, n)))
 
 
 def _run_unrolled(model: Model, params: Any, xs: Any, state: Any) -> tuple:
     (cell,) = model.children
     batched = _batched(xs, model.in_type)
-    _require_steps(model, E.shape_of(xs), batched)
+    _require_steps(model, shape_of(xs), batched)
     p_leaves, p_def = tree_flatten(child_params(model, params)[0])
     s_leaves, s_def = tree_flatten(state)
     final, (ys,) = scan(_step_of(cell, p_def, s_def), p_leaves, s_leaves, [_time_major(xs, batched)])
@@ -353,7 +391,7 @@ def _require_steps(model: Model, shape: tuple, batched: bool) -> None:
     layer (its shape as the user gave it, batch first), not an index error deep inside."""
     if shape[1 if batched else 0] == 0:
         raise ShapeError(
-            f"{model!r}{_created(model)} got a sequence of 0 steps (input of shape {tuple(shape)}, "
+            f"{model!r}{created_at_note(model)} got a sequence of 0 steps (input of shape {tuple(shape)}, "
             f"{'(batch, time, ...)' if batched else '(time, ...)'}); it needs at least one step\n"
             "  hint: leave empty sequences out of the data, or pad them to at least one step"
         )
@@ -366,15 +404,15 @@ def _unroll_forward(model: Model, params: Any, xs: Any, state: Any) -> tuple:
 
 def _unroll_last_forward(model: Model, params: Any, xs: Any, state: Any) -> tuple:
     ys, final, _ = _run_unrolled(model, params, xs, state)
-    return S.getitem(ys, -1), final
+    return getitem(ys, -1), final
 
 
-def _sequence_items(cell: Model, name: str) -> tuple[T.Type, T.Type]:
+def _sequence_items(cell: Model, name: str) -> tuple[Type, Type]:
     for t in (cell.in_type, cell.out_type):
-        if not isinstance(t, (T.ArrayType, T.TypeVar)):
+        if not isinstance(t, (ArrayType, TypeVar)):
             raise TypeMismatch(
-                f"{name}: sequences of {T.show([t])[0]} are not supported; "
-                f"{cell!r}{_created(cell)} must map arrays to arrays"
+                f"{name}: sequences of {show([t])[0]} are not supported; "
+                f"{cell!r}{created_at_note(cell)} must map arrays to arrays"
             )
     return cell.in_type, cell.out_type
 
@@ -390,12 +428,12 @@ def unroll(cell: Model) -> Model:
     a, b = _sequence_items(cell, "unroll")
     return Model(
         "unroll",
-        T.SeqType(a),
-        T.SeqType(b),
+        SeqType(a),
+        SeqType(b),
         _unroll_forward,
         children=(cell,),
         attrs=(("transparent", True),),
-        where=user_frame(2),
+        created_at=user_location(2),
         state_type=cell.state_type,
     )
 
@@ -411,12 +449,12 @@ def unroll_last(cell: Model) -> Model:
     a, b = _sequence_items(cell, "unroll_last")
     return Model(
         "unroll_last",
-        T.SeqType(a),
+        SeqType(a),
         b,
         _unroll_last_forward,
         children=(cell,),
         attrs=(("transparent", True),),
-        where=user_frame(2),
+        created_at=user_location(2),
         state_type=cell.state_type,
     )
 
@@ -426,7 +464,7 @@ def unroll_last(cell: Model) -> Model:
 
 def _with_initial(model: Model, params: Any, x: Any, make: Callable) -> Any:
     (inner,) = model.children
-    batch = E.shape_of(_first(x))[0] if _batched(x, model.in_type) else None
+    batch = shape_of(_first(x))[0] if _batched(x, model.in_type) else None
     state = make(params, batch)
     y, _ = inner.forward(inner, child_params(model, params)[0], x, state)
     return y
@@ -444,8 +482,8 @@ def _zeros_for(model: Model, dtype: Any, batch: int | None) -> Any:
 
 def _dtype_from(params: Any, x: Any) -> Any:
     for leaf in tree_flatten(params)[0] + tree_flatten(x)[0]:
-        if np.dtype(E.dtype_of(leaf)).kind == "f":
-            return E.dtype_of(leaf)
+        if np.dtype(dtype_of(leaf)).kind == "f":
+            return dtype_of(leaf)
     return np.float32
 
 
@@ -473,14 +511,14 @@ def zero_state(model: Model) -> Model:
         _zero_state_forward,
         children=(model,),
         attrs=(("transparent", True),),
-        where=user_frame(2),
+        created_at=user_location(2),
     )
 
 
 def _broadcast_state(value: Any, batch: int | None) -> Any:
     if batch is None:
         return value
-    return R.broadcast_to(value, (batch,) + tuple(E.shape_of(value)))
+    return broadcast_to(value, (batch,) + tuple(shape_of(value)))
 
 
 def _learned_state_forward(model: Model, params: Any, x: Any) -> Any:
@@ -501,16 +539,16 @@ def learned_state(model: Model) -> Model:
     _require_cell("learned_state", model)
     shapes = _concrete_state_shapes(model, "learned_state")
     names = ["initial_state"] if len(shapes) == 1 else [f"initial_state_{i}" for i in range(len(shapes))]
-    params = tuple((n, ParamSpec(s, "zeros")) for n, s in zip(names, shapes))
+    specs = tuple((n, ParamSpec(s, "zeros")) for n, s in zip(names, shapes))
     return Model(
         "learned_state",
         model.in_type,
         model.out_type,
         _learned_state_forward,
         children=(model,),
-        params=params,
+        param_specs=specs,
         attrs=(("transparent", True), ("state_names", tuple(names))),
-        where=user_frame(2),
+        created_at=user_location(2),
     )
 
 
@@ -539,8 +577,8 @@ def fix_state(state: Any, model: Model) -> Model:
     got = [v.shape for v in leaves]
     if got != shapes:
         raise TypeMismatch(
-            f"fix_state at {user_frame(2)}: the state of {model!r}{_created(model)} is "
-            f"{T.show([model.state_type])[0]} (shapes {shapes}), got shapes {got}"
+            f"fix_state at {user_location(2)}: the state of {model!r}{created_at_note(model)} is "
+            f"{show([model.state_type])[0]} (shapes {shapes}), got shapes {got}"
         )
     value = tuple(leaves) if isinstance(state, tuple) else leaves[0]
     return Model(
@@ -550,7 +588,7 @@ def fix_state(state: Any, model: Model) -> Model:
         _fix_state_forward,
         children=(model,),
         attrs=(("transparent", True), ("state", value)),
-        where=user_frame(2),
+        created_at=user_location(2),
     )
 
 
@@ -572,31 +610,31 @@ def recurrently(model: Model) -> Model:
     Vec[3] -> Vec[4], state Vec[4]
     """
     _require_stateless("recurrently", model)
-    where = user_frame(2)
+    created_at = user_location(2)
     model = model.freshen()
-    a, b = T.TypeVar("a"), T.TypeVar("b")
+    a, b = TypeVar("a"), TypeVar("b")
     if model.refine is not None:
-        model = model.refine(model, T.TupleType((a, b)))
-    s: T.Subst = {}
+        model = model.refine(model, TupleType((a, b)))
+    s: Subst = {}
     try:
-        T.unify(model.in_type, T.TupleType((a, b)), s)
-        T.unify(T.resolve(b, s), model.out_type, s)
-    except T.Mismatch as err:
-        i, o = T.show([model.in_type, model.out_type])
+        unify(model.in_type, TupleType((a, b)), s)
+        unify(resolve(b, s), model.out_type, s)
+    except Mismatch as err:
+        i, o = show([model.in_type, model.out_type])
         raise TypeMismatch(
-            f"recurrently at {where or 'unknown place'}: the model must map (input, state) to a new "
-            f"state of the same type, but\n  {model!r}{_created(model)} maps {i} to {o}\n  {err}"
+            f"recurrently at {created_at or 'unknown place'}: the model must map (input, state) to a new "
+            f"state of the same type, but\n  {model!r}{created_at_note(model)} maps {i} to {o}\n  {err}"
         ) from None
     model = model.subst(s)
-    state = T.resolve(b, s)
+    state = resolve(b, s)
     return Model(
         "recurrently",
-        T.resolve(a, s),
+        resolve(a, s),
         state,
         _recurrently_forward,
         children=(model,),
         attrs=(("transparent", True),),
-        where=where,
+        created_at=created_at,
         state_type=state,
     )
 
@@ -604,10 +642,10 @@ def recurrently(model: Model) -> Model:
 def _lagged_forward(model: Model, params: Any, x: Any, state: Any) -> tuple:
     (inner,) = model.children
     k = model.attr("width")
-    window = S.concat([state, x], axis=-1)
+    window = concat([state, x], axis=-1)
     y = inner.forward(inner, child_params(model, params)[0], window)
-    n = E.shape_of(window)[-1]
-    return y, S.getitem(window, (Ellipsis, slice(k, n)))
+    n = shape_of(window)[-1]
+    return y, getitem(window, (Ellipsis, slice(k, n)))
 
 
 def lagged(n: int, model: Model) -> Model:
@@ -621,42 +659,42 @@ def lagged(n: int, model: Model) -> Model:
     >>> lagged(2, Linear(2, 1)).signature
     Vec[1] -> Vec[1], state Vec[1]
     """
-    where = user_frame(2)
-    n = T.size_argument(
+    created_at = user_location(2)
+    n = size_argument(
         n,
         "lagged",
         "n",
-        where,
+        created_at,
         hint="n is how many inputs the model sees: lagged(2, Linear(2, 1)) predicts from the last two",
     )
     _require_stateless("lagged", model)
     model = model.freshen()
-    k = T.Dim("k")
-    s: T.Subst = {}
+    k = Dim("k")
+    s: Subst = {}
     try:
-        T.unify(model.in_type, T.Vec[T.dim_prod([n, k])], s)
-    except T.Mismatch as err:
+        unify(model.in_type, Vec[dim_prod([n, k])], s)
+    except Mismatch as err:
         raise TypeMismatch(
-            f"lagged at {where or 'unknown place'}: {model!r}{_created(model)} must take "
+            f"lagged at {created_at or 'unknown place'}: {model!r}{created_at_note(model)} must take "
             f"Vec[{n} * k] (the last {n} inputs of size k), but takes "
-            f"{T.show([model.in_type])[0]}\n  {err}"
+            f"{show([model.in_type])[0]}\n  {err}"
         ) from None
     model = model.subst(s)
-    width = T.resolve_dim(k, s)
+    width = resolve_dim(k, s)
     if not isinstance(width, int):
         raise TypeMismatch(
-            f"lagged at {where or 'unknown place'}: the input size of {model!r} must "
+            f"lagged at {created_at or 'unknown place'}: the input size of {model!r} must "
             "be known to split it into lags"
         )
     return Model(
         "lagged",
-        T.Vec[width],
+        Vec[width],
         model.out_type,
         _lagged_forward,
         children=(model,),
         attrs=(("transparent", True), ("width", width), ("lags", n)),
-        where=where,
-        state_type=T.array_type(((n - 1) * width,)),
+        created_at=created_at,
+        state_type=array_type(((n - 1) * width,)),
     )  # Vec[0] for n = 1: no past kept
 
 
@@ -687,13 +725,13 @@ def prime(cell: Model, params: Any, state: Any, xs: Any) -> tuple[Any, Any]:
     ((3, 1), (3, 4))
     """
     _require_cell("prime", cell)
-    where = user_frame(2)
+    called_at = user_location(2)
     shape = tuple(np.shape(xs))
-    batched = _batched(xs, T.SeqType(cell.in_type)) if shape else False
+    batched = _batched(xs, SeqType(cell.in_type)) if shape else False
     if shape and shape[1 if batched and len(shape) > 1 else 0] == 0:
         raise ShapeError(
-            f"prime at {where or 'unknown place'}: the sequence xs of shape {shape} has 0 steps, "
-            f"so {cell!r}{_created(cell)} has nothing to run over\n"
+            f"prime at {called_at or 'unknown place'}: the sequence xs of shape {shape} has 0 steps, "
+            f"so {cell!r}{created_at_note(cell)} has nothing to run over\n"
             "  hint: to generate from a state without priming, call feedback(cell, params, state, "
             "x0, steps) directly"
         )
@@ -719,25 +757,25 @@ def feedback(cell: Model, params: Any, state: Any, x0: Any, steps: int) -> np.nd
     (2, 0, 1)
     """
     _require_cell("feedback", cell)
-    where = user_frame(2)
-    steps = T.size_argument(
+    called_at = user_location(2)
+    steps = size_argument(
         steps,
         "feedback",
         "steps",
-        where,
+        called_at,
         minimum=0,
         hint="steps is how many outputs to generate",
         at="called at",
     )
     try:
-        T.unify(cell.freshen().in_type, cell.freshen().out_type, {})
-    except T.Mismatch:
-        i, o = T.show([cell.in_type, cell.out_type])
+        unify(cell.freshen().in_type, cell.freshen().out_type, {})
+    except Mismatch:
+        i, o = show([cell.in_type, cell.out_type])
         raise TypeMismatch(
-            f"feedback: {cell!r}{_created(cell)} maps {i} to {o}; its outputs can "
+            f"feedback: {cell!r}{created_at_note(cell)} maps {i} to {o}; its outputs can "
             "only be fed back if the types agree"
         ) from None
-    batched = len(np.shape(x0)) == cell.in_type.rank + 1 if isinstance(cell.in_type, T.ArrayType) else False
+    batched = len(np.shape(x0)) == cell.in_type.rank + 1 if isinstance(cell.in_type, ArrayType) else False
     if state is None:
         state = _zeros_for(cell, _dtype_from(params, x0), np.shape(x0)[0] if batched else None)
     x, outputs = x0, []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import types as T
+from .types import show
 
 DESCRIBERS: dict[str, Callable] = {}
 
@@ -47,4 +47,4 @@ def _serial(model) -> str:
 
 @describer("Input")
 def _input(model) -> str:
-    return f"Input({T.show([model.in_type])[0]})"
+    return f"Input({show([model.in_type])[0]})"

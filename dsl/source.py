@@ -10,6 +10,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass
+from types import FrameType
 
 _NNC_DIRS = tuple(
     os.path.dirname(os.path.abspath(p)) + os.sep
@@ -22,7 +23,7 @@ _NNC_DIRS = tuple(
 
 
 @dataclass(frozen=True)
-class Where:
+class UserLocation:
     """A file and line in user code."""
 
     file: str
@@ -60,12 +61,13 @@ def ipython_cell(file: str) -> str | None:
     return None if number is None else f"In[{number}]"
 
 
-def user_frame(skip: int = 1) -> Where | None:
-    """The innermost caller frame whose file is not part of nnc (or any import machinery)."""
-    frame = sys._getframe(skip)
+def user_location(skip: int = 1) -> UserLocation | None:
+    """The file and line of the innermost caller frame whose file is not part of nnc (or any
+    import machinery): where the user wrote the call."""
+    frame: FrameType | None = sys._getframe(skip)
     while frame is not None:
         fname = frame.f_code.co_filename
         if not fname.startswith(_NNC_DIRS) and not fname.startswith("<frozen"):
-            return Where(fname, frame.f_lineno)
+            return UserLocation(fname, frame.f_lineno)
         frame = frame.f_back
     return None

@@ -23,7 +23,7 @@ import numpy as np
 
 from nnc.backend.tree import tree_paths
 
-from . import types as T
+from .effects import stat_shapes
 from .inspection import (
     TypeNames,
     all_types,
@@ -34,19 +34,20 @@ from .inspection import (
     plain_description,
 )
 from .model import Model
+from .types import ArrayType, show
 
 COLUMNS = ("path", "layer", "input", "output", "params")
 
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the table. ``params`` is the layer's own count, or a block's subtotal."""
+    """One line of the table. ``param_count`` is the layer's own count, or a block's subtotal."""
 
     path: str
     layer: str
     input: str
     output: str
-    params: int | None
+    param_count: int | None
     block: bool
     depth: int
 
@@ -59,6 +60,7 @@ class Summary:
     total: int | None
     dtype: str
     unknown: str = ""  # why the total is unknown
+    stats_total: int = 0  # running statistics (BatchNorm's): counted apart, never trained
 
     def __str__(self) -> str:
         cells = [COLUMNS] + [
@@ -67,7 +69,7 @@ class Summary:
                 _clip(r.layer),
                 r.input,
                 r.output,
-                _count(r.params, r.block),
+                _count(r.param_count, r.block),
             )
             for r in self.rows
         ]
@@ -87,6 +89,9 @@ class Summary:
             size = self.total * np.dtype(self.dtype).itemsize
             noun = "parameter" if self.total == 1 else "parameters"
             lines.append(f"total: {self.total:,} {noun} ({_bytes(size)} as {self.dtype})")
+        if self.stats_total:
+            noun = "statistic" if self.stats_total == 1 else "statistics"
+            lines.append(f"and {self.stats_total:,} running {noun}, not trained (model.init_stats())")
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -101,7 +106,7 @@ def _count(n: int | None, block: bool) -> str:
     return f"({text})" if block else text
 
 
-def _bytes(n: int) -> str:
+def _bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -110,8 +115,8 @@ def _bytes(n: int) -> str:
 
 
 def _rows(model: Model, path: str, depth: int, limit: int | None, names: TypeNames, out: list) -> None:
-    def row(layer: str, params: int | None, block: bool) -> None:
-        out.append(Row(path, layer, names(model.in_type), names(model.out_type), params, block, depth))
+    def row(layer: str, param_count: int | None, block: bool) -> None:
+        out.append(Row(path, layer, names(model.in_type), names(model.out_type), param_count, block, depth))
 
     if not model.children:
         state = f", state {names(model.state_type)}" if model.state_type is not None else ""
@@ -137,7 +142,7 @@ def _rows(model: Model, path: str, depth: int, limit: int | None, names: TypeNam
 def _unknown(model: Model) -> str:
     for path, shape in tree_paths(model.param_shapes):
         if not all(isinstance(d, int) for d in shape):
-            dims = T.show([T.ArrayType(tuple(shape))])[0][len("Tensor") :]
+            dims = show([ArrayType(tuple(shape))])[0][len("Tensor") :]
             return (
                 f"{path} has shape ({dims[1:-1]}); start the model with nnc.Input(Vec[n]) "
                 "to fix its input size"
@@ -158,4 +163,8 @@ def summary(model: Model, *, depth: int | None = None, dtype: Any = "float32") -
     rows: list = []
     _rows(model, "", 0, depth, TypeNames(all_types(model)), rows)
     total = param_total(model)
-    return Summary(tuple(rows), total, str(np.dtype(dtype)), "" if total is not None else _unknown(model))
+    stats = sum(
+        int(np.prod(shape)) for _, shape in stat_shapes(model) if all(isinstance(d, int) for d in shape)
+    )
+    unknown = "" if total is not None else _unknown(model)
+    return Summary(tuple(rows), total, str(np.dtype(dtype)), unknown, stats)

@@ -8,14 +8,14 @@ inputs drawn by hypothesis from a model's type.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
 from nnc.backend.autodiff import grad
 from nnc.backend.tree import tree_flatten, tree_paths, tree_unflatten
 
-from . import types as T
+from .types import Dim, SeqType, TupleType, TypeVar, Vec, as_type
 
 
 def _to_float64(tree: Any) -> Any:
@@ -71,9 +71,9 @@ def check_grads(
             if not (isinstance(leaf, np.ndarray) and leaf.dtype.kind == "f"):
                 continue
             g_leaf = dict(tree_paths(g))[path] if path else g
-            where = f"argument {a}" + (f" at {path!r}" if path else "")
+            which = f"argument {a}" + (f" at {path!r}" if path else "")
             _check_leaf(
-                value, args, a, path, leaf, np.asarray(g_leaf), where, eps, rtol, atol, directions, rng
+                value, args, a, path, leaf, np.asarray(g_leaf), which, eps, rtol, atol, directions, rng
             )
 
 
@@ -85,9 +85,9 @@ def _replace(tree: Any, path: str, new: np.ndarray) -> Any:
     return tree_unflatten(treedef, [new if p == path else x for p, x in zip(paths, leaves)])
 
 
-def _check_leaf(value, args, a, path, leaf, g, where, eps, rtol, atol, directions, rng) -> None:
+def _check_leaf(value, args, a, path, leaf, g, which, eps, rtol, atol, directions, rng) -> None:
     if g.shape != leaf.shape:
-        raise AssertionError(f"gradient of {where} has shape {g.shape}, expected {leaf.shape}")
+        raise AssertionError(f"gradient of {which} has shape {g.shape}, expected {leaf.shape}")
 
     def at(delta: np.ndarray) -> float:
         moved = list(args)
@@ -109,7 +109,7 @@ def _check_leaf(value, args, a, path, leaf, g, where, eps, rtol, atol, direction
         analytic = float(np.sum(g * d))
         if not np.isclose(analytic, numeric, rtol=rtol, atol=atol):
             raise AssertionError(
-                f"gradient of {where} is wrong along {label}: nnc gives {analytic!r}, "
+                f"gradient of {which} is wrong along {label}: nnc gives {analytic!r}, "
                 f"central finite differences give {numeric!r}"
             )
 
@@ -135,8 +135,9 @@ def arrays_of(
     from hypothesis import strategies as st
     from hypothesis.extra import numpy as hnp
 
-    t = T.as_type(t)
-    width = np.dtype(dtype).itemsize * 8 if np.dtype(dtype).kind == "f" else 64
+    t = as_type(t)
+    # hypothesis draws floats of 16, 32 or 64 bits; it refuses any other width itself
+    width = cast(Literal[16, 32, 64], np.dtype(dtype).itemsize * 8 if np.dtype(dtype).kind == "f" else 64)
     elements = elements if elements is not None else st.floats(-3, 3, width=width)
 
     @st.composite
@@ -147,7 +148,7 @@ def arrays_of(
         def dim(d):
             if isinstance(d, int):
                 return d
-            if isinstance(d, T.Dim):  # named dimensions agree by name, as in annotations
+            if isinstance(d, Dim):  # named dimensions agree by name, as in annotations
                 key = d.name or d
                 if key not in sizes:
                     sizes[key] = draw(st.integers(min_size, max_size))
@@ -155,13 +156,13 @@ def arrays_of(
             raise ValueError(f"cannot draw a size for {d!r}; give the type concrete sizes")
 
         def one(tt):
-            if isinstance(tt, T.TupleType):
+            if isinstance(tt, TupleType):
                 return tuple(one(i) for i in tt.items)
-            time = ()
-            if isinstance(tt, T.SeqType):  # a sequence: a drawn number of time steps first
+            time: tuple[int, ...] = ()
+            if isinstance(tt, SeqType):  # a sequence: a drawn number of time steps first
                 time, tt = (draw(st.integers(min_size, max_size)),), tt.item
-            if isinstance(tt, T.TypeVar):
-                tt = T.Vec[T.Dim()]
+            if isinstance(tt, TypeVar):
+                tt = Vec[Dim()]
             shape = time + tuple(dim(d) for d in tt.dims)
             shape = shape if b is None else (b,) + shape
             return draw(hnp.arrays(np.dtype(dtype), shape, elements=elements))

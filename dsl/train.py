@@ -32,11 +32,13 @@ import numpy as np
 from nnc.backend.autodiff import value_and_grad
 from nnc.backend.errors import NonFiniteError, ShapeError
 from nnc.backend.execute import quiet
+from nnc.backend.random import fold_in
+from nnc.backend.random import key as make_key
 from nnc.backend.tree import tree_flatten, tree_unflatten
 
-from . import types as T
 from .callbacks import (
     BatchEnd,
+    Callback,
     EpochEnd,
     StopOnNaN,
     as_callback,
@@ -46,8 +48,10 @@ from .callbacks import (
     overrides,
     tree_all_finite,
 )
+from .effects import checked_stats, inference, with_calls
 from .model import Model, _params_dtype, check_params, match_input
 from .optim import ConfigError, Optimizer
+from .types import ArrayType, show
 
 # Rows per forward pass when evaluating metrics, to bound the memory of intermediates
 _EVAL_CHUNK = 8192
@@ -61,24 +65,38 @@ class TrainStep:
     """``step(params, opt_state, x, y) -> (params, opt_state, loss_value)``: one pure training step.
 
     The gradient of ``loss(model(params, x), y)`` is traced once per input signature
-    (shapes and dtypes of params, x and y) and then runs as compiled straight-line code."""
+    (shapes and dtypes of params, x and y) and then runs as compiled straight-line code.
+
+    A model with effects (:mod:`nnc.effects`) takes its running statistics and a key too:
+    ``step(params, opt_state, x, y, stats, key) -> (params, opt_state, loss_value, stats)``,
+    the new statistics last when the model keeps some. Give each step its own key,
+    ``nnc.fold_in(nnc.key(seed), step_number)``: ``fit`` does, inside the compiled step."""
 
     model: Model
     loss: Callable[[Any, Any], Any]
     opt: Optimizer
 
-    def objective(self, params: Any, x: Any, y: Any) -> Any:
-        """The scalar that is minimised: ``loss(model(params, x), y)``."""
-        return self.loss(self.model(params, x), y)
+    def objective(self, params: Any, x: Any, y: Any, stats: Any = None, key: Any = None) -> Any:
+        """The scalar that is minimised, ``loss(model(params, x), y)``; paired with the new
+        statistics when the model updates some."""
+        if self.model.updates_stats:
+            prediction, new_stats = self.model(params, x, key=key, stats=stats)
+            return self.loss(prediction, y), new_stats
+        return self.loss(self.model(params, x, key=key, stats=stats), y)
 
     @cached_property
     def _value_and_grad(self) -> Callable:
-        return value_and_grad(self.objective)
+        return value_and_grad(self.objective, has_aux=self.model.updates_stats)
 
-    def __call__(self, params: Any, opt_state: Any, x: Any, y: Any) -> tuple[Any, Any, Any]:
+    def __call__(
+        self, params: Any, opt_state: Any, x: Any, y: Any, stats: Any = None, key: Any = None
+    ) -> Any:
         with quiet():  # the update of a diverging step overflows too; see nnc.backend.execute.quiet
-            value, grads = self._value_and_grad(params, x, y)
+            value, grads = self._value_and_grad(params, x, y, stats, key)
             params, opt_state = self.opt.update(params, grads, opt_state)
+        if self.model.updates_stats:
+            value, stats = value
+            return params, opt_state, value, stats
         return params, opt_state, value
 
 
@@ -242,10 +260,10 @@ def prepare_data(model: Model, params: Any, data: Any, what: str) -> Dataset:
             raise ShapeError(f"fit: {name} is a single number; it needs a leading axis of examples")
         lengths.append((name, arr.shape[0]))
     x, batch = match_input(model.in_type, x, {}, model, f"{what} x", dtype)
-    if batch is None and isinstance(model.in_type, T.ArrayType):
+    if batch is None and isinstance(model.in_type, ArrayType):
         raise ShapeError(
             f"fit: {what} x of shape {np.shape(x)} is one example of "
-            f"{T.show([model.in_type])[0]}; fit needs a batch with a leading axis of "
+            f"{show([model.in_type])[0]}; fit needs a batch with a leading axis of "
             "examples (x[None] for a batch of one)"
         )
     if len({n for _, n in lengths}) > 1:
@@ -285,8 +303,12 @@ def _checked_target(y: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
     return y
 
 
-def predict(model: Model, params: Any, x: Any) -> Any:
-    """``model`` on validated inputs ``x`` in chunks of rows (no boundary checks, no trace)."""
+def predict(model: Model, params: Any, x: Any, stats: Any = None) -> Any:
+    """``model`` on validated inputs ``x`` in chunks of rows (no boundary checks, no trace);
+    a model with effects runs in its inference form, on ``stats``."""
+    if model.has_effects:
+        model = inference(model)
+        params = with_calls(model, params, None, stats, {})
     leaves, treedef = tree_flatten(x)
     n = leaves[0].shape[0]
     if n <= _EVAL_CHUNK:
@@ -306,7 +328,7 @@ def _metric_table(metrics: Any) -> list[tuple[str, Callable]]:
         if isinstance(metrics, Mapping)
         else [(getattr(m, "__name__", None), m) for m in metrics]
     )
-    table = []
+    table: list[tuple[str, Callable]] = []
     for name, fn in items:
         if not callable(fn) or not name or name == "<lambda>":
             raise ConfigError(
@@ -319,10 +341,10 @@ def _metric_table(metrics: Any) -> list[tuple[str, Callable]]:
     return table
 
 
-def _evaluate(model, params, data: Dataset, loss, metrics, prefix: str, with_loss: bool) -> dict:
+def _evaluate(model, params, data: Dataset, loss, metrics, prefix: str, with_loss: bool, stats=None) -> dict:
     x, y = data.xy
     with quiet():  # non-finite values are reported, not warned about
-        prediction = predict(model, params, x)
+        prediction = predict(model, params, x, stats)
         logs = {f"{prefix}loss": float(loss(prediction, y))} if with_loss else {}
         for name, fn in metrics:
             logs[f"{prefix}{name}"] = float(fn(prediction, y))
@@ -370,8 +392,10 @@ def fit(
     step: Callable | None = None,
     compile: bool = False,  # noqa: A002
     stop_on_nan: bool = True,
-) -> tuple[Any, History]:
-    """Train ``model`` from ``params`` on ``data = (x, y)``; returns ``(params, history)``.
+    stats: Any = None,
+) -> Any:
+    """Train ``model`` from ``params`` on ``data = (x, y)``; returns ``(params, history)``,
+    or ``(params, stats, history)`` for a model that keeps running statistics.
 
     Args:
         data: ``(x, y)``; ``x`` is an array of shape ``(n, ...)`` (a tuple of such arrays for
@@ -380,7 +404,9 @@ def fit(
         opt: an optimiser (``nnc.adam(1e-3)``); its state starts fresh.
         epochs, batch_size: passes over the data, examples per step.
         validation: ``(x, y)`` evaluated after each epoch (``val_loss``, ``val_<metric>``).
-        seed: the shuffling seed; the same seed gives the same run, bit for bit.
+        seed: the seed of the shuffling and of each step's key (``fold_in(fold_in(key(seed), 1),
+            step)``, for a model that draws random numbers); the same seed gives the same run,
+            bit for bit.
         metrics: functions ``metric(prediction, target)`` (``nnc.accuracy``), or a dict by name.
         callbacks: :class:`nnc.callbacks.Callback` values or functions of an ``EpochEnd``.
         progress: show a tqdm progress bar (terminal or notebook).
@@ -388,7 +414,8 @@ def fit(
         drop_last: skip the last batch when it is smaller than ``batch_size``. By default it
             is kept, so every example is seen each epoch; its shape is traced once more.
         step: what runs each batch, in place of ``train_step(model, loss=loss, opt=opt)``
-            (a compiled step, say); same signature ``(params, opt_state, x, y)``.
+            (a compiled step, say); same signature ``(params, opt_state, x, y)``, and
+            ``(params, opt_state, x, y, stats, key)`` for a model with effects.
         compile: run each batch through ``nnc.compile(train_step(...))``: the forward pass,
             the backward pass and the update as one native function (compiled once per
             batch shape; the results equal the interpreted ones to float rounding).
@@ -397,6 +424,9 @@ def fit(
             the batch and the first non-finite parameter with its layer; its ``params`` attribute
             holds the last finite parameters. ``StopOnNaN(raise_error=False)`` among the
             callbacks returns them instead; ``False`` trains on regardless.
+        stats: the running statistics to start from (default ``model.init_stats()``), for a
+            model that keeps some: each step gives the next, and metrics and validation are
+            computed by ``nnc.inference(model)`` on them.
 
     Data are checked before the first step (lengths, dtypes, NaNs, emptiness, the model's
     input type) and converted once to the parameters' dtype; the initial parameters must be
@@ -412,11 +442,14 @@ def fit(
         raise ConfigError(f"fit: step must be a function (params, opt_state, x, y), got {step!r}")
     if compile and step is not None:
         raise ConfigError("fit: give either step= or compile=True, not both")
+    effects = model.has_effects
     if compile:
         from .compile import compile as compile_step
 
-        step = compile_step(standard)
-    step = standard if step is None else step
+        step = compile_step(_keyed(standard) if effects else standard)
+    elif step is not None and effects:
+        step = _keyed(step)
+    step = (_keyed(standard) if effects else standard) if step is None else step
     check_params(model, params)
     train = prepare_data(model, params, data, "training")
     valid = prepare_data(model, params, validation, "validation") if validation is not None else None
@@ -424,8 +457,8 @@ def fit(
     hooks = [as_callback(c) for c in callbacks]
     guard = _nan_guard(hooks, stop_on_nan)
     _refuse_non_finite_params(model, params)
-    batch_hooks = [(i, c.on_batch_end) for i, c in enumerate(hooks) if overrides(c, "on_batch_end")]
-    epoch_hooks = [(i, c.on_epoch_end) for i, c in enumerate(hooks) if overrides(c, "on_epoch_end")]
+    batch_hooks = [(i, c, c.on_batch_end) for i, c in enumerate(hooks) if overrides(c, "on_batch_end")]
+    epoch_hooks = [(i, c, c.on_epoch_end) for i, c in enumerate(hooks) if overrides(c, "on_epoch_end")]
     states = [c.begin() for c in hooks]
 
     stop_at = train.n - train.n % batch_size if drop_last and train.n >= batch_size else train.n
@@ -433,6 +466,14 @@ def fit(
     sizes = np.array([min(batch_size, stop_at - s) for s in starts], np.float64)
     rng = np.random.default_rng(int(seed))
     opt_state = opt.init(params)
+    if effects:
+        # the step's other inputs ride with the optimiser's state, so that a step (and its
+        # replay when a value goes non-finite) stays a pure (params, carry, x, y) -> ...
+        if model.keeps_stats:
+            start = model.init_stats(_params_dtype(params) or np.float32) if stats is None else stats
+            stats = checked_stats(model, start, _params_dtype(params))
+        step = _Carrying(step, model.updates_stats)
+        opt_state = (opt_state, stats, fold_in(make_key(int(seed)), 1), np.uint64(0))
     history = History()
     bar = _progress_bar(epochs * len(starts), progress)
     try:
@@ -455,8 +496,8 @@ def fit(
                     if bar is not None:
                         bar.update()
                     if batch_hooks:
-                        log = BatchEnd(epoch, b + 1, float(losses[b]), before, params, x, y, model)
-                        params, history, stop = _ask(batch_hooks, states, log, params, history, epoch)
+                        batch_log = BatchEnd(epoch, b + 1, float(losses[b]), before, params, x, y, model)
+                        params, history, stop = _ask(batch_hooks, states, batch_log, params, history, epoch)
                         if stop:
                             break
                 if stop:
@@ -465,16 +506,18 @@ def fit(
                     params, history = _stopped(guard, *replay.of_epoch(params), history)
                     break
                 logs = {"loss": float(np.dot(losses, sizes) / sizes.sum())}
+                stats = opt_state[1] if effects else None
                 if metric_fns:
-                    logs.update(_evaluate(model, params, train, loss, metric_fns, "", with_loss=False))
+                    logs.update(_evaluate(model, params, train, loss, metric_fns, "", False, stats))
                 if valid is not None:
-                    logs.update(_evaluate(model, params, valid, loss, metric_fns, "val_", with_loss=True))
+                    logs.update(_evaluate(model, params, valid, loss, metric_fns, "val_", True, stats))
                 history = history.with_epoch(logs)
                 if bar is not None:
                     bar.set_postfix_str(", ".join(f"{k} {v:.4g}" for k, v in logs.items()), refresh=False)
                 if epoch_hooks:
-                    log = EpochEnd(epoch, epochs, logs, history, params, opt_state, model)
-                    params, history, stop = _ask(epoch_hooks, states, log, params, history, epoch)
+                    optimiser_state = opt_state[0] if effects else opt_state
+                    epoch_log = EpochEnd(epoch, epochs, logs, history, params, optimiser_state, model, stats)
+                    params, history, stop = _ask(epoch_hooks, states, epoch_log, params, history, epoch)
                     if stop:
                         break
     finally:
@@ -483,7 +526,36 @@ def fit(
     if progress:
         for epoch, message in history.events:
             print(f"epoch {epoch}: {message}")
+    if model.keeps_stats:
+        return params, opt_state[1], history
     return params, history
+
+
+def _keyed(step: Callable) -> Callable:
+    """``step`` with each call's key derived from the run's key and the step's number, inside
+    it: so a compiled step derives it in its own code, from two small inputs."""
+
+    def keyed(params: Any, opt_state: Any, x: Any, y: Any, stats: Any, run_key: Any, number: Any) -> Any:
+        return step(params, opt_state, x, y, stats, fold_in(run_key, number))
+
+    return keyed
+
+
+@dataclass(frozen=True)
+class _Carrying:
+    """A keyed step as ``(params, carry, x, y) -> (params, carry, loss)``, the carry holding the
+    optimiser's state, the statistics, the run's key and the number of the next step."""
+
+    step: Callable
+    updates_stats: bool
+
+    def __call__(self, params: Any, carry: tuple, x: Any, y: Any) -> tuple[Any, tuple, Any]:
+        opt_state, stats, run_key, number = carry
+        out = self.step(params, opt_state, x, y, stats, run_key, number)
+        params, opt_state, value = out[:3]
+        if self.updates_stats:
+            stats = out[3]
+        return params, (opt_state, stats, run_key, np.uint64(number + np.uint64(1))), value
 
 
 # ----------------------------------------------------------------------------- non-finite values
@@ -599,21 +671,28 @@ def _stopped(
     return ``params`` with the message recorded."""
     if guard.raise_error:
         error = NonFiniteError(message)
-        error.params, error.history = params, history
+        # fit's own addition to the engine's error (the engine does not declare them)
+        error.params, error.history = params, history  # type: ignore[attr-defined]
         raise error
     return params, history.with_event(epoch, message, stopped=True)
 
 
 def _ask(
-    hooks: list[tuple[int, Callable]], states: list, log: Any, params: Any, history: History, epoch: int
+    hooks: list[tuple[int, Callback, Callable]],
+    states: list,
+    log: Any,
+    params: Any,
+    history: History,
+    epoch: int,
 ) -> tuple[Any, History, bool]:
-    """Run the hooks in order; each decision may replace the parameters and/or stop."""
+    """Run the hooks (each with the index of its callback's state) in order; each decision
+    may replace the parameters and/or stop."""
     stop = False
-    for i, hook in hooks:
-        states[i], decision = hook(states[i], log)
+    for i, callback, hook in hooks:
+        states[i], returned = hook(states[i], log)
+        decision = checked_decision(returned, callback)
         if decision is None:
             continue
-        decision = checked_decision(decision, hook.__self__)
         if decision.params is not None:
             params = decision.params
             log = log._replace(params=params)

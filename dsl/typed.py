@@ -30,23 +30,24 @@ from typing import Any
 
 import numpy as np
 
+import nnc.types
 from nnc.backend.core import Tracer
 from nnc.backend.errors import ShapeError
 
-from . import types as T
+from .types import ArrayType, Dim, show
 
 _bindings: contextvars.ContextVar[dict | None] = contextvars.ContextVar("nnc_typed_bindings", default=None)
 _BATCH = "batch axis"
 
 
-def _expected(t: T.ArrayType) -> str:
-    text = T.show([t])[0]
+def _expected(t: ArrayType) -> str:
+    text = show([t])[0]
     inner = text[text.index("[") + 1 : -1]
     single = f"({inner},)" if t.rank == 1 else f"({inner})"
     return f"{text}: an array of shape {single} or (batch, {inner})"
 
 
-def _check_array(value: Any, origin_type: T.ArrayType, args: tuple, memo: Any) -> None:
+def _check_array(value: Any, origin_type: ArrayType, args: tuple, memo: Any) -> None:
     import typeguard
 
     t = origin_type
@@ -64,7 +65,7 @@ def _check_array(value: Any, origin_type: T.ArrayType, args: tuple, memo: Any) -
         if isinstance(d, int):
             if d != n:
                 raise typeguard.TypeCheckError(f"has shape {shape}, expected {_expected(t)}")
-        elif isinstance(d, T.Dim) and d.name:
+        elif isinstance(d, Dim) and d.name:
             names.append((d.name, n))
     for name, n in names:
         if bindings.setdefault(name, n) != n:
@@ -76,7 +77,7 @@ def _check_array(value: Any, origin_type: T.ArrayType, args: tuple, memo: Any) -
 
 def lookup(origin_type: Any, args: tuple, extras: tuple) -> Callable | None:
     """typeguard's checker lookup for nnc types (the ``typeguard.checker_lookup`` entry point)."""
-    return _check_array if isinstance(origin_type, T.ArrayType) else None
+    return _check_array if isinstance(origin_type, ArrayType) else None
 
 
 def _typeguard():
@@ -93,7 +94,7 @@ def _annotations(fn: Callable) -> dict:
     for name, ann in getattr(fn, "__annotations__", {}).items():
         if isinstance(ann, str):
             try:
-                ann = eval(ann, dict(vars(T)), fn.__globals__)  # noqa: S307 - the user's own annotation
+                ann = eval(ann, dict(vars(nnc.types)), fn.__globals__)  # noqa: S307 - the user's own annotation
             except Exception:  # an annotation we cannot read is left to Python
                 continue
         out[name] = ann
@@ -105,7 +106,7 @@ def typed(fn: Callable) -> Callable:
     signature = inspect.signature(fn)
     annotations = _annotations(fn)
     code = getattr(fn, "__code__", None)
-    where = f"{code.co_filename}:{code.co_firstlineno}" if code else "unknown place"
+    defined_at = f"{code.co_filename}:{code.co_firstlineno}" if code else "unknown place"
     qualname = getattr(fn, "__qualname__", repr(fn))
 
     typeguard = _typeguard()
@@ -115,7 +116,7 @@ def typed(fn: Callable) -> Callable:
             typeguard.check_type(value, ann)
         except typeguard.TypeCheckError as err:
             # args[0] is our checker's own words, without typeguard's "numpy.ndarray" prefix
-            raise ShapeError(f"{qualname} (defined at {where}): {what} {err.args[0]}") from None
+            raise ShapeError(f"{qualname} (defined at {defined_at}): {what} {err.args[0]}") from None
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -16,11 +16,11 @@ import itertools
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 from nnc.backend.errors import ArgumentError, NNCError
 
-from .source import Where, user_frame
+from .source import UserLocation, user_location
 
 _counter = itertools.count()
 
@@ -41,7 +41,7 @@ def describe_value(value: Any) -> str:
 
 def bad_argument(
     layer: str,
-    where: Where | None,
+    location: UserLocation | None,
     argument: str,
     expected: str,
     value: Any,
@@ -51,7 +51,7 @@ def bad_argument(
 ) -> NNCError:
     """The error for ``layer``'s ``argument``: what it must be, what it got, where it was written
     (``at`` says how: a layer is "created at", a function "called at")."""
-    place = f" ({at} {where})" if where else ""
+    place = f" ({at} {location})" if location else ""
     return cls(
         f"{layer}{place}: {argument} must be {expected}, got {describe_value(value)}"
         + (f"\n  hint: {hint}" if hint else "")
@@ -63,11 +63,39 @@ def is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+@overload
 def size_argument(
     value: Any,
     layer: str,
     argument: str,
-    where: Where | None,
+    location: UserLocation | None,
+    *,
+    optional: Literal[False] = False,
+    minimum: int = 1,
+    hint: str = "",
+    at: str = "created at",
+) -> int: ...
+
+
+@overload
+def size_argument(
+    value: Any,
+    layer: str,
+    argument: str,
+    location: UserLocation | None,
+    *,
+    optional: bool,
+    minimum: int = 1,
+    hint: str = "",
+    at: str = "created at",
+) -> int | None: ...
+
+
+def size_argument(
+    value: Any,
+    layer: str,
+    argument: str,
+    location: UserLocation | None,
     *,
     optional: bool = False,
     minimum: int = 1,
@@ -83,7 +111,7 @@ def size_argument(
     expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
     if optional:
         expected += " or None (to infer it)"
-    raise bad_argument(layer, where, argument, expected, value, hint, at=at)
+    raise bad_argument(layer, location, argument, expected, value, hint, at=at)
 
 
 class Dim:
@@ -189,7 +217,7 @@ class _SeqConstructor:
     def __getitem__(self, item) -> SeqType:
         t = as_type(item, "Seq")
         if not isinstance(t, (ArrayType, TypeVar)):
-            raise bad_argument("Seq", user_frame(), "its item", "one array type such as Vec[n]", t)
+            raise bad_argument("Seq", user_location(), "its item", "one array type such as Vec[n]", t)
         return SeqType(t)
 
     def __repr__(self) -> str:
@@ -210,7 +238,7 @@ class _Constructor:
         if self.rank is not None and len(dims) != self.rank:
             raise ArgumentError(
                 f"{self.kind} takes {self.rank} dimension(s), got {len(dims)}: "
-                f"{self.kind}[{', '.join(map(repr, dims))}] at {user_frame() or 'unknown place'}\n"
+                f"{self.kind}[{', '.join(map(repr, dims))}] at {user_location() or 'unknown place'}\n"
                 "  hint: Vec[n] is a vector, Mat[m, n] a matrix, Tensor[c, h, w] any rank"
             )
         return ArrayType(tuple(_dim(d, i, self.kind) for i, d in enumerate(dims)), self.kind)
@@ -228,10 +256,10 @@ def _dim(d: Any, axis: int, kind: str) -> DimLike:
         return d
     if is_int(d) and d >= 1:
         return int(d)
-    # where is looked up only now: types are built often inside nnc, and the stack walk costs
+    # the user's location is looked up only now: types are built often inside nnc, and the stack walk costs
     raise bad_argument(
         kind,
-        user_frame(),
+        user_location(),
         f"dimension {axis}",
         "a positive int, a name or None",
         d,
@@ -259,7 +287,7 @@ def as_type(t: Any, layer: str = "nnc") -> Type:
         return t
     raise bad_argument(
         layer,
-        user_frame(),
+        user_location(),
         "the type",
         "an nnc type",
         t,
@@ -319,9 +347,11 @@ def unify_dims(a: DimLike, b: DimLike, s: Subst) -> None:
         return
     if isinstance(a, int) and isinstance(b, int):
         raise Mismatch(f"size {a} differs from size {b}")
-    expr, other = (a, b) if isinstance(a, DimExpr) else (b, a)
-    if isinstance(other, int):
-        _solve(expr, other, s)
+    if isinstance(a, DimExpr) and isinstance(b, int):
+        _solve(a, b, s)
+        return
+    if isinstance(a, int) and isinstance(b, DimExpr):
+        _solve(b, a, s)
         return
     if (
         isinstance(a, DimExpr)

@@ -5,23 +5,19 @@ where one measured faster than numpy, and the numpy reference otherwise. Under
 ``NUMBA_DISABLE_JIT=1`` the kernels would run as Python loops, so everything takes the
 numpy path (the kernels' own tests still call them directly).
 
-Crossovers measured (benchmarks/conv.py, benchmarks/linear_layer.py; docs/kernels.md):
+Crossovers measured (benchmarks/conv.py; docs/kernels.md):
 
 - conv2d and its two backward passes: the kernels beat numpy's im2col from the
   smallest inputs tried (one 1x3x3 image) up, so they always run.
 - pooling: the kernels beat ``sliding_window_view`` at every size tried.
-- matrix products: BLAS always (``np.dot``); the dense layer fuses only the elementwise
-  work around it (see :mod:`nnc.kernels.dense`).
+- matrix products: BLAS always (``np.dot``), no kernel here (benchmarks/matmul.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import conv as C
-from . import dense as D
-from . import pool as P
-from . import reference as R
+from . import im2col, pool, reference
 from .jit import jit_enabled
 
 
@@ -31,51 +27,43 @@ def _c(x: np.ndarray) -> np.ndarray:
 
 def conv2d(x, w, stride, padding, dilation) -> np.ndarray:
     if jit_enabled():
-        return C.conv2d_forward(_c(x), w, stride, padding, dilation)
-    return R.conv2d(x, w, stride, padding, dilation)
+        return im2col.conv2d_forward(_c(x), w, stride, padding, dilation)
+    return reference.conv2d(x, w, stride, padding, dilation)
 
 
 def conv2d_input_grad(g, w, x_shape, stride, padding, dilation) -> np.ndarray:
     if jit_enabled():
-        return C.conv2d_input_grad(_c(g), w, x_shape, stride, padding, dilation)
-    return R.conv2d_input_grad(g, w, x_shape, stride, padding, dilation)
+        return im2col.conv2d_input_grad(_c(g), w, x_shape, stride, padding, dilation)
+    return reference.conv2d_input_grad(g, w, x_shape, stride, padding, dilation)
 
 
 def conv2d_weight_grad(x, g, w_shape, stride, padding, dilation) -> np.ndarray:
     if jit_enabled():
-        return C.conv2d_weight_grad(_c(x), _c(g), w_shape, stride, padding, dilation)
-    return R.conv2d_weight_grad(x, g, w_shape, stride, padding, dilation)
+        return im2col.conv2d_weight_grad(_c(x), _c(g), w_shape, stride, padding, dilation)
+    return reference.conv2d_weight_grad(x, g, w_shape, stride, padding, dilation)
 
 
 def max_pool(x, kernel, stride) -> np.ndarray:
-    return P.max_pool(_c(x), kernel, stride) if jit_enabled() else R.max_pool(x, kernel, stride)
+    return pool.max_pool(_c(x), kernel, stride) if jit_enabled() else reference.max_pool(x, kernel, stride)
 
 
 def max_pool_grad(x, g, kernel, stride) -> np.ndarray:
     if jit_enabled():
-        return P.max_pool_grad(_c(x), _c(g), kernel, stride)
-    return R.max_pool_grad(x, g, kernel, stride)
+        return pool.max_pool_grad(_c(x), _c(g), kernel, stride)
+    return reference.max_pool_grad(x, g, kernel, stride)
 
 
 def max_pool_gather(x, c, kernel, stride) -> np.ndarray:
     if jit_enabled():
-        return P.max_pool_gather(_c(x), _c(c), kernel, stride)
-    return R.max_pool_gather(x, c, kernel, stride)
+        return pool.max_pool_gather(_c(x), _c(c), kernel, stride)
+    return reference.max_pool_gather(x, c, kernel, stride)
 
 
 def avg_pool(x, kernel, stride) -> np.ndarray:
-    return P.avg_pool(_c(x), kernel, stride) if jit_enabled() else R.avg_pool(x, kernel, stride)
+    return pool.avg_pool(_c(x), kernel, stride) if jit_enabled() else reference.avg_pool(x, kernel, stride)
 
 
 def avg_pool_grad(g, x_shape, kernel, stride) -> np.ndarray:
     if jit_enabled():
-        return P.avg_pool_grad(_c(g), x_shape, kernel, stride)
-    return R.avg_pool_grad(g, x_shape, kernel, stride)
-
-
-def linear(x, w, b, activation) -> np.ndarray:
-    return D.linear(x, w, b, activation)
-
-
-def activation_grad(g, out, activation) -> np.ndarray:
-    return D.activation_grad(g, out, activation)
+        return pool.avg_pool_grad(_c(g), x_shape, kernel, stride)
+    return reference.avg_pool_grad(g, x_shape, kernel, stride)

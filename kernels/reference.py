@@ -16,8 +16,6 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-ACTIVATIONS = ("identity", "relu", "tanh", "logistic")
-
 
 def output_size(size: int, k: int, stride: int, padding: int, dilation: int) -> int:
     """How many positions a window of ``k`` taps (``dilation`` apart) takes along one axis.
@@ -26,38 +24,6 @@ def output_size(size: int, k: int, stride: int, padding: int, dilation: int) -> 
     (28, 4, 0)
     """
     return max((size + 2 * padding - dilation * (k - 1) - 1) // stride + 1, 0)
-
-
-# ----------------------------------------------------------------------------- dense
-
-
-def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, activation: str) -> np.ndarray:
-    """``activation(x @ w + b)`` with separate numpy calls."""
-    z = x @ w
-    if b is not None:
-        z = z + b
-    return activation_forward(z, activation)
-
-
-def activation_forward(z: np.ndarray, activation: str) -> np.ndarray:
-    if activation == "identity":
-        return z
-    if activation == "relu":
-        return np.maximum(z, 0, dtype=z.dtype)
-    if activation == "tanh":
-        return np.tanh(z)
-    return 0.5 * np.tanh(0.5 * z) + 0.5  # logistic, in its overflow-free form
-
-
-def activation_grad(g: np.ndarray, out: np.ndarray, activation: str) -> np.ndarray:
-    """The cotangent of the pre-activation, from the activation's output ``out``."""
-    if activation == "identity":
-        return g
-    if activation == "relu":
-        return g * (out > 0).astype(g.dtype)
-    if activation == "tanh":
-        return g * (1 - out * out)
-    return g * (out * (1 - out))
 
 
 # ----------------------------------------------------------------------------- convolution

@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 ruff check .
 ruff format --check .
 bash scripts/lint-imports.sh
-# mypy (scripts/typecheck.sh) joins once the package is clean
+bash scripts/typecheck.sh

@@ -5,7 +5,8 @@ import pytest
 
 import nnc
 from nnc import Linear, softmax, tanh
-from nnc.backend import autodiff
+from nnc.backend import autodiff, staging
+from nnc.backend.core import trace_graph
 
 
 def test_grad_has_the_structure_of_the_parameters():
@@ -128,7 +129,7 @@ def test_python_numbers_are_constants_of_the_trace():
 def test_gradient_graph_is_straight_line_code_without_dead_work():
     f = lambda x, y: nnc.sum(nnc.tanh(x)) + 0.0 * nnc.sum(y)  # noqa: E731
     nnc.grad(f)(np.ones(3), np.ones(3))
-    staged = next(iter(autodiff._cache_for(f).values()))
+    staged = next(iter(staging.cache_for(f).values()))
     names = [e.prim.name for e in staged.graph.eqns]
     assert "tanh" in names and names.count("tanh") == 1  # forward emitted once, reused by the rule
 
@@ -143,3 +144,34 @@ def test_escaped_tracer_is_detected():
     nnc.grad(lambda x: (leak.append(x), nnc.sum(x))[1])(np.ones(2))
     with pytest.raises(nnc.TraceError, match="after its trace ended"):
         nnc.exp(leak[0])
+
+
+def test_a_traced_value_has_numpys_operators_and_methods():
+    def every_operator(x, y):
+        return [
+            x + y, 2.0 + x, x - y, 2.0 - x, x * y, 3.0 * x, x / y, 1.0 / x, x**2, 2.0**x,
+            x @ y.T, np.ones((2, 3)) @ y.T, -x, +x, abs(-x), x > y, x < y, x[0], x[:, 1:],
+            x.T, x.transpose(1, 0), x.reshape(3, 2), x.reshape((6,)), x.sum(), x.sum(axis=0),
+            x.mean(axis=1, keepdims=True), x.max(), x.max(0), x.astype(np.float32), list(x)[1],
+        ]  # fmt: skip
+
+    x, y = np.arange(1.0, 7.0).reshape(2, 3), np.full((2, 3), 2.5)
+    traced, _ = nnc.vjp(lambda x, y: tuple(every_operator(x, y)), x, y)
+    for got, want in zip(traced, every_operator(x, y), strict=True):
+        np.testing.assert_allclose(got, want)
+        assert np.asarray(got).dtype == np.asarray(want).dtype
+
+
+def test_unary_plus_on_a_traced_value_records_nothing():
+    seen = []
+    nnc.grad(lambda x: (seen.append(+x is x), nnc.sum(x))[1])(np.ones(2))
+    assert seen == [True]
+
+
+def test_backward_pass_substitutes_saved_values_instead_of_recomputing_them():
+    graph = trace_graph(lambda v: [nnc.sum(nnc.exp(v[0]))], [((3,), np.dtype(np.float64))])
+    (exp_eqn,) = [e for e in graph.eqns if e.prim.name == "exp"]
+    x, saved = np.zeros(3), np.full(3, 2.0)  # not exp(x): the gradient must read the saved value
+    outputs, (g,) = autodiff.backward_pass(graph, [x], [np.ones(())], [0], {id(exp_eqn.out): saved})
+    assert outputs[0] == pytest.approx(6.0)
+    np.testing.assert_allclose(g, saved)

@@ -31,8 +31,8 @@ from nnc.checkpoint import (
     _describe,
     is_stale,
     layer_differences,
-    layers,
     load,
+    recorded_layers,
     save,
     temp_name,
     this_host,
@@ -93,7 +93,7 @@ def test_a_different_model_is_refused_saying_what_differs(saved):
     assert str(info.value) == (
         f"checkpoint {path} was saved from a different model\n"
         "  saved from:   Linear(3 -> 4) >> tanh >> Linear(4 -> 2)  (Vec[3] -> Vec[2])\n"
-        f"  loading into: Linear(3 -> 5) >> tanh >> Linear(5 -> 3)  (Vec[3] -> Vec[3]) (created at {other.where})\n"
+        f"  loading into: Linear(3 -> 5) >> tanh >> Linear(5 -> 3)  (Vec[3] -> Vec[3]) (created at {other.created_at})\n"
         "  signature: saved Vec[3] -> Vec[2], this model Vec[3] -> Vec[3]\n"
         "  linear_0/W: saved shape (3, 4), the model expects (3, 5)\n"
         "  linear_0/b: saved shape (4,), the model expects (5,)\n"
@@ -269,7 +269,7 @@ def test_saving_into_a_missing_folder_names_the_folder_not_a_temporary_file(tmp_
         save(os.path.join("runs", "m.npz"), model, model.init(seed=0))
     assert isinstance(info.value, CheckpointNotFound)
     assert str(info.value) == (
-        f"cannot save the checkpoint of Linear(3 -> 4) >> tanh >> Linear(4 -> 2) (created at {model.where}) "
+        f"cannot save the checkpoint of Linear(3 -> 4) >> tanh >> Linear(4 -> 2) (created at {model.created_at}) "
         "to runs/m.npz: the folder runs does not exist\n"
         "  hint: create it first: os.makedirs('runs', exist_ok=True)\n"
         "  see docs/errors.md#checkpointnotfound"
@@ -304,7 +304,7 @@ def test_a_tanh_network_file_is_refused_by_a_relu_network_of_the_same_shapes(sav
     assert str(info.value) == (
         f"checkpoint {path} was saved from a different model\n"
         "  saved from:   Linear(3 -> 4) >> tanh >> Linear(4 -> 2)  (Vec[3] -> Vec[2])\n"
-        f"  loading into: Linear(3 -> 4) >> relu >> Linear(4 -> 2)  (Vec[3] -> Vec[2]) (created at {relu_model.where})\n"
+        f"  loading into: Linear(3 -> 4) >> relu >> Linear(4 -> 2)  (Vec[3] -> Vec[2]) (created at {relu_model.created_at})\n"
         "  after linear_0: tanh in the file, relu in the model\n"
         "  hint: load it into the model it was saved from, or pass check_architecture=False to load "
         "parameters that fit by path and shape into layers of other kinds\n"
@@ -345,11 +345,11 @@ def test_layer_differences_name_where_in_the_chain():
 def test_layers_keep_plain_attributes_and_leave_out_functions_and_wiring():
     from nnc import Conv2d, Model, Vec, flatten, residual
 
-    assert layers(Conv2d(1, 2, 3, stride=2) >> flatten) == [
+    assert recorded_layers(Conv2d(1, 2, 3, stride=2) >> flatten) == [
         ["conv2d_0", "Conv2d(kernel=(3, 3), stride=(2, 2), padding=(0, 0), dilation=(1, 1))"],
         ["flatten_0", "flatten(rank=3)"],
     ]
-    assert layers(residual(Linear(4, 4) >> tanh))[0] == ["", "residual"]
+    assert recorded_layers(residual(Linear(4, 4) >> tanh))[0] == ["", "residual"]
     lifted = Model(
         "lift",
         Vec[2],
@@ -357,7 +357,7 @@ def test_layers_keep_plain_attributes_and_leave_out_functions_and_wiring():
         lambda m, p, x: x,
         attrs=(("fn", abs), ("label", "abs"), ("transparent", True)),
     )
-    assert layers(lifted) == [["", "lift(label='abs')"]]
+    assert recorded_layers(lifted) == [["", "lift(label='abs')"]]
 
 
 def strip_layers(path, to):
@@ -379,7 +379,7 @@ def test_a_file_from_before_layers_were_recorded_loads_with_a_note(saved, tmp_pa
     assert [str(w.message) for w in caught] == [
         f"checkpoint {tmp_path / 'old.npz'} was written by an nnc that did not record layers, so only its "
         f"parameters' paths and shapes were checked against Linear(3 -> 4) >> relu >> Linear(4 -> 2) "
-        f"(created at {relu_model.where}); it was saved from Linear(3 -> 4) >> tanh >> Linear(4 -> 2). "
+        f"(created at {relu_model.created_at}); it was saved from Linear(3 -> 4) >> tanh >> Linear(4 -> 2). "
         "Save it again to record them, or pass check_architecture=False to load it without this warning"
     ]
     assert caught[0].filename == __file__
@@ -599,7 +599,7 @@ def test_a_temporary_that_cannot_be_created_is_a_checkpoint_error_naming_the_pat
     with pytest.raises(CheckpointError) as info:
         save(path, model, model.init(seed=0))
     assert str(info.value).startswith(
-        f"cannot save the checkpoint of {_describe(model)} (created at {model.where}) to {path}: "
+        f"cannot save the checkpoint of {_describe(model)} (created at {model.created_at}) to {path}: "
         "a temporary file beside it cannot be created (File name too long)\n"
     )
     assert ".nnc-tmp-" not in str(info.value)
@@ -613,7 +613,7 @@ def test_a_name_too_long_for_the_file_system_is_a_checkpoint_error_naming_the_pa
     with pytest.raises(CheckpointError) as info:
         save(path, model, model.init(seed=0))
     assert str(info.value).startswith(
-        f"cannot save the checkpoint of {_describe(model)} (created at {model.where}) to {path}: "
+        f"cannot save the checkpoint of {_describe(model)} (created at {model.created_at}) to {path}: "
     )
     assert ".nnc-tmp-" not in str(info.value)
     assert os.listdir(tmp_path) == []
@@ -622,7 +622,7 @@ def test_a_name_too_long_for_the_file_system_is_a_checkpoint_error_naming_the_pa
 def test_an_input_layer_is_not_recorded_and_not_compared(tmp_path):
     plain = Linear(2, 4) >> tanh
     typed = nnc.Input(nnc.Vec[2]) >> Linear(None, 4) >> tanh
-    assert layers(typed) == layers(plain) == [["linear_0", "Linear"], ["tanh_0", "tanh"]]
+    assert recorded_layers(typed) == recorded_layers(plain) == [["linear_0", "Linear"], ["tanh_0", "tanh"]]
     params = plain.init(seed=0)
     save(tmp_path / "plain.npz", plain, params)
     assert leaves_equal(load(tmp_path / "plain.npz", typed), params)

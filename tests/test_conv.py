@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import nnc
 from nnc import Input, Linear, Mat, Tensor, relu, softmax
-from nnc.backend import conv as C
+from nnc.backend import windows
 from nnc.conv import Conv2d, avg_pool, flatten, max_pool
 from nnc.kernels import reference as R
 from nnc.types import ArgumentError
@@ -204,25 +204,25 @@ def test_primitives_refuse_bad_images_with_clear_errors():
         match=r"conv2d: the images have 2 channels but the filters of "
         r"shape \(4, 3, 3, 3\) expect 3",
     ):
-        C.conv2d(np.ones((1, 2, 5, 5)), np.ones((4, 3, 3, 3)))
+        windows.conv2d(np.ones((1, 2, 5, 5)), np.ones((4, 3, 3, 3)))
     with pytest.raises(
         nnc.ShapeError,
         match=r"conv2d: expected images of shape \(batch, channels, "
         r"height, width\) or \(channels, height, width\), got "
         r"shape \(5, 5\)",
     ):
-        C.conv2d(np.ones((5, 5)), np.ones((4, 3, 3, 3)))
+        windows.conv2d(np.ones((5, 5)), np.ones((4, 3, 3, 3)))
     with pytest.raises(
         nnc.ShapeError,
         match=r"conv2d: a 3x3 kernel \(dilation \(2, 2\)\) does not fit "
         r"images of 4x4 with padding \(0, 0\): the output would "
         r"be 0x0",
     ):
-        C.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), dilation=2)
+        windows.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), dilation=2)
     with pytest.raises(nnc.ShapeError, match="max_pool: a 3x3 window does not fit images of 2x5"):
-        C.max_pool(np.ones((1, 2, 5)), 3)
+        windows.max_pool(np.ones((1, 2, 5)), 3)
     with pytest.raises(nnc.ShapeError, match="expected floating-point images, got dtype int64"):
-        C.avg_pool(np.ones((1, 1, 4, 4), dtype=np.int64), 2)
+        windows.avg_pool(np.ones((1, 1, 4, 4), dtype=np.int64), 2)
     with pytest.raises(
         ArgumentError,
         match=r"Conv2d \(created at .*\): stride must be an int >= 1 "

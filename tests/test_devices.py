@@ -15,10 +15,9 @@ from nnc.backend.tree import tree_flatten, tree_paths
 from nnc.checkpoint import load, save
 from nnc.conv import Conv2d, max_pool
 from nnc.devices import cupy_device, current, devices, get_device, to_device, use
-from nnc.kernels import conv as KC
-from nnc.kernels import dispatch
-from nnc.kernels import pool as KP
-from nnc.kernels import reference as R
+from nnc.kernels import dispatch, im2col
+from nnc.kernels import pool as pool_kernels
+from nnc.kernels import reference as kernel_references
 
 DEVICE = xp.Device("device1")
 
@@ -85,10 +84,10 @@ def test_numba_is_no_backend_of_its_own():
 CONV = Input(Tensor[1, 6, 6]) >> Conv2d(1, 2, 3, padding=1) >> max_pool(2)
 # what kernels/dispatch.py calls for the forward of CONV: (module, function, which path)
 CONV_IMPLEMENTATIONS = [
-    (KC, "conv2d_forward", "kernel"),
-    (KP, "max_pool", "kernel"),
-    (R, "conv2d", "reference"),
-    (R, "max_pool", "reference"),
+    (im2col, "conv2d_forward", "kernel"),
+    (pool_kernels, "max_pool", "kernel"),
+    (kernel_references, "conv2d", "reference"),
+    (kernel_references, "max_pool", "reference"),
 ]
 
 

@@ -220,7 +220,7 @@ def ci_commands() -> list[str]:
 def test_the_readme_says_exactly_what_ci_runs():
     assert ci_commands() == [
         "bash scripts/setup.sh",
-        "bash scripts/lint-imports.sh",
+        "bash scripts/check.sh",
         "python -m pytest",
         "NUMBA_DISABLE_JIT=1 python -m pytest -q -p no:cacheprovider",
         "mkdocs build --strict",

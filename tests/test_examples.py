@@ -127,6 +127,20 @@ def tutorial_07(out, folder):
     assert_pictures(folder, "tutorial_07_model.svg", "tutorial_07_curve.png", "tutorial_07_generated.png")
 
 
+def tutorial_08(out, folder):
+    assert "signature: a -> a, key" in out
+    assert "draws random numbers in training, but the call gave no key" in out
+    assert "signature: Vec[3] -> Vec[3], stats" in out and "new running mean: [0.3 3.  0. ]" in out
+    assert "normalises over a batch in training, but was given one example of shape (3,)" in out
+    assert "with:    Tensor[1, 8, 8] -> Vec[10], stats" in out and "with:    Vec[64] -> Vec[10], key" in out
+    assert "and 32 running statistics, not trained (model.init_stats())" in out
+    assert number(r"test accuracy, CNN with BatchNorm: ([\d.]+)", out) > 0.8
+    assert number(r"test accuracy, MLP with Dropout: ([\d.]+)", out) > 0.8
+    assert number(r"inference form, alone or in a batch of 100: differs by ([-\de.+]+)", out) < 1e-5
+    assert "reloaded: the same predictions, bit for bit" in out
+    assert_pictures(folder, "tutorial_08_dropout.png", "tutorial_08_cnn.svg", "tutorial_08_curves.png")
+
+
 CHECKS = {
     "xor.py": xor,
     "mlp.py": mlp,
@@ -139,6 +153,7 @@ CHECKS = {
     "tutorial_05_convolution.py": tutorial_05,
     "tutorial_06_time_series.py": tutorial_06,
     "tutorial_07_generation.py": tutorial_07,
+    "tutorial_08_normalization.py": tutorial_08,
 }
 
 

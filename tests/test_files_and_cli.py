@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from nnc.source import Where, ipython_cell
+from nnc.source import UserLocation, ipython_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,24 +24,24 @@ def fake_ipython(filename_map):
 
 def test_a_cell_file_reads_as_ipython_shows_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "IPython", fake_ipython({"/tmp/ipykernel_1234/5678.py": 3}))
-    assert str(Where("/tmp/ipykernel_1234/5678.py", 2)) == "cell In[3], line 2"
-    assert str(Where(__file__, 7)).endswith("tests/test_files_and_cli.py:7")  # a file stays a file
+    assert str(UserLocation("/tmp/ipykernel_1234/5678.py", 2)) == "cell In[3], line 2"
+    assert str(UserLocation(__file__, 7)).endswith("tests/test_files_and_cli.py:7")  # a file stays a file
 
 
 def test_old_ipython_cell_names_read_the_same():
-    assert str(Where("<ipython-input-12-3f2a9c1b7d8e>", 4)) == "cell In[12], line 4"
+    assert str(UserLocation("<ipython-input-12-3f2a9c1b7d8e>", 4)) == "cell In[12], line 4"
 
 
 def test_outside_ipython_nothing_is_imported_to_ask(monkeypatch):
     # None in sys.modules makes any `import IPython` fail: formatting must not try one
     monkeypatch.setitem(sys.modules, "IPython", None)
     assert ipython_cell("/tmp/ipykernel_1234/5678.py") is None
-    assert str(Where("/tmp/ipykernel_1234/5678.py", 2)) == "/tmp/ipykernel_1234/5678.py:2"
+    assert str(UserLocation("/tmp/ipykernel_1234/5678.py", 2)) == "/tmp/ipykernel_1234/5678.py:2"
 
 
 def test_a_shell_without_the_compiler_map_falls_back_to_the_file(monkeypatch):
     monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))
-    assert str(Where("/tmp/ipykernel_1/2.py", 5)) == "/tmp/ipykernel_1/2.py:5"
+    assert str(UserLocation("/tmp/ipykernel_1/2.py", 5)) == "/tmp/ipykernel_1/2.py:5"
 
 
 IN_IPYTHON = textwrap.dedent("""

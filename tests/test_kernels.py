@@ -1,7 +1,6 @@
 """The Numba kernels against their numpy references, over shapes drawn by hypothesis
-(odd sizes, stride > 1, padding, dilation, batches of one); how kernels compile
-(lazily, cached, without a writable cache); and the dense layer's bit-for-bit match
-with nnc's separate primitives."""
+(odd sizes, stride > 1, padding, dilation, batches of one); and how kernels compile
+(lazily, cached, without a writable cache)."""
 
 import doctest
 import importlib
@@ -13,17 +12,10 @@ import textwrap
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-import nnc
-from nnc.backend import activations as A
-from nnc.backend import linalg as L
-from nnc.kernels import conv as KC
-from nnc.kernels import dense as KD
-from nnc.kernels import dispatch
-from nnc.kernels import pool as KP
-from nnc.kernels import reference as R
+from nnc.kernels import dispatch, im2col, pool, reference
 from nnc.kernels.jit import Kernel, jit_enabled, kernel
 
 dtypes = st.sampled_from([np.float32, np.float64])
@@ -55,29 +47,29 @@ def conv_problems(draw, same_width=False):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     x = rng.standard_normal((b, c, h, w)).astype(dtype)
     f = rng.standard_normal((o, c, kh, kw)).astype(dtype)
-    ho = R.output_size(h, kh, stride[0], padding[0], dilation[0])
-    wo = R.output_size(w, kw, stride[1], padding[1], dilation[1])
+    ho = reference.output_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = reference.output_size(w, kw, stride[1], padding[1], dilation[1])
     g = rng.standard_normal((b, o, ho, wo)).astype(dtype)
     # A budget that fits one image, a few, or all: exercises whole, partial and single chunks.
-    chunk = draw(st.sampled_from([1, c * kh * kw * ho * wo * x.itemsize * 2, KC.CHUNK_BYTES]))
+    chunk = draw(st.sampled_from([1, c * kh * kw * ho * wo * x.itemsize * 2, im2col.CHUNK_BYTES]))
     return x, f, g, (stride, padding, dilation), chunk
 
 
 @given(st.one_of(conv_problems(), conv_problems(same_width=True)))
 def test_conv_kernels_match_the_numpy_im2col_reference(problem):
     x, w, g, geometry, chunk = problem
-    saved, KC.CHUNK_BYTES = KC.CHUNK_BYTES, chunk
+    saved, im2col.CHUNK_BYTES = im2col.CHUNK_BYTES, chunk
     try:
-        y = KC.conv2d_forward(x, w, *geometry)
-        gx = KC.conv2d_input_grad(g, w, x.shape, *geometry)
-        gw = KC.conv2d_weight_grad(x, g, w.shape, *geometry)
+        y = im2col.conv2d_forward(x, w, *geometry)
+        gx = im2col.conv2d_input_grad(g, w, x.shape, *geometry)
+        gw = im2col.conv2d_weight_grad(x, g, w.shape, *geometry)
     finally:
-        KC.CHUNK_BYTES = saved
+        im2col.CHUNK_BYTES = saved
     tol = tolerance(x.dtype)
     assert y.dtype == gx.dtype == gw.dtype == x.dtype
-    np.testing.assert_allclose(y, R.conv2d(x, w, *geometry), **tol)
-    np.testing.assert_allclose(gx, R.conv2d_input_grad(g, w, x.shape, *geometry), **tol)
-    np.testing.assert_allclose(gw, R.conv2d_weight_grad(x, g, w.shape, *geometry), **tol)
+    np.testing.assert_allclose(y, reference.conv2d(x, w, *geometry), **tol)
+    np.testing.assert_allclose(gx, reference.conv2d_input_grad(g, w, x.shape, *geometry), **tol)
+    np.testing.assert_allclose(gw, reference.conv2d_weight_grad(x, g, w.shape, *geometry), **tol)
 
 
 @given(st.one_of(conv_problems(), conv_problems(same_width=True)))
@@ -85,9 +77,9 @@ def test_the_conv_backward_passes_are_the_adjoints_of_the_forward(problem):
     """<conv(x, w), g> = <x, input_grad(g, w)> = <w, weight_grad(x, g)>: the backward
     passes are the transposes of the forward, checked without any reference."""
     x, w, g, geometry, _ = (a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in problem)
-    forward = np.vdot(KC.conv2d_forward(x, w, *geometry), g)
-    assert np.isclose(forward, np.vdot(x, KC.conv2d_input_grad(g, w, x.shape, *geometry)))
-    assert np.isclose(forward, np.vdot(w, KC.conv2d_weight_grad(x, g, w.shape, *geometry)))
+    forward = np.vdot(im2col.conv2d_forward(x, w, *geometry), g)
+    assert np.isclose(forward, np.vdot(x, im2col.conv2d_input_grad(g, w, x.shape, *geometry)))
+    assert np.isclose(forward, np.vdot(w, im2col.conv2d_weight_grad(x, g, w.shape, *geometry)))
 
 
 def test_same_width_convolutions_with_rows_all_in_the_padding():
@@ -97,23 +89,26 @@ def test_same_width_convolutions_with_rows_all_in_the_padding():
     for kh, dh, ph, h, kw, dw in itertools.product(
         range(1, 4), (1, 3), range(0, 5), (1, 2, 3), (1, 3), (1, 2)
     ):
-        if R.output_size(h, kh, 1, ph, dh) <= 0:
+        if reference.output_size(h, kh, 1, ph, dh) <= 0:
             continue
         geometry = ((1, 1), (ph, dw * (kw - 1) // 2), (dh, dw))
         x, w = rng.standard_normal((2, 2, h, 4)), rng.standard_normal((2, 2, kh, kw))
-        g = rng.standard_normal(R.conv2d(x, w, *geometry).shape)
+        g = rng.standard_normal(reference.conv2d(x, w, *geometry).shape)
         np.testing.assert_allclose(
-            KC.conv2d_forward(x, w, *geometry), R.conv2d(x, w, *geometry), atol=1e-12, err_msg=str(geometry)
-        )
-        np.testing.assert_allclose(
-            KC.conv2d_input_grad(g, w, x.shape, *geometry),
-            R.conv2d_input_grad(g, w, x.shape, *geometry),
+            im2col.conv2d_forward(x, w, *geometry),
+            reference.conv2d(x, w, *geometry),
             atol=1e-12,
             err_msg=str(geometry),
         )
         np.testing.assert_allclose(
-            KC.conv2d_weight_grad(x, g, w.shape, *geometry),
-            R.conv2d_weight_grad(x, g, w.shape, *geometry),
+            im2col.conv2d_input_grad(g, w, x.shape, *geometry),
+            reference.conv2d_input_grad(g, w, x.shape, *geometry),
+            atol=1e-12,
+            err_msg=str(geometry),
+        )
+        np.testing.assert_allclose(
+            im2col.conv2d_weight_grad(x, g, w.shape, *geometry),
+            reference.conv2d_weight_grad(x, g, w.shape, *geometry),
             atol=1e-12,
             err_msg=str(geometry),
         )
@@ -124,7 +119,7 @@ def test_conv_reference_matches_a_direct_loop():
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((2, 2, 7, 6)), rng.standard_normal((3, 2, 3, 2))
     stride, padding, dilation = (2, 1), (1, 2), (2, 3)
-    y = R.conv2d(x, w, stride, padding, dilation)
+    y = reference.conv2d(x, w, stride, padding, dilation)
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (2, 2)))
     expected = np.zeros(y.shape)
     for i in range(y.shape[2]):
@@ -145,7 +140,7 @@ def pool_problems(draw):
     dtype = draw(dtypes)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     x = rng.integers(-3, 4, (b, c, h, w)).astype(dtype)  # few values: many ties
-    ho, wo = R.output_size(h, kh, stride[0], 0, 1), R.output_size(w, kw, stride[1], 0, 1)
+    ho, wo = reference.output_size(h, kh, stride[0], 0, 1), reference.output_size(w, kw, stride[1], 0, 1)
     g = rng.standard_normal((b, c, ho, wo)).astype(dtype)
     return x, g, (kh, kw), stride
 
@@ -155,13 +150,15 @@ def test_pool_kernels_match_the_numpy_reference(problem):
     x, g, k, s = problem
     tol = tolerance(x.dtype)
     c = np.arange(x.size, dtype=x.dtype).reshape(x.shape)
-    np.testing.assert_array_equal(KP.max_pool(x, k, s), R.max_pool(x, k, s))
+    np.testing.assert_array_equal(pool.max_pool(x, k, s), reference.max_pool(x, k, s))
     # overlapping windows add up in another order: equal up to rounding
-    np.testing.assert_allclose(KP.max_pool_grad(x, g, k, s), R.max_pool_grad(x, g, k, s), **tol)
-    np.testing.assert_array_equal(KP.max_pool_gather(x, c, k, s), R.max_pool_gather(x, c, k, s))
-    np.testing.assert_allclose(KP.avg_pool(x, k, s), R.avg_pool(x, k, s), **tol)
-    np.testing.assert_allclose(KP.avg_pool_grad(g, x.shape, k, s), R.avg_pool_grad(g, x.shape, k, s), **tol)
-    assert KP.max_pool(x, k, s).dtype == KP.avg_pool(x, k, s).dtype == x.dtype
+    np.testing.assert_allclose(pool.max_pool_grad(x, g, k, s), reference.max_pool_grad(x, g, k, s), **tol)
+    np.testing.assert_array_equal(pool.max_pool_gather(x, c, k, s), reference.max_pool_gather(x, c, k, s))
+    np.testing.assert_allclose(pool.avg_pool(x, k, s), reference.avg_pool(x, k, s), **tol)
+    np.testing.assert_allclose(
+        pool.avg_pool_grad(g, x.shape, k, s), reference.avg_pool_grad(g, x.shape, k, s), **tol
+    )
+    assert pool.max_pool(x, k, s).dtype == pool.avg_pool(x, k, s).dtype == x.dtype
 
 
 @given(pool_problems(), st.data())
@@ -172,80 +169,17 @@ def test_max_pool_kernels_treat_nan_and_infinities_as_numpy_does(problem, data):
         flat[data.draw(st.integers(0, flat.size - 1))] = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]))
     x = flat.reshape(x.shape)
     c = np.arange(x.size, dtype=x.dtype).reshape(x.shape)
-    np.testing.assert_array_equal(KP.max_pool(x, k, s), R.max_pool(x, k, s))
-    np.testing.assert_array_equal(KP.max_pool_gather(x, c, k, s), R.max_pool_gather(x, c, k, s))
+    np.testing.assert_array_equal(pool.max_pool(x, k, s), reference.max_pool(x, k, s))
+    np.testing.assert_array_equal(pool.max_pool_gather(x, c, k, s), reference.max_pool_gather(x, c, k, s))
     np.testing.assert_allclose(
-        KP.max_pool_grad(x, g, k, s), R.max_pool_grad(x, g, k, s), **tolerance(x.dtype)
+        pool.max_pool_grad(x, g, k, s), reference.max_pool_grad(x, g, k, s), **tolerance(x.dtype)
     )
-
-
-def test_the_fused_bias_relu_gives_what_np_maximum_gives():
-    from nnc.kernels import dense
-
-    z = np.array([[-0.0, 0.0, np.nan, -1.0, 2.0]], np.float32)
-    out = z.copy()
-    dense._bias_relu(out, np.zeros(5, np.float32), True)
-    expected = np.maximum(z, 0)
-    np.testing.assert_array_equal(out, expected)
-    assert not np.signbit(out).any()
 
 
 def test_max_pool_routes_a_tie_to_the_first_maximum_row_by_row():
     x = np.array([[[[1.0, 3.0], [3.0, 0.0]]]])
-    gx = KP.max_pool_grad(x, np.array([[[[5.0]]]]), (2, 2), (2, 2))
+    gx = pool.max_pool_grad(x, np.array([[[[5.0]]]]), (2, 2), (2, 2))
     np.testing.assert_array_equal(gx, [[[[0.0, 5.0], [0.0, 0.0]]]])
-
-
-@st.composite
-def dense_problems(draw):
-    m, k, n = draw(st.integers(1, 9)), draw(st.integers(1, 9)), draw(st.integers(1, 9))
-    dtype = draw(dtypes)
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    x, w = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
-    b, g = rng.standard_normal(n).astype(dtype), rng.standard_normal((m, n)).astype(dtype)
-    return x, w, b, g, draw(st.sampled_from(R.ACTIVATIONS))
-
-
-SEPARATE = {"identity": lambda z: z, "relu": A.relu, "tanh": A.tanh, "logistic": A.logistic}
-
-
-@given(dense_problems())
-def test_dense_kernels_equal_the_separate_primitives_bit_for_bit(problem):
-    x, w, b, g, activation = problem
-    y = KD.linear(x, w, b, activation)
-    np.testing.assert_array_equal(y, SEPARATE[activation](nnc.matmul(x, w) + b))
-    np.testing.assert_allclose(y, R.linear(x, w, b, activation), **tolerance(x.dtype))
-    np.testing.assert_array_equal(KD.activation_grad(g, y, activation), R.activation_grad(g, y, activation))
-
-
-@given(dense_problems())
-@settings(max_examples=20)
-def test_the_linear_primitive_gives_the_values_and_gradients_of_the_separate_ones(problem):
-    """One fused primitive, or matmul, + and an activation: the same bits, forward and backward."""
-    x, w, b, g, activation = problem
-
-    def fused(x, w, b):
-        return nnc.sum(L.linear(x, w, b, activation) * g)
-
-    def separate(x, w, b):
-        return nnc.sum(SEPARATE[activation](nnc.matmul(x, w) + b) * g)
-
-    value, grads = nnc.value_and_grad(fused, (0, 1, 2))(x, w, b)
-    value_s, grads_s = nnc.value_and_grad(separate, (0, 1, 2))(x, w, b)
-    assert value == value_s
-    for a, b_ in zip(grads, grads_s):
-        np.testing.assert_array_equal(a, b_)
-
-
-def test_linear_refuses_mismatched_shapes_and_unknown_activations():
-    with pytest.raises(
-        nnc.ShapeError,
-        match=r"linear: expected x \(\.\.\., k\), w \(k, n\) and b "
-        r"\(n,\), got shapes \(2, 3\), \(4, 5\) and \(5,\)",
-    ):
-        L.linear(np.ones((2, 3)), np.ones((4, 5)), np.ones(5))
-    with pytest.raises(ValueError, match="activation must be one of"):
-        L.linear(np.ones((2, 3)), np.ones((3, 5)), np.ones(5), "gelu")
 
 
 def test_dispatch_agrees_with_the_references():
@@ -254,17 +188,18 @@ def test_dispatch_agrees_with_the_references():
     geometry = ((1, 2), (1, 1), (1, 1))
     y = dispatch.conv2d(x, w, *geometry)
     g = rng.standard_normal(y.shape)
-    np.testing.assert_allclose(y, R.conv2d(x, w, *geometry))
+    np.testing.assert_allclose(y, reference.conv2d(x, w, *geometry))
     np.testing.assert_allclose(
-        dispatch.conv2d_input_grad(g, w, x.shape, *geometry), R.conv2d_input_grad(g, w, x.shape, *geometry)
+        dispatch.conv2d_input_grad(g, w, x.shape, *geometry),
+        reference.conv2d_input_grad(g, w, x.shape, *geometry),
     )
     np.testing.assert_allclose(
         dispatch.conv2d_weight_grad(x[:, :, ::-1], g, w.shape, *geometry),
-        R.conv2d_weight_grad(x[:, :, ::-1], g, w.shape, *geometry),
+        reference.conv2d_weight_grad(x[:, :, ::-1], g, w.shape, *geometry),
     )
     np.testing.assert_array_equal(
         dispatch.max_pool(x.transpose(0, 1, 3, 2), (2, 2), (2, 2)),
-        R.max_pool(x.transpose(0, 1, 3, 2), (2, 2), (2, 2)),
+        reference.max_pool(x.transpose(0, 1, 3, 2), (2, 2), (2, 2)),
     )
 
 
@@ -300,7 +235,7 @@ def test_importing_nnc_does_not_import_numba_until_a_kernel_runs():
         import nnc, nnc.conv, nnc.kernels.dispatch
         print("numba" in sys.modules)
         import numpy as np
-        nnc.backend.conv.max_pool(np.ones((1, 1, 2, 2)), 2)
+        nnc.backend.windows.max_pool(np.ones((1, 1, 2, 2)), 2)
         print("numba" in sys.modules)
     """)
     assert out.split() == ["False", "True"]
@@ -339,14 +274,14 @@ def test_kernels_run_as_python_and_dispatch_takes_numpy_without_the_jit():
     out = run_python(
         """
         import numpy as np
-        from nnc.kernels import conv, dispatch, jit, reference
+        from nnc.kernels import dispatch, im2col, jit, reference
         rng = np.random.default_rng(0)
         x, w = rng.standard_normal((2, 2, 5, 4)), rng.standard_normal((3, 2, 2, 3))
         geometry = ((2, 1), (1, 0), (1, 1))
         assert (dispatch.conv2d(x, w, *geometry) == reference.conv2d(x, w, *geometry)).all()
-        print(jit.jit_enabled(), conv.im2col._compiled is None)  # dispatch left the kernel alone
-        assert np.allclose(conv.conv2d_forward(x, w, *geometry), reference.conv2d(x, w, *geometry))
-        print(conv.im2col._compiled is conv.im2col.py_func)  # Numba handed back the Python
+        print(jit.jit_enabled(), im2col.im2col._compiled is None)  # dispatch left the kernel alone
+        assert np.allclose(im2col.conv2d_forward(x, w, *geometry), reference.conv2d(x, w, *geometry))
+        print(im2col.im2col._compiled is im2col.im2col.py_func)  # Numba handed back the Python
     """,
         NUMBA_DISABLE_JIT="1",
     )
@@ -373,11 +308,10 @@ def test_a_kernel_says_whether_it_is_compiled_and_cached():
     [
         "nnc.kernels.jit",
         "nnc.kernels.reference",
-        "nnc.kernels.conv",
+        "nnc.kernels.im2col",
         "nnc.kernels.pool",
-        "nnc.kernels.dense",
         "nnc.kernels.dispatch",
-        "nnc.backend.conv",
+        "nnc.backend.windows",
         "nnc.backend.linalg",
     ],
 )

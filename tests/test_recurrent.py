@@ -26,7 +26,7 @@ from nnc import (
     unroll_last,
     zero_state,
 )
-from nnc.backend.autodiff import _cache_for
+from nnc.backend.staging import cache_for
 from nnc.testing import check_grads, inputs
 
 
@@ -123,7 +123,7 @@ def test_a_thousand_step_unroll_is_one_node_in_the_graph():
     loss = lambda p, x, y: nnc.mse(model(p, x), y)  # noqa: E731
     g = nnc.grad(loss)(model.init(seed=0), np.ones((2, 1000, 1)), np.ones((2, 1)))
     assert g["fcrnn_0"]["Wh"].shape == (4, 4)
-    graph = next(iter(_cache_for(loss).values())).graph
+    graph = next(iter(cache_for(loss).values())).graph
     names = [e.prim.name for e in graph.eqns]
     assert names.count("scan") == 2 and len(names) < 40  # forward scan + its reverse scan
 

@@ -289,7 +289,7 @@ def test_picture_and_summary_count_exactly_the_parameters_init_creates(drawn):
     total = init_count(model)
     table = summary(model)
     assert table.total == total
-    assert sum(r.params for r in table.rows if not r.block) == total
+    assert sum(r.param_count for r in table.rows if not r.block) == total
     assert len([r for r in table.rows if not r.block]) == len(leaves(model))
     source = to_dot(model, collapse_repeats=False)
     counts = [
@@ -451,7 +451,7 @@ def test_summary_table_golden():
 def test_summary_depth_closes_blocks_into_one_row_with_their_total():
     model = Linear(2, 8) >> residual(Linear(8, 8) >> relu) >> Linear(8, 1)
     rows = summary(model, depth=0).rows
-    assert [(r.path, r.layer, r.params, r.block) for r in rows] == [
+    assert [(r.path, r.layer, r.param_count, r.block) for r in rows] == [
         ("linear_0", "Linear(2 -> 8)", 24, False),
         ("residual_0", "residual(Linear(8 -> 8) >> relu)", 72, False),
         ("linear_1", "Linear(8 -> 1)", 9, False),

@@ -89,7 +89,7 @@ def same_leaves(a, b) -> bool:
 def test_train_step_refuses_a_nan_input_of_an_mlp_and_a_cnn():
     mlp_line = line() + 1
     mlp = Linear(4, 16) >> relu >> Linear(16, 3) >> softmax
-    cnn_line = line() + 1
+    cnn_line = line() + 2  # a composition is created where its first operand starts
     cnn = (
         Input(Tensor[1, 6, 6])
         >> Conv2d(1, 2, 3)

@@ -197,7 +197,10 @@ def compiled_first_call(compiled, *args) -> tuple[list[str], object]:
         start = time.perf_counter()
         out = compiled(*args)
         seconds = time.perf_counter() - start
-    notes = [f"nnc.compile: first call {seconds:.1f} s (compiles, or loads from the disk cache)"]
+    notes = [
+        f"nnc.compile: first call {seconds:.1f} s (compiles, or loads from the disk cache; "
+        "the process's first also imports Numba)"
+    ]
     for entry in getattr(compiled, "specialisations", {}).values():
         fallbacks = ", ".join(entry.fallbacks) or "none"
         notes.append(f"nnc.compile: {entry.ops} operations, primitives without a compiled form: {fallbacks}")

@@ -45,11 +45,12 @@ def back(tree):
 
 
 # The array API has no erf: its device form is a polynomial good to 1.5e-7 (Abramowitz and
-# Stegun 7.1.26, backend/activations.py), so erf and the exact gelu agree with numpy to that.
-APPROXIMATE_ON_DEVICES = {"erf": 2e-7, "gelu": 2e-7}
+# Stegun 7.1.26, backend/activations.py), so erf and the exact gelu (x times it) agree with
+# numpy to that (and the cases draw |x| <= 5).
+APPROXIMATE_ON_DEVICES = {"erf": (2e-7, 2e-7), "gelu": (2e-7, 4e-7)}  # gelu: |x| / 2 * 1.5e-7, |x| <= 5
 
 
-def assert_close(actual, expected, what, atol=1e-12):
+def assert_close(actual, expected, what, tolerance=(1e-9, 1e-12)):
     a_leaves, e_leaves = tree_flatten(actual)[0], tree_flatten(expected)[0]
     assert len(a_leaves) == len(e_leaves), what
     for a, e in zip(a_leaves, e_leaves):
@@ -57,7 +58,7 @@ def assert_close(actual, expected, what, atol=1e-12):
             assert a is None, what
             continue
         assert type(a) is np.ndarray or np.isscalar(a), f"{what}: {type(a)} came back"
-        np.testing.assert_allclose(a, e, rtol=1e-9, atol=atol, err_msg=what)
+        np.testing.assert_allclose(a, e, rtol=tolerance[0], atol=tolerance[1], err_msg=what)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -76,9 +77,9 @@ def test_values_and_gradients_on_a_strict_device_equal_numpy(name, data):
     got = dev_pullback(on_device(ct))
     for leaf in tree_flatten(got)[0]:
         assert leaf is None or leaf.device == DEVICE
-    atol = APPROXIMATE_ON_DEVICES.get(name, 1e-12)
-    assert_close(back(dev_out), out, f"{name}: value", atol)
-    assert_close(back(got), expected, f"{name}: gradient", atol)
+    tolerance = APPROXIMATE_ON_DEVICES.get(name, (1e-9, 1e-12))
+    assert_close(back(dev_out), out, f"{name}: value", tolerance)
+    assert_close(back(got), expected, f"{name}: gradient", tolerance)
 
 
 @pytest.mark.parametrize("name", ["tanh", "mul", "softmax", "max", "scan", "conv2d"])

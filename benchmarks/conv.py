@@ -25,8 +25,7 @@ from contextlib import nullcontext
 import numpy as np
 from timing import ChildTimers, calls_for, interleaved, interleaved_samples, median_ratio, serve_timings
 
-from nnc.kernels import dispatch
-from nnc.kernels import reference as R
+from nnc.kernels import dispatch, reference
 
 GEOMETRY = ((1, 1), (1, 1), (1, 1))  # stride, padding, dilation
 SHAPES = [(64, 1, 16, 28, 28), (32, 16, 32, 32, 32), (8, 64, 64, 56, 56)]  # B, C_in, C_out, H, W
@@ -55,7 +54,7 @@ def numpy_and_nnc(x, w, g) -> dict:
 
     return {
         "nnc": (lambda: dispatch.conv2d(x, w, *GEOMETRY), both(dispatch)),
-        "numpy": (lambda: R.conv2d(x, w, *GEOMETRY), both(R)),
+        "numpy": (lambda: reference.conv2d(x, w, *GEOMETRY), both(reference)),
     }
 
 
@@ -66,7 +65,7 @@ def products_alone(x, w, g) -> tuple:
     BLAS alone costs, the floor of any im2col convolution on this machine."""
     b, c, h, wd = x.shape
     o, k, p = w.shape[0], c * 9, h * wd
-    cols = R.im2col(x, (3, 3), *GEOMETRY)  # (B, K, P)
+    cols = reference.im2col(x, (3, 3), *GEOMETRY)  # (B, K, P)
     side_by_side = np.ascontiguousarray(cols.transpose(1, 0, 2)).reshape(k, b * p)
     wm, wt = w.reshape(o, k), np.ascontiguousarray(w.reshape(o, k).T)
     g3 = g.reshape(b, o, p)
@@ -122,11 +121,11 @@ def pooling(rounds: int) -> None:
         runs = {
             "max": (
                 lambda: (dispatch.max_pool(x, k, k), dispatch.max_pool_grad(x, g, k, k)),
-                lambda: (R.max_pool(x, k, k), R.max_pool_grad(x, g, k, k)),
+                lambda: (reference.max_pool(x, k, k), reference.max_pool_grad(x, g, k, k)),
             ),
             "avg": (
                 lambda: (dispatch.avg_pool(x, k, k), dispatch.avg_pool_grad(g, x.shape, k, k)),
-                lambda: (R.avg_pool(x, k, k), R.avg_pool_grad(g, x.shape, k, k)),
+                lambda: (reference.avg_pool(x, k, k), reference.avg_pool_grad(g, x.shape, k, k)),
             ),
         }
         for kind, (ours, theirs) in runs.items():

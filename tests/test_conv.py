@@ -13,7 +13,7 @@ import nnc
 from nnc import Input, Linear, Mat, Tensor, relu, softmax
 from nnc.backend import windows
 from nnc.conv import Conv2d, avg_pool, flatten, max_pool
-from nnc.kernels import reference as R
+from nnc.kernels import reference
 from nnc.types import ArgumentError
 
 HERE = os.path.relpath(__file__)
@@ -166,7 +166,7 @@ def test_a_layer_runs_the_reference_convolution_and_adds_its_bias():
     params = layer.init(seed=1, dtype=np.float64)
     params["b"] = rng.standard_normal(3)
     x = rng.standard_normal((4, 2, 7, 6))
-    expected = R.conv2d(x, params["W"], (2, 1), (1, 1), (1, 2)) + params["b"][:, None, None]
+    expected = reference.conv2d(x, params["W"], (2, 1), (1, 1), (1, 2)) + params["b"][:, None, None]
     np.testing.assert_allclose(layer(params, x), expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(layer(params, x[1]), expected[1], rtol=1e-12, atol=1e-12)
 

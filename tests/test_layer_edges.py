@@ -49,9 +49,8 @@ from nnc import (
 )
 from nnc.backend import windows
 from nnc.backend.scan import scan
-from nnc.kernels import im2col
-from nnc.kernels import pool as KP
-from nnc.kernels import reference as R
+from nnc.kernels import im2col, reference
+from nnc.kernels import pool as pool_kernels
 from nnc.types import ArgumentError
 
 HERE = os.path.relpath(__file__)
@@ -589,13 +588,13 @@ def test_an_empty_batch_trains_one_step_without_changing_sgd_parameters_by_nan()
 def test_kernels_take_an_empty_batch():
     x, w = np.zeros((0, 2, 5, 5)), np.ones((3, 2, 3, 3))
     geometry = ((1, 1), (1, 1), (1, 1))
-    for impl in (im2col, R):
+    for impl in (im2col, reference):
         forward = impl.conv2d_forward if impl is im2col else impl.conv2d
         assert forward(x, w, *geometry).shape == (0, 3, 5, 5)
         g = np.zeros((0, 3, 5, 5))
         np.testing.assert_array_equal(impl.conv2d_weight_grad(x, g, w.shape, *geometry), np.zeros(w.shape))
         assert impl.conv2d_input_grad(g, w, x.shape, *geometry).shape == x.shape
-    for impl in (KP, R):
+    for impl in (pool_kernels, reference):
         assert impl.max_pool(x, (2, 2), (2, 2)).shape == (0, 2, 2, 2)
         assert impl.avg_pool(x, (2, 2), (1, 1)).shape == (0, 2, 4, 4)
         assert impl.max_pool_grad(x, np.zeros((0, 2, 2, 2)), (2, 2), (2, 2)).shape == x.shape

@@ -28,13 +28,14 @@ and JAX against nnc interpreted with dropout off (rate 0: same loss, same update
 layer; for the CNN also the same running statistics).
 
 Timing follows benchmarks/timing.py: alternating rounds, medians; a ratio is the median
-over rounds of that round's ratio. PyTorch and JAX each run in a child process of their
-own (their thread pools would otherwise compete with the parent's contenders on two
-cores), timed in the same rounds, with a pause around each of their turns. On Linux all
-processes are pinned to one core: JAX sizes its thread pool from the affinity (XLA_FLAGS
-alone left three threads busy), and every contender meets the same core in each round.
-Every contender carries its parameters (and statistics) from step to step; after timing
-the last losses are checked to be finite.
+over rounds of that round's ratio. Here each round starts one contender later, and each
+turn begins with two untimed steps (see :func:`rotating_samples`). PyTorch and JAX each
+run in a child process of their own (their thread pools would otherwise compete with the
+parent's contenders on two cores), timed in the same rounds, with a pause around each of
+their turns. On Linux all processes are pinned to one core: JAX sizes its thread pool
+from the affinity (XLA_FLAGS alone left three threads busy), and every contender meets
+the same core in each round. Every contender carries its parameters (and statistics)
+from step to step; after timing the last losses are checked to be finite.
 
 Targets (issue 16): MLP compiled faster than JAX jit and than PyTorch eager; CNN compiled
 faster than PyTorch eager; MLP interpreted within 1.5x of numpy by hand.
@@ -58,7 +59,7 @@ import warnings
 from contextlib import ExitStack
 
 import numpy as np
-from timing import ChildTimers, interleaved_samples, median_ratio
+from timing import SETTLE_SECONDS, ChildTimers, Remote, median_ratio
 
 import nnc
 from nnc import (
@@ -80,6 +81,7 @@ LR = 0.1
 RATE = 0.1
 EPS = 1e-5  # LayerNorm's and BatchNorm's default epsilon, in nnc as in PyTorch
 BATCH = 32
+WARM = 2  # untimed steps before each contender's timed ones in a round
 SQRT_HALF = 0.7071067811865476
 INV_SQRT_2PI = 0.3989422804014327
 # One thread in the children too: set before their libraries start their pools.
@@ -439,7 +441,8 @@ def jax_contenders() -> tuple[dict, dict]:
 def serve(library: str) -> None:
     """The child's side: answer ``[name, number]`` lines on stdin, as
     :func:`timing.serve_timings` does, with the seconds per call of ``number`` steps of loop
-    ``name``, or, for a check, its value."""
+    ``name`` (after ``WARM`` untimed ones, as :func:`rotating_samples` does here), or, for
+    a check, its value."""
     import json
 
     loops, checks = torch_contenders() if library == "torch" else jax_contenders()
@@ -449,6 +452,8 @@ def serve(library: str) -> None:
             print(checks[name](), flush=True)
             continue
         step = loops[name].step
+        for _ in range(WARM):
+            step()
         start = time.perf_counter()
         for _ in range(number):
             step()
@@ -467,6 +472,39 @@ def start_child(library: str) -> ChildTimers | None:
         env={**os.environ, **ONE_THREAD},
     )
     return ChildTimers(process)
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def rotating_samples(contenders: dict, rounds: int, number: int) -> dict[str, list[float]]:
+    """Every round's seconds per step of each contender, as :func:`timing.interleaved_samples`
+    measures them (a :class:`timing.Remote` one with a pause before and after its turn), but
+    each round starts one contender later, and each turn times ``number`` steps after
+    ``WARM`` untimed ones. In one fixed order, whatever follows the children's turns (the
+    pause, a cold core) falls on the same contender every round; rotating the order spreads
+    it over all of them (in fixed order, two runs put nnc compiled at 1.75x numpy's time,
+    two others at 0.8x)."""
+    names = list(contenders)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds + 1):  # round 0 warms every contender up and is not kept
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = contenders[name]
+            if isinstance(fn, Remote):
+                time.sleep(SETTLE_SECONDS)
+                seconds = fn.run(number if r else 1)
+                time.sleep(SETTLE_SECONDS)
+            else:
+                for _ in range(WARM):
+                    fn()
+                start = time.perf_counter()
+                for _ in range(number):
+                    fn()
+                seconds = (time.perf_counter() - start) / number
+            if r:
+                samples[name].append(seconds)
+    return samples
 
 
 # ----------------------------------------------------------------------------- report
@@ -529,7 +567,7 @@ def mlp_figures(rounds: int, children: dict) -> None:
     names = {"torch": "torch eager (1 thread)", "jax": "jax jit (1 thread)"}
     for library, child in children.items():
         contenders[names[library]] = child.contender("mlp")
-    samples = interleaved_samples(contenders, rounds=rounds, number=50)
+    samples = rotating_samples(contenders, rounds, number=50)
     for name, loop in loops.items():
         assert math.isfinite(float(loop.last)), f"{name}: the loss went non-finite during timing"
     for library, child in children.items():
@@ -579,7 +617,7 @@ def cnn_figures(rounds: int, children: dict) -> None:
     contenders = {name: loop.step for name, loop in loops.items()}
     if "torch" in children:
         contenders["torch eager (1 thread)"] = children["torch"].contender("cnn")
-    samples = interleaved_samples(contenders, rounds=rounds, number=20)
+    samples = rotating_samples(contenders, rounds, number=20)
     for name, loop in loops.items():
         assert math.isfinite(float(loop.last)), f"{name}: the loss went non-finite during timing"
     if "torch" in children:

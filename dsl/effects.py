@@ -43,6 +43,8 @@ from nnc.backend.errors import ArgumentError, ShapeError
 from nnc.backend.random import fold_in
 from nnc.backend.tree import tree_map, tree_paths
 
+from .source import short_description
+
 # The key, in a layer's slice of the parameters during one call, of its LayerCall.
 CALL = "__nnc_layer_call__"
 
@@ -150,12 +152,6 @@ def inference(model: Any) -> Any:
     return replace(model, children=tuple(inference(c) for c in model.children))
 
 
-def _named(model: Any) -> str:
-    text = repr(model)
-    where = f" (created at {model.created_at})" if model.created_at else ""
-    return (text if len(text) < 80 else text[:77] + "...") + where
-
-
 def checked_key(key: Any, model: Any) -> Any:
     """``key`` if it is a key (a 0-d uint64 array, traced or not), else an error naming ``model``."""
     if type(key) is Tracer or isinstance(key, (np.ndarray, np.generic)) or namespace_of(key) is not None:
@@ -166,7 +162,7 @@ def checked_key(key: Any, model: Any) -> Any:
     else:
         got = f"{key!r} ({type(key).__name__})"
     raise ArgumentError(
-        f"{_named(model)} draws random numbers: key must be a key (a 0-d uint64 array), got {got}\n"
+        f"{short_description(model)} draws random numbers: key must be a key (a 0-d uint64 array), got {got}\n"
         "  hint: make one with nnc.key(seed), and a new one per step with nnc.fold_in(key, step)"
     )
 
@@ -188,19 +184,19 @@ def checked_stats(model: Any, stats: Any, dtype: np.dtype | None) -> Any:
     hint = "\n  hint: make them with model.init_stats() for this very model, and pass on what it returns"
     if not isinstance(stats, dict):
         raise ShapeError(
-            f"statistics of {_named(model)} must be a dict (model.init_stats()), got {stats!r}{hint}"
+            f"statistics of {short_description(model)} must be a dict (model.init_stats()), got {stats!r}{hint}"
         )
     for path, shape in expected:
         if path not in got:
-            raise ShapeError(f"statistics do not fit {_named(model)}: missing {path!r}{hint}")
+            raise ShapeError(f"statistics do not fit {short_description(model)}: missing {path!r}{hint}")
         actual = tuple(got[path].shape) if hasattr(got[path], "shape") else np.shape(got[path])
         if actual != tuple(shape):
             raise ShapeError(
-                f"statistic {path!r} has shape {actual}, but {_named(model)} expects {tuple(shape)}{hint}"
+                f"statistic {path!r} has shape {actual}, but {short_description(model)} expects {tuple(shape)}{hint}"
             )
     extra = sorted(set(got) - {p for p, _ in expected})
     if extra:
-        raise ShapeError(f"statistics do not fit {_named(model)}: unexpected {extra[:4]}{hint}")
+        raise ShapeError(f"statistics do not fit {short_description(model)}: unexpected {extra[:4]}{hint}")
     if dtype is None:
         return stats
     return tree_map(

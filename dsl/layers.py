@@ -50,10 +50,15 @@ def check_init(init: Any, layer: str, created_at: UserLocation | None) -> Any:
     )
 
 
-def check_options(layer: str, created_at: UserLocation | None, bias: Any, name: Any) -> None:
-    """``bias`` must be a bool and ``name`` a string (or None): a name is a key of the parameters."""
-    if not isinstance(bias, bool):
-        raise bad_argument(layer, created_at, "bias", "True or False", bias)
+def check_flag(layer: str, created_at: UserLocation | None, argument: str, value: Any) -> bool:
+    """``value`` if it is a bool, else the error naming ``layer``'s ``argument``."""
+    if not isinstance(value, bool):
+        raise bad_argument(layer, created_at, argument, "True or False", value)
+    return value
+
+
+def check_name(layer: str, created_at: UserLocation | None, name: Any) -> str | None:
+    """``name`` if it is a non-empty string or None: a name is a key of the parameters."""
     if name is not None and (not isinstance(name, str) or not name):
         raise bad_argument(
             layer,
@@ -63,6 +68,13 @@ def check_options(layer: str, created_at: UserLocation | None, bias: Any, name: 
             name,
             "the name is the key of its parameters inside a composed model",
         )
+    return name
+
+
+def check_options(layer: str, created_at: UserLocation | None, bias: Any, name: Any) -> None:
+    """``bias`` must be a bool and ``name`` a string (or None)."""
+    check_flag(layer, created_at, "bias", bias)
+    check_name(layer, created_at, name)
 
 
 def _linear_forward(model: Model, params: Any, x: Any) -> Any:

@@ -26,7 +26,7 @@ from nnc.backend.tree import tree_flatten, tree_paths
 
 from .devices import match_inputs
 from .effects import Effects, checked_key, checked_stats, collected, init_stats, with_calls
-from .source import UserLocation, user_location
+from .source import UserLocation, created_at_note, short_description, user_location
 from .types import (
     ArrayType,
     Mismatch,
@@ -254,7 +254,7 @@ class Model:
 
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InitError(
-                f"{_short(self)}.init: seed must be an int >= 0, got {seed!r}"
+                f"{short_description(self)}.init: seed must be an int >= 0, got {seed!r}"
                 + (
                     "\n  hint: write seed=0 (any int >= 0); the same seed always gives the same parameters"
                     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
@@ -265,7 +265,7 @@ class Model:
             dtype = np.dtype(dtype)
         except TypeError:
             raise InitError(
-                f"{_short(self)}.init: dtype {dtype!r} is not a dtype; use np.float32 or np.float64"
+                f"{short_description(self)}.init: dtype {dtype!r} is not a dtype; use np.float32 or np.float64"
             ) from None
         if dtype.kind != "f":
             raise InitError(f"parameters must be floating point (float32 or float64), got {dtype}")
@@ -371,11 +371,6 @@ def path_to(model: Model, end: str) -> tuple[str, Model]:
         parts.append(model.child_paths[i])
         model = model.children[i]
     return "/".join(parts), model
-
-
-def created_at_note(model: Model) -> str:
-    """`` (created at file:line)`` for a message about ``model``, or nothing if the place is unknown."""
-    return f" (created at {model.created_at})" if model.created_at else ""
 
 
 def not_a_model(
@@ -573,7 +568,7 @@ def check_params(model: Model, params: Any) -> None:
         if path not in got_map:
             extra = [p for p, _ in got if p not in dict(expected)]
             raise ShapeError(
-                f"parameters do not fit {_short(model)}: missing {path!r}"
+                f"parameters do not fit {short_description(model)}: missing {path!r}"
                 + (f"; found unexpected {extra[:4]}" if extra else "")
                 + "\n  hint: create them with model.init(seed=...) for this very model"
             )
@@ -581,17 +576,12 @@ def check_params(model: Model, params: Any) -> None:
         actual = tuple(np.shape(leaf)) if type(leaf) is not Tracer else leaf.shape
         if actual != tuple(shape):
             raise ShapeError(
-                f"parameter {path!r} has shape {actual}, but {_short(model)} expects "
+                f"parameter {path!r} has shape {actual}, but {short_description(model)} expects "
                 f"{tuple(shape)}\n  hint: were these parameters made for another model?"
             )
     if len(got) != len(expected):
         extra = [p for p, _ in got if p not in dict(expected)]
-        raise ShapeError(f"parameters do not fit {_short(model)}: unexpected {extra[:4]}")
-
-
-def _short(model: Model) -> str:
-    text = repr(model)
-    return (text if len(text) < 80 else text[:77] + "...") + created_at_note(model)
+        raise ShapeError(f"parameters do not fit {short_description(model)}: unexpected {extra[:4]}")
 
 
 def _as_array(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
@@ -605,10 +595,10 @@ def _numbers(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
         try:
             x = np.asarray(x)
         except (ValueError, TypeError) as err:
-            raise ShapeError(f"{what} of {_short(model)} is not an array: {err}") from None
+            raise ShapeError(f"{what} of {short_description(model)} is not an array: {err}") from None
     if numpy_dtype(x.dtype).kind not in "fiub":
         raise ShapeError(
-            f"{what} of {_short(model)} has dtype {x.dtype}; expected numbers ({dtype or 'float32'})"
+            f"{what} of {short_description(model)} has dtype {x.dtype}; expected numbers ({dtype or 'float32'})"
         )
     return x
 
@@ -620,7 +610,7 @@ def _converted(x: Any, dtype: np.dtype | None, model: Model, what: str) -> Any:
     path alike (``model(p, x / 255)`` too); a value a check has passed is not scanned twice."""
     kind = numpy_dtype(x.dtype).kind
     target = dtype or (numpy_dtype(x.dtype) if kind == "f" else np.dtype(np.float32))
-    label = f"{what} of {_short(model)}"
+    label = f"{what} of {short_description(model)}"
     if type(x) is Tracer:
         from nnc.backend.elementwise import cast
 
@@ -665,7 +655,7 @@ def match_input(t: Type, x: Any, s: Subst, model: Model, what: str, dtype) -> tu
         if not isinstance(x, (tuple, list)) or len(x) != len(t.items):
             got = f"a tuple of {len(x)}" if isinstance(x, (tuple, list)) else "one array"
             raise ShapeError(
-                f"{what} of {_short(model)}: expected a tuple of {len(t.items)} "
+                f"{what} of {short_description(model)}: expected a tuple of {len(t.items)} "
                 f"arrays of type {show([t])[0]}, got {got}"
             )
         vals, batches = [], set()
@@ -675,7 +665,7 @@ def match_input(t: Type, x: Any, s: Subst, model: Model, what: str, dtype) -> tu
             batches.add(b)
         if len(batches) > 1:
             raise ShapeError(
-                f"{what} of {_short(model)}: the tuple's arrays disagree on the batch "
+                f"{what} of {short_description(model)}: the tuple's arrays disagree on the batch "
                 f"axis (batch sizes {sorted(batches, key=str)})"
             )
         return tuple(vals), batches.pop()
@@ -724,7 +714,7 @@ def call_checked(model: Model, params: Any, x: Any, state: Any = _MISSING, calls
     is ``(key, stats, updates)`` for a model with effects (see :func:`nnc.effects.with_calls`)."""
     if isinstance(x, dict) and not isinstance(params, dict):
         raise ShapeError(
-            f"{_short(model)} was called with its arguments swapped: the second argument is a "
+            f"{short_description(model)} was called with its arguments swapped: the second argument is a "
             f"parameter dict and the first {value_in_words(params)}\n"
             "  hint: call it as model(params, x)"
         )
@@ -732,18 +722,18 @@ def call_checked(model: Model, params: Any, x: Any, state: Any = _MISSING, calls
         check_params(model, params)
     dtype = _params_dtype(params)
     s: Subst = {}
-    x = match_inputs(params, x, _short(model))
+    x = match_inputs(params, x, short_description(model))
     x, batch = match_input(model.in_type, x, s, model, "input", dtype)
     if calls is not None:
         params = with_calls(model, params, *calls)
     if state is _MISSING:
         return model.forward(model, params, x)
     assert model.state_type is not None, "Model.__call__ passes a state to stateful models only"
-    state = match_inputs(params, state, _short(model))
+    state = match_inputs(params, state, short_description(model))
     state, state_batch = match_input(model.state_type, state, s, model, "state", dtype)
     if state_batch != batch:
         raise ShapeError(
-            f"state of {_short(model)} has batch size {state_batch} but the input has {batch} "
+            f"state of {short_description(model)} has batch size {state_batch} but the input has {batch} "
             "(None means no batch axis); they must agree"
         )
     return model.forward(model, params, x, state)

@@ -27,12 +27,13 @@ import numpy as np
 
 from nnc.backend.broadcasting import dtype_of, shape_of
 from nnc.backend.elementwise import add, div, less, mul, sqrt, sub, where
-from nnc.backend.errors import ShapeError
+from nnc.backend.errors import ArgumentError, ShapeError
 from nnc.backend.random import uniform
 from nnc.backend.reductions import mean
 from nnc.backend.structural import reshape
 
 from .effects import Effects, layer_call
+from .layers import check_flag, check_name
 from .model import Model, ParamSpec, created_at_note
 from .show import describer, dims
 from .source import UserLocation, user_location
@@ -53,20 +54,14 @@ def _positive(value: Any, layer: str, argument: str, created_at: UserLocation | 
     return float(value)
 
 
-def _flag(value: Any, layer: str, argument: str, created_at: UserLocation | None) -> bool:
-    if not isinstance(value, bool):
-        raise bad_argument(layer, created_at, argument, "True or False", value)
-    return value
+def missing(model: Model, what: str, hint: str) -> ArgumentError:
+    """The error for a layer called in training mode without its key or statistics: an
+    argument the call needs was not given."""
+    return ArgumentError(f"{model!r}{created_at_note(model)} {what}\n  hint: {hint}")
 
 
-def _name(value: Any, layer: str, created_at: UserLocation | None) -> str | None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise bad_argument(layer, created_at, "name", "a non-empty string or None", value)
-    return value
-
-
-def missing(model: Model, what: str, hint: str) -> ShapeError:
-    """The error for a layer called in training mode without its key or statistics."""
+def too_small(model: Model, what: str, hint: str) -> ShapeError:
+    """The error for BatchNorm in training given too few values to take statistics of."""
     return ShapeError(f"{model!r}{created_at_note(model)} {what}\n  hint: {hint}")
 
 
@@ -112,7 +107,7 @@ def Dropout(rate: float, *, name: str | None = None) -> Model:
         a,
         _dropout_forward,
         attrs=(("rate", rate),),
-        name=_name(name, "Dropout", created_at),
+        name=check_name("Dropout", created_at, name),
         created_at=created_at,
         effects=Effects(random=True, inference=_dropout_inference),
     )
@@ -140,7 +135,7 @@ def _batch_norm_forward(model: Model, params: Any, x: Any) -> Any:
     eps, momentum = model.attr("eps"), model.attr("momentum")
     if training:
         if rank == type_rank:
-            raise missing(
+            raise too_small(
                 model,
                 f"normalises over a batch in training, but was given one example of shape {shape_of(x)}",
                 "give it a batch (a leading batch axis), or evaluate nnc.inference(model)",
@@ -148,7 +143,7 @@ def _batch_norm_forward(model: Model, params: Any, x: Any) -> Any:
         axes = (0,) + tuple(range(2, rank))
         count = int(np.prod([shape_of(x)[a] for a in axes]))
         if count < 2:
-            raise missing(
+            raise too_small(
                 model,
                 f"needs more than one value per channel in training, but was given shape {shape_of(x)}",
                 "train with batches of two examples or more, or evaluate nnc.inference(model)",
@@ -243,9 +238,9 @@ def BatchNorm(
     momentum = float(momentum)
     eps = _positive(eps, "BatchNorm", "eps", created_at)
     specs = []
-    if _flag(scale, "BatchNorm", "scale", created_at):
+    if check_flag("BatchNorm", created_at, "scale", scale):
         specs.append(("scale", ParamSpec((c,), "ones")))
-    if _flag(bias, "BatchNorm", "bias", created_at):
+    if check_flag("BatchNorm", created_at, "bias", bias):
         specs.append(("bias", ParamSpec((c,), "zeros")))
     a = TypeVar("a")
     return Model(
@@ -255,7 +250,7 @@ def BatchNorm(
         _batch_norm_forward,
         param_specs=tuple(specs),
         attrs=(("channels", c), ("momentum", momentum), ("eps", eps)),
-        name=_name(name, "BatchNorm", created_at),
+        name=check_name("BatchNorm", created_at, name),
         created_at=created_at,
         refine=_batch_norm_refine,
         effects=Effects(
@@ -298,9 +293,9 @@ def _feature_norm(
     if eps is not None:
         eps = _positive(eps, kind, "eps", created_at)
     specs = []
-    if _flag(scale, kind, "scale", created_at):
+    if check_flag(kind, created_at, "scale", scale):
         specs.append(("scale", ParamSpec((n,), "ones")))
-    if bias is not None and _flag(bias, kind, "bias", created_at):
+    if bias is not None and check_flag(kind, created_at, "bias", bias):
         specs.append(("bias", ParamSpec((n,), "zeros")))
     return Model(
         kind,
@@ -309,7 +304,7 @@ def _feature_norm(
         forward,
         param_specs=tuple(specs),
         attrs=(("n", n), ("eps", eps)),
-        name=_name(name, kind, created_at),
+        name=check_name(kind, created_at, name),
         created_at=created_at,
     )
 

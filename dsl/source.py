@@ -11,6 +11,7 @@ import re
 import sys
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 _NNC_DIRS = tuple(
     os.path.dirname(os.path.abspath(p)) + os.sep
@@ -59,6 +60,18 @@ def ipython_cell(file: str) -> str | None:
     shell = getattr(ipython, "get_ipython", lambda: None)()
     number = getattr(getattr(shell, "compile", None), "_filename_map", {}).get(file)
     return None if number is None else f"In[{number}]"
+
+
+def created_at_note(thing: Any) -> str:
+    """`` (created at file:line)`` for a message about a model, or nothing if the place is unknown."""
+    created_at = getattr(thing, "created_at", None)
+    return f" (created at {created_at})" if created_at else ""
+
+
+def short_description(thing: Any) -> str:
+    """A model's repr, cut to 80 characters, and where it was created: a message's name for it."""
+    text = repr(thing)
+    return (text if len(text) < 80 else text[:77] + "...") + created_at_note(thing)
 
 
 def user_location(skip: int = 1) -> UserLocation | None:

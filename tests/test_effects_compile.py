@@ -232,10 +232,10 @@ def test_compiled_and_interpreted_calls_raise_the_same_errors():
     p_mlp, p_cnn, stats = mlp.init(seed=0), cnn.init(seed=0), cnn.init_stats()
     fast_mlp, fast_cnn = nnc.compile(mlp), nnc.compile(cnn)
     cases = [
-        (mlp, fast_mlp, p_mlp, x, {}, nnc.NNCError, f"Dropout(0.5) (created at {created_at(line)}) draws random numbers in training, but the call gave no key"),
+        (mlp, fast_mlp, p_mlp, x, {}, nnc.ArgumentError, f"Dropout(0.5) (created at {created_at(line)}) draws random numbers in training, but the call gave no key"),
         (mlp, fast_mlp, p_mlp, x, {"key": 3}, nnc.ArgumentError, "key must be a key (a 0-d uint64 array), got 3 (int)"),
         (mlp, fast_mlp, p_mlp, x, {"key": np.ones(())}, nnc.ArgumentError, "got an array of dtype float64 and shape ()"),
-        (cnn, fast_cnn, p_cnn, x, {}, nnc.ShapeError, "normalises with running statistics, but the call gave none"),
+        (cnn, fast_cnn, p_cnn, x, {}, nnc.ArgumentError, "normalises with running statistics, but the call gave none"),
         (cnn, fast_cnn, p_cnn, x[0], {"stats": stats}, nnc.ShapeError, "normalises over a batch in training, but was given one example of shape (4,)"),
         (cnn, fast_cnn, p_cnn, x[:1], {"stats": stats}, nnc.ShapeError, "needs more than one value per channel in training, but was given shape (1, 4)"),
         (cnn, fast_cnn, p_cnn, x, {"stats": {"batchnorm_0": {"mean": np.zeros(3, np.float32), "var": np.ones(4, np.float32)}}}, nnc.ShapeError, "statistic 'batchnorm_0/mean' has shape (3,)"),
@@ -255,6 +255,7 @@ def test_a_compiled_train_step_without_a_key_is_the_interpreters_error():
     x, y = np.ones((2, 3), np.float32), np.ones((2, 4), np.float32)
     for fn in (step, nnc.compile(step)):
         with pytest.raises(
-            nnc.NNCError, match=r"Dropout\(0.5\) .*draws random numbers in training, but the call gave no key"
+            nnc.ArgumentError,
+            match=r"Dropout\(0.5\) .*draws random numbers in training, but the call gave no key",
         ):
             fn(params, step.opt.init(params), x, y)

@@ -600,7 +600,7 @@ def test_inference_of_batch_norm_still_takes_statistics_and_gives_none_back():
     assert model.children[-1].attr("inference") is None  # the original is unchanged
     params = model.init(seed=0)
     with pytest.raises(
-        nnc.ShapeError, match=r"BatchNorm\(4, inference\) .*normalises with running statistics"
+        nnc.ArgumentError, match=r"BatchNorm\(4, inference\) .*normalises with running statistics"
     ):
         evaluate(params, np.ones((2, 3), np.float32))
 

@@ -34,6 +34,17 @@ def dtype_of(x: Any) -> np.dtype:
 
 def _broadcast_impl(x, shape):
     # A copy, not numpy's read-only view: a gradient handed to the user must be writable.
+    # Filled in place (a fresh array, then numpy's broadcasting copy into it), which skips
+    # the Python layer of np.broadcast_to; anything unusual takes np.broadcast_to's path,
+    # so its errors are numpy's as before.
+    x = np.asarray(x)
+    if type(shape) is tuple and x.ndim <= len(shape):
+        try:
+            out = np.empty(shape, x.dtype)
+            np.copyto(out, x)
+            return out
+        except ValueError:
+            pass
     return np.broadcast_to(x, shape).copy()
 
 
@@ -50,7 +61,9 @@ def broadcast_to(x, shape: tuple[int, ...]):
 
 
 def _sum_to_impl(x, shape, axes):
-    out = x.sum(axis=axes[0] if len(axes) == 1 else axes)
+    axis = axes[0] if len(axes) == 1 else axes
+    # np.add.reduce is what ndarray.sum calls, less the Python layer in between
+    out = np.add.reduce(x, axis=axis) if type(x) is np.ndarray else x.sum(axis=axis)
     return out if out.shape == shape else out.reshape(shape)
 
 

@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -56,9 +57,23 @@ def key(seed: int) -> np.ndarray:
         return np.asarray(_mix(np.uint64(seed) + np.uint64(GOLDEN), np.uint64), np.uint64)
 
 
+_MASK = 2**64 - 1
+
+
+def _mix_int(z: int) -> int:
+    """:func:`_mix` on a Python int in ``[0, 2**64)``, wrapping as uint64 does."""
+    z = ((z ^ (z >> 30)) * _M1) & _MASK
+    z = ((z ^ (z >> 27)) * _M2) & _MASK
+    return z ^ (z >> 31)
+
+
 def _fold_in_impl(k: np.ndarray, data: np.ndarray) -> np.ndarray:
+    k, data = np.asarray(k, np.uint64), np.asarray(data, np.uint64)
+    if k.ndim == 0 and data.ndim == 0:  # a key and a number, as always: Python ints are faster
+        z = int(k) ^ _mix_int((int(data) + GOLDEN) & _MASK)
+        return np.array(_mix_int(z), np.uint64)
     with np.errstate(over="ignore"):
-        z = np.asarray(k, np.uint64) ^ _mix(np.asarray(data, np.uint64) + np.uint64(GOLDEN), np.uint64)
+        z = k ^ _mix(data + np.uint64(GOLDEN), np.uint64)
         return np.asarray(_mix(z, np.uint64), np.uint64)
 
 
@@ -90,14 +105,47 @@ def fold_in(k: Any, data: Any) -> Any:
     return bind(fold_in_p, k, data)
 
 
+# Per float dtype: the dtype, the mantissa's bits and the scale 2**-bits in that dtype.
+_FLOATS = {name: (np.dtype(name), bits, np.dtype(name).type(2.0**-bits)) for name, bits in _MANTISSA.items()}
+_M1_U64, _M2_U64, _GOLDEN_U64 = np.uint64(_M1), np.uint64(_M2), np.uint64(GOLDEN)
+# ``(i + 1) * golden`` for i < n, read-only, kept for a few small n: a training loop draws
+# the same shapes at every step. Bounded: at most 8 sizes of at most 2**18 numbers (2 MiB).
+_STRIDES: dict[int, np.ndarray] = {}
+_STRIDES_MAX_N, _STRIDES_MAX_SIZES = 2**18, 8
+
+
+def _strides(n: int) -> np.ndarray:
+    steps = _STRIDES.get(n)
+    if steps is None:
+        steps = np.arange(1, n + 1, dtype=np.uint64)
+        np.multiply(steps, _GOLDEN_U64, out=steps)
+        if n <= _STRIDES_MAX_N:
+            if len(_STRIDES) >= _STRIDES_MAX_SIZES:
+                _STRIDES.clear()
+            steps.flags.writeable = False
+            _STRIDES[n] = steps
+    return steps
+
+
 def _uniform_impl(k: np.ndarray, shape: tuple, dtype: str) -> np.ndarray:
-    n = int(np.prod(shape, dtype=np.int64))
-    with np.errstate(over="ignore"):
-        counters = np.arange(1, n + 1, dtype=np.uint64)
-        bits = _mix(np.asarray(k, np.uint64) + counters * np.uint64(GOLDEN), np.uint64)
-    target = np.dtype(dtype)
-    mantissa = _MANTISSA[target.name]
-    return ((bits >> np.uint64(64 - mantissa)).astype(target) * target.type(2.0**-mantissa)).reshape(shape)
+    # _mix's arithmetic done in place, in one buffer and one for the shifted copy: the same
+    # integer operations (uint64 arrays wrap, without a warning), without the temporaries.
+    target, mantissa, scale = _FLOATS[dtype] if dtype in _FLOATS else _FLOATS[np.dtype(dtype).name]
+    z = np.add(_strides(math.prod(shape)), np.asarray(k, np.uint64))
+    shifted = np.empty_like(z)
+    np.right_shift(z, 30, out=shifted)
+    np.bitwise_xor(z, shifted, out=z)
+    np.multiply(z, _M1_U64, out=z)
+    np.right_shift(z, 27, out=shifted)
+    np.bitwise_xor(z, shifted, out=z)
+    np.multiply(z, _M2_U64, out=z)
+    np.right_shift(z, 31, out=shifted)
+    np.bitwise_xor(z, shifted, out=z)
+    np.right_shift(z, 64 - mantissa, out=z)
+    # The top ``mantissa`` bits, below 2**53, convert exactly from int64 (faster than from uint64).
+    out = z.view(np.int64).astype(target)
+    out *= scale
+    return out.reshape(shape)
 
 
 uniform_p = defprim(

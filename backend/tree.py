@@ -21,15 +21,30 @@ _LEAF = "*"
 
 
 def _flatten(tree: Any, leaves: list) -> Any:
+    # Runs on every call of a transformed function and every optimiser update: leaves are
+    # handled inline (no call per leaf), the common container types tested by identity.
     t = type(tree)
     if t is dict:
-        return ("d", tuple(tree), tuple(_flatten(v, leaves) for v in tree.values()))
-    if t is tuple or t is list:
-        return ("t" if t is tuple else "l", None, tuple(_flatten(v, leaves) for v in tree))
-    if tree is None:
+        values: Iterable = tree.values()
+        kind, keys = "d", tuple(tree)
+    elif t is tuple or t is list:
+        values, kind, keys = tree, "t" if t is tuple else "l", None
+    elif tree is None:
         return None
-    leaves.append(tree)
-    return _LEAF
+    else:
+        leaves.append(tree)
+        return _LEAF
+    defs = []
+    for v in values:
+        tv = type(v)
+        if tv is dict or tv is tuple or tv is list:
+            defs.append(_flatten(v, leaves))
+        elif v is None:
+            defs.append(None)
+        else:
+            leaves.append(v)
+            defs.append(_LEAF)
+    return (kind, keys, tuple(defs))
 
 
 def tree_flatten(tree: Any) -> tuple[list, Any]:
@@ -46,9 +61,14 @@ def _unflatten(treedef: Any, it: Iterator) -> Any:
     if treedef is None:
         return None
     kind, keys, children = treedef
-    if kind == "d":
-        return {k: _unflatten(c, it) for k, c in zip(keys, children)}
-    values = [_unflatten(c, it) for c in children]
+    if kind == "d":  # loops, not comprehensions: no frame per container
+        out = {}
+        for k, c in zip(keys, children):
+            out[k] = next(it) if c is _LEAF else _unflatten(c, it)
+        return out
+    values = []
+    for c in children:
+        values.append(next(it) if c is _LEAF else _unflatten(c, it))
     return tuple(values) if kind == "t" else values
 
 

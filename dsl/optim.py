@@ -267,6 +267,12 @@ def _optimizer(
             state["count"] = np.zeros((), np.int64)
         return state if state else ()
 
+    # A constant rate and no other step scalars: the same Python float at every update (a
+    # weak scalar, so a float32 leaf stays float32), made once rather than per update.
+    fixed: dict | None = None
+    if not (counts or step_scalars or callable(learning_rate)):
+        fixed = {"lr": float(learning_rate)}
+
     def update(params: Any, grads: Any, state: Any) -> tuple[Any, Any]:
         if clip_norm is not None:
             grads = clip_by_global_norm(grads, clip_norm)
@@ -276,10 +282,17 @@ def _optimizer(
         g_leaves, g_def = tree_flatten(grads)
         if g_def != treedef:
             raise ConfigError("optimizer update: the gradients' structure differs from the parameters'")
+        if fixed is not None and not slots:  # plain SGD: no state, the rule leaf by leaf
+            return tree_unflatten(
+                treedef, [rule(p, g, (), fixed)[0] for p, g in zip(p_leaves, g_leaves)]
+            ), state
         count = state["count"] if counts else None
-        lr = _learning_rate_at(count, learning_rate) if callable(learning_rate) else float(learning_rate)
-        scalars = step_scalars(count, lr) if step_scalars else {"lr": lr}
-        weak = all(type(v) is float for v in scalars.values())
+        if fixed is not None:
+            scalars, weak = fixed, True
+        else:
+            lr = _learning_rate_at(count, learning_rate) if callable(learning_rate) else float(learning_rate)
+            scalars = step_scalars(count, lr) if step_scalars else {"lr": lr}
+            weak = all(type(v) is float for v in scalars.values())
         by_dtype: dict = {}  # the step's scalars cast once per parameter dtype
         slot_leaves = [tree_flatten(state[s])[0] for s in slots]
         new_p: list = []
@@ -294,7 +307,7 @@ def _optimizer(
                         k: v if type(v) is float else elementwise.cast(v, dtype) for k, v in scalars.items()
                     }
                 cast = by_dtype[dtype]
-            p, moments = rule(p, g, tuple(s[i] for s in slot_leaves), cast)
+            p, moments = rule(p, g, tuple([s[i] for s in slot_leaves]), cast)
             new_p.append(p)
             for acc, m in zip(new_slots, moments):
                 acc.append(m)

@@ -11,7 +11,7 @@ from .core import Eqn, bind, defemit, defgeneric, defprim, defvjp
 from .elementwise import cast, check_broadcast, mul, unbroadcast
 from .errors import ShapeError
 from .numba_codegen import FunctionWriter
-from .structural import reshape, swap_last, transpose
+from .structural import SWAP_READERS, reshape, swap_last, swapped_source, transpose
 
 matmul_p = defprim("matmul", np.matmul)
 # Matrix times matrix binds np.dot directly: measurably cheaper per call than np.matmul on
@@ -77,7 +77,9 @@ defvjp(matmul_p, _matmul_vjp)
 defvjp(dot_p, _matmul_vjp)
 
 
-# nnc.backend.numba_blas.matmul: the dtypes it takes
+# nnc.backend.numba_blas.matmul: the dtypes it takes, and its TRANS_A and TRANS_B (restated:
+# that module imports Numba, which writing code does not need)
+_TRANS_A, _TRANS_B = 2, 1
 _BLAS_DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 
 
@@ -110,13 +112,70 @@ def _emit_dot(writer: FunctionWriter, e: Eqn) -> bool:
     return _product(writer, e, a_rows, b_rows)
 
 
+def _batch_rows(shape: tuple, batch: tuple) -> np.ndarray:
+    """For each matrix of a product's ``batch``, the matrix of an operand with batch axes
+    ``shape`` that it reads (broadcasting repeats one)."""
+    own = np.arange(int(np.prod(shape, dtype=np.int64))).reshape(shape)
+    return np.broadcast_to(own.reshape((1,) * (len(batch) - len(shape)) + shape), batch).reshape(-1)
+
+
+def _emit_batched(writer: FunctionWriter, e: Eqn) -> None:
+    """``e.out = a @ b`` for operands with batch axes: one BLAS product per matrix of the batch,
+    each on a C-ordered matrix of the operands viewed as stacks of matrices. An operand that
+    swaps the last two axes of another array (``swap_last``) is that array with a transpose flag."""
+    a, b = e.inputs
+    (m, k), n = a.shape[-2:], b.shape[-1]
+    batch = tuple(int(d) for d in e.out.shape[:-2])
+    count = int(np.prod(batch, dtype=np.int64))
+    o, stack = writer.name(e.out), writer.fresh("stack")
+    writer.alloc(o, e.out.shape, e.out.dtype)
+    writer.emit(f"{stack} = {o}.reshape({(count, m, n)!r})")
+    operands, trans = [], 0
+    for v, rows, cols, flag in ((a, m, k, _TRANS_A), (b, k, n, _TRANS_B)):
+        ids = _batch_rows(tuple(v.shape[:-2]), batch)
+        source = swapped_source(writer, v) if len(v.shape) >= 3 else None
+        if source is not None:
+            v, rows, cols, trans = source, cols, rows, trans | flag
+        view = writer.fresh("stack")
+        stacked = (int(np.prod(v.shape[:-2], dtype=np.int64)), rows, cols)
+        writer.emit(f"{view} = {writer.contiguous(v)}.reshape({stacked!r})")
+        if np.array_equal(ids, np.arange(count)):
+            operands.append(f"{view}[i]")
+        else:  # a broadcast batch axis: which of its matrices each product reads, as a constant
+            table = writer.fresh("const")
+            writer.module.globals[table] = np.ascontiguousarray(ids)
+            operands.append(f"{view}[{table}[i]]")
+    # the writer's gemm allocates its result: here each product writes into its slice of one array
+    writer.module.products = True
+    writer.emit(f"for i in range({count}):")
+    writer.emit(f"matmul({operands[0]}, {operands[1]}, np.int64({trans}), {stack}[i])", 2)
+
+
+def _batched(e: Eqn) -> bool:
+    """Whether ``_emit_matmul`` writes ``e`` with :func:`_emit_batched`."""
+    a, b = e.inputs
+    return (
+        a.dtype == b.dtype and np.dtype(a.dtype) in _BLAS_DTYPES and len(a.shape) >= 2 and len(b.shape) >= 3
+    )
+
+
 def _emit_matmul(writer: FunctionWriter, e: Eqn) -> bool:
     a, b = e.inputs
-    if len(a.shape) <= 2:
+    if len(a.shape) <= 2 and len(b.shape) <= 2:
         return _emit_dot(writer, e)
-    if a.dtype != b.dtype or np.dtype(a.dtype) not in _BLAS_DTYPES or len(b.shape) != 2:
+    if a.dtype != b.dtype or np.dtype(a.dtype) not in _BLAS_DTYPES:
         return False
-    return _product(writer, e, (int(np.prod(a.shape[:-1])), a.shape[-1]), tuple(b.shape))
+    if len(b.shape) <= 2:  # a batch of rows against one matrix (or vector): one product
+        b_rows = tuple(b.shape) if len(b.shape) == 2 else (b.shape[0], 1)
+        return _product(writer, e, (int(np.prod(a.shape[:-1])), a.shape[-1]), b_rows)
+    if not _batched(e):  # a vector against a batch
+        return False
+    _emit_batched(writer, e)
+    return True
+
+
+# A batched product reads a swap of its operand's last two axes as a flag (when it has batch axes).
+SWAP_READERS["matmul"] = lambda e, v: _batched(e) and len(v.shape) >= 3
 
 
 defemit(matmul_p, _emit_matmul)

@@ -33,7 +33,7 @@ from .elementwise import (
 from .linalg import matmul
 from .reductions import max, mean, sum
 from .scan import scan
-from .structural import concat, getitem, pick, reshape, transpose
+from .structural import concat, getitem, pick, reshape, take, transpose, untake
 
 __all__ = [
     "absolute",
@@ -69,8 +69,10 @@ __all__ = [
     "sub",
     "sum",
     "sum_to",
+    "take",
     "tanh",
     "transpose",
+    "untake",
     "where",
 ]
 

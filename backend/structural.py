@@ -1,7 +1,8 @@
-"""Primitives that move data without arithmetic: reshape, transpose, indexing, concat, pick."""
+"""Primitives that move data without arithmetic: reshape, transpose, indexing, concat, pick, take."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -85,8 +86,39 @@ def transpose(x, axes=None) -> Any:
 defvjp(transpose_p, lambda g, out, x, axes: (transpose(g, tuple(np.argsort(axes))),))
 
 
+# Compiled forms that read an operand whose last two axes are swapped as the unswapped array,
+# with a flag (linalg's batched product, a BLAS transpose): primitive name -> whether the
+# equation's compiled form reads its input ``v`` so. A swap read only by them is never copied.
+SWAP_READERS: dict[str, Callable[[Eqn, Any], bool]] = {}
+
+
+def _is_swap_last(e: Eqn) -> bool:
+    n = len(e.inputs[0].shape)
+    return e.prim is transpose_p and n >= 3 and tuple(e.attrs["axes"]) == tuple(range(n - 2)) + (n - 1, n - 2)
+
+
+def swapped_source(writer: FunctionWriter, v: Any) -> Any:
+    """The array whose last two axes ``v`` swaps, when ``v`` is such a transpose of this
+    function's graph; else ``None``."""
+    producer = getattr(v, "producer", None)
+    if producer is None or not _is_swap_last(producer) or not any(q is producer for q in writer.graph.eqns):
+        return None
+    return producer.inputs[0]
+
+
+def _read_only_swapped(writer: FunctionWriter, e: Eqn) -> bool:
+    """Whether every reader of ``e.out`` (a swap of the last two axes) takes it as a flag."""
+    if any(v is e.out for v in writer.graph.outputs):
+        return False
+    readers = [q for q in writer.graph.eqns if any(v is e.out for v in q.inputs)]
+    return all(q.prim.name in SWAP_READERS and SWAP_READERS[q.prim.name](q, e.out) for q in readers)
+
+
 def _emit_transpose(writer: FunctionWriter, e: Eqn) -> bool:
-    x, o, axes = e.inputs[0], writer.name(e.out), tuple(e.attrs["axes"])
+    x, axes = e.inputs[0], tuple(e.attrs["axes"])
+    if _is_swap_last(e) and _read_only_swapped(writer, e):
+        return True  # its readers multiply x itself, transposed by a flag: nothing to write
+    o = writer.name(e.out)
     if axes == (1, 0):
         writer.mark_transpose(e.out, x)  # a product multiplies the matrix, with a flag
         writer.emit(f"{o} = {writer.name(x)}.T")
@@ -416,3 +448,214 @@ def _emit_unpick(writer: FunctionWriter, e: Eqn) -> bool:
 
 defemit(pick_p, _emit_pick)
 defemit(unpick_p, _emit_unpick)
+
+
+# --------------------------------------------------------------------------- take (rows of a table)
+
+
+def _rows(v: int) -> str:
+    return f"a table of {v} row{'' if v == 1 else 's'}"
+
+
+def _take_range_error(bad: int, v: int) -> ShapeError:
+    """The error for an index ``bad`` outside ``0..v-1`` (negative ones are never wrapped)."""
+    allowed = f"indices must be 0..{v - 1}" if v else "it has no row to take"
+    if bad < 0:
+        return ShapeError(f"take: index {bad} is negative ({allowed})")
+    return ShapeError(f"take: index {bad} is out of range for {_rows(v)} ({allowed})")
+
+
+def _check_take_indices(indices: np.ndarray, v: int) -> None:
+    """Refuse indices outside ``0..v-1`` (numpy would wrap a negative one, or raise IndexError)."""
+    if indices.size:
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high >= v:
+            raise _take_range_error(low if low < 0 else high, v)
+
+
+def _negative_index(indices: np.ndarray, v: int) -> None:
+    # np.take and np.add.at refuse an index >= v themselves, but wrap a negative one
+    if indices.dtype.kind == "i" and indices.size:
+        low = int(indices.min())
+        if low < 0:
+            raise _take_range_error(low, v)
+
+
+def _take_impl(table, indices):
+    v = table.shape[0]
+    _negative_index(indices, v)
+    try:
+        return np.take(table, indices, axis=0)
+    except IndexError:
+        raise _take_range_error(int(indices.max()), v) from None
+
+
+def _untake_impl(g, indices, v):
+    _negative_index(indices, v)
+    rest = g.shape[indices.ndim :]
+    d = int(np.prod(rest, dtype=np.int64))
+    out = np.zeros(v * d, dtype=g.dtype)
+    flat = indices.reshape(-1).astype(np.intp, copy=False)
+    # np.add.at adds repeated indices up; on a 1-d target it takes numpy's fast path, several
+    # times faster than on rows of a 2-d one (or than bincount, a one-hot product, a sort)
+    where = flat if d == 1 else (flat[:, None] * d + np.arange(d)).reshape(-1)
+    try:
+        np.add.at(out, where, g.reshape(-1))
+    except IndexError:
+        raise _take_range_error(int(indices.max()), v) from None
+    return out.reshape((v,) + rest)
+
+
+def _take_abstract(table, indices):
+    return tuple(indices[0]) + tuple(table[0][1:]), table[1]
+
+
+def _untake_abstract(g, indices, v):
+    return (v,) + tuple(g[0][len(indices[0]) :]), g[1]
+
+
+def _check_take_on(xp, indices, v: int) -> None:
+    if indices.size:
+        low = int(xp.min(indices))
+        high = int(xp.max(indices))
+        if low < 0 or high >= v:
+            raise _take_range_error(low if low < 0 else high, v)
+
+
+def _take_generic(xp, table, indices):
+    _check_take_on(xp, indices, table.shape[0])
+    rows = xp.take(table, xp.reshape(indices, (-1,)), axis=0)
+    return xp.reshape(rows, tuple(indices.shape) + tuple(table.shape[1:]))
+
+
+def _untake_generic(xp, g, indices, v):
+    _check_take_on(xp, indices, v)
+    rest = tuple(g.shape[indices.ndim :])
+    flat = xp.astype(xp.reshape(indices, (-1,)), xp.int64)
+    g2 = xp.reshape(g, (flat.shape[0], int(np.prod(rest, dtype=np.int64))))
+    chosen = flat[:, None] == xp.arange(v, dtype=xp.int64, device=g.device)[None, :]  # (n, v)
+    if bool(xp.all(xp.isfinite(g2))):  # repeated indices add up in one product
+        out = xp.matmul(xp.matrix_transpose(xp.astype(chosen, g.dtype)), g2)
+    else:  # 0 * nan is nan: a product would spread a non-finite entry to every row
+        spread = g2[:, None, :]
+        picked = xp.where(chosen[:, :, None], spread, xp.zeros_like(spread))
+        out = xp.sum(picked, axis=0)
+    return xp.reshape(out, (v,) + rest)
+
+
+take_p = defprim("take", _take_impl, abstract=_take_abstract)
+untake_p = defprim("untake", _untake_impl, abstract=_untake_abstract)
+defgeneric(take_p, _take_generic)
+defgeneric(untake_p, _untake_generic)
+
+
+def _integer_indices(indices: Any, what: str) -> Any:
+    if isinstance(indices, (list, tuple, int, np.integer)):
+        indices = np.asarray(indices)
+    dtype = dtype_of(indices)
+    if dtype.kind not in "iu":
+        raise ShapeError(
+            f"{what}: indices must be integers, got dtype {dtype}\n"
+            "  hint: cast them with indices.astype(np.int64)"
+        )
+    return indices
+
+
+def take(table, indices) -> Any:
+    """``table[indices]`` along axis 0: the rows of a ``(v, ...)`` table that integer
+    ``indices`` of any shape name, as an array of shape ``indices.shape + table.shape[1:]``
+    (a token embedding). Indices must be ``0..v-1``: negative ones are refused, not wrapped.
+    The gradient flows to ``table`` (rows taken twice get both gradients), not to ``indices``.
+
+    >>> import numpy as np
+    >>> take(np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]), np.array([2, 0, 2]))
+    array([[4., 5.],
+           [0., 1.],
+           [4., 5.]])
+    """
+    indices = _integer_indices(indices, "take")
+    st = shape_of(table)
+    if not st:
+        raise ShapeError("take: the table must have at least one axis (its rows), got a 0-d array")
+    if type(table) is Tracer and type(indices) is np.ndarray:
+        _check_take_indices(indices, st[0])  # known now; the implementation runs only later
+    return bind(take_p, table, indices)
+
+
+def untake(g, indices, v: int) -> Any:
+    """The transpose of :func:`take`: zeros of shape ``(v,) + rest`` with each slice
+    ``g[i]`` of ``g`` (shape ``indices.shape + rest``) added into row ``indices[i]``;
+    repeated indices add up.
+
+    >>> import numpy as np
+    >>> untake(np.array([1.0, 2.0, 4.0]), np.array([2, 0, 2]), v=3)
+    array([2., 0., 5.])
+    """
+    indices = _integer_indices(indices, "untake")
+    sg, si = shape_of(g), shape_of(indices)
+    if sg[: len(si)] != si:
+        raise ShapeError(
+            f"untake: values of shape {sg} do not start with the indices' shape {si} "
+            f"(expected shape {si} + the table's row shape)"
+        )
+    if type(g) is Tracer and type(indices) is np.ndarray:
+        _check_take_indices(indices, int(v))
+    return bind(untake_p, g, indices, v=int(v))
+
+
+defvjp(take_p, lambda g, out, table, indices: (untake(g, indices, shape_of(table)[0]), None))
+defvjp(untake_p, lambda g, out, values, indices, v: (take(g, indices), None))
+
+
+def _flat_rows(writer: FunctionWriter, v: Any, rows: int, width: int) -> str:
+    """A 1-d C-ordered view of ``v`` (``rows * width`` entries) in generated code."""
+    name = writer.fresh("flat")
+    if not v.shape:
+        writer.emit(f"{name} = np.full(1, {writer.scalar(v)})")
+    else:
+        writer.emit(f"{name} = {writer.contiguous(v)}.reshape({rows * width})")
+    return name
+
+
+def _emit_take_loops(writer: FunctionWriter, e: Eqn, source: Any, target: str, scatter: bool) -> None:
+    """The loops of take (``target`` row i = ``source`` row ``indices[i]``) or of untake
+    (``target`` row ``indices[i]`` += ``source`` row i), over 1-d views; an index outside
+    ``0..v-1`` raises, and nnc.compile reruns the interpreter for its message."""
+    indices = e.inputs[1]
+    v = e.attrs["v"] if scatter else e.inputs[0].shape[0]
+    n = int(np.prod(indices.shape, dtype=np.int64))
+    d = int(np.prod(source.shape[len(indices.shape) :] if scatter else source.shape[1:], dtype=np.int64))
+    src = _flat_rows(writer, source, n if scatter else v, d)
+    ids = _flat_rows(writer, indices, n, 1)
+    r, i, j = writer.fresh("row"), writer.fresh("i"), writer.fresh("j")
+    writer.emit(f"for {i} in range({n}):")
+    writer.emit(f"{r} = np.int64({ids}[{i}])", 2)  # a wrapped-round uint64 is negative here
+    writer.emit(f"if {r} < 0 or {r} >= {v}:", 2)
+    writer.emit("raise ValueError('nnc: index out of range')", 3)
+    writer.emit(f"for {j} in range({d}):", 2)
+    if scatter:
+        writer.emit(f"{target}[{r} * {d} + {j}] += {src}[{i} * {d} + {j}]", 3)
+    else:
+        writer.emit(f"{target}[{i} * {d} + {j}] = {src}[{r} * {d} + {j}]", 3)
+
+
+def _emit_take(writer: FunctionWriter, e: Eqn) -> bool:
+    o, size = writer.name(e.out), int(np.prod(e.out.shape, dtype=np.int64))
+    writer.alloc(o, e.out.shape, e.out.dtype)
+    target = writer.fresh("flat")
+    writer.emit(f"{target} = {o}.reshape({size})")
+    _emit_take_loops(writer, e, e.inputs[0], target, scatter=False)
+    return True
+
+
+def _emit_untake(writer: FunctionWriter, e: Eqn) -> bool:
+    o, size = writer.name(e.out), int(np.prod(e.out.shape, dtype=np.int64))
+    writer.alloc(o, e.out.shape, e.out.dtype, fill="0")
+    target = writer.fresh("flat")
+    writer.emit(f"{target} = {o}.reshape({size})")
+    _emit_take_loops(writer, e, e.inputs[0], target, scatter=True)
+    return True
+
+
+defemit(take_p, _emit_take)
+defemit(untake_p, _emit_untake)

@@ -50,9 +50,10 @@ from nnc.backend.ops import (
 from nnc.backend.random import fold_in, key
 from nnc.backend.tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
 
+from .attention import SelfAttention
 from .callbacks import Callback, Checkpoint, Decision, EarlyStopping, StopOnNaN
 from .checkpoint import CheckpointError, CheckpointNotFound, load, save
-from .combinators import add, concat, fanout, parallel, residual
+from .combinators import add, concat, fanout, parallel, repeat, residual
 from .compile import compile
 from .conv import Conv2d, avg_pool, flatten, max_pool
 from .devices import devices, get_device, to_device, use
@@ -61,7 +62,7 @@ from .layers import Input, Linear, gelu, gelu_tanh, log_softmax, logistic, relu,
 from .lift import lift
 from .losses import cross_entropy, mse
 from .metrics import accuracy
-from .model import Model, Signature
+from .model import Model, Signature, each
 from .modelfile import LoadError
 from .normalization import BatchNorm, Dropout, LayerNorm, RMSNorm
 from .optim import (
@@ -93,10 +94,11 @@ from .recurrent import (
     zero_state,
 )
 from .render import GraphvizNotFound, RenderError, render
+from .sequence import Embedding, PositionalEmbedding, generate
 from .summary import summary
 from .train import History, TrainStep, fit, train_step
 from .typed import typed
-from .types import Dim, Mat, Seq, Tensor, TypeVar, Vec
+from .types import Dim, Index, Mat, Seq, Tensor, TypeVar, Vec
 
 __version__ = "0.1.0"
 

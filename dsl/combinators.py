@@ -5,6 +5,7 @@
 - ``parallel(f, g)``: ``(a, c) -> (b, d)``, each model on its own part of a tuple;
 - ``fanout(f, g)``: ``a -> (b, c)``, every model on the same input;
 - ``residual(f)``: ``a -> a``, ``x + f(x)``;
+- ``repeat(f, n)``: ``a -> a``, ``n`` independent copies of ``f`` one after another;
 - ``add`` and ``concat``: fan-in from a tuple back to one array.
 """
 
@@ -162,6 +163,55 @@ def residual(model: Model) -> Model:
     model = model.subst(s)
     return Model(
         "residual", model.in_type, model.out_type, _residual_forward, children=(model,), created_at=created_at
+    )
+
+
+def _repeat_forward(model: Model, params: Any, x: Any) -> Any:
+    for child, p in zip(model.children, child_params(model, params)):
+        x = child.forward(child, p, x)
+    return x
+
+
+def repeat(block: Model, n: int) -> Model:
+    """``n`` copies of ``block`` one after another, each with parameters of its own (keyed
+    ``"0"``, ``"1"``, ...): the stack of a transformer. ``block`` must keep its type.
+
+    >>> from nnc import Linear, relu, repeat
+    >>> model = repeat(Linear(4, 4) >> relu, 3)
+    >>> model.signature, sorted(model.init(seed=0))
+    (Vec[4] -> Vec[4], ['0', '1', '2'])
+    """
+    _check_models("repeat", (block,))
+    created_at = user_location(2)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ArgumentError(
+            f"repeat at {created_at or 'unknown place'}: n must be an int >= 1 (the number of "
+            f"copies), got {n!r}"
+        )
+    block = block.freshen()
+    s: Subst = {}
+    try:
+        unify(block.in_type, block.out_type, s)
+    except Mismatch as err:
+        a, b = show([block.in_type, block.out_type])
+        raise TypeMismatch(
+            f"repeat at {created_at or 'unknown place'}: copies one after another need the block to "
+            f"keep its type, but\n  {block!r}{created_at_note(block)} maps {a} to {b}\n  {err}"
+        ) from None
+    if block.state_type is not None:
+        raise TypeMismatch(
+            f"repeat at {created_at or 'unknown place'}: repeat takes stateless models, got {block!r}"
+        )
+    block = block.subst(s)
+    copies = tuple(block.freshen().named(str(i)) for i in range(n))
+    return Model(
+        "repeat",
+        block.in_type,
+        block.out_type,
+        _repeat_forward,
+        children=copies,
+        attrs=(("times", n),),
+        created_at=created_at,
     )
 
 

@@ -527,6 +527,29 @@ def _residual(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -
     return End(plus, model.out_type)
 
 
+@drawer("each")
+def _each(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
+    """A model run at every step is drawn as the model itself: the edges' types say Seq."""
+    out = draw(canvas, model.children[0], child_path(model, path, 0), flow, depth)
+    return relabel(out, model.out_type)
+
+
+@drawer("repeat")
+def _repeat(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
+    """``repeat(block, n)``: one cluster marked ``× n`` around one copy of the block."""
+    block = model.children[0]
+    title = f"<B>× {model.attr('times')}</B>"
+    shown = canvas.relative(path)
+    if shown and canvas.options.show_layer_names:
+        title += f"  {text(shown)}"
+    total = param_total(model)
+    if total:
+        title += f" · {text(count_text(total))} in all"
+    with canvas.cluster(title, style="rounded,bold", color="#2563eb"):
+        out = draw(canvas, replace(block, name=None), child_path(model, path, 0), flow, depth + 1)
+    return relabel(out, model.out_type)
+
+
 # ----------------------------------------------------------------------------- the whole picture
 
 

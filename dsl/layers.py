@@ -31,7 +31,7 @@ def Input(t: Any) -> Model:
     return Model("Input", t, t, lambda m, p, x: x, created_at=user_location(2))
 
 
-INITIALISERS = ("glorot_uniform", "he_normal", "lecun_normal", "zeros")
+INITIALISERS = ("glorot_uniform", "he_normal", "lecun_normal", "normal", "zeros")
 """The initialisers known by name; any ``fn(rng, shape) -> array`` is one too."""
 
 

@@ -20,10 +20,10 @@ from nnc.backend import elementwise, reductions
 from nnc.backend.activations import log_softmax
 from nnc.backend.broadcasting import dtype_of, shape_of
 from nnc.backend.checks import DomainError, check_finite, check_labels, check_probabilities
-from nnc.backend.core import Tracer
+from nnc.backend.core import Tracer, Var
 from nnc.backend.errors import ShapeError
 from nnc.backend.execute import quiet
-from nnc.backend.structural import pick
+from nnc.backend.structural import pick, reshape
 
 
 def _as_array(x: Any) -> Any:
@@ -149,9 +149,36 @@ def _producer(x: Any) -> str | None:
     return None
 
 
+def _softmax_logits(p: Any) -> Any:
+    """The logits ``z`` of traced ``p = softmax(z)`` over the last axis, looking through a
+    reshape that keeps that axis (``each(softmax)`` over a sequence); ``None`` otherwise."""
+    if type(p) is not Tracer or p.var.producer is None:
+        return None
+    eqn = p.var.producer
+    if eqn.prim.name == "reshape" and type(eqn.inputs[0]) is Var and eqn.inputs[0].producer is not None:
+        inner = eqn.inputs[0].producer
+        source = inner.inputs[0]
+        if (
+            inner.prim.name == "softmax"
+            and type(source) is Var
+            and inner.attrs["axis"] == len(source.shape) - 1
+            and source.shape[-1:] == p.var.shape[-1:]
+        ):
+            return reshape(Tracer(p.trace, source), p.var.shape)
+        return None
+    if (
+        eqn.prim.name == "softmax"
+        and type(eqn.inputs[0]) is Var
+        and eqn.attrs["axis"] == len(p.var.shape) - 1
+    ):
+        return Tracer(p.trace, eqn.inputs[0])
+    return None
+
+
 def _log_probabilities(p: Any, from_logits: bool) -> Any:
+    logits = _softmax_logits(p)
     if from_logits:
-        if _producer(p) == "softmax":
+        if logits is not None or _producer(p) == "softmax":
             raise DomainError(
                 "cross_entropy(..., from_logits=True) was given the output of softmax, which is "
                 "probabilities, not logits: the loss would apply softmax twice\n  hint: drop "
@@ -159,8 +186,10 @@ def _log_probabilities(p: Any, from_logits: bool) -> Any:
                 "its logits anyway), or end the model without softmax"
             )
         return log_softmax(p)
+    if logits is not None:
+        return log_softmax(logits)  # already probabilities: the log is taken stably from the logits
     if _producer(p) == "softmax":
-        return elementwise.log(p)  # rewritten to log_softmax of the logits: already probabilities
+        return elementwise.log(p)  # softmax over another axis: log rewrites it to log_softmax
     p = check_probabilities(p, what="cross_entropy")
     tiny = np.finfo(dtype_of(p)).tiny if dtype_of(p).kind == "f" else 1e-300
     return elementwise.log(elementwise.maximum(p, tiny))

@@ -18,10 +18,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nnc.backend.array_api import namespace_of, numpy_dtype, xp_dtype
+from nnc.backend.broadcasting import shape_of
 from nnc.backend.checks import all_finite, check_finite, non_finite_message
 from nnc.backend.core import Tracer
 from nnc.backend.errors import InitError, NonFiniteError, ShapeError, TypeMismatch
 from nnc.backend.execute import quiet
+from nnc.backend.structural import reshape
 from nnc.backend.tree import tree_flatten, tree_paths
 
 from .devices import match_inputs
@@ -180,7 +182,7 @@ class Model:
             p if c.has_params or c.has_effects else None for p, c in zip(self.child_paths, self.children)
         )
 
-    def named(self, name: str) -> Model:
+    def named(self, name: str | None) -> Model:
         """The same model under a name, used as its key in the parameters of a composition."""
         return replace(self, name=name)
 
@@ -418,27 +420,119 @@ def non_model_hint(x: Any) -> str:
 
 
 def compose(f: Model, g: Model, created_at: UserLocation | None) -> Model:
-    """``f >> g``: run ``f``, then ``g``; their types are unified now, before any data flows."""
+    """``f >> g``: run ``f``, then ``g``; their types are unified now, before any data flows.
+
+    Where a sequence meets a model of single examples (``Seq[Vec[d]] >> Linear(d, k)``, or
+    ``Embedding(v, d) >> SelfAttention(d, ...)``), that model is applied at every step:
+    ``each(model)`` is composed instead (see :func:`each`), and the types say so."""
     f, g = f.freshen(), g.freshen()
     s: Subst = {}
+    refined = [g]
     try:
-        if g.refine is not None:  # a refinement that cannot take what arrives is a mismatch too
-            g = g.refine(g, f.out_type)
-        unify(f.out_type, g.in_type, s)
+        _join(f, g, s, refined)
     except Mismatch as err:
-        left, right = end_layer(f, "last"), end_layer(g, "first")
-        out_s, in_s = show([f.out_type, g.in_type])
-        raise TypeMismatch(
-            f"cannot compose at {created_at or 'unknown place'}\n"
-            f"  {left!r}{created_at_note(left)} outputs {out_s}\n"
-            f"  {right!r}{created_at_note(right)} expects {in_s}\n"
-            f"  {err}" + _mismatch_hint(right)
-        ) from None
+        lifted = _lifted(f, g)
+        if lifted is None:
+            raise _composition_error(f, refined[-1], err, created_at) from None
+        f, g = lifted
+        s, refined = {}, [g]
+        try:
+            _join(f, g, s, refined)
+        except Mismatch as again:
+            raise _composition_error(f, refined[-1], again, created_at) from None
+    g = refined[-1]
     parts = (f.children if f.kind == "serial" and f.name is None else (f,)) + (
         g.children if g.kind == "serial" and g.name is None else (g,)
     )
     parts = tuple(p.subst(s) for p in parts)
     return serial_of(parts, resolve(f.in_type, s), resolve(g.out_type, s), created_at)
+
+
+def _join(f: Model, g: Model, s: Subst, refined: list) -> None:
+    """Unify ``f``'s output with ``g``'s input into ``s``; ``g`` refined by what arrives is
+    appended to ``refined`` (so that an error can show what it expected)."""
+    if g.refine is not None:  # a refinement that cannot take what arrives is a mismatch too
+        refined.append(g.refine(g, f.out_type))
+    unify(f.out_type, refined[-1].in_type, s)
+
+
+def _is_example_model(model: Model) -> bool:
+    """A stateless model of single arrays (or indices), which :func:`each` can lift over steps."""
+    return model.state_type is None and isinstance(model.in_type, ArrayType)
+
+
+def _lifted(f: Model, g: Model) -> tuple[Model, Model] | None:
+    """``(f, each(g))`` where a sequence meets a model of single examples, ``(each(f), g)`` where
+    such a model feeds one that takes sequences; ``None`` where neither fits."""
+    if isinstance(f.out_type, SeqType) and _is_example_model(g):
+        return f, each(g)
+    if isinstance(g.in_type, SeqType) and not isinstance(f.out_type, SeqType) and _is_example_model(f):
+        if isinstance(f.out_type, (ArrayType, TypeVar)):
+            return each(f), g
+    return None
+
+
+def _composition_error(f: Model, g: Model, err: Mismatch, created_at: UserLocation | None) -> TypeMismatch:
+    left, right = end_layer(f, "last"), end_layer(g, "first")
+    out_s, in_s = show([f.out_type, g.in_type])
+    return TypeMismatch(
+        f"cannot compose at {created_at or 'unknown place'}\n"
+        f"  {left!r}{created_at_note(left)} outputs {out_s}\n"
+        f"  {right!r}{created_at_note(right)} expects {in_s}\n"
+        f"  {err}" + _mismatch_hint(right)
+    )
+
+
+def _each_forward(model: Model, params: Any, x: Any) -> Any:
+    (inner,) = model.children
+    shape = shape_of(x)
+    rank = inner.in_type.rank
+    lead = shape[: len(shape) - rank] if rank else shape
+    n = int(np.prod(lead, dtype=np.int64))
+    y = inner.forward(inner, child_params(model, params)[0], reshape(x, (n, *shape[len(lead) :])))
+    return reshape(y, (*lead, *shape_of(y)[1:]))
+
+
+def each(model: Model) -> Model:
+    """``model`` applied at every step of a sequence: ``a -> b`` becomes ``Seq[a] -> Seq[b]``,
+    with the same parameters at every step (the steps are one batch for ``model``).
+
+    ``>>`` inserts it where a sequence meets a model of single examples, so it is rarely
+    written out; its parameters sit where ``model``'s would.
+
+    >>> from nnc import Input, Linear, Seq, Vec
+    >>> each(Linear(3, 2)).signature
+    Seq[Vec[3]] -> Seq[Vec[2]]
+    >>> (Input(Seq[Vec[3]]) >> Linear(3, 2)).signature
+    Seq[Vec[3]] -> Seq[Vec[2]]
+    """
+    if not isinstance(model, Model):
+        raise TypeMismatch(
+            f"each takes a model, got {value_in_words(model)}\n  hint: {non_model_hint(model)}"
+        )
+    if not _is_example_model(model):
+        raise TypeMismatch(
+            f"each applies a stateless model of single examples at every step, but "
+            f"{short_description(model)} maps {show([model.in_type])[0]}"
+            + (" and keeps a state (run a cell over a sequence with unroll)" if model.state_type else "")
+        )
+    return Model(
+        "each",
+        SeqType(model.in_type),
+        SeqType(model.out_type),
+        _each_forward,
+        children=(model,),
+        attrs=(("transparent", True),),
+        created_at=model.created_at,
+        refine=_refine_each if model.refine is not None else None,
+    )
+
+
+def _refine_each(model: Model, arriving: Type) -> Model:
+    (inner,) = model.children
+    if isinstance(arriving, SeqType) and inner.refine is not None:
+        return each(inner.refine(inner, arriving.item))
+    return model
 
 
 def _mismatch_hint(right: Model) -> str:
@@ -535,6 +629,8 @@ def _initialise(spec: ParamSpec, shape: tuple, rng: np.random.Generator, path: s
         return np.zeros(shape)
     if kind == "ones":
         return np.ones(shape)
+    if kind == "normal":
+        return rng.normal(0.0, 1.0, shape)
     if kind == "glorot_uniform":
         limit = np.sqrt(6.0 / max(fan_in + fan_out, 1))
         return rng.uniform(-limit, limit, shape)
@@ -544,7 +640,7 @@ def _initialise(spec: ParamSpec, shape: tuple, rng: np.random.Generator, path: s
         return rng.normal(0.0, np.sqrt(1.0 / max(fan_in, 1)), shape)
     raise InitError(
         f"unknown initialiser {kind!r} for {path}; use 'glorot_uniform', 'he_normal', "
-        "'lecun_normal', 'zeros' or a function (rng, shape) -> array"
+        "'lecun_normal', 'normal', 'zeros' or a function (rng, shape) -> array"
     )
 
 
@@ -683,6 +779,8 @@ def match_input(t: Type, x: Any, s: Subst, model: Model, what: str, dtype) -> tu
         )
     if isinstance(item, TypeVar):
         return _converted(x, dtype, model, what), batch
+    if item.is_index:
+        return _indices(x, item, s, model, what), batch
     for i, (d, n) in enumerate(zip(item.dims, shape[len(shape) - item.rank :])):
         d = resolve_dim(d, s)
         if isinstance(d, int) and d != n:
@@ -695,17 +793,47 @@ def match_input(t: Type, x: Any, s: Subst, model: Model, what: str, dtype) -> tu
     return _converted(x, dtype, model, what), batch
 
 
+def _indices(x: Any, t: ArrayType, s: Subst, model: Model, what: str) -> Any:
+    """``x`` if it holds integers that ``Index[v]`` allows (``0 <= x < v``), as they are: indices
+    are never cast to the parameters' dtype. Traced values are checked where they are used."""
+    path, first = path_to(model, "first")
+    while first.transparent and first.children:  # each(Embedding(...)) is the Embedding's doing
+        first = first.children[0]
+    label = f"{what} of {path + ': ' if path else ''}{first!r}{created_at_note(first)}"
+    dtype = numpy_dtype(x.dtype)
+    v = resolve_dim(t.dims[0], s)
+    if dtype.kind not in "iu":
+        raise ShapeError(
+            f"{label} has dtype {dtype}, but {show([t])[0]} takes integers: a class or token in "
+            f"[0, {v if isinstance(v, int) else 'n'})\n"
+            "  hint: tokens are integer arrays, e.g. np.asarray(tokens, dtype=np.int64)"
+        )
+    if type(x) is Tracer or namespace_of(x) is not None or not isinstance(v, int) or x.size == 0:
+        return x
+    low, high = int(x.min()), int(x.max())
+    if low < 0 or high >= v:
+        bad = low if low < 0 else high
+        at = tuple(int(i) for i in np.argwhere(x == bad)[0])
+        raise ShapeError(
+            f"{label} holds {bad} at index {at}, out of range for {show([t])[0]}: indices must be 0..{v - 1}"
+        )
+    return x
+
+
 def _shape_message(t: ArrayType | SeqType, shape: tuple, model: Model, what: str, detail: str) -> str:
     path, first = path_to(model, "first")
     text = show([t])[0]
-    inner = text[text.rindex("[") + 1 : text.index("]")]
+    item = t.item if isinstance(t, SeqType) else t
+    inner = (
+        "" if isinstance(item, ArrayType) and item.is_index else text[text.rindex("[") + 1 : text.index("]")]
+    )
     if isinstance(t, SeqType):
-        inner = "time, " + inner
+        inner = "time, " + inner if inner else "time"
     single = f"({inner},)" if t.rank == 1 else f"({inner})"
     layer = f"{path}: {first!r}" if path else repr(first)
     return (
         f"{what} of shape {shape} does not fit {layer}{created_at_note(first)}, which expects {text}: "
-        f"one example of shape {single} or a batch of shape (batch, {inner})\n  {detail}"
+        f"one example of shape {single} or a batch of shape {f'(batch, {inner})' if inner else '(batch,)'}\n  {detail}"
     )
 
 

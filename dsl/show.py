@@ -48,3 +48,9 @@ def _serial(model) -> str:
 @describer("Input")
 def _input(model) -> str:
     return f"Input({show([model.in_type])[0]})"
+
+
+@describer("repeat")
+def _repeat(model) -> str:
+    block = model.children[0]
+    return f"repeat({describe(block.named(None) if block.name == '0' else block)}, {model.attr('times')})"

@@ -169,7 +169,12 @@ class ArrayType:
 
     @property
     def rank(self) -> int:
-        return len(self.dims)
+        # Index[v]'s one dimension is its number of classes, not an axis: an example is one integer
+        return 0 if self.kind == "Index" else len(self.dims)
+
+    @property
+    def is_index(self) -> bool:
+        return self.kind == "Index"
 
     def __repr__(self) -> str:
         return f"{self.kind}[{', '.join(map(repr, self.dims))}]"
@@ -270,6 +275,17 @@ def _dim(d: Any, axis: int, kind: str) -> DimLike:
 Vec = _Constructor("Vec", 1)
 Mat = _Constructor("Mat", 2)
 Tensor = _Constructor("Tensor", None)
+
+
+class _IndexConstructor(_Constructor):
+    """``Index[v]``: one integer in ``[0, v)``, a class or a token of a vocabulary of ``v``.
+    An example is a 0-d integer array, a batch is ``(batch,)``; ``Seq[Index[v]]`` is ``(time,)``."""
+
+    def __init__(self) -> None:
+        super().__init__("Index", 1)
+
+
+Index = _IndexConstructor()
 
 
 def array_type(dims) -> ArrayType:
@@ -413,6 +429,18 @@ def unify(a: Type, b: Type, s: Subst) -> None:
             except Mismatch as err:
                 raise Mismatch(f"item {i}: {err}") from None
         return
+    if a.is_index != b.is_index:
+        index, array = (a, b) if a.is_index else (b, a)
+        raise Mismatch(
+            f"integer indices ({index!r}) cannot meet an array of numbers ({array!r}); "
+            "an Embedding maps indices to vectors"
+        )
+    if a.is_index:
+        try:
+            unify_dims(a.dims[0], b.dims[0], s)
+        except Mismatch as err:
+            raise Mismatch(f"number of classes: {err}") from None
+        return
     if a.rank != b.rank:
         raise Mismatch(f"rank {a.rank} differs from rank {b.rank}")
     for i, (x, y) in enumerate(zip(a.dims, b.dims)):
@@ -488,4 +516,6 @@ def example_shape(t: ArrayType) -> tuple[int, ...]:
     """The shape of one example of a concrete array type."""
     if not is_concrete(t):
         raise ValueError(f"type {t!r} has unknown sizes")
+    if t.is_index:
+        return ()
     return tuple(int(d) for d in t.dims)

@@ -82,7 +82,7 @@ def test_values_and_gradients_on_a_strict_device_equal_numpy(name, data):
     assert_close(back(got), expected, f"{name}: gradient", tolerance)
 
 
-@pytest.mark.parametrize("name", ["tanh", "mul", "softmax", "max", "scan", "conv2d"])
+@pytest.mark.parametrize("name", ["tanh", "mul", "softmax", "max", "scan", "conv2d", "untake"])
 @settings(max_examples=4)
 @given(data=st.data())
 def test_second_derivatives_on_a_strict_device_equal_numpy(name, data):

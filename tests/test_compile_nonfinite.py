@@ -29,7 +29,7 @@ from nnc.backend import activations, ops
 from nnc.backend.checks import DomainError, check_finite, check_labels, check_probabilities
 from nnc.backend.core import PRIMITIVES, bind
 from nnc.backend.staging import call_signature
-from nnc.backend.structural import unindex_p, unpick_p
+from nnc.backend.structural import swap_last, unindex_p, unpick_p, untake_p
 from nnc.backend.windows import (
     avg_pool_grad_p,
     avg_pool_p,
@@ -55,6 +55,7 @@ ENTRY = st.one_of(
     st.integers(-300, 300).map(lambda k: k / 100),
 )
 LABELS = np.array([2, 0, 3])
+ROWS = np.array([[2, 0], [2, 3]])  # row 2 twice: its gradients add up
 
 
 def entries(shape: tuple) -> st.SearchStrategy:
@@ -71,6 +72,15 @@ def _scan_relu(h0, xs, w):
 
     (h,), (hs,) = ops.scan(step, [w], [h0], [xs])
     return h, hs
+
+
+def _attention_gradient(q, k, v):
+    """The gradient of an attention head, softmax(q k^T / 8) v, as products of batches."""
+
+    def loss(q, k, v):
+        return ops.sum(ops.matmul(ops.softmax(ops.matmul(q, swap_last(k)) / 8.0), v) * v)
+
+    return nnc.value_and_grad(loss, (0, 1, 2))(q, k, v)
 
 
 # id -> (primitive the generator must emit, function of arrays, the arrays' shapes)
@@ -117,6 +127,12 @@ STATEMENT_CASES = {
     "dot_vector": ("dot", ops.matmul, [(4,), (4, 2)]),
     "dot_transposed": ("dot", lambda a, b: ops.matmul(ops.transpose(a), b), [(4, 3), (4, 2)]),
     "matmul": ("matmul", ops.matmul, [(2, 3, 4), (4, 2)]),
+    "matmul_batched": ("matmul", ops.matmul, [(2, 2, 3, 4), (2, 2, 4, 3)]),
+    "matmul_broadcast_batch": ("matmul", ops.matmul, [(2, 3, 4), (1, 4, 2)]),
+    "matmul_matrix_by_batch": ("matmul", ops.matmul, [(3, 4), (2, 4, 2)]),
+    # a swap of the last two axes read only by products is a BLAS flag, never copied
+    "matmul_swapped": ("matmul", lambda q, k: ops.matmul(swap_last(q), swap_last(k)), [(2, 4, 3), (2, 5, 4)]),
+    "attention_gradient": ("matmul", _attention_gradient, [(1, 2, 5, 3), (1, 2, 5, 3), (1, 2, 5, 3)]),
     "conv2d": ("conv2d", lambda x, w: conv2d(x, w, padding=1), [(2, 2, 4, 5), (3, 2, 3, 3)]),
     "conv2d_input_grad": (
         "conv2d_input_grad",
@@ -166,6 +182,8 @@ STATEMENT_CASES = {
     "log_softmax_columns": ("log_softmax", lambda x: ops.log_softmax(x, axis=0), [(3, 4)]),
     "pick": ("pick", lambda x: ops.pick(x, LABELS), [(3, 4)]),
     "unpick": ("unpick", lambda g: bind(unpick_p, g, LABELS, k=4), [(3,)]),
+    "take": ("take", lambda table: ops.take(table, ROWS), [(4, 3)]),
+    "untake": ("untake", lambda g: bind(untake_p, g, ROWS, v=4), [(2, 2, 3)]),
     "getitem": ("getitem", lambda x: x[1:, ::2], [(3, 4)]),
     "unindex": (
         "unindex",
@@ -501,3 +519,9 @@ def test_maximum_and_minimum_give_nan_for_a_nan_in_either_operand_as_numpy(name)
     # at a tie the gradient goes to the first operand
     grads = nnc.grad(lambda x, y: nnc.sum(ours(x, y)), (0, 1))(np.float32([2.0]), np.float32([2.0]))
     assert [float(g[0]) for g in grads] == [1.0, 0.0]
+
+
+def test_a_swap_read_only_by_batched_products_is_a_flag_not_a_copy():
+    _, source = _compiled("matmul_swapped", np.float64)
+    assert "_src" not in source  # no permuting copy of either operand
+    assert "np.int64(3)" in source  # both operands transposed by BLAS flags (TRANS_A | TRANS_B)

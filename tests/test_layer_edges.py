@@ -65,7 +65,7 @@ def line() -> int:
 
 HINT_N_IN = "  hint: n_in is the input size; Linear(None, n) infers it from the model before\n"
 HINT_CELL_IN = "  hint: n_in is the size of one step's input; {kind}(None, n) infers it\n"
-INITS = "'glorot_uniform', 'he_normal', 'lecun_normal', 'zeros' or a function (rng, shape) -> array"
+INITS = "'glorot_uniform', 'he_normal', 'lecun_normal', 'normal', 'zeros' or a function (rng, shape) -> array"
 PAIR = "an int >= 1 or a (rows, cols) pair of them"
 HINT_STRIDE = "  hint: stride=1 visits every position, stride=2 every other one\n"
 HINT_DIM = "  hint: a size is a positive int; a name ({kind}['n']) or None stands for one that is inferred\n"

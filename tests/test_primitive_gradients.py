@@ -51,7 +51,7 @@ def binary(fn, b_elements=small):
 
 def matmul_case(draw):
     n, k, m, batch = (draw(st.integers(1, 4)) for _ in range(4))
-    kind = draw(st.sampled_from(["mm", "mv", "vm", "vv", "bm", "bb"]))
+    kind = draw(st.sampled_from(["mm", "mv", "vm", "vv", "bm", "bb", "mb", "b1", "heads"]))
     shapes = {
         "mm": ((n, k), (k, m)),
         "mv": ((n, k), (k,)),
@@ -59,6 +59,9 @@ def matmul_case(draw):
         "vv": ((k,), (k,)),
         "bm": ((batch, n, k), (k, m)),
         "bb": ((batch, n, k), (batch, k, m)),
+        "mb": ((n, k), (batch, k, m)),
+        "b1": ((batch, n, k), (1, k, m)),  # a size-1 batch axis broadcasts
+        "heads": ((batch, 2, n, k), (batch, 2, k, m)),  # (B, H, T, hd) @ (B, H, hd, T), attention's
     }[kind]
     return nnc.matmul, tuple(arr(draw, s) for s in shapes)
 
@@ -130,6 +133,27 @@ def unpick_case(draw):
     return (lambda x, w: (inner(x, w) ** 2 * x).sum()), (arr(draw, (b, k)), arr(draw, (b,)))
 
 
+def take_indices(draw, v):
+    """Integer indices of 0 to 2 axes into a table of ``v`` rows, repeats likely."""
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=4))
+    return draw(hnp.arrays(np.int64, shape, elements=st.integers(0, v - 1)))
+
+
+def take_case(draw):
+    v = draw(st.integers(1, 4))
+    rest = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=3))
+    # the indices are an argument: traced, as a model's tokens are
+    return (lambda table, indices: ops.take(table, indices)), (arr(draw, (v,) + rest), take_indices(draw, v))
+
+
+def untake_case(draw):
+    v = draw(st.integers(1, 4))
+    indices = take_indices(draw, v)
+    rest = draw(hnp.array_shapes(min_dims=0, max_dims=1, min_side=1, max_side=3))
+    # take's gradient rule is untake, whose rule is take: this differentiates untake's
+    return (lambda g: ops.untake(g, indices, v=v)), (arr(draw, indices.shape + rest),)
+
+
 def broadcast_case(draw):
     shape = draw(vectorish)
     return (lambda x: ops.broadcast_to(x, (3,) + shape) * np.arange(3.0).reshape((3,) + (1,) * len(shape))), (
@@ -188,6 +212,8 @@ CASES = {
     "concat": concat_case,
     "pick": pick_case,
     "unpick": unpick_case,
+    "take": take_case,
+    "untake": untake_case,
     "broadcast_to": broadcast_case,
     "sum_to": sum_to_case,
     "cast": cast_case,
@@ -226,7 +252,9 @@ def test_gradient_matches_finite_differences(name, data):
     check_grads(fn, *args, **TOLERANCES.get(name, {}))
 
 
-@pytest.mark.parametrize("name", ["tanh", "logistic", "exp", "mul", "softmax", "log_softmax", "dot", "max"])
+@pytest.mark.parametrize(
+    "name", ["tanh", "logistic", "exp", "mul", "softmax", "log_softmax", "dot", "max", "take", "untake"]
+)
 @given(data=st.data())
 def test_second_derivatives_match_finite_differences(name, data):
     """Gradients of gradients: the gradient graph is itself differentiated."""

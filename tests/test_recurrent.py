@@ -221,7 +221,9 @@ def test_wrong_state_types_are_type_mismatches_at_composition():
     with pytest.raises(nnc.TypeMismatch, match="parallel takes stateless models"):
         nnc.parallel(fcrnn(1, 2), Linear(1, 1))
     with pytest.raises(nnc.TypeMismatch, match="a sequence cannot meet a single example"):
-        unroll(fcrnn(1, 2)) >> Linear(2, 1)
+        unroll(fcrnn(1, 2)) >> fcrnn(2, 1)  # a cell after a sequence: unroll it
+    # a stateless model after a sequence runs at every step
+    assert repr((unroll(fcrnn(1, 2)) >> Linear(2, 1)).signature) == "Seq[Vec[1]] -> Seq[Vec[1]], state Vec[2]"
 
 
 def test_wrong_state_at_call_time_is_a_shape_error():

@@ -16,7 +16,7 @@ total: 17 parameters (68 B as float32)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -118,6 +118,11 @@ def _rows(model: Model, path: str, depth: int, limit: int | None, names: TypeNam
     def row(layer: str, param_count: int | None, block: bool) -> None:
         out.append(Row(path, layer, names(model.in_type), names(model.out_type), param_count, block, depth))
 
+    if model.kind == "each":  # one row: the model, with the sequence types it is run on
+        first = len(out)
+        _rows(model.children[0], child_path(model, path, 0), depth, limit, names, out)
+        out[first] = replace(out[first], input=names(model.in_type), output=names(model.out_type))
+        return
     if not model.children:
         state = f", state {names(model.state_type)}" if model.state_type is not None else ""
         row(plain_description(model) + state, own_param_total(model), False)

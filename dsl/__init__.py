@@ -44,6 +44,7 @@ from nnc.backend.ops import (
     scan,
     sqrt,
     sum,
+    take,
     transpose,
     where,
 )

@@ -9,7 +9,7 @@ import numpy as np
 from . import reductions
 from .broadcasting import shape_of
 from .core import Eqn, bind, defemit, defgeneric, defprim, defscalar, defvjp
-from .elementwise import STABLE_LOG_OF, add, exp, mul, sub
+from .elementwise import STABLE_LOG_OF, add, exp, exp32, mul, sub
 from .errors import ArgumentError
 from .numba_codegen import FunctionWriter, literal, running_max
 
@@ -215,44 +215,47 @@ def _along_axis(writer: FunctionWriter, e: Eqn, body: list[str]) -> bool:
     for line in body:
         writer.emit(
             line.format(
-                x=writer.name(x), o=o, n=shape[axis], at=at, ninf="-np.inf", zero=literal(0, out.dtype)
+                x=writer.name(x),
+                o=o,
+                n=shape[axis],
+                at=at,
+                ninf=f"np.{np.dtype(out.dtype).name}(-np.inf)",
+                zero=literal(0, out.dtype),
             ),
             len(outer) + 1,
         )
     return True
 
 
+def _exp_lines(e: Eqn, arg: str, target: str, indent: str) -> list[str]:
+    """Lines that set ``target`` to ``exp(arg)``: float32's vectorising form, else libm's."""
+    if e.out.dtype != np.float32:
+        return [f"{indent}{target} = np.exp({arg})"]
+    *lines, value = exp32(arg)
+    return [indent + line for line in lines] + [f"{indent}{target} = {value}"]
+
+
+# m starts as -inf of the array's dtype: a float64 start would make Numba type m, x - m and its
+# exp in float64
 _LARGEST = ["m = {ninf}", "for j in range({n}):", f"    m = {running_max('m', '{x}[{at}]')}", "s = {zero}"]
-defemit(
-    softmax_p,
-    lambda writer, e: _along_axis(
-        writer,
-        e,
-        _LARGEST
-        + [
-            "for j in range({n}):",
-            "    {o}[{at}] = np.exp({x}[{at}] - m)",
-            "    s += {o}[{at}]",
-            "for j in range({n}):",
-            "    {o}[{at}] = {o}[{at}] / s",
-        ],
-    ),
-)
-defemit(
-    log_softmax_p,
-    lambda writer, e: _along_axis(
-        writer,
-        e,
-        _LARGEST
-        + [
-            "for j in range({n}):",
-            "    s += np.exp({x}[{at}] - m)",
-            "ls = np.log(s)",
-            "for j in range({n}):",
-            "    {o}[{at}] = {x}[{at}] - m - ls",
-        ],
-    ),
-)
+
+
+def _emit_softmax(writer: FunctionWriter, e: Eqn) -> bool:
+    body = [*_LARGEST, "for j in range({n}):"]
+    body += _exp_lines(e, "{x}[{at}] - m", "{o}[{at}]", "    ")
+    body += ["    s += {o}[{at}]", "for j in range({n}):", "    {o}[{at}] = {o}[{at}] / s"]
+    return _along_axis(writer, e, body)
+
+
+def _emit_log_softmax(writer: FunctionWriter, e: Eqn) -> bool:
+    body = [*_LARGEST, "for j in range({n}):"]
+    body += _exp_lines(e, "{x}[{at}] - m", "ex", "    ")
+    body += ["    s += ex", "ls = np.log(s)", "for j in range({n}):", "    {o}[{at}] = {x}[{at}] - m - ls"]
+    return _along_axis(writer, e, body)
+
+
+defemit(softmax_p, _emit_softmax)
+defemit(log_softmax_p, _emit_log_softmax)
 
 
 # ----------------------------------------------------------------------------- erf, gelu, silu

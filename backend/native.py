@@ -121,8 +121,9 @@ def _load(source: str, globals_: dict, fallbacks: set, name: str, disk: bool = T
     jit = numba.njit(cache=cache, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "arcp"})
     # bodies first (the main function calls them as jitted globals), the main function last;
     # a module already loaded by this process (the same graph compiled again) has them jitted
+    python = {line.split()[-1] for line in source.splitlines() if line.startswith("# nnc: python ")}
     for fn in [f for f in functions if f != name] + [name]:
-        if not hasattr(namespace[fn], "py_func"):
+        if fn not in python and not hasattr(namespace[fn], "py_func"):
             namespace[fn] = jit(namespace[fn])
     return namespace[name], cache
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,7 @@ class GeneratedModule:
     globals: dict = field(default_factory=dict)
     fallbacks: set = field(default_factory=set)
     counter: int = 0
+    python: set = field(default_factory=set)  # functions left to Python: calls of jitted parts
     products: bool = False  # whether the code calls nnc.backend.numba_blas.matmul
     kernels: set = field(default_factory=set)  # (module, name): the nnc.kernels it calls
 
@@ -115,6 +117,8 @@ class GeneratedModule:
             source = f"nnc.kernels.{module}"
             head += f"from {source} import {name} as {name}_kernel  # source {_source_digest(source)}\n"
             head += f"{name}_loop = {name}_kernel.compile()\n"
+        # the functions that stay Python, so that the loader jits the others alone
+        head += "".join(f"# nnc: python {name}\n" for name in sorted(self.python))
         return head + "\n" + "\n\n".join(self.functions) + "\n"
 
 
@@ -294,48 +298,78 @@ class FunctionWriter:
         """``out = np.transpose(src, axes)`` as a fresh C-ordered array, written as loops
         (``np.transpose`` with axes took seconds to compile)."""
         out_shape = tuple(int(shape[a]) for a in axes)
-        self.emit(f"{out}_src = {src}")
-        src = f"{out}_src"
         self.alloc(out, out_shape, dtype)
-        idx = [f"i{k}" for k in range(len(axes))]
-        for k, d in enumerate(out_shape):
+        # axes of size 1 dropped, and adjacent output axes that are adjacent in the source too
+        # merged: a (32, 16, 4, 16) -> (32, 4, 16, 16) swap is three loops, not four
+        keep = [a for a in axes if shape[a] != 1]
+        runs: list = []
+        for a in keep:
+            if runs and runs[-1][-1] + 1 == a:
+                runs[-1].append(a)
+            else:
+                runs.append([a])
+        order = sorted(range(len(runs)), key=lambda r: runs[r][0])  # the runs in source order
+        src_shape = tuple(int(np.prod([shape[a] for a in runs[r]], dtype=np.int64)) for r in order)
+        merged = tuple(order.index(r) for r in range(len(runs)))  # output run r is source axis merged[r]
+        new_shape = tuple(src_shape[m] for m in merged)
+        if len(runs) <= 1:
+            self.copy(out, src, out_shape)
+            return
+        s_, o_ = self.fresh("p"), self.fresh("p")
+        self.emit(f"{s_} = {src}.reshape({src_shape!r})" if src_shape != tuple(shape) else f"{s_} = {src}")
+        self.emit(f"{o_} = {out}.reshape({new_shape!r})" if new_shape != out_shape else f"{o_} = {out}")
+        idx = [f"i{k}" for k in range(len(runs))]
+        for k, d in enumerate(new_shape):
             self.emit(f"for {idx[k]} in range({d}):", k + 1)
-        src_idx = [""] * len(axes)
-        for k, a in enumerate(axes):
-            src_idx[a] = idx[k]
-        self.emit(f"{out}[{', '.join(idx)}] = {src}[{', '.join(src_idx)}]", len(axes) + 1)
+        src_idx = [""] * len(runs)
+        for k, m in enumerate(merged):
+            src_idx[m] = idx[k]
+        self.emit(f"{o_}[{', '.join(idx)}] = {s_}[{', '.join(src_idx)}]", len(runs) + 1)
 
     def reduce(self, e: Eqn, axes: tuple, init: str, update: str) -> None:
         """``e.out``, ``e.inputs[0]`` accumulated along ``axes`` from ``init``: ``update`` is a line
         over ``{acc}`` and ``{x}`` (the entry). Loops write straight into an array of the
         output's shape (no reshape: every distinct reshape is one more overload to compile)."""
         x, out = e.inputs[0], e.out
-        shape, o = x.shape, self.name(out)
-        if not shape:
+        o = self.name(out)
+        if not x.shape:
             self.emit(f"{o} = {self.name(x)}.copy()")
             return
-        keep_shape = tuple(1 if k in axes else d for k, d in enumerate(shape))
-        keepdims = tuple(out.shape) == keep_shape and len(out.shape) == len(shape)
-        if not out.shape:  # a total: accumulate in a scalar
+        # adjacent axes alike (both summed, or both kept) are one loop: the same order of entries
+        kept_axes = tuple(k not in axes for k in range(len(x.shape)))
+        groups = _merged_axes(tuple(x.shape), [kept_axes])
+        shape = tuple(int(np.prod([x.shape[k] for k in g], dtype=np.int64)) for g in groups)
+        kept = [any(kept_axes[k] and x.shape[k] != 1 for k in g) for g in groups]
+        src = self.name(x)
+        if shape != tuple(x.shape):
+            src = self.fresh("c")
+            self.emit(f"{src} = {self.contiguous(x)}.reshape({shape!r})")
+        out_size = int(np.prod(out.shape, dtype=np.int64))
+        idx = [f"i{k}" for k in range(len(shape))]
+        if out_size == 1 and not any(kept):  # a total: accumulate in a scalar
             acc = self.fresh("acc")
             self.emit(f"{acc} = {init}")
             target = acc
         else:
-            self.alloc(o, out.shape, out.dtype, fill=init)
-        idx = [f"i{k}" for k in range(len(shape))]
+            self.alloc(o, out.shape, out.dtype)
+            flat = self.fresh("r")
+            self.emit(f"{flat} = {o}.reshape({out_size})")
+            self.emit(f"for j in range({out_size}):")
+            self.emit(f"{flat}[j] = {init}", 2)
+            # the entry of the output: the kept indices, in order, as one flat position
+            sizes = [d for d, k in zip(shape, kept) if k]
+            terms, stride = [], 1
+            for d, i in reversed([(d, i) for d, i, k in zip(shape, idx, kept) if k]):
+                terms.append(i if stride == 1 else f"{i} * {stride}")
+                stride *= d
+            target = f"{flat}[{' + '.join(reversed(terms)) if terms else '0'}]"
+            del sizes
         for k in range(len(shape)):
             self.emit(f"for {idx[k]} in range({shape[k]}):", k + 1)
-        if out.shape:
-            kept = (
-                [("0" if k in axes else idx[k]) for k in range(len(shape))]
-                if keepdims
-                else [idx[k] for k in range(len(shape)) if k not in axes]
-            )
-            target = f"{o}[{', '.join(kept)}]"
-        self.emit(update.format(acc=target, x=f"{self.name(x)}[{', '.join(idx)}]"), len(shape) + 1)
-        if not out.shape:
-            self.alloc(o, (), out.dtype)
-            self.emit(f"{o}[()] = {acc}")
+        self.emit(update.format(acc=target, x=f"{src}[{', '.join(idx)}]"), len(shape) + 1)
+        if out_size == 1 and not any(kept):
+            self.alloc(o, out.shape, out.dtype)
+            self.emit(f"{o}[{', '.join(['0'] * len(out.shape)) if out.shape else '()'}] = {acc}")
 
     def function(self, graph: Graph, prefix: str) -> str:
         """Write ``graph`` as another function of the module; its name."""
@@ -347,7 +381,9 @@ class FunctionWriter:
 
     def write(self) -> str:
         args = [self.name(v) for v in self.graph.inputs]
+        starts = []  # where each equation's (or fused group's) lines begin: a part never cuts one
         for item in _elementwise_groups(self.graph):
+            starts.append(len(self.lines))
             if isinstance(item, list):
                 self.fused(item)
             else:
@@ -365,14 +401,70 @@ class FunctionWriter:
                 outs.append(f"np.ascontiguousarray({self.name(v)})")
             else:  # freshly allocated and C-ordered already
                 outs.append(self.name(v))
+        ret = f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})"
+        body = self.lines
+        if len(body) > _PART_LINES:
+            body = self._split(args, starts, ret)
         header = f"def {self.fn_name}({', '.join(args)}):"
-        body = self.lines or ["    pass"]
-        return "\n".join([header] + body + [f"    return ({', '.join(outs)}{',' if len(outs) == 1 else ''})"])
+        return "\n".join([header] + (body or ["    pass"]) + [ret])
+
+    def _split(self, args: list, starts: list, ret: str) -> list:
+        """The body as calls of parts, each a function of the module, taking the values it reads
+        and returning those read after it. Numba's typing and LLVM's optimisation grow faster
+        than the length of a function, and a part that another one repeats up to names (a layer
+        of a ``repeat``, each parameter's optimiser update) is written once and called again:
+        Numba compiles it once. Parts end where an equation's lines look a certain way (their
+        digest, names aside), not after a count, so that repeated code is cut alike."""
+        ends = starts[1:] + [len(self.lines)]
+        bounds = [0]
+        for start, end in zip(starts, ends):
+            size = start - bounds[-1]
+            if size >= _PART_MAX or (
+                size >= _PART_MIN and int(_shape_digest(self.lines[start:end]), 16) % _PART_EVERY == 0
+            ):
+                bounds.append(start)
+        if bounds[-1] != len(self.lines):
+            bounds.append(len(self.lines))
+        bounds = sorted(set(bounds))
+        parts = [self.lines[a:b] for a, b in zip(bounds, bounds[1:])]
+        reads, writes = zip(*(_reads_and_writes(part) for part in parts))
+        final_reads, _ = _reads_and_writes([ret])
+        # who defines each name a part reads: the latest part before it that writes it
+        definer = {a: -1 for a in args}
+        needs: list[list[str]] = []
+        outs: list[set] = [set() for _ in parts]
+        for k in range(len(parts)):
+            ins = [n for n in reads[k] if n in definer]
+            needs.append(ins)
+            for n in ins:
+                if definer[n] >= 0:
+                    outs[definer[n]].add(n)
+            for n in writes[k]:
+                definer[n] = k
+        for n in final_reads:
+            if definer.get(n, -1) >= 0:
+                outs[definer[n]].add(n)
+        body = []
+        written: dict[str, str] = {}  # a part's text, names canonical -> its function
+        for k, part in enumerate(parts):
+            order = _first_written(part, writes[k])
+            returned = [n for n in order if n in outs[k]]
+            text, params = _canonical(part, needs[k], returned, writes[k])
+            fn = written.get(text)
+            if fn is None:
+                fn = written[text] = self.fresh(f"{self.fn_name}_part")
+                self.module.functions.append(text.replace("def PART(", f"def {fn}(", 1))
+            call = f"{fn}({', '.join(params)})"
+            if returned:
+                body.append(f"    {', '.join(returned)}{',' if len(returned) == 1 else ''} = {call}")
+            else:
+                body.append(f"    {call}")
+        return body
 
     # -------------------------------------------------------------- fused elementwise loops
 
     def fused(self, eqns: list) -> None:
-        shape = eqns[0].out.shape
+        out_shape = tuple(eqns[0].out.shape)
         members = {id(e.out) for e in eqns}
         materialise = [
             e.out
@@ -380,20 +472,49 @@ class FunctionWriter:
             if id(e.out) in self.outputs or self.uses.get(id(e.out), 0) > self._uses_inside(e.out, eqns)
         ]
         for v in materialise:
-            self.alloc(self.name(v), shape, v.dtype)
-        rank = len(shape)
-        idx = [f"i{k}" for k in range(rank)]
+            self.alloc(self.name(v), out_shape, v.dtype)
         # 0-d inputs are read once, outside the loops
         scalars: dict[int, str] = {}
+        operands: dict[int, Any] = {}
         for e in eqns:
             for v in e.inputs:
-                if id(v) not in members and len(v.shape) == 0 and id(v) not in scalars:
+                if id(v) in members or id(v) in scalars or id(v) in operands:
+                    continue
+                if len(v.shape) == 0:
                     if type(v) is Const:
                         scalars[id(v)] = self.name(v)
                     else:
                         s = self.fresh("s")
                         self.emit(f"{s} = {self.name(v)}[()]")
                         scalars[id(v)] = s
+                else:
+                    operands[id(v)] = v
+        # Adjacent axes that every operand reads alike (all of both, or neither) are one loop:
+        # fewer loops and index computations for Numba to type and LLVM to optimise, same order.
+        reads = {key: _reads_axes(v.shape, out_shape) for key, v in operands.items()}
+        groups = _merged_axes(out_shape, list(reads.values()))
+        shape = tuple(int(np.prod([out_shape[k] for k in g], dtype=np.int64)) for g in groups)
+        if not out_shape:
+            shape = ()
+        names: dict[int, str] = {}
+        sizes: dict[int, tuple] = {}
+        targets = {id(v): self.name(v) for v in materialise}
+        for key, v in operands.items():
+            names[key], sizes[key] = self.name(v), tuple(v.shape)
+        if shape != out_shape:
+            for key, v in operands.items():
+                own = tuple(d if any(reads[key][j] for j in g) else 1 for g, d in zip(groups, shape))
+                while len(own) > 1 and own[0] == 1:
+                    own = own[1:]  # right-aligned, as broadcasting reads it
+                if own != tuple(v.shape):
+                    names[key] = self.fresh("c")
+                    self.emit(f"{names[key]} = {self.contiguous(v)}.reshape({own!r})")
+                sizes[key] = own
+            for v in materialise:
+                targets[id(v)] = self.fresh("c")
+                self.emit(f"{targets[id(v)]} = {self.name(v)}.reshape({shape!r})")
+        rank = len(shape)
+        idx = [f"i{k}" for k in range(rank)]
         depth = 1
         for k in range(rank):
             self.emit(f"for {idx[k]} in range({shape[k]}):", depth)
@@ -405,10 +526,10 @@ class FunctionWriter:
                 return temps[id(v)]
             if id(v) in scalars:
                 return scalars[id(v)]
-            vs = v.shape
+            vs = sizes[id(v)]
             lead = rank - len(vs)
             sub = [("0" if d == 1 and shape[lead + k] != 1 else idx[lead + k]) for k, d in enumerate(vs)]
-            return f"{self.name(v)}[{', '.join(sub)}]"
+            return f"{names[id(v)]}[{', '.join(sub)}]"
 
         for e in eqns:
             t = self.fresh("t")
@@ -421,7 +542,7 @@ class FunctionWriter:
             temps[id(e.out)] = t
         entry = ", ".join(idx) if rank else "()"
         for v in materialise:
-            self.emit(f"{self.name(v)}[{entry}] = {temps[id(v)]}", depth)
+            self.emit(f"{targets[id(v)]}[{entry}] = {temps[id(v)]}", depth)
 
     def _uses_inside(self, v: Var, eqns: list) -> int:
         return sum(1 for e in eqns for u in e.inputs if u is v)
@@ -476,6 +597,108 @@ class FunctionWriter:
         return g
 
 
+def _reads_axes(vshape: tuple, shape: tuple) -> tuple:
+    """For each axis of ``shape``, whether an operand of shape ``vshape`` broadcast to it varies along it."""
+    lead = len(shape) - len(vshape)
+    return tuple(k >= lead and vshape[k - lead] != 1 and shape[k] != 1 for k in range(len(shape)))
+
+
+def _merged_axes(shape: tuple, reads: list) -> list:
+    """The axes of ``shape`` as groups of adjacent axes that every operand reads alike
+    (``reads``: one tuple per operand, from :func:`_reads_axes`); an axis of size 1 joins any
+    group. At least one group, so that a 0-d or all-ones shape is one loop of one entry."""
+    groups: list = []
+    for k in range(len(shape)):
+        kept = [j for j in groups[-1] if shape[j] != 1] if groups else []
+        if groups and (shape[k] == 1 or not kept or all(r[k] == r[kept[0]] for r in reads)):
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    return groups or [[]]
+
+
+# A function's body longer than _PART_LINES is written as calls of parts (FunctionWriter._split):
+# each at least _PART_MIN lines, at most about _PART_MAX, and ending before an equation whose
+# digest is a multiple of _PART_EVERY
+_PART_LINES, _PART_MIN, _PART_MAX, _PART_EVERY = 80, 16, 120, 6
+
+_STRING = re.compile(r"'[^']*'|\"[^\"]*\"")
+_IDENT = re.compile(r"(?<![.\w])[A-Za-z_]\w*")
+_ASSIGN = re.compile(r"^\s*([A-Za-z_]\w*)\s*=(?!=)(.*)$")
+_AUGMENTED = re.compile(r"^\s*([A-Za-z_]\w*)\s*[-+*/|&^%]=(.*)$")
+_FOR = re.compile(r"^\s*for\s+([A-Za-z_]\w*)\s+in\s+(.*):\s*$")
+_OBJMODE = re.compile(r"^\s*with numba\.objmode\((.*)\):\s*$")
+
+
+def _renamed(lines: list, names: dict) -> list:
+    """``lines`` with the names in ``names`` replaced (string literals left as they are)."""
+    out = []
+    for line in lines:
+        pieces = _STRING.split(line)
+        strings = _STRING.findall(line)
+        pieces = [_IDENT.sub(lambda m: names.get(m.group(0), m.group(0)), p) for p in pieces]
+        out.append("".join(p + (strings[i] if i < len(strings) else "") for i, p in enumerate(pieces)))
+    return out
+
+
+def _first_written(lines: list, writes: set) -> list:
+    """The names of ``writes`` in order of their first appearance in ``lines``."""
+    seen: dict[str, None] = {}
+    for line in lines:
+        for n in _IDENT.findall(_STRING.sub("''", line)):
+            if n in writes:
+                seen.setdefault(n)
+    return list(seen)
+
+
+def _canonical(lines: list, params: list, returned: list, writes: set) -> tuple[str, list]:
+    """A part as the text of a function ``PART`` whose own names (parameters, then the names it
+    writes, in order) are ``a0, a1, ...``: parts alike but for names have one text. And the
+    arguments a call passes."""
+    names: dict[str, str] = {}
+    for n in list(params) + _first_written(lines, writes):
+        names.setdefault(n, f"a{len(names)}")
+    body = _renamed(lines, names)
+    result = [names[n] for n in returned]
+    ret = f"    return ({', '.join(result)}{',' if len(result) == 1 else ''})" if result else "    return 0"
+    header = f"def PART({', '.join(names[n] for n in params)}):"
+    return "\n".join([header, *body, ret]), list(params)
+
+
+def _shape_digest(lines: list) -> str:
+    """A digest of ``lines`` with every number-suffixed name made alike: equal for the same
+    code under other names."""
+    text = re.sub(r"\b([A-Za-z_]+?)\d+\b", r"\1", "\n".join(lines))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _reads_and_writes(lines: list) -> tuple[list, set]:
+    """The names ``lines`` read before writing them (in order of first reading), and those they
+    write: generated code only, whose every name is written by ``name = ...``, ``name op= ...``,
+    ``for name in ...`` or an objmode block's ``name=type`` before a later line reads it."""
+    reads: dict[str, None] = {}
+    writes: set = set()
+
+    def read(text: str) -> None:
+        for n in _IDENT.findall(_STRING.sub("''", text)):
+            if n not in writes:
+                reads.setdefault(n)
+
+    for line in lines:
+        m = _ASSIGN.match(line) or _FOR.match(line)
+        if m:
+            read(m.group(2))
+            writes.add(m.group(1))
+        elif m := _AUGMENTED.match(line):
+            read(line)
+            writes.add(m.group(1))
+        elif m := _OBJMODE.match(line):
+            writes.update(n.strip().split("=")[0] for n in m.group(1).split(","))
+        else:
+            read(line)
+    return list(reads), writes
+
+
 def _elementwise_groups(graph: Graph) -> list:
     """Equations in order, with runs of fusable elementwise equations of one shape as lists."""
     out: list = []
@@ -502,7 +725,16 @@ def _elementwise_groups(graph: Graph) -> list:
 
 
 def generate(graph: Graph, name: str = "compiled") -> GeneratedModule:
-    """The module source (and its globals) for ``graph`` as a function called ``name``."""
+    """The module source (and its globals) for ``graph`` as a function called ``name``.
+
+    A long graph's function is a list of calls of jitted parts (see
+    :meth:`FunctionWriter._split`), and stays a Python function: jitted, it would link every
+    part into its own machine code, optimising and emitting each a second time, for a saving
+    of a microsecond or so per call. Only arrays pass between parts, as between the caller and
+    a compiled function: no value changes type on the way."""
     module = GeneratedModule()
-    module.functions.append(FunctionWriter(graph, name, module).write())
+    writer = FunctionWriter(graph, name, module)
+    module.functions.append(writer.write())
+    if len(writer.lines) > _PART_LINES:
+        module.python.add(name)
     return module

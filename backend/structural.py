@@ -56,7 +56,11 @@ def _emit_reshape(writer: FunctionWriter, e: Eqn) -> bool:
     if not x.shape:
         writer.emit(f"{o} = np.full({tuple(e.attrs['shape'])!r}, {writer.scalar(x)})")
     else:
-        writer.emit(f"{o} = np.ascontiguousarray({writer.name(x)}).reshape({shape_text(e.attrs['shape'])})")
+        # a reshape of a C-ordered array is a C-ordered view of it: readers need no copy
+        writer.emit(f"{o} = {writer.contiguous(x)}.reshape({shape_text(e.attrs['shape'])})")
+        if writer.contiguous(x) != writer.name(x) or writer._is_argument(x):
+            writer.mark_view(e.out)
+        return True
     writer.mark_view(e.out)
     return True
 
@@ -123,7 +127,7 @@ def _emit_transpose(writer: FunctionWriter, e: Eqn) -> bool:
         writer.mark_transpose(e.out, x)  # a product multiplies the matrix, with a flag
         writer.emit(f"{o} = {writer.name(x)}.T")
     else:
-        writer.permute(o, writer.name(x), x.shape, axes, e.out.dtype)
+        writer.permute(o, writer.contiguous(x), x.shape, axes, e.out.dtype)
     return True
 
 
@@ -422,27 +426,39 @@ defvjp(unpick_p, lambda g, out, x, labels, k: (pick(g, labels), None))
 
 
 def _emit_pick(writer: FunctionWriter, e: Eqn) -> bool:
+    # any rank: the leading axes flattened into rows, each row's label picked
     x, labels = e.inputs
-    if len(x.shape) != 2:
-        return False
-    o, k = writer.name(e.out), x.shape[1]
-    writer.alloc(o, (x.shape[0],), e.out.dtype)
-    writer.emit(f"for i in range({x.shape[0]}):")
-    writer.emit(f"lab = {writer.name(labels)}[i]", 2)
+    o, k = writer.name(e.out), x.shape[-1]
+    n = int(np.prod(x.shape[:-1], dtype=np.int64))
+    rows, flat, lab = writer.fresh("rows"), writer.fresh("flat"), writer.fresh("lab")
+    writer.alloc(o, e.out.shape, e.out.dtype)
+    writer.emit(f"{rows} = {writer.contiguous(x)}.reshape(({n}, {k}))")
+    writer.emit(f"{lab} = {writer.contiguous(labels)}.reshape({n})")
+    writer.emit(f"{flat} = {o}.reshape({n})")
+    writer.emit(f"for i in range({n}):")
+    writer.emit(f"lab = {lab}[i]", 2)
     writer.emit(f"if lab < 0 or lab >= {k}:", 2)
     writer.emit("raise ValueError('nnc: label out of range')", 3)
-    writer.emit(f"{o}[i] = {writer.name(x)}[i, lab]", 2)
+    writer.emit(f"{flat}[i] = {rows}[i, lab]", 2)
     return True
 
 
 def _emit_unpick(writer: FunctionWriter, e: Eqn) -> bool:
+    # any rank: zeros, each row's label set to its entry of g (a label out of range raises,
+    # as the interpreter's put_along_axis does, rather than write outside the array)
     g, labels = e.inputs
-    if len(g.shape) != 1:
-        return False
-    o = writer.name(e.out)
-    writer.alloc(o, (g.shape[0], e.attrs["k"]), e.out.dtype, fill="0")
-    writer.emit(f"for i in range({g.shape[0]}):")
-    writer.emit(f"{o}[i, {writer.name(labels)}[i]] = {writer.name(g)}[i]", 2)
+    o, k = writer.name(e.out), e.attrs["k"]
+    n = int(np.prod(g.shape, dtype=np.int64))
+    rows, flat, lab = writer.fresh("rows"), writer.fresh("flat"), writer.fresh("lab")
+    writer.alloc(o, e.out.shape, e.out.dtype, fill="0")
+    writer.emit(f"{rows} = {o}.reshape(({n}, {k}))")
+    writer.emit(f"{lab} = {writer.contiguous(labels)}.reshape({n})")
+    writer.emit(f"{flat} = {writer.contiguous(g)}.reshape({n})")
+    writer.emit(f"for i in range({n}):")
+    writer.emit(f"lab = {lab}[i]", 2)
+    writer.emit(f"if lab < 0 or lab >= {k}:", 2)
+    writer.emit("raise ValueError('nnc: label out of range')", 3)
+    writer.emit(f"{rows}[i, lab] = {flat}[i]", 2)
     return True
 
 

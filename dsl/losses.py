@@ -21,7 +21,7 @@ from nnc.backend.activations import log_softmax
 from nnc.backend.broadcasting import dtype_of, shape_of
 from nnc.backend.checks import DomainError, check_finite, check_labels, check_probabilities
 from nnc.backend.core import Tracer, Var
-from nnc.backend.errors import ShapeError
+from nnc.backend.errors import ArgumentError, ShapeError
 from nnc.backend.execute import quiet
 from nnc.backend.structural import pick, reshape
 
@@ -80,15 +80,22 @@ def mse(prediction: Any, target: Any) -> Any:
 
 
 @_quietly
-def cross_entropy(prediction: Any, target: Any, *, from_logits: bool = False) -> Any:
+def cross_entropy(
+    prediction: Any, target: Any, *, from_logits: bool = False, ignore: int | None = None
+) -> Any:
     """Mean negative log-likelihood of ``target`` under the predicted class probabilities.
 
     ``prediction`` holds probabilities along its last axis (a model ending in ``softmax``),
     or, with ``from_logits=True``, unnormalised scores (logits), turned into log-probabilities
     by a stable ``log_softmax``. When the probabilities come from ``softmax`` inside a traced
     function, the loss is computed from the logits as ``log_softmax`` (stable, exact).
-    ``target`` holds integer labels (shape ``(batch,)``) or one-hot rows (the shape of
-    ``prediction``).
+    ``target`` holds integer labels (shape ``(batch,)``, or ``(batch, time)`` for a sequence
+    model's ``(batch, time, classes)``) or one-hot rows (the shape of ``prediction``).
+
+    ``ignore`` names a label that is left out: a position whose label equals it adds nothing,
+    and the mean is over the other positions (padding after the end of a sequence, say
+    ``ignore=-1``; PyTorch's ``ignore_index``). It applies to integer labels only. A batch in
+    which every label is ignored has nothing to learn from: its loss is 0, on every path.
 
     Raises :class:`nnc.DomainError` for a prediction that is not probabilities (a value outside
     ``[0, 1]`` or a row whose sum is off 1 by more than 1e-3) and for labels outside
@@ -103,7 +110,13 @@ def cross_entropy(prediction: Any, target: Any, *, from_logits: bool = False) ->
     0.490415
     >>> print(round(float(cross_entropy(np.log(p) + 3.0, np.array([1, 0]), from_logits=True)), 6))
     0.490415
+    >>> print(round(float(cross_entropy(p, np.array([1, -1]), ignore=-1)), 6))  # -log(0.75)
+    0.287682
     """
+    if ignore is not None and (
+        isinstance(ignore, (bool, np.bool_)) or not isinstance(ignore, (int, np.integer))
+    ):
+        raise ArgumentError(f"cross_entropy: ignore must be an integer label or None, got {ignore!r}")
     prediction, target = _as_array(prediction), _as_array(target)
     ps, ts = shape_of(prediction), shape_of(target)
     if not ps:
@@ -117,8 +130,16 @@ def cross_entropy(prediction: Any, target: Any, *, from_logits: bool = False) ->
                 f"probabilities of shape {ps} (expected labels of shape {ps[:-1]})"
             )
         _refuse_empty("cross_entropy", ps)
+        if ignore is not None:
+            return _ignoring(prediction, target, ignore, from_logits)
         labels = check_labels(target, what="cross_entropy", classes=ps[-1])
         return _negative_mean(pick(_log_probabilities(prediction, from_logits), labels))
+    if ignore is not None:
+        raise ShapeError(
+            f"cross_entropy: ignore={ignore!r} leaves out integer labels, but the target holds "
+            f"{dtype_of(target)} values of shape {ts}\n  hint: pass integer labels of shape "
+            f"{ps[:-1]}, with the ignored label where there is nothing to predict"
+        )
     if ts == ps[:-1]:
         raise ShapeError(
             f"cross_entropy: labels of shape {ts} hold {dtype_of(target)} values, but "
@@ -135,6 +156,19 @@ def cross_entropy(prediction: Any, target: Any, *, from_logits: bool = False) ->
     return _negative_mean(
         reductions.sum(elementwise.mul(target, _log_probabilities(prediction, from_logits)), axis=-1)
     )
+
+
+def _ignoring(prediction: Any, target: Any, ignore: Any, from_logits: bool) -> Any:
+    """The mean negative log-likelihood over the positions whose label is not ``ignore``."""
+    left_out = elementwise.equal(target, int(ignore))
+    classes = shape_of(prediction)[-1]
+    labels = check_labels(elementwise.where(left_out, 0, target), what="cross_entropy", classes=classes)
+    log_p = pick(_log_probabilities(prediction, from_logits), labels)
+    dtype = dtype_of(log_p)
+    kept = elementwise.where(left_out, np.zeros((), dtype), np.ones((), dtype))
+    count = elementwise.maximum(reductions.sum(kept), np.ones((), dtype))  # all left out: 0 / 1
+    total = reductions.sum(elementwise.mul(log_p, kept))
+    return elementwise.sub(np.zeros((), dtype), elementwise.div(total, count))  # 0 - x: no -0.0
 
 
 def _negative_mean(x: Any) -> Any:

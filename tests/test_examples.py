@@ -141,6 +141,33 @@ def tutorial_08(out, folder):
     assert_pictures(folder, "tutorial_08_dropout.png", "tutorial_08_cnn.svg", "tutorial_08_curves.png")
 
 
+def tutorial_09(out, folder):
+    assert "32033 names: 25626 training, 3203 validation, 3204 test" in out
+    assert "target [19  5  3  9 12 25  0 -1 -1 -1 -1 -1 -1 -1 -1 -1]   ('secily')" in out
+    assert "the cell: Vec[10] -> Vec[27], state Vec[20]" in out
+    assert "signature: Seq[Index[27]] -> Seq[Vec[27]], key" in out  # the transformer, with Dropout
+    uniform = number(r"uniform\s+0\s+([\d.]+)", out)
+    assert uniform == pytest.approx(3.2958, abs=1e-4)
+    losses = {
+        m: number(rf"test loss, {m}: ([\d.]+) nats/char", out)
+        for m in ("bigram", "MLP", "LSTM", "transformer")
+    }
+    assert all(value < uniform for value in losses.values()), losses
+    assert losses["bigram"] < 2.8 and losses["transformer"] < 2.6, losses
+    # the counted table is the bigram's optimum; its trained table gets near it
+    assert losses["bigram"] == pytest.approx(number(r"the counted table: ([\d.]+) nats/char", out), abs=0.1)
+    names = re.search(r"samples, transformer: (.*)", out).group(1).split(", ")
+    assert len(names) == 10 and sum(bool(re.fullmatch("[a-z]{1,15}", n)) for n in names) >= 8, names
+    assert_pictures(
+        folder,
+        "tutorial_09_bigram.svg",
+        "tutorial_09_mlp.svg",
+        "tutorial_09_lstm.svg",
+        "tutorial_09_transformer.svg",
+        "tutorial_09_curves.png",
+    )
+
+
 CHECKS = {
     "xor.py": xor,
     "mlp.py": mlp,
@@ -154,6 +181,7 @@ CHECKS = {
     "tutorial_06_time_series.py": tutorial_06,
     "tutorial_07_generation.py": tutorial_07,
     "tutorial_08_normalization.py": tutorial_08,
+    "tutorial_09_names.py": tutorial_09,
 }
 
 

@@ -177,7 +177,9 @@ def _context_length(model: Model) -> int | None:
 
 
 def _ends_in_softmax(model: Model) -> bool:
-    while model.children and model.kind in ("serial", "each"):
+    """Whether the model's last layer is softmax, looking into chains and wrappers of one
+    model (each, zero_state(unroll(...)), ...): its outputs are probabilities, not logits."""
+    while model.children and (model.kind in ("serial", "each") or model.transparent):
         model = model.children[-1]
     return model.kind == "softmax"
 

@@ -4,6 +4,7 @@ what it printed, and every file it wrote (pictures, learning curves) listed for 
 
 A failing cell fails the docs build: a tutorial in the site has really run.
 """
+
 from __future__ import annotations
 
 import base64
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-TIMEOUT_S = 900  # one cell; the longest tutorial cell trains a CNN for a few epochs
+TIMEOUT_S = 1800  # one cell; the longest, in tutorial 9, trains the transformer for four epochs (about 11 minutes on a busy 2-core CPU)
 
 
 @dataclass
@@ -37,11 +38,11 @@ def execute(notebook: Path, folder: Path) -> Page:
     os.environ["NNC_EXAMPLE_OUT"] = str(folder)  # the kernel inherits it
     try:
         # IPC sockets: the kernel talks to this process only (no TCP port is opened)
-        kernel = KernelManager(kernel_name="python3", transport="ipc",
-                               ip=str(folder / "kernel-ipc"))
+        kernel = KernelManager(kernel_name="python3", transport="ipc", ip=str(folder / "kernel-ipc"))
         try:
-            NotebookClient(nb, km=kernel, timeout=TIMEOUT_S,
-                           resources={"metadata": {"path": str(folder)}}).execute()
+            NotebookClient(
+                nb, km=kernel, timeout=TIMEOUT_S, resources={"metadata": {"path": str(folder)}}
+            ).execute()
         finally:
             if kernel.has_kernel:
                 kernel.shutdown_kernel(now=True)
@@ -51,8 +52,9 @@ def execute(notebook: Path, folder: Path) -> Page:
         else:
             os.environ["NNC_EXAMPLE_OUT"] = previous
     page = Page(to_markdown(nb, folder, notebook.stem), folder)
-    page.files = sorted(p for p in folder.iterdir()
-                        if p not in before and p.is_file() and not p.name.startswith("kernel-ipc"))
+    page.files = sorted(
+        p for p in folder.iterdir() if p not in before and p.is_file() and not p.name.startswith("kernel-ipc")
+    )
     return page
 
 

@@ -136,6 +136,21 @@ def fanout(*models: Model) -> Model:
     )
 
 
+def _keeping_type(model: Model, needs: str) -> Model:
+    """``model`` (freshened) with its input and output types made one, or the TypeMismatch
+    that says ``needs`` it to keep its type and what it maps to what."""
+    model = model.freshen()
+    s: Subst = {}
+    try:
+        unify(model.in_type, model.out_type, s)
+    except Mismatch as err:
+        a, b = show([model.in_type, model.out_type])
+        raise TypeMismatch(
+            f"{needs} to keep its type, but\n  {model!r}{created_at_note(model)} maps {a} to {b}\n  {err}"
+        ) from None
+    return model.subst(s)
+
+
 def _residual_forward(model: Model, params: Any, x: Any) -> Any:
     (inner,) = model.children
     return elementwise.add(x, inner.forward(inner, child_params(model, params)[0], x))
@@ -150,17 +165,7 @@ def residual(model: Model) -> Model:
     """
     _check_models("residual", (model,))
     created_at = user_location(2)
-    model = model.freshen()
-    s: Subst = {}
-    try:
-        unify(model.in_type, model.out_type, s)
-    except Mismatch as err:
-        a, b = show([model.in_type, model.out_type])
-        raise TypeMismatch(
-            f"residual at {created_at or 'unknown place'}: x + f(x) needs f to keep its type, but\n"
-            f"  {model!r}{created_at_note(model)} maps {a} to {b}\n  {err}"
-        ) from None
-    model = model.subst(s)
+    model = _keeping_type(model, f"residual at {created_at or 'unknown place'}: x + f(x) needs f")
     return Model(
         "residual", model.in_type, model.out_type, _residual_forward, children=(model,), created_at=created_at
     )
@@ -188,21 +193,13 @@ def repeat(block: Model, n: int) -> Model:
             f"repeat at {created_at or 'unknown place'}: n must be an int >= 1 (the number of "
             f"copies), got {n!r}"
         )
-    block = block.freshen()
-    s: Subst = {}
-    try:
-        unify(block.in_type, block.out_type, s)
-    except Mismatch as err:
-        a, b = show([block.in_type, block.out_type])
-        raise TypeMismatch(
-            f"repeat at {created_at or 'unknown place'}: copies one after another need the block to "
-            f"keep its type, but\n  {block!r}{created_at_note(block)} maps {a} to {b}\n  {err}"
-        ) from None
     if block.state_type is not None:
         raise TypeMismatch(
             f"repeat at {created_at or 'unknown place'}: repeat takes stateless models, got {block!r}"
         )
-    block = block.subst(s)
+    block = _keeping_type(
+        block, f"repeat at {created_at or 'unknown place'}: copies one after another need the block"
+    )
     copies = tuple(block.freshen().named(str(i)) for i in range(n))
     return Model(
         "repeat",

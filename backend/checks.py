@@ -26,7 +26,7 @@ import numpy as np
 
 from .array_api import numpy_dtype, to_numpy
 from .core import Const, Eqn, Var, bind, defemit, defgeneric, defprim, defvjp
-from .errors import NNCError, NonFiniteError
+from .errors import NNCError, NonFiniteError, ShapeError
 from .execute import quiet
 from .numba_codegen import FunctionWriter, literal
 
@@ -294,3 +294,61 @@ def check_labels(labels: Any, *, what: str, classes: int) -> Any:
       see docs/errors.md#domainerror
     """
     return bind(check_labels_p, labels, what=what, classes=int(classes))
+
+
+# ----------------------------------------------------------------------------- indices a layer accepts
+
+
+def index_message(what: str, x: np.ndarray, size: int, allowed: str) -> str:
+    """The message for integer ``x`` (the input ``what``) with an entry outside ``0..size-1``."""
+    bad = np.argwhere((x < 0) | (x >= size))[0] if x.ndim else ()
+    value = int(np.asarray(x)[tuple(bad)])
+    return f"{what} holds {value} at index {tuple(int(i) for i in bad)}, out of range {allowed}"
+
+
+def _check_index_impl(x: np.ndarray, what: str, size: int, allowed: str) -> np.ndarray:
+    if x.size and (int(x.min()) < 0 or int(x.max()) >= size):
+        raise ShapeError(index_message(what, x, size, allowed))
+    return x
+
+
+def _check_index_generic(xp: Any, x: Any, what: str, size: int, allowed: str) -> Any:
+    if x.size and bool(xp.any((x < 0) | (x >= size))):
+        _check_index_impl(to_numpy(x), what, size, allowed)
+    return x
+
+
+check_index_p = defprim(
+    "check_index", _check_index_impl, nondiff=True, abstract=lambda aval, what, size, allowed: aval
+)
+defgeneric(check_index_p, _check_index_generic)
+
+
+def _emit_check_index(writer: FunctionWriter, e: Eqn) -> bool:
+    """Raise at the first integer outside ``0..size-1``, as the numpy implementation does."""
+    x, size = e.inputs[0], int(e.attrs["size"])
+    if x.dtype.kind not in "iu":
+        return False
+    test = f"{{x}} >= {size}" if x.dtype.kind == "u" else f"{{x}} < 0 or {{x}} >= {size}"
+    _each_entry(writer, x, [f"if {test}:", "    raise ValueError('nnc: index out of range')"])
+    writer.alias(e.out, x)
+    return True
+
+
+defemit(check_index_p, _emit_check_index)
+
+
+def check_index(x: Any, *, what: str, size: int, allowed: str) -> Any:
+    """Integer ``x`` itself, after raising :class:`nnc.ShapeError` (naming ``what``, the first
+    entry outside ``0..size-1`` and its index, then ``allowed``, which says what is allowed);
+    recorded when traced, so the interpreted and compiled paths raise the same error.
+
+    >>> check_index(np.array([0, 2]), what="tokens", size=3, allowed="for Index[3]").tolist()
+    [0, 2]
+    >>> try:
+    ...     check_index(np.array([[0, 3]]), what="tokens", size=3, allowed="for Index[3]")
+    ... except ShapeError as err:
+    ...     print(str(err).splitlines()[0])
+    tokens holds 3 at index (0, 1), out of range for Index[3]
+    """
+    return bind(check_index_p, x, what=what, size=int(size), allowed=allowed)

@@ -19,7 +19,7 @@ import numpy as np
 
 from nnc.backend.array_api import namespace_of, numpy_dtype, xp_dtype
 from nnc.backend.broadcasting import shape_of
-from nnc.backend.checks import all_finite, check_finite, non_finite_message
+from nnc.backend.checks import all_finite, check_finite, check_index, non_finite_message
 from nnc.backend.core import Tracer
 from nnc.backend.errors import InitError, NonFiniteError, ShapeError, TypeMismatch
 from nnc.backend.execute import quiet
@@ -795,7 +795,7 @@ def match_input(t: Type, x: Any, s: Subst, model: Model, what: str, dtype) -> tu
 
 def _indices(x: Any, t: ArrayType, s: Subst, model: Model, what: str) -> Any:
     """``x`` if it holds integers that ``Index[v]`` allows (``0 <= x < v``), as they are: indices
-    are never cast to the parameters' dtype. Traced values are checked where they are used."""
+    are never cast to the parameters' dtype."""
     path, first = path_to(model, "first")
     while first.transparent and first.children:  # each(Embedding(...)) is the Embedding's doing
         first = first.children[0]
@@ -808,16 +808,10 @@ def _indices(x: Any, t: ArrayType, s: Subst, model: Model, what: str) -> Any:
             f"[0, {v if isinstance(v, int) else 'n'})\n"
             "  hint: tokens are integer arrays, e.g. np.asarray(tokens, dtype=np.int64)"
         )
-    if type(x) is Tracer or namespace_of(x) is not None or not isinstance(v, int) or x.size == 0:
+    if not isinstance(v, int):
         return x
-    low, high = int(x.min()), int(x.max())
-    if low < 0 or high >= v:
-        bad = low if low < 0 else high
-        at = tuple(int(i) for i in np.argwhere(x == bad)[0])
-        raise ShapeError(
-            f"{label} holds {bad} at index {at}, out of range for {show([t])[0]}: indices must be 0..{v - 1}"
-        )
-    return x
+    # a primitive, so that a traced call (grad, train_step, nnc.compile) checks it too
+    return check_index(x, what=label, size=v, allowed=f"for {show([t])[0]}: indices must be 0..{v - 1}")
 
 
 def _shape_message(t: ArrayType | SeqType, shape: tuple, model: Model, what: str, detail: str) -> str:

@@ -85,6 +85,24 @@ def test_a_label_out_of_range_raises_the_interpreters_error(step_and_args):
         fast(params, state, x, bad, stats, key)
 
 
+def test_a_token_out_of_range_names_the_embedding_in_every_path(step_and_args):
+    step, (params, state, x, y, stats, key) = step_and_args
+    fast = nnc.compile(step)
+    bad = x.copy()
+    bad[1, 2] = 9
+    want = (
+        r"input of embedding_0: Embedding\(5 -> 8\) \(created at \S+test_compile_sequence.py:\d+\) "
+        r"holds 9 at index \(1, 2\), out of range for Index\[5\]: indices must be 0..4"
+    )
+    with pytest.raises(nnc.ShapeError) as interpreted:
+        step.model(params, bad, key=key)
+    for run in (step, fast):
+        with pytest.raises(nnc.ShapeError) as traced:
+            run(params, state, bad, y, stats, key)
+        assert str(traced.value) == str(interpreted.value)
+    assert re.match(want, str(interpreted.value))
+
+
 def test_long_bodies_are_parts_and_repeated_parts_are_written_once(monkeypatch):
     monkeypatch.setattr(numba_codegen, "_PART_EVERY", 1)  # a part may end before any equation
     lines = [f"    w{k} = np.empty((3,), np.float32)" for k in range(3)]

@@ -51,7 +51,7 @@ from nnc.backend.ops import (
 from nnc.backend.random import fold_in, key
 from nnc.backend.tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
 
-from .attention import SelfAttention
+from .attention import SelfAttention, padded
 from .callbacks import Callback, Checkpoint, Decision, EarlyStopping, StopOnNaN
 from .checkpoint import CheckpointError, CheckpointNotFound, load, save
 from .combinators import add, concat, fanout, parallel, repeat, residual

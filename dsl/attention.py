@@ -5,6 +5,8 @@ the weighted mean of their values: ``softmax(q k^T / sqrt(head_size)) v``, in ``
 independent heads of ``d / heads`` numbers each, projected back to ``d`` at the end. With
 ``causal=True`` a step sees itself and the steps before it only, which is what a language model
 predicting the next token needs. The softmax is nnc's stable one (its maximum taken out first).
+:func:`padded` runs a model over a batch of sequences of unequal lengths: its attention
+layers see each sequence's real steps only.
 
 >>> from nnc import SelfAttention
 >>> SelfAttention(64, heads=4, causal=True).signature
@@ -20,16 +22,22 @@ import numpy as np
 
 from nnc.backend.activations import softmax
 from nnc.backend.broadcasting import shape_of
-from nnc.backend.elementwise import add, mul, where
+from nnc.backend.checks import check_index
+from nnc.backend.elementwise import add, cast, less, mul, where
 from nnc.backend.errors import TypeMismatch
 from nnc.backend.linalg import matmul
 from nnc.backend.structural import getitem, reshape, transpose
 
+from .effects import put_at
 from .layers import check_flag, check_name
-from .model import Model, ParamSpec
+from .model import Model, ParamSpec, non_model_hint, value_in_words
 from .show import describer
-from .source import user_location
-from .types import Seq, Vec, size_argument
+from .source import short_description, user_location
+from .types import Dim, Index, Seq, SeqType, TupleType, Vec, size_argument
+
+# The key, in a SelfAttention's parameter slice during a call of a padded(...) model, of the
+# lengths of the batch's sequences.
+LENGTHS = "__nnc_lengths__"
 
 # A masked score: far below any real one, so its weight is exactly 0 after the softmax, yet
 # finite, so that no infinity enters the arithmetic (or the checks for it).
@@ -45,14 +53,30 @@ def causal_mask(steps: int) -> np.ndarray:
     return np.tril(np.ones((steps, steps), dtype=np.bool_))
 
 
-def attention(q: Any, k: Any, v: Any, causal: bool = False) -> Any:
+def attention(q: Any, k: Any, v: Any, causal: bool = False, keep: Any = None) -> Any:
     """Scaled dot-product attention of ``q``, ``k``, ``v`` of shape ``(..., steps, head_size)``:
-    ``softmax(q @ k^T / sqrt(head_size)) @ v``, masked to ``j <= i`` when ``causal``."""
+    ``softmax(q @ k^T / sqrt(head_size)) @ v``, masked to ``j <= i`` when ``causal``, and to
+    the keys where the boolean ``keep`` (broadcasting against the scores, ``(..., 1, steps)``
+    for a padding mask) holds."""
     head_size, steps = shape_of(q)[-1], shape_of(q)[-2]
     scores = mul(matmul(q, transpose(k, _swap_last_axes(len(shape_of(k))))), 1.0 / math.sqrt(head_size))
     if causal:
         scores = where(causal_mask(steps), scores, MASKED)
+    if keep is not None:
+        scores = where(keep, scores, MASKED)
     return matmul(softmax(scores, axis=-1), v)
+
+
+def key_mask(lengths: Any, batch: int, steps: int) -> Any:
+    """``(batch, 1, 1, steps)`` booleans, ``True`` at the keys ``j < lengths[b]``: what a padded
+    batch lets attention see (broadcasting over heads and queries).
+
+    >>> key_mask(np.array([1, 3]), 2, 3).reshape(2, 3).astype(int).tolist()
+    [[1, 0, 0], [1, 1, 1]]
+    """
+    # compared as floats: an integer comparison of a traced value has no compiled form to rely on
+    count = reshape(cast(lengths, np.float32), (batch, 1, 1, 1))
+    return less(np.arange(steps, dtype=np.float32).reshape(1, 1, 1, steps), count)
 
 
 def _swap_last_axes(rank: int) -> tuple[int, ...]:
@@ -68,7 +92,9 @@ def _self_attention_forward(model: Model, params: Any, x: Any) -> Any:
     # (batch, steps, 3, heads, size) -> (3, batch, heads, steps, size): q, k and v, head by head
     qkv = transpose(reshape(qkv, (batch, steps, 3, heads, size)), (2, 0, 3, 1, 4))
     q, k, v = (getitem(qkv, i) for i in range(3))
-    mixed = attention(q, k, v, causal=model.attr("causal"))
+    lengths = params.get(LENGTHS) if isinstance(params, dict) else None
+    keep = None if lengths is None else key_mask(lengths, batch, steps)
+    mixed = attention(q, k, v, causal=model.attr("causal"), keep=keep)
     mixed = reshape(transpose(mixed, (0, 2, 1, 3)), (batch, steps, d))
     out = add(matmul(mixed, params["W_out"]), params["b_out"])
     return reshape(out, (*lead, steps, d))
@@ -131,4 +157,83 @@ def _describe_self_attention(model: Model) -> str:
     heads = model.attr("heads")
     return f"SelfAttention({d}, heads={heads}, head size {d // heads}" + (
         ", causal)" if model.attr("causal") else ")"
+    )
+
+
+# ----------------------------------------------------------------------------- padded batches
+
+
+def attention_paths(model: Model, path: str = "") -> list[str]:
+    """The parameter paths of the :func:`SelfAttention` layers in ``model``."""
+    out = [path] if model.kind == "SelfAttention" else []
+    for key, child in zip(model.param_keys, model.children):
+        if key is not None:
+            out.extend(attention_paths(child, path if key == "" else f"{path}/{key}" if path else key))
+    return out
+
+
+def _padded_forward(model: Model, params: Any, x: Any) -> Any:
+    (inner,) = model.children
+    sequences, lengths = x
+    time_axis = len(shape_of(sequences)) - inner.in_type.rank
+    steps = shape_of(sequences)[time_axis]
+    lengths = check_index(
+        lengths,
+        what=f"input[1], the lengths, of {short_description(model)}",
+        size=steps + 1,
+        allowed=f"for sequences of {steps} steps: a length is 0..{steps}",
+    )
+    for path in attention_paths(inner):
+        params = put_at(params, path, {LENGTHS: lengths})
+    return inner.forward(inner, params, sequences)
+
+
+def padded(model: Model) -> Model:
+    """``model`` over a batch of sequences of unequal lengths, each padded at its end: it takes
+    ``(sequences, lengths)``, and its :func:`SelfAttention` layers attend to the first
+    ``lengths[b]`` steps of sequence ``b`` only, so that what the padding holds changes nothing
+    at the real steps. ``Seq[a] -> b`` becomes ``(Seq[a], Index[t + 1]) -> b``, ``t`` the number
+    of steps; the parameters are ``model``'s.
+
+    The outputs at padded steps are not meaningful: leave them out of the loss by padding the
+    targets with a label that :func:`nnc.cross_entropy` ignores (``ignore=-1``). A causal model
+    needs no mask for padding at the end (a step never sees the steps after it).
+
+    >>> import numpy as np
+    >>> from nnc import SelfAttention
+    >>> model = padded(SelfAttention(4, heads=2))
+    >>> model.signature
+    (Seq[Vec[4]], Index[t + 1]) -> Seq[Vec[4]]
+    >>> params, x = model.init(seed=0), np.random.default_rng(0).normal(size=(2, 3, 4))
+    >>> garbage = x.copy(); garbage[0, 2] = 99.0   # sequence 0 has 2 steps, then padding
+    >>> lengths = np.array([2, 3])
+    >>> a, b = model(params, (x, lengths)), model(params, (garbage, lengths))
+    >>> bool(np.allclose(a[0, :2], b[0, :2])), bool(np.allclose(a[1], b[1]))
+    (True, True)
+    """
+    created_at = user_location(2)
+    if not isinstance(model, Model):
+        raise TypeMismatch(
+            f"padded takes a model, got {value_in_words(model)}\n  hint: {non_model_hint(model)}"
+        )
+    where = f"padded({model!r}) at {created_at or 'unknown place'}"
+    if not isinstance(model.in_type, SeqType) or model.state_type is not None:
+        raise TypeMismatch(
+            f"{where}: padded takes a stateless model of sequences, Seq[a] -> b, but the model is "
+            f"{model.signature}"
+        )
+    if not attention_paths(model):
+        raise TypeMismatch(
+            f"{where}: the model has no SelfAttention, the one layer a padding mask changes\n"
+            "  hint: the steps a recurrent or per-step model computes before the padding do not depend on it; "
+            "leave padded steps out of the loss with cross_entropy(..., ignore=-1)"
+        )
+    return Model(
+        "padded",
+        TupleType((model.in_type, Index[Dim("t + 1")])),
+        model.out_type,
+        _padded_forward,
+        children=(model,),
+        attrs=(("transparent", True),),
+        created_at=created_at,
     )

@@ -113,6 +113,7 @@ class Canvas:
         self._clusters = 0
         self._keys: dict[int, tuple] = {}
         self.bases: list[str] = [""]
+        self.lengths: list[Flow] = []  # the lengths of the padded(...) models being drawn
 
     def relative(self, path: str) -> str:
         """A path as shown inside the innermost cluster, whose title gives the rest."""
@@ -378,6 +379,11 @@ def _leaf(canvas: Canvas, model: Model, path: str, flow: Flow, collapsed: bool =
     arriving = len(ends(flow))
     node = canvas.layer(model, path, collapsed=collapsed, ports=arriving)
     canvas.connect(flow, node, ports=arriving > 1)
+    if model.kind == "SelfAttention" and canvas.lengths:
+        for end in ends(canvas.lengths[-1]):
+            canvas.edge(
+                end.node, node, extra='label=<lengths>, style=dashed, color="#7c3aed", fontcolor="#7c3aed"'
+            )
     if model.state_type is not None:
         canvas.loop(node, node, model.state_type)
     return End(node, model.out_type)
@@ -531,6 +537,18 @@ def _residual(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -
 def _each(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
     """A model run at every step is drawn as the model itself: the edges' types say Seq."""
     out = draw(canvas, model.children[0], child_path(model, path, 0), flow, depth)
+    return relabel(out, model.out_type)
+
+
+@drawer("padded")
+def _padded(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
+    """``padded(model)``: a cluster around the model; the sequences flow into it and the lengths
+    reach each attention layer by a dashed edge (they mask its keys)."""
+    sequences, lengths = split(flow, 2)
+    canvas.lengths.append(lengths)
+    with canvas.cluster(_title(canvas, model, path, "padded"), path=_sole_child_base(model, path)):
+        out = draw(canvas, model.children[0], child_path(model, path, 0), sequences, depth + 1)
+    canvas.lengths.pop()
     return relabel(out, model.out_type)
 
 

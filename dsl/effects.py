@@ -96,12 +96,12 @@ def _at(tree: Any, path: str) -> Any:
     return tree
 
 
-def _put(tree: dict, path: str, value: Any) -> dict:
+def put_at(tree: dict, path: str, value: Any) -> dict:
     """A copy of ``tree`` with ``value`` merged into the dict at ``path`` (made where missing)."""
     if not path:
         return {**tree, **value}
     head, _, rest = path.partition("/")
-    return {**tree, head: _put(dict(tree.get(head, {})), rest, value)}
+    return {**tree, head: put_at(dict(tree.get(head, {})), rest, value)}
 
 
 def with_calls(model: Any, params: Any, key: Any, stats: Any, updates: dict) -> Any:
@@ -112,7 +112,7 @@ def with_calls(model: Any, params: Any, key: Any, stats: Any, updates: dict) -> 
             fold_in(key, zlib.crc32(path.encode())) if layer.effects.random and key is not None else None
         )
         own_stats = _at(stats, path) if layer.effects.stat_specs and stats is not None else None
-        params = _put(params, path, {CALL: LayerCall(path, own_key, own_stats, updates)})
+        params = put_at(params, path, {CALL: LayerCall(path, own_key, own_stats, updates)})
     return params
 
 
@@ -120,7 +120,7 @@ def collected(updates: dict) -> dict:
     """The statistics tree from the updates a call collected, keyed by path."""
     out: dict = {}
     for path, value in sorted(updates.items()):
-        out = _put(out, path, value)
+        out = put_at(out, path, value)
     return out
 
 
@@ -131,7 +131,7 @@ def init_stats(model: Any, dtype: Any = np.float32) -> dict:
         specs = layer.effects.stat_specs
         if specs:
             own = {name: _initial(spec, dtype) for name, spec in specs}
-            out = _put(out, path, own)
+            out = put_at(out, path, own)
     return out
 
 

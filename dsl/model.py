@@ -796,12 +796,20 @@ def match_input(t: Type, x: Any, s: Subst, model: Model, what: str, dtype) -> tu
 def _indices(x: Any, t: ArrayType, s: Subst, model: Model, what: str) -> Any:
     """``x`` if it holds integers that ``Index[v]`` allows (``0 <= x < v``), as they are: indices
     are never cast to the parameters' dtype."""
+    dtype = numpy_dtype(x.dtype)
+    v = resolve_dim(t.dims[0], s)
+    if model.kind == "padded" and what.endswith("[1]"):  # padded(...)'s (sequences, lengths)
+        if dtype.kind not in "iu":
+            raise ShapeError(
+                f"{what}, the lengths, of {short_description(model)} has dtype {dtype}, but lengths "
+                "are integers: how many steps of each sequence are real, before its padding\n"
+                "  hint: np.asarray(lengths, dtype=np.int64)"
+            )
+        return x  # their range depends on the sequences: padded checks it
     path, first = path_to(model, "first")
     while first.transparent and first.children:  # each(Embedding(...)) is the Embedding's doing
         first = first.children[0]
     label = f"{what} of {path + ': ' if path else ''}{first!r}{created_at_note(first)}"
-    dtype = numpy_dtype(x.dtype)
-    v = resolve_dim(t.dims[0], s)
     if dtype.kind not in "iu":
         raise ShapeError(
             f"{label} has dtype {dtype}, but {show([t])[0]} takes integers: a class or token in "

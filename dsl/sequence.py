@@ -214,6 +214,8 @@ def generate(
         raise ArgumentError(
             f"generate at {called_at or 'unknown place'}: lm must be an nnc model, got {lm!r}"
         )
+    if lm.kind == "padded":  # one prompt length for the whole batch: nothing to mask
+        lm = lm.children[0]
     if isinstance(lm.in_type, ArrayType) and lm.in_type.is_index and lm.state_type is None:
         lm = each(lm)  # a model of one token (a bigram table) predicts the next at every step
     item_in = lm.in_type.item if isinstance(lm.in_type, SeqType) else None

@@ -265,16 +265,20 @@ check_labels_p = defprim(
 defgeneric(check_labels_p, _check_labels_generic)
 
 
-def _emit_check_labels(writer: FunctionWriter, e: Eqn) -> bool:
-    """Raise at the first integer label outside ``0..classes-1`` (the numpy implementation's
-    condition; it takes integer labels, and so does this form)."""
-    labels, classes = e.inputs[0], int(e.attrs["classes"])
-    if labels.dtype.kind not in "iu":
+def _emit_in_range(writer: FunctionWriter, e: Eqn, size: int, what: str) -> bool:
+    """Raise at the first integer of ``e``'s input outside ``0..size-1`` (the numpy
+    implementation's condition; it takes integers, and so does this form)."""
+    x = e.inputs[0]
+    if x.dtype.kind not in "iu":
         return False
-    test = f"{{x}} >= {classes}" if labels.dtype.kind == "u" else f"{{x}} < 0 or {{x}} >= {classes}"
-    _each_entry(writer, labels, [f"if {test}:", "    raise ValueError('nnc: label out of range')"])
-    writer.alias(e.out, labels)
+    test = f"{{x}} >= {size}" if x.dtype.kind == "u" else f"{{x}} < 0 or {{x}} >= {size}"
+    _each_entry(writer, x, [f"if {test}:", f"    raise ValueError('nnc: {what} out of range')"])
+    writer.alias(e.out, x)
     return True
+
+
+def _emit_check_labels(writer: FunctionWriter, e: Eqn) -> bool:
+    return _emit_in_range(writer, e, int(e.attrs["classes"]), "label")
 
 
 defemit(check_labels_p, _emit_check_labels)
@@ -325,14 +329,7 @@ defgeneric(check_index_p, _check_index_generic)
 
 
 def _emit_check_index(writer: FunctionWriter, e: Eqn) -> bool:
-    """Raise at the first integer outside ``0..size-1``, as the numpy implementation does."""
-    x, size = e.inputs[0], int(e.attrs["size"])
-    if x.dtype.kind not in "iu":
-        return False
-    test = f"{{x}} >= {size}" if x.dtype.kind == "u" else f"{{x}} < 0 or {{x}} >= {size}"
-    _each_entry(writer, x, [f"if {test}:", "    raise ValueError('nnc: index out of range')"])
-    writer.alias(e.out, x)
-    return True
+    return _emit_in_range(writer, e, int(e.attrs["size"]), "index")
 
 
 defemit(check_index_p, _emit_check_index)

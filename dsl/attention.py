@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from nnc.backend.activations import softmax
+from nnc.backend.attention import attention_probs
 from nnc.backend.broadcasting import shape_of
 from nnc.backend.checks import check_index
-from nnc.backend.elementwise import add, cast, less, mul, where
+from nnc.backend.elementwise import add, cast, less
 from nnc.backend.errors import TypeMismatch
 from nnc.backend.linalg import matmul
 from nnc.backend.structural import getitem, reshape, transpose
@@ -38,10 +38,6 @@ from .types import Dim, Index, Seq, SeqType, TupleType, Vec, size_argument
 # The key, in a SelfAttention's parameter slice during a call of a padded(...) model, of the
 # lengths of the batch's sequences.
 LENGTHS = "__nnc_lengths__"
-
-# A masked score: far below any real one, so its weight is exactly 0 after the softmax, yet
-# finite, so that no infinity enters the arithmetic (or the checks for it).
-MASKED = -1e30
 
 
 def causal_mask(steps: int) -> np.ndarray:
@@ -58,13 +54,9 @@ def attention(q: Any, k: Any, v: Any, causal: bool = False, keep: Any = None) ->
     ``softmax(q @ k^T / sqrt(head_size)) @ v``, masked to ``j <= i`` when ``causal``, and to
     the keys where the boolean ``keep`` (broadcasting against the scores, ``(..., 1, steps)``
     for a padding mask) holds."""
-    head_size, steps = shape_of(q)[-1], shape_of(q)[-2]
-    scores = mul(matmul(q, transpose(k, _swap_last_axes(len(shape_of(k))))), 1.0 / math.sqrt(head_size))
-    if causal:
-        scores = where(causal_mask(steps), scores, MASKED)
-    if keep is not None:
-        scores = where(keep, scores, MASKED)
-    return matmul(softmax(scores, axis=-1), v)
+    scale = 1.0 / math.sqrt(shape_of(q)[-1])
+    keep_ = () if keep is None else (keep,)
+    return matmul(attention_probs(q, k, *keep_, causal=causal, scale=scale), v)
 
 
 def key_mask(lengths: Any, batch: int, steps: int) -> Any:
@@ -77,10 +69,6 @@ def key_mask(lengths: Any, batch: int, steps: int) -> Any:
     # compared as floats: an integer comparison of a traced value has no compiled form to rely on
     count = reshape(cast(lengths, np.float32), (batch, 1, 1, 1))
     return less(np.arange(steps, dtype=np.float32).reshape(1, 1, 1, steps), count)
-
-
-def _swap_last_axes(rank: int) -> tuple[int, ...]:
-    return (*range(rank - 2), rank - 1, rank - 2)
 
 
 def _self_attention_forward(model: Model, params: Any, x: Any) -> Any:

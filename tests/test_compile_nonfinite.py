@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 import nnc
 from nnc.backend import activations, ops
+from nnc.backend.attention import attention_probs, scores_grad
 from nnc.backend.checks import DomainError, check_finite, check_labels, check_probabilities
 from nnc.backend.core import PRIMITIVES, bind
 from nnc.backend.staging import call_signature
@@ -57,6 +58,7 @@ ENTRY = st.one_of(
 LABELS = np.array([2, 0, 3])
 LABELS_3D = np.array([[2, 0, 3], [1, 1, 0]])  # (batch, time) labels of (batch, time, classes) predictions
 ROWS = np.array([[2, 0], [2, 3]])  # row 2 twice: its gradients add up
+KEEP = np.array([[[[True, True, False]]], [[[False, False, False]]]])  # (2, 1, 1, 3): one row keeps none
 
 
 def entries(shape: tuple) -> st.SearchStrategy:
@@ -190,6 +192,36 @@ STATEMENT_CASES = {
     "permute_merged": ("transpose", lambda x: ops.transpose(x, (0, 2, 1, 3)), [(2, 3, 2, 2)]),
     "sum_merged": ("sum", lambda x: ops.sum(x, (0, 1)), [(2, 3, 4)]),
     "take": ("take", lambda table: ops.take(table, ROWS), [(4, 3)]),
+    "attention_probs": (
+        "attention_probs",
+        functools.partial(attention_probs, causal=False, scale=0.5),
+        [(2, 2, 3, 4)] * 2,
+    ),
+    "attention_probs_causal": (
+        "attention_probs",
+        functools.partial(attention_probs, causal=True, scale=0.5),
+        [(2, 2, 3, 4)] * 2,
+    ),
+    "attention_probs_padded": (
+        "attention_probs",
+        lambda q, k: attention_probs(q, k, KEEP, causal=True, scale=0.5),
+        [(2, 2, 3, 4)] * 2,
+    ),
+    "scores_grad": (
+        "scores_grad",
+        functools.partial(scores_grad, causal=False, scale=0.5),
+        [(2, 2, 3, 3)] * 2,
+    ),
+    "scores_grad_causal": (
+        "scores_grad",
+        functools.partial(scores_grad, causal=True, scale=0.5),
+        [(2, 2, 3, 3)] * 2,
+    ),
+    "scores_grad_padded": (
+        "scores_grad",
+        lambda g, p: scores_grad(g, p, KEEP, causal=False, scale=0.5),
+        [(2, 2, 3, 3)] * 2,
+    ),
     "untake": ("untake", lambda g: bind(untake_p, g, ROWS, v=4), [(2, 2, 3)]),
     "getitem": ("getitem", lambda x: x[1:, ::2], [(3, 4)]),
     "unindex": (

@@ -12,6 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 import nnc
 from nnc.backend import ops
+from nnc.backend.attention import attention_probs, scores_grad
 from nnc.backend.checks import check_finite, check_probabilities
 from nnc.backend.core import PRIMITIVES
 from nnc.testing import check_grads
@@ -182,7 +183,29 @@ def probabilities_case(draw):
     return (lambda q: check_probabilities(q, what="test") * q), (p,)
 
 
+def attention_case(grad_of_scores: bool):
+    """attention_probs over drawn heads, steps and masks (causal, a padding mask, both); with
+    ``grad_of_scores``, scores_grad at those probabilities instead."""
+
+    def make(draw):
+        lead = draw(st.sampled_from([(), (2,), (2, 2)]))
+        steps, size = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+        causal, scale = draw(st.booleans()), draw(st.sampled_from([1.0, 0.5]))
+        keep = ()
+        if lead and draw(st.booleans()):
+            keep = (draw(hnp.arrays(np.bool_, (*lead[:1], *(1,) * len(lead[1:]), 1, steps))),)
+        q, k = arr(draw, (*lead, steps, size)), arr(draw, (*lead, steps, size))
+        if not grad_of_scores:
+            return (lambda q, k: attention_probs(q, k, *keep, causal=causal, scale=scale)), (q, k)
+        p = attention_probs(q, k, *keep, causal=causal, scale=scale)
+        return (lambda g, p: scores_grad(g, p, *keep, causal=causal, scale=scale)), (arr(draw, p.shape), p)
+
+    return make
+
+
 CASES = {
+    "attention_probs": attention_case(False),
+    "scores_grad": attention_case(True),
     "check_finite": unary(lambda x: check_finite(x, what="test") * x),
     "check_probabilities": probabilities_case,
     "add": binary(lambda a, b: a + b),
@@ -253,7 +276,21 @@ def test_gradient_matches_finite_differences(name, data):
 
 
 @pytest.mark.parametrize(
-    "name", ["tanh", "logistic", "exp", "mul", "softmax", "log_softmax", "dot", "max", "take", "untake"]
+    "name",
+    [
+        "tanh",
+        "logistic",
+        "exp",
+        "mul",
+        "softmax",
+        "log_softmax",
+        "dot",
+        "max",
+        "take",
+        "untake",
+        "attention_probs",
+        "scores_grad",
+    ],
 )
 @given(data=st.data())
 def test_second_derivatives_match_finite_differences(name, data):

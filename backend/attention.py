@@ -20,6 +20,7 @@ are written with nnc operations, so second derivatives work as for any other pri
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,8 @@ from .activations import _softmax_impl
 from .broadcasting import dtype_of, shape_of
 from .core import Eqn, bind, defemit, defgeneric, defprim, defvjp
 from .elementwise import exp32, mul, sub, where
-from .linalg import matmul
-from .numba_codegen import FunctionWriter, literal
+from .linalg import batch_rows, matmul
+from .numba_codegen import TRANS_B, FunctionWriter, literal
 from .structural import swap_last
 
 # A masked score: far below any real one, so that its weight is exactly 0 after the softmax,
@@ -128,31 +129,51 @@ defvjp(scores_grad_p, _scores_grad_vjp)
 # ----------------------------------------------------------------------------- compiled forms
 
 
-def _heads(writer: FunctionWriter, v: Any, count: int) -> str:
-    """``v`` as a C-ordered stack of ``count`` matrices."""
-    view = writer.fresh("stack")
-    writer.emit(f"{view} = {writer.contiguous(v)}.reshape({(count, *map(int, v.shape[-2:]))!r})")
-    return view
+@dataclass(frozen=True)
+class _Heads:
+    """What both compiled forms start with: the result as a stack of ``count`` matrices of
+    ``steps`` by ``keys``, the two operands as stacks, and the keep mask's rows."""
+
+    dtype: np.dtype
+    steps: int
+    keys: int
+    count: int
+    stack: str
+    operands: tuple
+    rows: tuple | None
 
 
-def _keep_rows(writer: FunctionWriter, e: Eqn, first: int, count: int) -> tuple[str, str] | None:
-    """The keep mask (the input after ``first``) as ``(count_keep, steps)`` rows and the table of
-    which row each head reads, or ``None`` without one."""
-    if len(e.inputs) <= first:
+def _heads(writer: FunctionWriter, e: Eqn) -> _Heads | None:
+    """Allocate ``e``'s result and view it and its two operands head by head; ``None`` (left to
+    the generic call) for dtypes or a keep mask these loops do not take."""
+    dtype = np.dtype(e.out.dtype)
+    a, b = e.inputs[:2]
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)) or a.dtype != dtype or b.dtype != dtype:
         return None
-    keep = e.inputs[first]
+    steps, keys = int(e.out.shape[-2]), int(e.out.shape[-1])
     lead = tuple(int(d) for d in e.out.shape[:-2])
-    own = tuple(int(d) for d in keep.shape[:-2])
-    ids = np.broadcast_to(
-        np.arange(int(np.prod(own, dtype=np.int64))).reshape((1,) * (len(lead) - len(own)) + own), lead
-    ).reshape(-1)
-    if keep.shape[-2] != 1 or len(ids) != count:
-        return None
-    rows, table = writer.fresh("keep"), writer.fresh("const")
-    shape = (int(np.prod(own, dtype=np.int64)), int(keep.shape[-1]))
-    writer.emit(f"{rows} = {writer.contiguous(keep)}.reshape({shape!r})")
-    writer.module.globals[table] = np.ascontiguousarray(ids)
-    return rows, table
+    count = int(np.prod(lead, dtype=np.int64))
+    rows: tuple | None = None
+    if len(e.inputs) > 2:  # the keep mask, (..., 1, keys): which of its rows each head reads
+        keep = e.inputs[2]
+        own = tuple(int(d) for d in keep.shape[:-2])
+        if keep.shape[-2] != 1 or len(own) > len(lead):
+            return None
+        view, table = writer.fresh("keep"), writer.fresh("const")
+        writer.emit(
+            f"{view} = {writer.contiguous(keep)}.reshape({(int(np.prod(own, dtype=np.int64)), keys)!r})"
+        )
+        writer.module.globals[table] = np.ascontiguousarray(batch_rows(own, lead))
+        rows = (view, table)
+    o, stack = writer.name(e.out), writer.fresh("stack")
+    writer.alloc(o, e.out.shape, dtype)
+    writer.emit(f"{stack} = {o}.reshape({(count, steps, keys)!r})")
+    operands = []
+    for v in (a, b):
+        view = writer.fresh("stack")
+        writer.emit(f"{view} = {writer.contiguous(v)}.reshape({(count, *map(int, v.shape[-2:]))!r})")
+        operands.append(view)
+    return _Heads(dtype, steps, keys, count, stack, tuple(operands), rows)
 
 
 def _masked_entry(value: str, causal: bool, rows: tuple | None, fill: str) -> str:
@@ -162,37 +183,27 @@ def _masked_entry(value: str, causal: bool, rows: tuple | None, fill: str) -> st
 
 
 def _emit_probs(writer: FunctionWriter, e: Eqn) -> bool:
-    q, k = e.inputs[:2]
-    dtype = np.dtype(e.out.dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)) or q.dtype != dtype or k.dtype != dtype:
+    heads = _heads(writer, e)
+    if heads is None:
         return False
-    steps, keys = int(e.out.shape[-2]), int(e.out.shape[-1])
-    count = int(np.prod(e.out.shape[:-2], dtype=np.int64))
-    rows = _keep_rows(writer, e, 2, count)
-    if len(e.inputs) > 2 and rows is None:
-        return False
-    causal, scale = e.attrs["causal"], literal(e.attrs["scale"], dtype)
-    o = writer.name(e.out)
-    writer.alloc(o, e.out.shape, dtype)
-    stack, qs, ks = writer.fresh("stack"), _heads(writer, q, count), _heads(writer, k, count)
-    writer.emit(f"{stack} = {o}.reshape({(count, steps, keys)!r})")
+    dtype, steps, keys, stack = heads.dtype, heads.steps, heads.keys, heads.stack
+    (qs, ks), causal, scale = heads.operands, e.attrs["causal"], literal(e.attrs["scale"], dtype)
     writer.module.products = True
+    masked, zero, one = literal(MASKED, dtype), literal(0, dtype), literal(1, dtype)
     # every key, masked ones too: their MASKED score takes part in the maximum as in numpy (it
     # decides a row whose kept scores are all -inf)
-    end = str(keys)
-    masked, zero, one = literal(MASKED, dtype), literal(0, dtype), literal(1, dtype)
     body = [
-        f"for h in range({count}):",
+        f"for h in range({heads.count}):",
         f"    s_ = {stack}[h]",
-        f"    matmul({qs}[h], {ks}[h], np.int64(1), s_)",
+        f"    matmul({qs}[h], {ks}[h], np.int64({TRANS_B}), s_)",
         f"    for i in range({steps}):",
         f"        m = np.{dtype.name}(-np.inf)",
-        f"        for j in range({end}):",
-        f"            x = {_masked_entry(f's_[i, j] * {scale}', causal, rows, masked)}",
+        f"        for j in range({keys}):",
+        f"            x = {_masked_entry(f's_[i, j] * {scale}', causal, heads.rows, masked)}",
         "            s_[i, j] = x",
         "            m = max(m, x)",
         f"        t = {zero}",
-        f"        for j in range({end}):",
+        f"        for j in range({keys}):",
     ]
     if dtype == np.float32:
         *lines, value = exp32("(s_[i, j] - m)")
@@ -202,7 +213,7 @@ def _emit_probs(writer: FunctionWriter, e: Eqn) -> bool:
     body += [
         "            t += s_[i, j]",
         f"        r = {one} / t",
-        f"        for j in range({end}):",
+        f"        for j in range({keys}):",
         "            s_[i, j] = s_[i, j] * r",
     ]
     for line in body:
@@ -211,26 +222,17 @@ def _emit_probs(writer: FunctionWriter, e: Eqn) -> bool:
 
 
 def _emit_scores_grad(writer: FunctionWriter, e: Eqn) -> bool:
-    g, p = e.inputs[:2]
-    dtype = np.dtype(e.out.dtype)
-    if g.dtype != dtype or p.dtype != dtype or len(e.out.shape) < 2:
+    heads = _heads(writer, e)
+    if heads is None:
         return False
-    steps, keys = int(e.out.shape[-2]), int(e.out.shape[-1])
-    count = int(np.prod(e.out.shape[:-2], dtype=np.int64))
-    rows = _keep_rows(writer, e, 2, count)
-    if len(e.inputs) > 2 and rows is None:
-        return False
-    causal, scale = e.attrs["causal"], literal(e.attrs["scale"], dtype)
-    o = writer.name(e.out)
-    writer.alloc(o, e.out.shape, dtype)
-    stack, gs, ps = writer.fresh("stack"), _heads(writer, g, count), _heads(writer, p, count)
-    writer.emit(f"{stack} = {o}.reshape({(count, steps, keys)!r})")
+    dtype, steps, keys, stack = heads.dtype, heads.steps, heads.keys, heads.stack
+    (gs, ps), causal, scale = heads.operands, e.attrs["causal"], literal(e.attrs["scale"], dtype)
     zero = literal(0, dtype)
-    value = _masked_entry(f"{ps}[h, i, j] * ({gs}[h, i, j] - t) * {scale}", False, rows, zero)
+    value = _masked_entry(f"{ps}[h, i, j] * ({gs}[h, i, j] - t) * {scale}", False, heads.rows, zero)
     # the sum runs over every key, as numpy's does (the probabilities of masked keys are 0,
     # but this primitive does not assume that its p came from attention_probs)
     body = [
-        f"for h in range({count}):",
+        f"for h in range({heads.count}):",
         f"    for i in range({steps}):",
         f"        t = {zero}",
         f"        for j in range({keys}):",

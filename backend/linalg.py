@@ -10,7 +10,7 @@ from .broadcasting import dtype_of, shape_of, sum_to
 from .core import Eqn, bind, defemit, defgeneric, defprim, defvjp
 from .elementwise import cast, check_broadcast, mul, unbroadcast
 from .errors import ShapeError
-from .numba_codegen import FunctionWriter
+from .numba_codegen import TRANS_A, TRANS_B, FunctionWriter
 from .structural import SWAP_READERS, reshape, swap_last, swapped_source, transpose
 
 matmul_p = defprim("matmul", np.matmul)
@@ -77,9 +77,7 @@ defvjp(matmul_p, _matmul_vjp)
 defvjp(dot_p, _matmul_vjp)
 
 
-# nnc.backend.numba_blas.matmul: the dtypes it takes, and its TRANS_A and TRANS_B (restated:
-# that module imports Numba, which writing code does not need)
-_TRANS_A, _TRANS_B = 2, 1
+# nnc.backend.numba_blas.matmul: the dtypes it takes
 _BLAS_DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 
 
@@ -112,7 +110,7 @@ def _emit_dot(writer: FunctionWriter, e: Eqn) -> bool:
     return _product(writer, e, a_rows, b_rows)
 
 
-def _batch_rows(shape: tuple, batch: tuple) -> np.ndarray:
+def batch_rows(shape: tuple, batch: tuple) -> np.ndarray:
     """For each matrix of a product's ``batch``, the matrix of an operand with batch axes
     ``shape`` that it reads (broadcasting repeats one)."""
     own = np.arange(int(np.prod(shape, dtype=np.int64))).reshape(shape)
@@ -131,8 +129,8 @@ def _emit_batched(writer: FunctionWriter, e: Eqn) -> None:
     writer.alloc(o, e.out.shape, e.out.dtype)
     writer.emit(f"{stack} = {o}.reshape({(count, m, n)!r})")
     operands, trans = [], 0
-    for v, rows, cols, flag in ((a, m, k, _TRANS_A), (b, k, n, _TRANS_B)):
-        ids = _batch_rows(tuple(v.shape[:-2]), batch)
+    for v, rows, cols, flag in ((a, m, k, TRANS_A), (b, k, n, TRANS_B)):
+        ids = batch_rows(tuple(v.shape[:-2]), batch)
         source = swapped_source(writer, v) if len(v.shape) >= 3 else None
         if source is not None:
             v, rows, cols, trans = source, cols, rows, trans | flag

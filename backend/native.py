@@ -47,6 +47,7 @@ class Specialisation:
     fallbacks: tuple
     cached_on_disk: bool
     source: str
+    failed: str | None = None  # why the generated code could not run: the interpreter runs instead
 
 
 def _cache_dir() -> str | None:
@@ -141,6 +142,23 @@ def _quietly(run: Callable) -> Callable:
     return call
 
 
+class GeneratedCodeWarning(UserWarning):
+    """nnc.compile wrote code that does not run, and the interpreter runs instead: a bug in nnc
+    (the test suite makes it an error, so that a compiled path cannot pass as the interpreted one)."""
+
+
+def _native_layout(v: np.ndarray) -> np.ndarray:
+    """``v`` C-ordered and in native byte order, copied only if it is not."""
+    if not v.dtype.isnative:
+        v = v.astype(v.dtype.newbyteorder("="))
+    return v if v.flags.c_contiguous else np.ascontiguousarray(v)
+
+
+def _refused(err: Exception) -> bool:
+    """Whether ``err`` is a compiled check refusing the values (``ValueError('nnc: ...')``)."""
+    return isinstance(err, ValueError) and str(err).startswith("nnc: ")
+
+
 class NativeFunction:
     """A pure function of arrays and parameter trees, run as native code; call it like ``fn``.
 
@@ -153,6 +171,9 @@ class NativeFunction:
     def __init__(self, fn: Callable, verbose: bool, name: str):
         self.fn, self.verbose, self.name = fn, verbose, name
         self.specialisations: dict[tuple, Specialisation] = {}
+        # whether a check's refusal reruns fn for its message; a test that compares the
+        # compiled and interpreted paths turns it off, so that the generated code alone answers
+        self.rerun_refused = True
 
     def __repr__(self) -> str:
         return f"<nnc.compile({self.name}): {len(self.specialisations)} specialisation(s)>"
@@ -171,10 +192,24 @@ class NativeFunction:
             _quietly(run)(*values)  # compile now, so that the reported time is the real one
         except Exception as err:
             # A check refusing these values ("nnc: ..."): the code is sound, and __call__ reruns
-            # the interpreter for the message. Anything else: a damaged disk cache, maybe.
-            if not (isinstance(err, ValueError) and str(err).startswith("nnc: ")):
+            # the interpreter for the message. Anything else: a damaged disk cache, maybe, so
+            # once more without it; failing again, nnc wrote code that does not compile.
+            if not _refused(err):
                 run, cached = _load(source, module.globals, module.fallbacks, "compiled", disk=False)
                 entry.run, entry.cached_on_disk = run, cached
+                try:
+                    _quietly(run)(*values)
+                except Exception as again:
+                    if not _refused(again):
+                        entry.failed = (
+                            f"{type(again).__name__}: {str(again).splitlines()[0] if str(again) else ''}"
+                        )
+                        warnings.warn(
+                            f"nnc.compile: the code generated for {self.name} does not run ({entry.failed}); "
+                            "the interpreter runs instead. This is a bug in nnc: please report it.",
+                            GeneratedCodeWarning,
+                            stacklevel=3,
+                        )
         entry.seconds = time.perf_counter() - start
         new = set(module.fallbacks) - _REPORTED_FALLBACKS
         if new:
@@ -203,15 +238,20 @@ class NativeFunction:
             # Traced values (compile inside grad) or another backend's arrays: the generated
             # code is numpy-and-Numba only, so those run the interpreted, array-API path.
             return self.fn(*args)
-        # the generated code takes C-ordered arrays (its products hand them to BLAS as such)
-        values = [v if v.flags.c_contiguous else np.ascontiguousarray(v) for v in values]
+        # the generated code takes C-ordered arrays (its products hand them to BLAS as such) in
+        # this machine's byte order (Numba has no big-endian arrays: labels from a file written elsewhere)
+        values = [_native_layout(v) for v in values]
         entry = self.specialisations.get(sig.key)
         if entry is None:
             entry = self.specialisations[sig.key] = self._build(sig, values)
+        if entry.failed is not None:
+            return self.fn(*args)
         try:
             with quiet():  # object-mode parts and NUMBA_DISABLE_JIT run numpy, which would warn
                 flat = entry.run(*values)
-        except Exception:
+        except Exception as err:
+            if not (_refused(err) and self.rerun_refused):
+                raise
             # Bad values the compiled code can only detect, not describe (a label out of range):
             # the interpreted path raises the same clear nnc error it always does.
             return self.fn(*args)

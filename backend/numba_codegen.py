@@ -37,7 +37,7 @@ from .core import Const, Eqn, Graph, Var
 
 # nnc.backend.numba_blas's TRANS_A and TRANS_B, restated: that module imports Numba, and this one
 # runs when a graph is written, before Numba is needed
-_TRANS_A, _TRANS_B = 2, 1
+TRANS_A, TRANS_B = 2, 1
 
 
 def _numba_type(dtype: Any) -> str:
@@ -272,7 +272,7 @@ class FunctionWriter:
         self.module.products = True
         self.alloc(out, (m, n), dtype)
         # np.int64: a literal flag would make Numba compile the product once per value
-        self.emit(f"matmul({a}, {b}, np.int64({_TRANS_A * trans_a + _TRANS_B * trans_b}), {out})")
+        self.emit(f"matmul({a}, {b}, np.int64({TRANS_A * trans_a + TRANS_B * trans_b}), {out})")
 
     def kernel(self, module: str, name: str) -> str:
         """The name under which the code calls the Numba kernel ``name`` of ``nnc.kernels.<module>``
@@ -357,13 +357,11 @@ class FunctionWriter:
             self.emit(f"for j in range({out_size}):")
             self.emit(f"{flat}[j] = {init}", 2)
             # the entry of the output: the kept indices, in order, as one flat position
-            sizes = [d for d, k in zip(shape, kept) if k]
             terms, stride = [], 1
             for d, i in reversed([(d, i) for d, i, k in zip(shape, idx, kept) if k]):
                 terms.append(i if stride == 1 else f"{i} * {stride}")
                 stride *= d
             target = f"{flat}[{' + '.join(reversed(terms)) if terms else '0'}]"
-            del sizes
         for k in range(len(shape)):
             self.emit(f"for {idx[k]} in range({shape[k]}):", k + 1)
         self.emit(update.format(acc=target, x=f"{src}[{', '.join(idx)}]"), len(shape) + 1)

@@ -425,40 +425,42 @@ defvjp(pick_p, lambda g, out, x, labels: (_unpick(g, labels, shape_of(x)[-1]), N
 defvjp(unpick_p, lambda g, out, x, labels, k: (pick(g, labels), None))
 
 
-def _emit_pick(writer: FunctionWriter, e: Eqn) -> bool:
-    # any rank: the leading axes flattened into rows, each row's label picked
-    x, labels = e.inputs
-    o, k = writer.name(e.out), x.shape[-1]
-    n = int(np.prod(x.shape[:-1], dtype=np.int64))
-    rows, flat, lab = writer.fresh("rows"), writer.fresh("flat"), writer.fresh("lab")
-    writer.alloc(o, e.out.shape, e.out.dtype)
-    writer.emit(f"{rows} = {writer.contiguous(x)}.reshape(({n}, {k}))")
-    writer.emit(f"{lab} = {writer.contiguous(labels)}.reshape({n})")
-    writer.emit(f"{flat} = {o}.reshape({n})")
+def _emit_by_label(writer: FunctionWriter, e: Eqn, n: int, k: int, rows: str, flat: str, step: str) -> None:
+    """The loop of pick and unpick over ``n`` rows of ``k`` (``rows``) and ``n`` entries
+    (``flat``), one label each: a label out of range raises, as the interpreter's
+    take_along_axis and put_along_axis do, rather than read or write outside the array."""
+    lab = writer.fresh("lab")
+    writer.emit(f"{lab} = {writer.contiguous(e.inputs[1])}.reshape({n})")
     writer.emit(f"for i in range({n}):")
     writer.emit(f"lab = {lab}[i]", 2)
     writer.emit(f"if lab < 0 or lab >= {k}:", 2)
     writer.emit("raise ValueError('nnc: label out of range')", 3)
-    writer.emit(f"{flat}[i] = {rows}[i, lab]", 2)
+    writer.emit(step.format(rows=rows, flat=flat), 2)
+
+
+def _emit_pick(writer: FunctionWriter, e: Eqn) -> bool:
+    # any rank: the leading axes flattened into rows, each row's label picked
+    x = e.inputs[0]
+    o, k = writer.name(e.out), x.shape[-1]
+    n = int(np.prod(x.shape[:-1], dtype=np.int64))
+    rows, flat = writer.fresh("rows"), writer.fresh("flat")
+    writer.alloc(o, e.out.shape, e.out.dtype)
+    writer.emit(f"{rows} = {writer.contiguous(x)}.reshape(({n}, {k}))")
+    writer.emit(f"{flat} = {o}.reshape({n})")
+    _emit_by_label(writer, e, n, k, rows, flat, "{flat}[i] = {rows}[i, lab]")
     return True
 
 
 def _emit_unpick(writer: FunctionWriter, e: Eqn) -> bool:
-    # any rank: zeros, each row's label set to its entry of g (a label out of range raises,
-    # as the interpreter's put_along_axis does, rather than write outside the array)
-    g, labels = e.inputs
+    # any rank: zeros, each row's label set to its entry of g
+    g = e.inputs[0]
     o, k = writer.name(e.out), e.attrs["k"]
     n = int(np.prod(g.shape, dtype=np.int64))
-    rows, flat, lab = writer.fresh("rows"), writer.fresh("flat"), writer.fresh("lab")
+    rows, flat = writer.fresh("rows"), writer.fresh("flat")
     writer.alloc(o, e.out.shape, e.out.dtype, fill="0")
     writer.emit(f"{rows} = {o}.reshape(({n}, {k}))")
-    writer.emit(f"{lab} = {writer.contiguous(labels)}.reshape({n})")
     writer.emit(f"{flat} = {writer.contiguous(g)}.reshape({n})")
-    writer.emit(f"for i in range({n}):")
-    writer.emit(f"lab = {lab}[i]", 2)
-    writer.emit(f"if lab < 0 or lab >= {k}:", 2)
-    writer.emit("raise ValueError('nnc: label out of range')", 3)
-    writer.emit(f"{rows}[i, lab] = {flat}[i]", 2)
+    _emit_by_label(writer, e, n, k, rows, flat, "{rows}[i, lab] = {flat}[i]")
     return True
 
 
@@ -481,10 +483,11 @@ def _take_range_error(bad: int, v: int) -> ShapeError:
     return ShapeError(f"take: index {bad} is out of range for {_rows(v)} ({allowed})")
 
 
-def _check_take_indices(indices: np.ndarray, v: int) -> None:
-    """Refuse indices outside ``0..v-1`` (numpy would wrap a negative one, or raise IndexError)."""
+def _check_take_indices(indices: Any, v: int, xp: Any = np) -> None:
+    """Refuse indices outside ``0..v-1`` (numpy would wrap a negative one, or raise IndexError);
+    ``xp`` is the indices' array namespace."""
     if indices.size:
-        low, high = int(indices.min()), int(indices.max())
+        low, high = int(xp.min(indices)), int(xp.max(indices))
         if low < 0 or high >= v:
             raise _take_range_error(low if low < 0 else high, v)
 
@@ -530,22 +533,14 @@ def _untake_abstract(g, indices, v):
     return (v,) + tuple(g[0][len(indices[0]) :]), g[1]
 
 
-def _check_take_on(xp, indices, v: int) -> None:
-    if indices.size:
-        low = int(xp.min(indices))
-        high = int(xp.max(indices))
-        if low < 0 or high >= v:
-            raise _take_range_error(low if low < 0 else high, v)
-
-
 def _take_generic(xp, table, indices):
-    _check_take_on(xp, indices, table.shape[0])
+    _check_take_indices(indices, table.shape[0], xp)
     rows = xp.take(table, xp.reshape(indices, (-1,)), axis=0)
     return xp.reshape(rows, tuple(indices.shape) + tuple(table.shape[1:]))
 
 
 def _untake_generic(xp, g, indices, v):
-    _check_take_on(xp, indices, v)
+    _check_take_indices(indices, v, xp)
     rest = tuple(g.shape[indices.ndim :])
     flat = xp.astype(xp.reshape(indices, (-1,)), xp.int64)
     g2 = xp.reshape(g, (flat.shape[0], int(np.prod(rest, dtype=np.int64))))

@@ -28,17 +28,24 @@ each); later runs load them from disk. Optional baseline: pip install torch==2.1
 
 from __future__ import annotations
 
-import argparse
 import functools
-import importlib.util
 import math
-import os
-import subprocess
-import sys
 import time
 
 import numpy as np
-from modern_step import ONE_THREAD, compiled_first_call, relative, rotating_samples, table, verdict
+from modern_step import (
+    NOT_INSTALLED,
+    arguments,
+    compiled_first_call,
+    pin_to_one_core,
+    relative,
+    rotating_samples,
+    run,
+    serve_steps,
+    started_children,
+    table,
+    verdict,
+)
 from timing import ChildTimers, median_ratio
 
 import nnc
@@ -47,7 +54,6 @@ from nnc.attention import attention
 BATCH, HEADS, STEPS, SIZE = 8, 4, 256, 16
 SHAPE = (BATCH, HEADS, STEPS, SIZE)
 MASKED = -1e30  # nnc's masked score
-WARM = 2  # untimed calls before each contender's timed ones in a round (as in modern_step)
 
 
 def data():
@@ -144,38 +150,6 @@ def torch_contenders() -> tuple[dict, dict]:
     return loops, checks
 
 
-def serve() -> None:
-    """The child's side, as in modern_step.py: answer ``[name, number]`` lines on stdin."""
-    import json
-
-    loops, checks = torch_contenders()
-    for line in sys.stdin:
-        name, number = json.loads(line)
-        if name in checks:
-            print(checks[name](), flush=True)
-            continue
-        call = loops[name]
-        for _ in range(WARM):
-            call()
-        start = time.perf_counter()
-        for _ in range(number):
-            call()
-        print((time.perf_counter() - start) / number, flush=True)
-
-
-def start_child() -> ChildTimers | None:
-    if importlib.util.find_spec("torch") is None:
-        return None
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--timing-child"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **ONE_THREAD},
-    )
-    return ChildTimers(process)
-
-
 # ----------------------------------------------------------------------------- report
 
 
@@ -210,7 +184,7 @@ def figures(causal: bool, rounds: int, child: ChildTimers | None) -> None:
     if child is not None:
         contenders[sdpa] = child.contender(name)
     else:
-        notes.append("PyTorch not installed: pip install torch==2.13.0 to compare")
+        notes.append(NOT_INSTALLED["torch"])
     samples = rotating_samples(contenders, rounds, number=3)
     table(
         f"attention forward + backward, {'causal' if causal else 'not causal'}, batch {BATCH}, {HEADS} heads, "
@@ -225,35 +199,18 @@ def figures(causal: bool, rounds: int, child: ChildTimers | None) -> None:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="5 rounds instead of 15")
-    parser.add_argument("--timing-child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.timing_child:
-        serve()
+    args = arguments(__doc__, 15, ("torch",)).parse_args(argv)
+    if args.timing_child:  # the child's side: modern_step's serve_steps with PyTorch's calls
+        serve_steps(*torch_contenders())
         return
-    rounds = 5 if args.quick else 15
-    if hasattr(os, "sched_setaffinity"):
-        core = min(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {core})
-        print(f"every contender runs on CPU {core} alone (one thread each)")
+    pin_to_one_core()
     start = time.perf_counter()
-    child = start_child()
-    try:
+    with started_children(__file__, ("torch",)) as children:
         for causal in (True, False):
-            figures(causal, rounds, child)
+            figures(causal, args.rounds, children.get("torch"))
             print()
-    finally:
-        if child is not None:
-            child.__exit__(None, None, None)
     print(f"whole run: {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
-    try:  # one BLAS thread for every contender in this process (the child sets its own)
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        main(sys.argv[1:])
-    else:
-        with threadpool_limits(1):
-            main(sys.argv[1:])
+    run(main)

@@ -47,6 +47,7 @@ Optional baselines: pip install torch==2.13.0; pip install jax jaxlib.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import importlib.util
 import math
@@ -56,7 +57,8 @@ import subprocess
 import sys
 import time
 import warnings
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 from timing import SETTLE_SECONDS, ChildTimers, Remote, median_ratio
@@ -90,6 +92,13 @@ ONE_THREAD = {
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
     "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
+}
+# The children's contenders, as the tables name them.
+CHILD_NAMES = {"torch": "torch eager (1 thread)", "jax": "jax jit (1 thread)"}
+# A note in the table for each optional library that is not installed.
+NOT_INSTALLED = {
+    "jax": "JAX not installed: pip install jax jaxlib to compare",
+    "torch": "PyTorch not installed: pip install torch==2.13.0 to compare",
 }
 
 
@@ -161,10 +170,10 @@ class Contender:
 # ----------------------------------------------------------------------------- nnc
 
 
-def nnc_mlp(step, opt_state) -> Contender:
-    """``step`` (a ``train_step``, compiled or not) in a loop, a new key each step."""
-    x, y, _, _ = data()
-    state = {"params": mlp_model().init(seed=0), "opt": opt_state, "i": 0}
+def keyed_loop(step, params, opt_state, x, y) -> Contender:
+    """``step`` (a ``train_step``, compiled or not) in a loop from ``params``, a new key
+    ``nnc.fold_in(nnc.key(0), i)`` each step."""
+    state = {"params": params, "opt": opt_state, "i": 0}
     base = nnc.key(0)
 
     def advance():
@@ -175,6 +184,12 @@ def nnc_mlp(step, opt_state) -> Contender:
         return loss
 
     return Contender(advance)
+
+
+def nnc_mlp(step, opt_state) -> Contender:
+    """``step`` (a ``train_step``, compiled or not) in a loop, a new key each step."""
+    x, y, _, _ = data()
+    return keyed_loop(step, mlp_model().init(seed=0), opt_state, x, y)
 
 
 def nnc_cnn(step, opt_state) -> Contender:
@@ -208,6 +223,25 @@ def compiled_first_call(compiled, *args) -> tuple[list[str], object]:
         notes.append(f"nnc.compile: {entry.ops} operations, primitives without a compiled form: {fallbacks}")
     notes += [f"warning: {w.message}" for w in caught]
     return notes, out
+
+
+def first_steps(step, compiled, params, x, y) -> tuple[object, list[str], float]:
+    """One step of ``compiled`` (its first call) and of ``step`` (interpreted) from ``params``,
+    with the same key, dropout on: the optimiser's initial state, the lines that describe
+    the compilation, and the largest relative difference of the loss and the updated
+    parameters between the two."""
+    opt_state = step.opt.init(params)
+    key = nnc.fold_in(nnc.key(0), 0)
+    notes, compiled_out = compiled_first_call(compiled, params, opt_state, x, y, {}, key)
+    interpreted_out = step(params, opt_state, x, y, {}, key)
+    same = max(
+        relative(compiled_out[2], interpreted_out[2]),
+        *(
+            relative(a, b)
+            for a, b in zip(nnc.tree_leaves(compiled_out[0]), nnc.tree_leaves(interpreted_out[0]))
+        ),
+    )
+    return opt_state, notes, same
 
 
 # ----------------------------------------------------------------------------- numpy by hand
@@ -264,9 +298,8 @@ def numpy_mlp(params, rate: float = RATE, seed: int = 0):
     return step, state, rng
 
 
-def numpy_contender(params) -> Contender:
-    x, y, _, _ = data()
-    step, state, _ = numpy_mlp(params)
+def carrying(step, state, x, y) -> Contender:
+    """``state, loss = step(state, x, y)`` in a loop, the state carried from step to step."""
     box = [state]
 
     def advance():
@@ -276,7 +309,26 @@ def numpy_contender(params) -> Contender:
     return Contender(advance)
 
 
+def numpy_contender(params) -> Contender:
+    x, y, _, _ = data()
+    step, state, _ = numpy_mlp(params)
+    return carrying(step, state, x, y)
+
+
 # ----------------------------------------------------------------------------- PyTorch (child)
+
+
+def torch_sgd(loss, leaves, lr: float):
+    """Backpropagate ``loss`` and take a plain SGD step on ``leaves``, their gradients then
+    cleared; the loss."""
+    import torch
+
+    loss.backward()
+    with torch.no_grad():
+        for t in leaves:
+            t -= lr * t.grad
+            t.grad = None
+    return loss
 
 
 def torch_contenders() -> tuple[dict, dict]:
@@ -310,13 +362,7 @@ def torch_contenders() -> tuple[dict, dict]:
 
         def advance():
             h = F.dropout(F.gelu(norm(lin1(x)), approximate="none"), rate, training=True)
-            loss = F.cross_entropy(lin2(h), y)
-            loss.backward()
-            with torch.no_grad():
-                for t in leaves:
-                    t -= LR * t.grad
-                    t.grad = None
-            return loss
+            return torch_sgd(F.cross_entropy(lin2(h), y), leaves, LR)
 
         return Contender(advance), lin1
 
@@ -338,13 +384,7 @@ def torch_contenders() -> tuple[dict, dict]:
 
         def advance():
             h = F.max_pool2d(F.relu(bn(conv(xc))), 2).flatten(1)
-            loss = F.cross_entropy(lin(h), yc)
-            loss.backward()
-            with torch.no_grad():
-                for t in leaves:
-                    t -= LR * t.grad
-                    t.grad = None
-            return loss
+            return torch_sgd(F.cross_entropy(lin(h), yc), leaves, LR)
 
         return Contender(advance), (conv, bn)
 
@@ -379,6 +419,24 @@ def torch_contenders() -> tuple[dict, dict]:
 # ----------------------------------------------------------------------------- JAX (child)
 
 
+def jax_loop(step, p, x, y) -> tuple[Contender, dict]:
+    """A jitted ``step(p, x, y, key, i) -> (p, loss)`` in a loop from parameters ``p``, with
+    ``key = jax.random.key(0)`` and ``i`` counting the steps, waited for each step; the
+    contender and its state (``state["p"]``: the parameters now)."""
+    import jax
+
+    state = {"p": p, "i": 0}
+    base = jax.random.key(0)
+
+    def advance():
+        state["p"], value = step(state["p"], x, y, base, state["i"])
+        jax.block_until_ready((state["p"], value))
+        state["i"] += 1
+        return value
+
+    return Contender(advance), state
+
+
 def jax_contenders() -> tuple[dict, dict]:
     """JAX's jitted MLP step and its check against nnc, by name; built in the child."""
     import jax
@@ -406,23 +464,12 @@ def jax_contenders() -> tuple[dict, dict]:
             return [a - LR * b for a, b in zip(p, grads)], value
 
         params = mlp_model().init(seed=0)
-        state = {
-            "p": [
-                jnp.asarray(params[k][n])
-                for k, n in (("linear_0", "W"), ("linear_0", "b"), ("layernorm_0", "scale"))
-                + (("layernorm_0", "bias"), ("linear_1", "W"), ("linear_1", "b"))
-            ],
-            "i": 0,
-        }
-        base = jax.random.key(0)
-
-        def advance():
-            state["p"], value = step(state["p"], x, y, base, state["i"])
-            jax.block_until_ready((state["p"], value))
-            state["i"] += 1
-            return value
-
-        return Contender(advance), state
+        p = [
+            jnp.asarray(params[k][n])
+            for k, n in (("linear_0", "W"), ("linear_0", "b"), ("layernorm_0", "scale"))
+            + (("layernorm_0", "bias"), ("linear_1", "W"), ("linear_1", "b"))
+        ]
+        return jax_loop(step, p, x, y)
 
     def check_mlp() -> float:
         ref = reference("mlp")
@@ -438,20 +485,19 @@ def jax_contenders() -> tuple[dict, dict]:
     return {"mlp": loop}, checks
 
 
-def serve(library: str) -> None:
+def serve_steps(steps: dict[str, Callable[[], object]], checks: dict[str, Callable[[], float]]) -> None:
     """The child's side: answer ``[name, number]`` lines on stdin, as
-    :func:`timing.serve_timings` does, with the seconds per call of ``number`` steps of loop
-    ``name`` (after ``WARM`` untimed ones, as :func:`rotating_samples` does here), or, for
-    a check, its value."""
+    :func:`timing.serve_timings` does, with the seconds per call of ``number`` calls of
+    ``steps[name]`` (after ``WARM`` untimed ones, as :func:`rotating_samples` does here), or,
+    for a check, its value."""
     import json
 
-    loops, checks = torch_contenders() if library == "torch" else jax_contenders()
     for line in sys.stdin:
         name, number = json.loads(line)
         if name in checks:
             print(checks[name](), flush=True)
             continue
-        step = loops[name].step
+        step = steps[name]
         for _ in range(WARM):
             step()
         start = time.perf_counter()
@@ -460,18 +506,38 @@ def serve(library: str) -> None:
         print((time.perf_counter() - start) / number, flush=True)
 
 
-def start_child(library: str) -> ChildTimers | None:
-    """A child process serving ``library``'s loops, or ``None`` when it is not installed."""
+def serve(library: str) -> None:
+    """The child's side of this script: :func:`serve_steps` with ``library``'s loops."""
+    loops, checks = torch_contenders() if library == "torch" else jax_contenders()
+    serve_steps({name: loop.step for name, loop in loops.items()}, checks)
+
+
+def start_child(script: str, library: str, *args: str) -> ChildTimers | None:
+    """A child process ``script --timing-child library *args`` serving ``library``'s loops,
+    one thread each (``ONE_THREAD``), or ``None`` when ``library`` is not installed."""
     if importlib.util.find_spec(library) is None:
         return None
     process = subprocess.Popen(
-        [sys.executable, __file__, "--timing-child", library],
+        [sys.executable, script, "--timing-child", library, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, **ONE_THREAD},
     )
     return ChildTimers(process)
+
+
+@contextmanager
+def started_children(script: str, libraries: tuple[str, ...], *args: str) -> Iterator[dict[str, ChildTimers]]:
+    """A child (:func:`start_child`) for each of ``libraries`` that is installed, by library;
+    each is closed at the end."""
+    with ExitStack() as stack:
+        children = {}
+        for library in libraries:
+            child = start_child(script, library, *args)
+            if child is not None:
+                children[library] = stack.enter_context(child)
+        yield children
 
 
 # ----------------------------------------------------------------------------- timing
@@ -507,6 +573,23 @@ def rotating_samples(contenders: dict, rounds: int, number: int) -> dict[str, li
     return samples
 
 
+def time_loops(
+    loops: dict[str, Contender], children: dict, loop: str, finite: str, rounds: int, number: int, extra=None
+) -> dict[str, list[float]]:
+    """:func:`rotating_samples` of ``loops`` (in this process), then the callables ``extra``,
+    then each child's loop ``loop`` (named as in ``CHILD_NAMES``); then every contender's
+    last loss is checked to be finite (a child's by its check ``finite``)."""
+    contenders = {name: contender.step for name, contender in loops.items()} | (extra or {})
+    for library, child in children.items():
+        contenders[CHILD_NAMES[library]] = child.contender(loop)
+    samples = rotating_samples(contenders, rounds, number=number)
+    for name, contender in loops.items():
+        assert math.isfinite(float(contender.last)), f"{name}: the loss went non-finite during timing"
+    for library, child in children.items():
+        assert child.contender(finite).run(0) == 1.0, f"{library}: the loss went non-finite"
+    return samples
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -527,33 +610,48 @@ def verdict(what: str, ratio: float, met: bool) -> str:
     return f"target {what}: {ratio:.2f} ({'met' if met else 'NOT met'})"
 
 
+def not_installed(children: dict, libraries: tuple[str, ...]) -> list[str]:
+    """A note for each of ``libraries`` that has no child (it is not installed)."""
+    return [NOT_INSTALLED[library] for library in libraries if library not in children]
+
+
+def step_targets(samples: dict, ratios: dict, children: dict) -> None:
+    """Print the targets of a training step: nnc interpreted within 1.5x of numpy by hand
+    (where numpy is timed), and each child's library slower than nnc compiled."""
+    targets = []
+    if "numpy by hand" in samples:
+        within = median_ratio(samples, "nnc interpreted", "numpy by hand")
+        targets.append(verdict("nnc interpreted / numpy by hand <= 1.5", within, within <= 1.5))
+    for library in children:
+        ratio = ratios[CHILD_NAMES[library]]
+        targets.append(verdict(f"{CHILD_NAMES[library]} / nnc compiled > 1", ratio, ratio > 1))
+    for line in targets:
+        print(f"  {line}")
+
+
+def child_checks(children: dict, check: str) -> list[str]:
+    """Each child's check ``check`` against nnc, dropout off, as a line's part."""
+    return [
+        f"{library} vs nnc (rate 0): {child.contender(check).run(0):.1e}"
+        for library, child in children.items()
+    ]
+
+
 def mlp_figures(rounds: int, children: dict) -> None:
     x, y, _, _ = data()
     step = nnc_step(mlp_model())
     compiled = nnc.compile(step)
     params = mlp_model().init(seed=0)
-    opt_state = step.opt.init(params)
-    key = nnc.fold_in(nnc.key(0), 0)
-    notes, compiled_out = compiled_first_call(compiled, params, opt_state, x, y, {}, key)
-
     # checks: compiled against interpreted with dropout on; numpy, torch, jax against nnc with it off
-    interpreted_out = step(params, opt_state, x, y, {}, key)
-    same = max(
-        relative(compiled_out[2], interpreted_out[2]),
-        *(
-            relative(a, b)
-            for a, b in zip(nnc.tree_leaves(compiled_out[0]), nnc.tree_leaves(interpreted_out[0]))
-        ),
-    )
+    opt_state, notes, same = first_steps(step, compiled, params, x, y)
     ref = reference("mlp")
     np_step, np_state, _ = numpy_mlp(params, rate=0.0)
     (W1, *_), np_loss = np_step(np_state, x, y)
     checks = [
         f"compiled vs interpreted (rate {RATE}, same key): {same:.1e}",
         f"numpy by hand vs nnc (rate 0): {max(relative(np_loss, ref['loss']), relative(W1, ref['params']['linear_0']['W'])):.1e}",
+        *child_checks(children, "check:mlp"),
     ]
-    for library, child in children.items():
-        checks.append(f"{library} vs nnc (rate 0): {child.contender('check:mlp').run(0):.1e}")
     print(f"check, max relative difference of the loss and updated weights: {'; '.join(checks)}")
 
     loops = {
@@ -562,33 +660,15 @@ def mlp_figures(rounds: int, children: dict) -> None:
         "numpy by hand": numpy_contender(params),
     }
     mask_rng = np.random.default_rng(1)
-    contenders = {name: loop.step for name, loop in loops.items()}
-    contenders["(numpy's mask draw alone)"] = lambda: mask_rng.random((BATCH, 128), dtype=np.float32) >= RATE
-    names = {"torch": "torch eager (1 thread)", "jax": "jax jit (1 thread)"}
-    for library, child in children.items():
-        contenders[names[library]] = child.contender("mlp")
-    samples = rotating_samples(contenders, rounds, number=50)
-    for name, loop in loops.items():
-        assert math.isfinite(float(loop.last)), f"{name}: the loss went non-finite during timing"
-    for library, child in children.items():
-        assert child.contender("finite:mlp").run(0) == 1.0, f"{library}: the loss went non-finite"
-    if "jax" not in children:
-        notes.append("JAX not installed: pip install jax jaxlib to compare")
-    if "torch" not in children:
-        notes.append("PyTorch not installed: pip install torch==2.13.0 to compare")
+    mask_draw = {"(numpy's mask draw alone)": lambda: mask_rng.random((BATCH, 128), dtype=np.float32) >= RATE}
+    samples = time_loops(loops, children, "mlp", "finite:mlp", rounds, number=50, extra=mask_draw)
     ratios = table(
         f"MLP 64-128-10, LayerNorm, exact GELU, Dropout({RATE}), cross-entropy, SGD({LR}), "
         f"batch {BATCH}, float32",
         samples,
-        notes,
+        notes + not_installed(children, ("jax", "torch")),
     )
-    within = median_ratio(samples, "nnc interpreted", "numpy by hand")
-    targets = [verdict("nnc interpreted / numpy by hand <= 1.5", within, within <= 1.5)]
-    for library in children:
-        ratio = ratios[names[library]]
-        targets.append(verdict(f"{names[library]} / nnc compiled > 1", ratio, ratio > 1))
-    for line in targets:
-        print(f"  {line}")
+    step_targets(samples, ratios, children)
 
 
 def cnn_figures(rounds: int, children: dict) -> None:
@@ -614,55 +694,68 @@ def cnn_figures(rounds: int, children: dict) -> None:
         f"check, max relative difference of the loss, updated weights and running statistics: {'; '.join(checks)}"
     )
     loops = {"nnc compiled": nnc_cnn(compiled, opt_state), "nnc interpreted": nnc_cnn(step, opt_state)}
-    contenders = {name: loop.step for name, loop in loops.items()}
-    if "torch" in children:
-        contenders["torch eager (1 thread)"] = children["torch"].contender("cnn")
-    samples = rotating_samples(contenders, rounds, number=20)
-    for name, loop in loops.items():
-        assert math.isfinite(float(loop.last)), f"{name}: the loss went non-finite during timing"
-    if "torch" in children:
-        assert children["torch"].contender("finite:cnn").run(0) == 1.0, "torch: the loss went non-finite"
-    else:
-        notes.append("PyTorch not installed: pip install torch==2.13.0 to compare")
+    samples = time_loops(loops, children, "cnn", "finite:cnn", rounds, number=20)
     ratios = table(
         f"digits CNN, Conv2d(1, 16, 3) + BatchNorm(16) (training, running statistics updated), "
         f"cross-entropy, SGD({LR}), batch {BATCH}, float32",
         samples,
-        notes,
+        notes + not_installed(children, ("torch",)),
     )
-    if "torch" in children:
-        ratio = ratios["torch eager (1 thread)"]
-        print(f"  {verdict('torch eager (1 thread) / nnc compiled > 1', ratio, ratio > 1)}")
+    step_targets(samples, ratios, children)
 
 
-def main(argv: list[str]) -> None:
-    if "--timing-child" in argv:
-        serve(argv[argv.index("--timing-child") + 1])
-        return
-    rounds = 5 if "--quick" in argv else 21
+# ----------------------------------------------------------------------------- command line
+
+
+def arguments(doc: str, rounds: int, libraries: tuple[str, ...]) -> argparse.ArgumentParser:
+    """The command line of a benchmark script: ``--quick`` (``args.rounds`` 5 instead of
+    ``rounds``) and the hidden ``--timing-child LIBRARY`` of :func:`start_child`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        dest="rounds",
+        action="store_const",
+        const=5,
+        default=rounds,
+        help=f"5 rounds instead of {rounds}",
+    )
+    parser.add_argument("--timing-child", choices=libraries, help=argparse.SUPPRESS)
+    return parser
+
+
+def pin_to_one_core() -> None:
+    """On Linux, one core for this process and the children, which inherit it: XLA sizes
+    its thread pool from the affinity (its flags alone left three threads busy in a jitted
+    product), and every contender meets the same core, busy or not, in each round."""
     if hasattr(os, "sched_setaffinity"):
-        # One core for this process and the children, which inherit it: XLA sizes its thread
-        # pool from the affinity (its flags alone left three threads busy in a jitted
-        # product), and every contender meets the same core, busy or not, in each round.
         core = min(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {core})
         print(f"every contender runs on CPU {core} alone (one thread each)")
-    with ExitStack() as stack:
-        children = {}
-        for library in ("torch", "jax"):
-            child = start_child(library)
-            if child is not None:
-                children[library] = stack.enter_context(child)
-        mlp_figures(rounds, children)
-        print()
-        cnn_figures(rounds, {k: v for k, v in children.items() if k == "torch"})
 
 
-if __name__ == "__main__":
-    try:  # one BLAS thread for every contender in this process (the children set their own)
+def run(main: Callable[[list[str]], None]) -> None:
+    """``main(sys.argv[1:])`` with one BLAS thread for every contender in this process (the
+    children set their own)."""
+    try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         main(sys.argv[1:])
     else:
         with threadpool_limits(1):
             main(sys.argv[1:])
+
+
+def main(argv: list[str]) -> None:
+    args = arguments(__doc__, 21, ("torch", "jax")).parse_args(argv)
+    if args.timing_child:
+        serve(args.timing_child)
+        return
+    pin_to_one_core()
+    with started_children(__file__, ("torch", "jax")) as children:
+        mlp_figures(args.rounds, children)
+        print()
+        cnn_figures(args.rounds, {k: v for k, v in children.items() if k == "torch"})
+
+
+if __name__ == "__main__":
+    run(main)

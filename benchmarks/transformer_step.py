@@ -56,17 +56,31 @@ Optional baselines: pip install torch==2.13.0; pip install jax jaxlib.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import math
-import os
-import subprocess
-import sys
 import time
 
 import numpy as np
-from modern_step import ONE_THREAD, Contender, compiled_first_call, relative, rotating_samples, table, verdict
-from timing import ChildTimers, median_ratio
+from modern_step import (
+    INV_SQRT_2PI,
+    SQRT_HALF,
+    Contender,
+    arguments,
+    carrying,
+    child_checks,
+    first_steps,
+    jax_loop,
+    keyed_loop,
+    not_installed,
+    pin_to_one_core,
+    relative,
+    run,
+    serve_steps,
+    started_children,
+    step_targets,
+    table,
+    time_loops,
+    torch_sgd,
+)
 
 import nnc
 from nnc import (
@@ -88,9 +102,6 @@ LR = 0.1
 RATE = 0.1
 EPS = 1e-5  # LayerNorm's epsilon, in nnc as in PyTorch
 MASKED = -1e30  # a masked score, as nnc's attention writes it
-WARM = 2  # untimed steps before each contender's timed ones in a round (as in modern_step)
-SQRT_HALF = 0.7071067811865476
-INV_SQRT_2PI = 0.3989422804014327
 
 
 def lm_model(blocks: int, rate: float = RATE):
@@ -181,17 +192,7 @@ def difference(loss, named: dict, ref: dict) -> float:
 def nnc_contender(step, opt_state, blocks: int) -> Contender:
     """``step`` (a ``train_step``, compiled or not) in a loop, a new key each step."""
     x, y = data()
-    state = {"params": lm_model(blocks).init(seed=0), "opt": opt_state, "i": 0}
-    base = nnc.key(0)
-
-    def advance():
-        state["params"], state["opt"], loss = step(
-            state["params"], state["opt"], x, y, {}, nnc.fold_in(base, state["i"])
-        )
-        state["i"] += 1
-        return loss
-
-    return Contender(advance)
+    return keyed_loop(step, lm_model(blocks).init(seed=0), opt_state, x, y)
 
 
 # ----------------------------------------------------------------------------- numpy by hand
@@ -294,14 +295,7 @@ def numpy_lm(blocks: int, rate: float = RATE, seed: int = 0):
 
 def numpy_contender(blocks: int) -> Contender:
     x, y = data()
-    step = numpy_lm(blocks)
-    box = [initial(blocks)]
-
-    def advance():
-        box[0], loss = step(box[0], x, y)
-        return loss
-
-    return Contender(advance)
+    return carrying(numpy_lm(blocks), initial(blocks), x, y)
 
 
 # ----------------------------------------------------------------------------- PyTorch (child)
@@ -362,13 +356,9 @@ def torch_contenders(blocks: int) -> tuple[dict, dict]:
                 mixed = F.scaled_dot_product_attention(q, k, v, is_causal=True)
                 h = h + F.dropout(out(mixed.transpose(1, 2).reshape(b, t, D)), rate, training=True)
                 h = h + fc2(F.gelu(fc1(norm2(h)), approximate="none"))
-            loss = F.cross_entropy(head(final(h)).reshape(b * t, VOCAB), y.reshape(b * t))
-            loss.backward()
-            with torch.no_grad():
-                for leaf in leaves:
-                    leaf -= LR * leaf.grad
-                    leaf.grad = None
-            return loss
+            return torch_sgd(
+                F.cross_entropy(head(final(h)).reshape(b * t, VOCAB), y.reshape(b * t)), leaves, LR
+            )
 
         def named() -> dict[str, np.ndarray]:
             out = {EMB: emb.weight, POS: pos, NORM_G: final.weight, NORM_B: final.bias}
@@ -445,16 +435,7 @@ def jax_contenders(blocks: int) -> tuple[dict, dict]:
             value, grads = jax.value_and_grad(loss_fn)(p, x, y, jax.random.fold_in(key, i), rate)
             return {name: p[name] - LR * grads[name] for name in p}, value
 
-        state = {"p": {name: jnp.asarray(a) for name, a in initial(blocks).items()}, "i": 0}
-        base = jax.random.key(0)
-
-        def advance():
-            state["p"], value = step(state["p"], x, y, base, state["i"])
-            jax.block_until_ready((state["p"], value))
-            state["i"] += 1
-            return value
-
-        return Contender(advance), state
+        return jax_loop(step, {name: jnp.asarray(a) for name, a in initial(blocks).items()}, x, y)
 
     def check() -> float:
         ref = reference(blocks)
@@ -468,37 +449,9 @@ def jax_contenders(blocks: int) -> tuple[dict, dict]:
 
 
 def serve(library: str, blocks: int) -> None:
-    """The child's side, as in modern_step.py: answer ``[name, number]`` lines on stdin with
-    the seconds per step of ``number`` steps (after ``WARM`` untimed ones) or a check's value."""
-    import json
-
+    """The child's side: modern_step's :func:`serve_steps` with ``library``'s loop."""
     loops, checks = torch_contenders(blocks) if library == "torch" else jax_contenders(blocks)
-    for line in sys.stdin:
-        name, number = json.loads(line)
-        if name in checks:
-            print(checks[name](), flush=True)
-            continue
-        step = loops[name].step
-        for _ in range(WARM):
-            step()
-        start = time.perf_counter()
-        for _ in range(number):
-            step()
-        print((time.perf_counter() - start) / number, flush=True)
-
-
-def start_child(library: str, blocks: int) -> ChildTimers | None:
-    """A child process serving ``library``'s loop, or ``None`` when it is not installed."""
-    if importlib.util.find_spec(library) is None:
-        return None
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--timing-child", library, "--blocks", str(blocks)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **ONE_THREAD},
-    )
-    return ChildTimers(process)
+    serve_steps({name: loop.step for name, loop in loops.items()}, checks)
 
 
 # ----------------------------------------------------------------------------- report
@@ -510,28 +463,16 @@ def figures(blocks: int, rounds: int, number: int, children: dict) -> None:
     step = nnc_step(model)
     compiled = nnc.compile(step)
     params = model.init(seed=0)
-    opt_state = step.opt.init(params)
-    key = nnc.fold_in(nnc.key(0), 0)
     print("nnc.compile: the first call (compiles, or loads from the disk cache) ...", flush=True)
-    notes, compiled_out = compiled_first_call(compiled, params, opt_state, x, y, {}, key)
-
     # checks: compiled against interpreted with dropout on; numpy, torch, jax against nnc with it off
-    interpreted_out = step(params, opt_state, x, y, {}, key)
-    same = max(
-        relative(compiled_out[2], interpreted_out[2]),
-        *(
-            relative(a, b)
-            for a, b in zip(nnc.tree_leaves(compiled_out[0]), nnc.tree_leaves(interpreted_out[0]))
-        ),
-    )
+    opt_state, notes, same = first_steps(step, compiled, params, x, y)
     ref = reference(blocks)
     np_params, np_loss = numpy_lm(blocks, rate=0.0)(initial(blocks), x, y)
     checks = [
         f"compiled vs interpreted (rate {RATE}, same key): {same:.1e}",
         f"numpy by hand vs nnc (rate 0): {difference(np_loss, np_params, ref):.1e}",
+        *child_checks(children, "check"),
     ]
-    for library, child in children.items():
-        checks.append(f"{library} vs nnc (rate 0): {child.contender('check').run(0):.1e}")
     print(
         f"check, max relative difference of the loss and every updated parameter: {'; '.join(checks)}",
         flush=True,
@@ -542,69 +483,30 @@ def figures(blocks: int, rounds: int, number: int, children: dict) -> None:
         "nnc interpreted": nnc_contender(step, opt_state, blocks),
         "numpy by hand": numpy_contender(blocks),
     }
-    contenders = {name: loop.step for name, loop in loops.items()}
-    names = {"torch": "torch eager (1 thread)", "jax": "jax jit (1 thread)"}
-    for library, child in children.items():
-        contenders[names[library]] = child.contender("lm")
-    samples = rotating_samples(contenders, rounds, number=number)
-    for name, loop in loops.items():
-        assert math.isfinite(float(loop.last)), f"{name}: the loss went non-finite during timing"
-    for library, child in children.items():
-        assert child.contender("finite").run(0) == 1.0, f"{library}: the loss went non-finite"
-    if "jax" not in children:
-        notes.append("JAX not installed: pip install jax jaxlib to compare")
-    if "torch" not in children:
-        notes.append("PyTorch not installed: pip install torch==2.13.0 to compare")
+    samples = time_loops(loops, children, "lm", "finite", rounds, number=number)
     ratios = table(
         f"transformer LM, d {D}, {HEADS} heads, {blocks} block{'s' * (blocks != 1)}, sequence {STEPS}, "
         f"vocabulary {VOCAB}, Dropout({RATE}), cross-entropy, SGD({LR}), batch {BATCH}, float32 "
         f"({rounds} rounds of {number} steps)",
         samples,
-        notes,
+        notes + not_installed(children, ("jax", "torch")),
     )
-    within = median_ratio(samples, "nnc interpreted", "numpy by hand")
-    targets = [verdict("nnc interpreted / numpy by hand <= 1.5", within, within <= 1.5)]
-    for library in children:
-        ratio = ratios[names[library]]
-        targets.append(verdict(f"{names[library]} / nnc compiled > 1", ratio, ratio > 1))
-    for line in targets:
-        print(f"  {line}")
+    step_targets(samples, ratios, children)
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="5 rounds instead of 15")
+    parser = arguments(__doc__, 15, ("torch", "jax"))
     parser.add_argument("--blocks", type=int, default=4, help="the number of transformer blocks (4)")
-    parser.add_argument("--timing-child", choices=("torch", "jax"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.timing_child:
         serve(args.timing_child, args.blocks)
         return
-    rounds = 5 if args.quick else 15
-    if hasattr(os, "sched_setaffinity"):
-        # One core for this process and the children, which inherit it (see modern_step.py).
-        core = min(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {core})
-        print(f"every contender runs on CPU {core} alone (one thread each)")
+    pin_to_one_core()
     start = time.perf_counter()
-    children = {}
-    try:
-        for library in ("torch", "jax"):
-            child = start_child(library, args.blocks)
-            if child is not None:
-                children[library] = child
-        figures(args.blocks, rounds, max(1, 20 // args.blocks), children)
-    finally:
-        for child in children.values():
-            child.__exit__(None, None, None)
+    with started_children(__file__, ("torch", "jax"), "--blocks", str(args.blocks)) as children:
+        figures(args.blocks, args.rounds, max(1, 20 // args.blocks), children)
     print(f"whole run: {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
-    try:  # one BLAS thread for every contender in this process (the children set their own)
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        main(sys.argv[1:])
-    else:
-        with threadpool_limits(1):
-            main(sys.argv[1:])
+    run(main)

@@ -17,7 +17,7 @@ from typing import Any
 from nnc.backend import elementwise, structural
 from nnc.backend.errors import ArgumentError, TypeMismatch
 
-from .model import Model, child_params, created_at_note, non_model_hint, value_in_words
+from .model import Model, child_params, created_at_note, non_model_hint, serial_forward, value_in_words
 from .source import UserLocation, user_location
 from .types import (
     ArrayType,
@@ -171,12 +171,6 @@ def residual(model: Model) -> Model:
     )
 
 
-def _repeat_forward(model: Model, params: Any, x: Any) -> Any:
-    for child, p in zip(model.children, child_params(model, params)):
-        x = child.forward(child, p, x)
-    return x
-
-
 def repeat(block: Model, n: int) -> Model:
     """``n`` copies of ``block`` one after another, each with parameters of its own (keyed
     ``"0"``, ``"1"``, ...): the stack of a transformer. ``block`` must keep its type.
@@ -205,7 +199,7 @@ def repeat(block: Model, n: int) -> Model:
         "repeat",
         block.in_type,
         block.out_type,
-        _repeat_forward,
+        serial_forward,
         children=copies,
         attrs=(("times", n),),
         created_at=created_at,

@@ -549,7 +549,8 @@ def child_params(model: Model, params: Any) -> list:
     ]
 
 
-def _serial_forward(model: Model, params: Any, x: Any) -> Any:
+def serial_forward(model: Model, params: Any, x: Any) -> Any:
+    """Each child on the output of the one before it (a chain's, and repeat's, forward)."""
     for child, p in zip(model.children, child_params(model, params)):
         x = child.forward(child, p, x)
     return x
@@ -579,7 +580,7 @@ def state_of(children: tuple) -> Type | None:
 
 def serial_of(children: tuple, in_type: Type, out_type: Type, created_at: UserLocation | None) -> Model:
     state = state_of(children)
-    forward = _serial_forward if state is None else _stateful_serial_forward
+    forward = serial_forward if state is None else _stateful_serial_forward
     return Model(
         "serial",
         in_type,

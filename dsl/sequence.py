@@ -162,9 +162,6 @@ def _describe_positional(model: Model) -> str:
     )
 
 
-__all__ = ["Embedding", "PositionalEmbedding", "sinusoidal_table"]
-
-
 # ----------------------------------------------------------------------------- generation
 
 
@@ -270,4 +267,4 @@ def generate(
     return tokens[0] if single else tokens
 
 
-__all__ += ["generate"]
+__all__ = ["Embedding", "PositionalEmbedding", "generate", "sinusoidal_table"]

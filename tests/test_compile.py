@@ -190,6 +190,28 @@ def test_bad_input_gives_the_same_errors_as_the_interpreter():
         compiled(p, np.ones((4, 2), np.float32), np.array([0, 1, 7, 2]))
 
 
+def test_generated_code_that_does_not_run_warns_and_runs_the_interpreter(monkeypatch):
+    real = native.generate
+
+    def broken(graph, name="compiled"):
+        module = real(graph, name)
+        module.functions[-1] = module.functions[-1].replace(
+            "    return (", "    nnc_undefined_name\n    return (", 1
+        )
+        return module
+
+    monkeypatch.setattr(native, "generate", broken)
+    fn = ncompile(lambda x: x * 2.0)
+    with pytest.warns(
+        native.GeneratedCodeWarning, match=r"does not run \((TypingError|NameError): .*\); the interpreter"
+    ):
+        out = fn(np.arange(3.0))
+    np.testing.assert_array_equal(out, [0.0, 2.0, 4.0])
+    (entry,) = fn.specialisations.values()
+    assert entry.failed.split(":")[0] in ("TypingError", "NameError")
+    np.testing.assert_array_equal(fn(np.arange(3.0)), [0.0, 2.0, 4.0])  # no second warning: it is known
+
+
 def test_a_primitive_without_compiled_form_falls_back_and_says_so_once():
     from nnc.backend.core import PRIMITIVES, bind, defprim, defvjp
 

@@ -114,9 +114,11 @@ def test_compiled_code_refuses_bad_indices_with_the_interpreters_message(indices
     exact = "^" + re.escape(message)
     for fn in (lambda t, i: ops.take(t, i), nnc.value_and_grad(embed_loss)):
         compiled = nnc.compile(fn)
+        compiled.rerun_refused = False  # good indices: the generated code alone answers
         compiled(TABLE, np.array([[0, 26], [26, 5]], indices.dtype))
+        compiled.rerun_refused = True
         (entry,) = compiled.specialisations.values()
-        assert entry.fallbacks == ()
+        assert entry.fallbacks == () and entry.failed is None
         with pytest.raises(nnc.ShapeError, match=exact):
             compiled(TABLE, indices)
         # the generated code finds the index natively; nnc.compile reruns the interpreter for the message
@@ -126,9 +128,11 @@ def test_compiled_code_refuses_bad_indices_with_the_interpreters_message(indices
 
 def test_compiled_untake_refuses_bad_indices_natively():
     compiled = nnc.compile(lambda g, i: bind(untake_p, g, i, v=27))
+    compiled.rerun_refused = False
     compiled(np.ones((3, 4)), np.array([0, 26, 3]))
+    compiled.rerun_refused = True
     (entry,) = compiled.specialisations.values()
-    assert entry.fallbacks == ()
+    assert entry.fallbacks == () and entry.failed is None
     for bad, message in [(np.array([0, 30, 3]), OUT_OF_RANGE), (np.array([0, -2, 3]), NEGATIVE)]:
         with pytest.raises(ValueError, match="^nnc: index out of range$"):
             entry.run(np.ones((3, 4)), bad)
@@ -176,9 +180,10 @@ def test_compiled_values_and_gradients_equal_the_interpreters(case):
 
     step = nnc.value_and_grad(loss)
     compiled = nnc.compile(step)
+    compiled.rerun_refused = False  # the generated code alone answers
     got, want = compiled(table, indices), step(table, indices)
     (entry,) = compiled.specialisations.values()
-    assert entry.fallbacks == ()
+    assert entry.fallbacks == () and entry.failed is None
     for g, e in zip(nnc.tree_leaves(got), nnc.tree_leaves(want)):
         np.testing.assert_allclose(g, e, **TOL[table.dtype.type])
 
@@ -195,10 +200,11 @@ def test_an_embedding_compiles_natively_and_agrees_with_the_interpreter():
 
     step = nnc.value_and_grad(loss)
     compiled = nnc.compile(step)
+    compiled.rerun_refused = False  # the generated code alone answers
     params = {"table": table, "w": w}
     got, want = compiled(params, tokens), step(params, tokens)
     (entry,) = compiled.specialisations.values()
-    assert entry.fallbacks == () and "objmode" not in entry.source
+    assert entry.fallbacks == () and entry.failed is None and "objmode" not in entry.source
     for g, e in zip(nnc.tree_leaves(got), nnc.tree_leaves(want)):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from nnc.backend.attention import attention as fused_attention
 from nnc.backend.attention import attention_probs
 from nnc.backend.broadcasting import shape_of
 from nnc.backend.checks import check_index
@@ -56,6 +57,9 @@ def attention(q: Any, k: Any, v: Any, causal: bool = False, keep: Any = None) ->
     for a padding mask) holds."""
     scale = 1.0 / math.sqrt(shape_of(q)[-1])
     keep_ = () if keep is None else (keep,)
+    if shape_of(q)[:-2] == shape_of(k)[:-2] == shape_of(v)[:-2]:
+        return fused_attention(q, k, v, *keep_, causal=causal, scale=scale)
+    # leading axes that broadcast: the product's own rule sums the gradient back over them
     return matmul(attention_probs(q, k, *keep_, causal=causal, scale=scale), v)
 
 

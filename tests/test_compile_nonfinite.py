@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 import nnc
 from nnc.backend import activations, ops
-from nnc.backend.attention import attention_probs, scores_grad
+from nnc.backend.attention import attention, attention_grads, attention_probs, scores_grad
 from nnc.backend.checks import DomainError, check_finite, check_labels, check_probabilities
 from nnc.backend.core import PRIMITIVES, bind
 from nnc.backend.staging import call_signature
@@ -221,6 +221,36 @@ STATEMENT_CASES = {
         "scores_grad",
         lambda g, p: scores_grad(g, p, KEEP, causal=False, scale=0.5),
         [(2, 2, 3, 3)] * 2,
+    ),
+    "attention": (
+        "attention",
+        functools.partial(attention, causal=False, scale=0.5),
+        [(2, 2, 3, 4), (2, 2, 3, 4), (2, 2, 3, 2)],
+    ),
+    "attention_causal": (
+        "attention",
+        functools.partial(attention, causal=True, scale=0.5),
+        [(2, 2, 3, 4), (2, 2, 3, 4), (2, 2, 3, 2)],
+    ),
+    "attention_padded": (
+        "attention",
+        lambda q, k, v: attention(q, k, v, KEEP, causal=False, scale=0.5),
+        [(2, 2, 3, 4), (2, 2, 3, 4), (2, 2, 3, 2)],
+    ),
+    "attention_grads": (
+        "attention_grads",
+        functools.partial(attention_grads, causal=False, scale=0.5),
+        [(2, 2, 3, 4), (2, 2, 3, 4), (2, 2, 3, 2), (2, 2, 3, 3), (2, 2, 3, 2)],
+    ),
+    "attention_grads_causal": (
+        "attention_grads",
+        functools.partial(attention_grads, causal=True, scale=0.5),
+        [(2, 2, 3, 4), (2, 2, 3, 4), (2, 2, 3, 2), (2, 2, 3, 3), (2, 2, 3, 2)],
+    ),
+    "attention_grads_padded": (
+        "attention_grads",
+        lambda q, k, v, p, g: attention_grads(q, k, v, p, g, KEEP, causal=True, scale=0.5),
+        [(2, 2, 3, 4), (2, 2, 3, 4), (2, 2, 3, 2), (2, 2, 3, 3), (2, 2, 3, 2)],
     ),
     "untake": ("untake", lambda g: bind(untake_p, g, ROWS, v=4), [(2, 2, 3)]),
     "getitem": ("getitem", lambda x: x[1:, ::2], [(3, 4)]),

@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 import nnc
 from nnc.backend import ops
-from nnc.backend.attention import attention_probs, scores_grad
+from nnc.backend.attention import attention, attention_grads, attention_probs, scores_grad
 from nnc.backend.checks import check_finite, check_probabilities
 from nnc.backend.core import PRIMITIVES
 from nnc.testing import check_grads
@@ -183,9 +183,16 @@ def probabilities_case(draw):
     return (lambda q: check_probabilities(q, what="test") * q), (p,)
 
 
-def attention_case(grad_of_scores: bool):
-    """attention_probs over drawn heads, steps and masks (causal, a padding mask, both); with
-    ``grad_of_scores``, scores_grad at those probabilities instead."""
+def attention_case(part: str):
+    """One of the attention primitives over drawn heads, steps and masks (causal, a padding
+    mask, both): ``"probs"``, ``"scores_grad"`` (at those probabilities), ``"attention"``, or
+    ``"grads"`` (a weighted sum of a drawn, non-empty subset of its three gradients, so that
+    the rule also meets cotangents that are zero), its probabilities an input of their own or,
+    with ``"grads_at_probs"``, made from ``q`` and ``k``.
+
+    ``"grads_at_probs"`` is the one for second derivatives: with the probabilities free, the
+    energy is a polynomial of high degree in them whose slope can be exactly 0 where its third
+    derivative is large, and central differences then report that third derivative."""
 
     def make(draw):
         lead = draw(st.sampled_from([(), (2,), (2, 2)]))
@@ -195,17 +202,41 @@ def attention_case(grad_of_scores: bool):
         if lead and draw(st.booleans()):
             keep = (draw(hnp.arrays(np.bool_, (*lead[:1], *(1,) * len(lead[1:]), 1, steps))),)
         q, k = arr(draw, (*lead, steps, size)), arr(draw, (*lead, steps, size))
-        if not grad_of_scores:
+        if part == "probs":
             return (lambda q, k: attention_probs(q, k, *keep, causal=causal, scale=scale)), (q, k)
         p = attention_probs(q, k, *keep, causal=causal, scale=scale)
-        return (lambda g, p: scores_grad(g, p, *keep, causal=causal, scale=scale)), (arr(draw, p.shape), p)
+        if part == "scores_grad":
+            return (lambda g, p: scores_grad(g, p, *keep, causal=causal, scale=scale)), (
+                arr(draw, p.shape),
+                p,
+            )
+        v = arr(draw, (*lead, steps, draw(st.integers(1, 3))))
+        if part == "attention":
+            return (lambda q, k, v: attention(q, k, v, *keep, causal=causal, scale=scale)), (q, k, v)
+        used = draw(st.lists(st.sampled_from([0, 1, 2]), min_size=1, max_size=3, unique=True))
+        weights = [arr(draw, x.shape) for x in (q, k, v)]
+
+        def weighted_grads(q, k, v, p, g):
+            grads = attention_grads(q, k, v, p, g, *keep, causal=causal, scale=scale)
+            return sum(ops.sum(grads[i] * weights[i]) for i in used)
+
+        def weighted_grads_at_probs(q, k, v, g):
+            return weighted_grads(q, k, v, attention_probs(q, k, *keep, causal=causal, scale=scale), g)
+
+        g = arr(draw, (*lead, steps, v.shape[-1]))
+        if part == "grads_at_probs":
+            return weighted_grads_at_probs, (q, k, v, g)
+        return weighted_grads, (q, k, v, p, g)
 
     return make
 
 
 CASES = {
-    "attention_probs": attention_case(False),
-    "scores_grad": attention_case(True),
+    "attention_probs": attention_case("probs"),
+    "scores_grad": attention_case("scores_grad"),
+    "attention": attention_case("attention"),
+    "attention_grads": attention_case("grads"),
+    "attention_grads_at_probs": attention_case("grads_at_probs"),
     "check_finite": unary(lambda x: check_finite(x, what="test") * x),
     "check_probabilities": probabilities_case,
     "add": binary(lambda a, b: a + b),
@@ -290,6 +321,8 @@ def test_gradient_matches_finite_differences(name, data):
         "untake",
         "attention_probs",
         "scores_grad",
+        "attention",
+        "attention_grads_at_probs",
     ],
 )
 @given(data=st.data())

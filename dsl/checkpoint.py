@@ -1,10 +1,15 @@
-"""Checkpoints: a model's parameters in a ``.npz`` file, with the model's signature beside them.
+"""Checkpoints: a model's parameters in a ``.npz`` or ``.safetensors`` file, with the model's signature beside them.
 
-The file is a plain numpy ``.npz`` archive: one array per parameter, keyed by its path
-(``linear_0/W``), and an ``__nnc__`` entry holding JSON text (format, version, the model's
+The format is chosen by the file's suffix: ``.safetensors`` (any case) is a safetensors
+file (through the optional ``safetensors`` package, ``pip install 'nnc[safetensors]'``),
+anything else a plain numpy ``.npz`` archive. Either holds one array per parameter, keyed by
+its path (``linear_0/W``), and ``__nnc__``, JSON text (format, version, the model's
 signature and description, every parameter's path, shape and dtype, and every layer's path
-and kind, which ``load`` compares with the model it loads into). Nothing in it is pickled,
-and it is read with ``allow_pickle=False``, so loading never runs code from the file.
+and kind, which ``load`` compares with the model it loads into): an entry of the archive,
+or a key of the safetensors metadata. safetensors keeps no checksum, so nnc stores a sha256
+of each array and of the header under ``__nnc_sha256__`` and compares them on load, as zip's
+CRC guards an ``.npz``. Nothing in either is pickled (an ``.npz`` is read with ``allow_pickle=False``),
+so loading never runs code from the file.
 
 Writes are atomic: the archive is written to a temporary file in the same directory
 (``.model.npz.nnc-tmp-<host>-<pid>-<random>``, ``<host>`` a short hash of the machine's
@@ -52,6 +57,7 @@ from nnc.backend.array_api import to_numpy
 from nnc.backend.errors import NNCError
 from nnc.backend.tree import tree_flatten, tree_paths, tree_unflatten
 
+from . import safetensors_format
 from .effects import checked_stats, stat_shapes
 from .inspection import child_path
 from .model import Model, check_params, created_at_note
@@ -60,6 +66,8 @@ FORMAT = "nnc-checkpoint"
 VERSION = 1
 META_KEY = "__nnc__"
 STATS_PREFIX = "__stats__/"  # the entries of running statistics, apart from the parameters
+# In a safetensors file's metadata: each array's safetensors_format.digest, and the header's sha256
+CHECKSUMS_KEY = "__nnc_sha256__"
 # What zipfile and numpy raise on damaged archives (flipped flag bits read as "encrypted"
 # or "unsupported compression" surface as RuntimeError and NotImplementedError)
 _READ_ERRORS = (
@@ -389,11 +397,22 @@ def recorded_layers(model: Model) -> list[list[str]]:
 
 
 def save(path: str | os.PathLike, model: Model, params: Any, stats: Any = None) -> None:
-    """Write ``params`` of ``model`` to ``path`` (an ``.npz`` file), atomically; for a model
-    that keeps running statistics, ``stats`` too (required: they are part of the trained model).
+    """Write ``params`` of ``model`` to ``path``, atomically; for a model that keeps running
+    statistics, ``stats`` too (required: they are part of the trained model).
+
+    The suffix chooses the format: ``.safetensors`` writes a safetensors file (it needs
+    ``pip install 'nnc[safetensors]'``), any other an ``.npz`` archive.
 
     Raises :class:`nnc.ShapeError` before writing anything if ``params`` or ``stats`` do not
     fit ``model``, and :class:`CheckpointNotFound` if the folder of ``path`` does not exist.
+
+    >>> import os, tempfile
+    >>> from nnc import Linear
+    >>> model = Linear(2, 3)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    >>> save(path, model, model.init(seed=0))
+    >>> load(path, model)["W"].shape
+    (2, 3)
     """
     check_params(model, params)
     if model.keeps_stats:
@@ -426,10 +445,17 @@ def save(path: str | os.PathLike, model: Model, params: Any, stats: Any = None) 
     }
     if statistics:  # an addition within format version 1, like "layers"
         meta["statistics"] = statistics
-    entries[META_KEY] = np.array(json.dumps(meta))
+    if safetensors_format.is_safetensors_path(path):
+        write = _safetensors_writer(path, model, entries, meta)
+    else:
+        entries[META_KEY] = np.array(json.dumps(meta))
+
+        def write(f: IO[bytes]) -> None:
+            # numpy's stub types **kwds as if an entry could be its allow_pickle flag
+            np.savez(f, **entries)  # type: ignore[arg-type]
+
     try:
-        # numpy's stub types **kwds as if an entry could be its allow_pickle flag
-        write_atomically(path, lambda f: np.savez(f, **entries))  # type: ignore[arg-type]
+        write_atomically(path, write)
     except _NotWritten as err:
         raise CheckpointError(
             f"cannot save the checkpoint of {_describe(model)}{created_at_note(model)} to "
@@ -447,11 +473,38 @@ def save(path: str | os.PathLike, model: Model, params: Any, stats: Any = None) 
         ) from None
 
 
+def _safetensors_writer(
+    path: str | os.PathLike, model: Model, entries: dict[str, np.ndarray], meta: dict
+) -> Callable[[IO[bytes]], object]:
+    """What writes ``entries`` and ``meta`` as a safetensors file, encoded now: a missing
+    package or an array safetensors cannot hold is refused before any file is created."""
+    header = json.dumps(meta)
+    checksums = {key: safetensors_format.digest(a) for key, a in entries.items()}
+    checksums[META_KEY] = hashlib.sha256(header.encode()).hexdigest()  # the header is guarded too
+    metadata = {META_KEY: header, CHECKSUMS_KEY: json.dumps(checksums)}
+    try:
+        data = safetensors_format.encode(entries, metadata)
+    except safetensors_format.NotInstalled:
+        raise CheckpointError(
+            f"cannot save the checkpoint of {_describe(model)}{created_at_note(model)} to "
+            f"{os.fspath(path)}: a .safetensors file needs the safetensors package, which is not installed\n"
+            f"  hint: {safetensors_format.INSTALL}, or save to a .npz file"
+        ) from None
+    except safetensors_format.Unreadable as err:
+        raise CheckpointError(
+            f"cannot save the checkpoint of {_describe(model)}{created_at_note(model)} to "
+            f"{os.fspath(path)}: {err}\n  hint: save float32 or float64 parameters (model.init gives them)"
+        ) from None
+    return lambda f: f.write(data)
+
+
 def load(
     path: str | os.PathLike, model: Model, *, check_architecture: bool = True, stats: bool = False
 ) -> Any:
     """The parameters stored at ``path``, checked against ``model`` and shaped like ``model.init()``;
     with ``stats=True``, ``(params, stats)``, the running statistics shaped like ``model.init_stats()``.
+
+    The suffix says the format, as for :func:`save`: ``.safetensors`` or ``.npz``.
 
     Raises :class:`CheckpointError` for a file saved from a different model (saying what
     differs: parameter paths and shapes, and, unless ``check_architecture=False``, the
@@ -560,6 +613,80 @@ def layer_differences(saved: list, current: list) -> list[str]:
 
 
 def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
+    if safetensors_format.is_safetensors_path(path):
+        meta, arrays = _read_safetensors(path)
+        _check_header(path, meta, f"a safetensors file whose {META_KEY!r} metadata")
+    else:
+        meta, arrays = _read_npz(path)
+        _check_header(path, meta, f"an .npz archive whose {META_KEY!r} entry")
+    return meta, arrays
+
+
+def _check_header(path: str, meta: Any, what: str) -> None:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is {what} is not an nnc checkpoint header")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path} is an nnc checkpoint of format version {meta.get('version')}, "
+            f"but this nnc reads version {VERSION}"
+        )
+
+
+def _read_safetensors(path: str) -> tuple[Any, dict[str, np.ndarray]]:
+    try:
+        metadata, arrays = safetensors_format.decode(path)
+    except FileNotFoundError:
+        raise CheckpointNotFound(_not_found(path)) from None
+    except safetensors_format.NotInstalled:
+        raise CheckpointError(
+            f"cannot load the checkpoint {path}: a .safetensors file needs the safetensors package, "
+            f"which is not installed\n  hint: {safetensors_format.INSTALL}"
+        ) from None
+    except safetensors_format.Unreadable as err:
+        hint = "" if "hint:" in str(err) else f"\n  hint: {_COMPLETE_OR_ABSENT}"
+        raise CheckpointError(f"{path} {err}{hint}") from None
+    if metadata is None or META_KEY not in metadata:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not an nnc checkpoint (its metadata has no {META_KEY!r} "
+            f"key; it holds {', '.join(sorted(arrays)[:5]) or 'nothing'})\n"
+            "  hint: write checkpoints with nnc.save(path, model, params); "
+            "load PyTorch weights with nnc.load_torch(model, path)"
+        )
+    try:
+        checksums = json.loads(metadata[CHECKSUMS_KEY])
+        header = metadata[META_KEY]
+        damaged = sorted(
+            set(arrays) ^ (set(checksums) - {META_KEY})
+            | {k for k, a in arrays.items() if checksums.get(k) != safetensors_format.digest(a)}
+            | (
+                {META_KEY}
+                if checksums.get(META_KEY) != hashlib.sha256(header.encode()).hexdigest()
+                else set()
+            )
+        )
+        meta = json.loads(header) if not damaged else None
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(
+            f"{path} is truncated or corrupt (its nnc metadata cannot be read: {type(err).__name__}: {err})\n"
+            f"  hint: {_COMPLETE_OR_ABSENT}"
+        ) from None
+    if damaged:
+        raise CheckpointError(
+            f"{path} is truncated or corrupt: {', '.join(damaged[:5])}"
+            f"{' and more' if len(damaged) > 5 else ''} "
+            f"{'does' if len(damaged) == 1 else 'do'} not match the checksums written with the file\n"
+            f"  hint: {_COMPLETE_OR_ABSENT}"
+        )
+    return meta, arrays
+
+
+_COMPLETE_OR_ABSENT = (
+    "a checkpoint written by nnc.save is complete or absent; was this file "
+    "copied partially or written by another program?"
+)
+
+
+def _read_npz(path: str) -> tuple[Any, dict[str, np.ndarray]]:
     try:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -584,15 +711,6 @@ def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
             arrays = {n: archive[n] for n in names if n != META_KEY}
         except _READ_ERRORS as err:
             raise CheckpointError(_unreadable(path, err, inside=True)) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is an .npz archive whose {META_KEY!r} entry is not an nnc checkpoint header"
-        )
-    if meta.get("version") != VERSION:
-        raise CheckpointError(
-            f"{path} is an nnc checkpoint of format version {meta.get('version')}, "
-            f"but this nnc reads version {VERSION}"
-        )
     return meta, arrays
 
 
@@ -622,11 +740,7 @@ def _unreadable(path: str, err: Exception, inside: bool = False) -> str:
         what = f"is truncated or corrupt ({type(err).__name__}: {err})"
     else:
         what = f"cannot be read as an nnc checkpoint ({type(err).__name__}: {err})"
-    return (
-        f"{path} {what}\n"
-        "  hint: a checkpoint written by nnc.save is complete or absent; was this file "
-        "copied partially or written by another program?"
-    )
+    return f"{path} {what}\n  hint: {_COMPLETE_OR_ABSENT}"
 
 
 def _differences(meta: dict, arrays: dict, model: Model, expected: list) -> list[str]:

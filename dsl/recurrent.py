@@ -293,8 +293,19 @@ def _gru_forward(model: Model, params: Any, x: Any, h: Any) -> tuple:
     return h, h
 
 
-def GRU(n_in: int | None, n_hidden: int, *, name: str | None = None) -> Model:
-    """Gated recurrent unit (Cho et al. 2014), in its original form.
+def _gru_reset_after_forward(model: Model, params: Any, x: Any, h: Any) -> tuple:
+    n = model.attr("hidden")
+    zx = _dense(x, params)
+    zh = matmul(h, params["Wh"])
+    z = logistic(add(zx[..., 0:n], zh[..., 0:n]))
+    r = logistic(add(zx[..., n : 2 * n], zh[..., n : 2 * n]))
+    candidate = tanh(add(zx[..., 2 * n : 3 * n], mul(r, add(zh[..., 2 * n : 3 * n], params["bh"]))))
+    h = add(mul(z, h), mul(sub(1.0, z), candidate))
+    return h, h
+
+
+def GRU(n_in: int | None, n_hidden: int, *, reset: str = "before", name: str | None = None) -> Model:
+    """Gated recurrent unit (Cho et al. 2014), in its original form, or PyTorch's with ``reset="after"``.
 
     Update gate ``z = σ(x Wz + h Uz + bz)``, reset gate ``r = σ(x Wr + h Ur + br)``,
     candidate ``h~ = tanh(x Wn + (r * h) Un + bn)``, ``h' = z * h + (1 - z) * h~``; output ``h'``.
@@ -302,11 +313,36 @@ def GRU(n_in: int | None, n_hidden: int, *, name: str | None = None) -> Model:
     two gate maps of ``h`` (z, r), and ``Uh`` the candidate's map of ``r * h``.
     Type: ``Vec[n_in] -> Vec[n_hidden], state Vec[n_hidden]``.
 
+    ``reset="after"`` applies the reset gate after the recurrent map, as ``torch.nn.GRU``
+    (and cuDNN) do: ``h~ = tanh(x Wn + bn + r * (h Un + bhn))``. Then ``Wh`` holds all three
+    maps of ``h`` (z, r, candidate), and ``bh`` the candidate's recurrent bias ``bhn``, which
+    sits inside the product with ``r`` and so cannot be folded into ``b``; there is no ``Uh``.
+    The two forms compute different functions; ``nnc.load_torch`` loads PyTorch's weights
+    into the second.
+
     >>> GRU(2, 5).signature
     Vec[2] -> Vec[5], state Vec[5]
+    >>> sorted(GRU(2, 5, reset="after").init(seed=0))
+    ['Wh', 'Wx', 'b', 'bh']
     """
     created_at = user_location(2)
     n_in, n_hidden = _cell_sizes("GRU", n_in, n_hidden, name, created_at)
+    if reset not in ("before", "after"):
+        raise bad_argument("GRU", created_at, "reset", "'before' (Cho et al.) or 'after' (PyTorch's)", reset)
+    if reset == "after":
+        # attrs carry reset only here, so that the default GRU's checkpoints record what they always did
+        return _cell(
+            "GRU",
+            n_in,
+            n_hidden,
+            3,
+            _gru_reset_after_forward,
+            Vec[n_hidden],
+            (("hidden", n_hidden), ("reset", "after")),
+            name,
+            created_at,
+            (("bh", ParamSpec((n_hidden,), "zeros")),),
+        )
     extra = (("Uh", ParamSpec((n_hidden, n_hidden), "glorot_uniform", fan=(n_hidden, n_hidden))),)
     model = _cell(
         "GRU",
@@ -344,7 +380,7 @@ def _describe_lstm(model: Model) -> str:
 @describer("GRU")
 def _describe_gru(model: Model) -> str:
     n_in, n_h = dims(model.param_specs[0][1].shape[0], model.attr("hidden"))
-    return f"GRU({n_in} -> {n_h})"
+    return f"GRU({n_in} -> {n_h}" + (", reset='after')" if model.attr("reset") == "after" else ")")
 
 
 # ----------------------------------------------------------------------------- unrolling

@@ -77,6 +77,56 @@ def test_gru_step_matches_its_equations():
     np.testing.assert_allclose(y, h2)
 
 
+def test_gru_with_the_reset_gate_after_matches_pytorchs_equations():
+    cell = GRU(2, 3, reset="after")
+    p = nnc.tree_map(lambda a: a + 0.1, cell.init(seed=3, dtype=np.float64))  # bh and b not zero
+    assert {k: v.shape for k, v in p.items()} == {"Wx": (2, 9), "Wh": (3, 9), "b": (9,), "bh": (3,)}
+    x, h = np.array([0.5, -1.0]), np.array([0.1, 0.2, -0.3])
+    y, h2 = cell(p, x, h)
+    zx, zh = x @ p["Wx"] + p["b"], h @ p["Wh"]
+    z, r = sigmoid(zx[:3] + zh[:3]), sigmoid(zx[3:6] + zh[3:6])
+    cand = np.tanh(zx[6:] + r * (zh[6:] + p["bh"]))
+    np.testing.assert_allclose(h2, z * h + (1 - z) * cand)
+    np.testing.assert_allclose(y, h2)
+    before = GRU(2, 3)(GRU(2, 3).init(seed=3, dtype=np.float64), x, h)[0]
+    assert not np.allclose(before, y)  # the forms differ
+
+
+def test_gru_reset_after_is_described_checked_and_kept_apart_in_checkpoints(tmp_path):
+    cell = GRU(2, 3, reset="after")
+    assert repr(cell) == "GRU(2 -> 3, reset='after')" and repr(GRU(2, 3)) == "GRU(2 -> 3)"
+    assert "GRU(2 -> 3, reset='after'), state Vec[3]" in str(nnc.summary(zero_state(unroll_last(cell))))
+    with pytest.raises(
+        nnc.ArgumentError, match=r"reset must be 'before' \(Cho et al.\) or 'after' \(PyTorch's\), got 'late'"
+    ):
+        GRU(2, 3, reset="late")
+    model = zero_state(unroll_last(cell))
+    params = model.init(seed=0)
+    nnc.save(tmp_path / "gru.npz", model, params)
+    loaded = nnc.load(tmp_path / "gru.npz", model)
+    assert all(np.array_equal(loaded[k], params[k]) for k in ("Wx", "Wh", "b", "bh"))
+    with pytest.raises(nnc.CheckpointError, match=r"bh: in the file \(shape \(3,\)\), not in the model"):
+        nnc.load(tmp_path / "gru.npz", zero_state(unroll_last(GRU(2, 3))))
+    from nnc.checkpoint import recorded_layers
+
+    assert recorded_layers(cell) == [["", "GRU(hidden=3, reset='after')"]]
+    assert recorded_layers(GRU(2, 3)) == [["", "GRU(hidden=3)"]]  # as before the option
+
+
+def test_gru_reset_after_compiled_equals_interpreted():
+    model = zero_state(unroll(GRU(2, 3, reset="after") >> Linear(3, 2)))
+    params = nnc.tree_map(lambda a: a + 0.1, model.init(seed=1, dtype=np.float64))
+    xs = np.random.default_rng(0).standard_normal((4, 5, 2))
+    loss = lambda p, x: nnc.sum(model(p, x) ** 2)  # noqa: E731
+    compiled = nnc.compile(nnc.value_and_grad(loss))
+    value, grads = compiled(params, xs)
+    expected_value, expected_grads = nnc.value_and_grad(loss)(params, xs)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-12)
+    for got, want in zip(nnc.tree_leaves(grads), nnc.tree_leaves(expected_grads)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert abs(grads["gru_0"]["bh"]).sum() > 0
+
+
 def test_unroll_equals_stepping_by_hand_for_single_and_batched_sequences():
     cell = fcrnn(2, 4) >> Linear(4, 1)
     p = cell.init(seed=0, dtype=np.float64)
@@ -133,6 +183,7 @@ RECURRENT = {
     "fcrnn_logistic": lambda: zero_state(unroll(fcrnn(2, 3, activation="logistic"))),
     "lstm": lambda: zero_state(unroll_last(LSTM(2, 3))),
     "gru": lambda: zero_state(unroll(GRU(2, 3) >> Linear(3, 2))),
+    "gru_reset_after": lambda: zero_state(unroll(GRU(2, 3, reset="after") >> Linear(3, 2))),
     "stacked": lambda: zero_state(unroll_last(fcrnn(2, 3) >> GRU(3, 2))),
     "learned": lambda: learned_state(unroll_last(LSTM(2, 2))),
     "lagged": lambda: zero_state(unroll(lagged(3, Linear(6, 1)))),
@@ -154,7 +205,9 @@ def test_unrolled_model_gradients_match_finite_differences(name, data):
     check_grads(lambda p, x: model(p, x), params, xs, rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("make", [lambda: fcrnn(2, 3), lambda: LSTM(2, 3), lambda: GRU(2, 3)])
+@pytest.mark.parametrize(
+    "make", [lambda: fcrnn(2, 3), lambda: LSTM(2, 3), lambda: GRU(2, 3), lambda: GRU(2, 3, reset="after")]
+)
 def test_cell_step_gradients_match_finite_differences(make):
     cell = make()
     p = nnc.tree_map(lambda a: a + 0.1, cell.init(seed=0, dtype=np.float64))

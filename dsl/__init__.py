@@ -52,19 +52,22 @@ from nnc.backend.random import fold_in, key
 from nnc.backend.tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
 
 from .attention import SelfAttention, padded
-from .callbacks import Callback, Checkpoint, Decision, EarlyStopping, StopOnNaN
+from .callbacks import Callback, Checkpoint, Decision, EarlyStopping, GradientStats, StopOnNaN
 from .checkpoint import CheckpointError, CheckpointNotFound, load, save
 from .combinators import add, concat, fanout, parallel, repeat, residual
 from .compile import compile
 from .conv import Conv2d, avg_pool, flatten, max_pool
 from .devices import devices, get_device, to_device, use
 from .effects import inference
+from .export import ExportError, export
+from .layer_report import Report, inspect
 from .layers import Input, Linear, gelu, gelu_tanh, log_softmax, logistic, relu, silu, softmax, tanh
 from .lift import lift
 from .losses import cross_entropy, mse
 from .metrics import accuracy
 from .model import Model, Signature, each
 from .modelfile import LoadError
+from .nan_origin import NaNOrigin, find_nan
 from .normalization import BatchNorm, Dropout, LayerNorm, RMSNorm
 from .optim import (
     ConfigError,
@@ -97,6 +100,7 @@ from .recurrent import (
 from .render import GraphvizNotFound, RenderError, render
 from .sequence import Embedding, PositionalEmbedding, generate
 from .summary import summary
+from .torch_weights import load_torch
 from .train import History, TrainStep, fit, train_step
 from .typed import typed
 from .types import Dim, Index, Mat, Seq, Tensor, TypeVar, Vec

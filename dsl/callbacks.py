@@ -32,7 +32,9 @@ import numpy as np
 
 from nnc.backend.tree import tree_leaves, tree_paths
 
+from .layer_report import layer_gradient_norms
 from .model import Model, created_at_note
+from .nan_origin import find_nan
 from .optim import ConfigError
 
 
@@ -45,6 +47,7 @@ class Decision:
     stop: bool = False
     params: Any = None
     reason: str = ""
+    logs: Any = None  # {name: float}, added to this epoch's values in the history (epoch hooks)
 
 
 class EpochEnd(NamedTuple):
@@ -58,6 +61,8 @@ class EpochEnd(NamedTuple):
     opt_state: Any
     model: Model
     stats: Any = None  # the running statistics, for a model that keeps some
+    loss_fn: Any = None  # fit's loss(prediction, target)
+    batch: Any = None  # the epoch's last batch, (x, y)
 
 
 # A named tuple, not a dataclass: one is made per batch, and building it must cost next to nothing
@@ -229,6 +234,43 @@ class Checkpoint(Callback):
         return state, None
 
 
+# ----------------------------------------------------------------------------- gradient statistics
+
+
+# The names under which GradientStats records each layer's gradient norm in the history.
+GRADIENT_NORM = "grad_norm/"
+
+
+@dataclass(frozen=True)
+class GradientStats(Callback):
+    """Record every layer's gradient norm at the end of each epoch, as ``history["grad_norm/<layer
+    path>"]``; ``history.plot()`` draws them, one curve per layer.
+
+    The gradient is the loss's on the epoch's last batch with the epoch's final parameters (one
+    gradient more per epoch, on the interpreted path), in the model's inference form when it
+    draws random numbers. A layer's norm is that of all its parameters' gradients together.
+    Vanishing gradients show as curves falling to 0 in the first layers, exploding ones as
+    curves that climb.
+
+    >>> import numpy as np
+    >>> from nnc import Linear, tanh, mse, sgd
+    >>> from nnc.train import fit
+    >>> model = Linear(1, 8) >> tanh >> Linear(8, 1)
+    >>> x = np.linspace(-1, 1, 32).reshape(-1, 1)
+    >>> _, history = fit(model, model.init(seed=0), (x, x ** 2), loss=mse, opt=sgd(0.1), epochs=3,
+    ...                  callbacks=[GradientStats()], progress=False)
+    >>> [k for k in history.keys() if k.startswith("grad_norm/")]
+    ['grad_norm/linear_0', 'grad_norm/linear_1']
+    """
+
+    def on_epoch_end(self, state: Any, log: EpochEnd) -> tuple[Any, Decision | None]:
+        if log.loss_fn is None or log.batch is None:
+            return state, None
+        x, y = log.batch
+        norms = layer_gradient_norms(log.model, log.params, x, y, log.loss_fn, stats=log.stats)
+        return state, Decision(logs={f"{GRADIENT_NORM}{path}": norm for path, norm in norms.items()})
+
+
 # ----------------------------------------------------------------------------- non-finite values
 
 
@@ -280,11 +322,11 @@ def non_finite_loss_report(model: Model, epoch: int, batch: int, loss: float, pa
     """Why the loss of a batch computed from finite ``params`` on ``x`` is not finite: the first
     layer whose output is not, else the loss itself."""
     head = f"the loss of epoch {epoch}, batch {batch} is {loss}"
-    culprit = first_non_finite_layer(model, params, x)
+    culprit = find_nan(model, params, x)
     if culprit is not None:
         return (
-            f"{head}: every parameter is finite, but {_layer_text(*culprit)} produced NaN or "
-            "infinity on this batch" + _HINT
+            f"{head}: every parameter is finite, but {_layer_text(culprit.path, culprit.layer)} produced NaN "
+            "or infinity on this batch from a finite input" + _HINT
         )
     with np.errstate(all="ignore"):
         largest = max(
@@ -306,20 +348,6 @@ def layer_of(model: Model, path: str) -> tuple[str, Model]:
         layer = layer.children[layer.param_keys.index(part)]
         walked.append(part)
     return "/".join(walked), layer
-
-
-def first_non_finite_layer(model: Model, params: Any, x: Any) -> tuple[str, Model] | None:
-    """The first child of a serial ``model`` whose output on ``x`` holds NaN or infinity."""
-    children = model.children if model.kind == "serial" else (model,)
-    names = model.child_paths if model.kind == "serial" else ("",)
-    keys = model.param_keys if model.kind == "serial" else (None,)
-    with np.errstate(all="ignore"):
-        for child, name, key in zip(children, names, keys):
-            p = params if model.kind != "serial" else (params[key] if key is not None else {})
-            x = child.forward(child, p, x)
-            if not tree_all_finite(x):
-                return name, child
-    return None
 
 
 def _layer_text(path: str, layer: Model) -> str:

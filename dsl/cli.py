@@ -6,8 +6,12 @@
     nnc render model.py:encoder -o enc.png     # a named model in the file
     nnc render model.py -f pdf --rankdir LR --depth 1
     nnc render model.py -f dot                 # Graphviz source, needs no Graphviz program
+    nnc render model.py --grad -o backward.svg # the backward pass, layer by layer
+    nnc render model.py --ops -o ops.svg       # the primitives of the forward and backward passes
+    nnc render model.py -o model.html          # an interactive page, one self-contained file
     nnc summary model.py                       # layers, types, parameter counts, total
     nnc check model.py                         # type-checks every model in the file
+    nnc export model.py -o model.onnx          # ONNX, with fresh parameters or --params trained.npz
     nnc --version                              # prints nnc 0.1.0
 
 Exit codes: 0 done; 1 the model file or a model in it is wrong (missing, does not parse,
@@ -36,15 +40,17 @@ EXIT_OK, EXIT_MODEL, EXIT_USAGE, EXIT_NO_GRAPHVIZ = 0, 1, 2, 3
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnc",
-        description="Draw, summarise and type-check nnc models defined in a Python file.",
+        description="Draw, summarise, type-check and export nnc models defined in a Python file.",
         epilog="MODEL is file.py or file.py:NAME; without NAME, the file's variable 'model', "
         "else its only nnc model. Exit codes: 0 done, 1 model or Graphviz error, 2 usage, "
         "3 Graphviz missing (source written).",
     )
     parser.add_argument("--version", action="version", version=f"nnc {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{render,summary,check}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{render,summary,check,export}")
 
-    r = sub.add_parser("render", help="draw a model (svg, png, pdf) or write its Graphviz source")
+    r = sub.add_parser(
+        "render", help="draw a model (svg, png, pdf, an interactive html page) or write its Graphviz source"
+    )
     r.add_argument("model", metavar="MODEL")
     r.add_argument(
         "-o",
@@ -52,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         help="output file; its suffix gives the format "
         "(default: the model file's name with the format's suffix, beside it)",
     )
-    r.add_argument("-f", "--format", choices=FORMATS, help="svg (default), png, pdf or dot")
+    r.add_argument("-f", "--format", choices=FORMATS, help="svg (default), png, pdf, dot or html")
     r.add_argument("--rankdir", choices=RANKDIRS, default="TB", help="direction of the flow (default TB)")
     r.add_argument("--dpi", type=int, help="resolution (default 200 for png)")
     r.add_argument("--depth", type=int, help="levels of combinators drawn as clusters (default: all)")
@@ -87,6 +93,21 @@ def _parser() -> argparse.ArgumentParser:
         default=True,
         help="draw identical repeated blocks once with 'x N' (default on)",
     )
+    r.add_argument(
+        "--show-batch",
+        action="store_true",
+        help="label edges with the shapes of a batch, Keras' way: (None, 64)",
+    )
+    r.add_argument(
+        "--grad",
+        action="store_true",
+        help="draw the backward pass by layers: gradient steps, cotangent types, parameter gradients",
+    )
+    r.add_argument(
+        "--ops",
+        action="store_true",
+        help="draw the primitives of the forward and backward passes, traced on zeros (a batch of 1)",
+    )
 
     s = sub.add_parser("summary", help="print a table of the layers, types and parameters")
     s.add_argument("model", metavar="MODEL")
@@ -95,6 +116,23 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="type-check every model in a file without running data")
     c.add_argument("model", metavar="MODEL", help="file.py (all its models) or file.py:NAME")
+
+    e = sub.add_parser("export", help="write a model as an ONNX file (needs nnc[onnx])")
+    e.add_argument("model", metavar="MODEL")
+    e.add_argument(
+        "-o", "--output", help="the .onnx file (default: the model file's name with .onnx, beside it)"
+    )
+    e.add_argument(
+        "--params", help="a checkpoint written by nnc.save (default: fresh parameters from --seed)"
+    )
+    e.add_argument("--seed", type=int, default=0, help="the seed of fresh parameters (default 0)")
+    e.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float64"),
+        help="the dtype of fresh parameters (default float32)",
+    )
+    e.add_argument("--opset", type=int, default=17, help="the ONNX operator set, 17 or later (default 17)")
     return parser
 
 
@@ -106,7 +144,7 @@ def _fail(command: str, message: str, code: int) -> int:
 def _default_output(spec: str, fmt: str) -> Path:
     path, name = split_spec(spec)
     stem = Path(path).stem + (f"_{name.replace('.', '_')}" if name else "")
-    return Path(path).with_name(stem + SUFFIX[fmt])
+    return Path(path).with_name(stem + SUFFIX.get(fmt, f".{fmt}"))
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -114,6 +152,13 @@ def _render(args: argparse.Namespace) -> int:
         return _fail("render", f"--depth must be 0 or more, got {args.depth}", EXIT_USAGE)
     if args.output == "-" and args.format not in (None, "dot"):
         return _fail("render", "only Graphviz source (-f dot) can be written to standard output", EXIT_USAGE)
+    if args.grad and args.ops:
+        return _fail(
+            "render",
+            "--grad and --ops draw different pictures (the layers' gradient steps; the primitives of "
+            "both passes, which already hold the backward): choose one",
+            EXIT_USAGE,
+        )
     try:
         if args.output not in (None, "-"):
             format_of(args.output, args.format)
@@ -129,11 +174,16 @@ def _render(args: argparse.Namespace) -> int:
         depth=args.depth,
         collapse_repeats=args.collapse_repeats,
         dtype=args.dtype,
+        show_batch=args.show_batch,
+        grad=args.grad,
+        ops=args.ops,
     )
     if args.output == "-":
-        from .draw import to_dot
+        from .draw import Options
+        from .render import picture_source
 
-        sys.stdout.write(to_dot(model, **options))
+        grad, ops = options.pop("grad"), options.pop("ops")
+        sys.stdout.write(picture_source(model, Options(**options), grad=grad, ops=ops))
         return EXIT_OK
     out = Path(args.output) if args.output else _default_output(args.model, args.format or "svg")
     try:
@@ -171,7 +221,26 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"render": _render, "summary": _summary, "check": _check}
+def _export(args: argparse.Namespace) -> int:
+    from .export import OPSET, export
+
+    if args.opset < OPSET:
+        return _fail("export", f"--opset must be {OPSET} or later, got {args.opset}", EXIT_USAGE)
+    _, model = find_model(args.model)
+    if args.params is not None:
+        from .checkpoint import load
+
+        loaded = load(args.params, model, stats=model.keeps_stats)
+        params, stats = loaded if model.keeps_stats else (loaded, None)
+    else:
+        params, stats = model.init(seed=args.seed, dtype=args.dtype), model.init_stats(args.dtype)
+    out = Path(args.output) if args.output else _default_output(args.model, "onnx")
+    export(model, params, out, stats=stats if model.keeps_stats else None, opset=args.opset)
+    print(out)
+    return EXIT_OK
+
+
+COMMANDS = {"render": _render, "summary": _summary, "check": _check, "export": _export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

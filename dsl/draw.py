@@ -33,9 +33,14 @@ from .inspection import (
 )
 from .model import Model
 from .show import describe
-from .types import TupleType, array_type, show
+from .types import ArrayType, SeqType, TupleType, array_type, show
 
 FONT = "Helvetica,Arial,sans-serif"
+# Points; Graphviz draws 72 of them to the inch, so at 96 dpi the smallest text (edge labels,
+# counts) is 10 pt = 13 px, the size below which people squint.
+FONT_NODE, FONT_CLUSTER, FONT_SMALL = 12, 11, 10
+NAME = "\x01"  # around a path's index in labels: its shortest unique suffix is known only at the end
+TITLE = "\x02"  # the same in a cluster's title, where it is left out if a node in it has that path
 RANKDIRS = ("TB", "LR", "BT", "RL")
 SIDE_IN = {"TB": "n", "BT": "s", "LR": "w", "RL": "e"}  # where edges enter a node
 
@@ -46,6 +51,7 @@ class Options:
 
     ``depth``: how many levels of combinators are drawn as clusters (``None``: all; ``0``:
     the top-level chain only, each combinator one node). ``expand_nested=False`` is ``depth=0``.
+    ``show_batch``: edges show array shapes with the batch axis as Keras does, ``(None, 64)``.
     """
 
     rankdir: str = "TB"
@@ -56,6 +62,7 @@ class Options:
     depth: int | None = None
     collapse_repeats: bool = True
     dtype: str = "float32"
+    show_batch: bool = False
 
     def __post_init__(self) -> None:
         if self.rankdir not in RANKDIRS:
@@ -114,11 +121,24 @@ class Canvas:
         self._keys: dict[int, tuple] = {}
         self.bases: list[str] = [""]
         self.lengths: list[Flow] = []  # the lengths of the padded(...) models being drawn
+        self.paths: list[str] = []  # the paths named in the picture, by their index in labels
+        self.node_paths: set[str] = set()
+        self.forks: set[str] = set()  # split points: the edges out of them carry no type
 
     def relative(self, path: str) -> str:
-        """A path as shown inside the innermost cluster, whose title gives the rest."""
-        base = self.bases[-1]
-        return path[len(base) + 1 :] if base and path.startswith(base + "/") else path
+        """A path as drawn: a placeholder that :meth:`source` replaces by its shortest suffix
+        that no other path in the picture shares."""
+        if not path:
+            return ""
+        self.paths.append(path)
+        return f"{NAME}{len(self.paths) - 1}{NAME}"
+
+    def type_label(self, t: Any) -> str:
+        """The text on an edge: the type, or with ``show_batch`` the batch's shape, ``(None, 64)``."""
+        label = batch_shape(t, self.type_text) if self.options.show_batch else self.type_text(t)
+        if self.options.show_dtype:
+            label += f" {self.options.dtype}"
+        return label
 
     # -- writing
     def _line(self, s: str) -> None:
@@ -141,13 +161,14 @@ class Canvas:
         self._line(f'{nid} [label=<{text(label)}>, shape=plain, style="", fontcolor="#6b7280"]')
         return nid
 
-    def edge(self, src: str, dst: str, label_type: Any = None, extra: str = "") -> None:
+    def edge(
+        self, src: str, dst: str, label_type: Any = None, extra: str = "", force_label: bool = False
+    ) -> None:
+        """An edge labelled with ``label_type``; edges out of a split point are not, unless
+        forced (a skip edge), since the type is on the edge just before it."""
         attrs = []
-        if label_type is not None and self.options.show_shapes:
-            label = self.type_text(label_type)
-            if self.options.show_dtype:
-                label += f" {self.options.dtype}"
-            attrs.append(f"label=<{text(label)}>")
+        if label_type is not None and self.options.show_shapes and (force_label or src not in self.forks):
+            attrs.append(f"label=<{text(self.type_label(label_type))}>")
         if extra:
             attrs.append(extra)
         self.edges.append(f"{src} -> {dst}" + (f" [{', '.join(attrs)}]" if attrs else ""))
@@ -162,19 +183,39 @@ class Canvas:
 
     def loop(self, src: str, dst: str, state_type: Any) -> None:
         """The recurrent state edge, drawn back instead of unrolled."""
-        label = "state" + (f": {self.type_text(state_type)}" if self.options.show_shapes else "")
+        label = "state" + (f": {self.type_label(state_type)}" if self.options.show_shapes else "")
         self.edges.append(
             f'{src} -> {dst} [label=<{text(label)}>, style=dashed, color="#b45309", '
             f'fontcolor="#b45309", constraint=false]'
         )
 
+    def fork(self) -> str:
+        """A point where a value splits in two (a residual's body and its skip edge)."""
+        self._ids += 1
+        nid = f"n{self._ids}"
+        self._line(f'{nid} [shape=point, width=0.06, label="", color="#4b5563"]')
+        self.forks.add(nid)
+        return nid
+
     def cluster(
-        self, title: str, *, path: str | None = None, style: str = "rounded,dashed", color: str = "#6b7280"
+        self,
+        title: str,
+        *,
+        path: str | None = None,
+        style: str = "rounded,dashed",
+        color: str = "#6b7280",
+        tooltip: str = "",
     ) -> _Cluster:
-        """A cluster; nodes inside show their paths relative to ``path`` (if given)."""
+        """A cluster titled ``title``; ``tooltip`` is what hovering its title shows (in SVG)."""
         self._clusters += 1
         return _Cluster(
-            self, f"cluster_{self._clusters}", title, style, color, self.bases[-1] if path is None else path
+            self,
+            f"cluster_{self._clusters}",
+            title,
+            style,
+            color,
+            self.bases[-1] if path is None else path,
+            tooltip,
         )
 
     # -- layers
@@ -184,9 +225,9 @@ class Canvas:
         rows = []
         description = plain_description(model)
         last = path.rsplit("/", 1)[-1]
-        shown = self.relative(path)
-        if o.show_layer_names and shown:
-            rows.append(f"<B>{text(shown)}</B>")
+        if o.show_layer_names and path:
+            rows.append(f"<B>{self.relative(path)}</B>")
+            self.node_paths.add(path)
         if not (o.show_layer_names and re.sub(r"_\d+$", "", last) == description):
             rows.append(text(_shorten(description)))
         n = param_total(model) if collapsed else own_param_total(model)
@@ -198,7 +239,8 @@ class Canvas:
         fill = "#fde7c2" if model.state_type is not None else "#dbeafe" if n != 0 else "#f3f4f6"
         if effect and n == 0:
             fill = "#ede9fe"  # a layer whose effects are its news (dropout) stands out from activations
-        extra = f', tooltip="{quoted(path or description)}"' + (", peripheries=2" if collapsed else "")
+        tip = "\n".join([path or description] + _parameter_shapes(model))
+        extra = f', tooltip="{quoted(tip)}"' + (", peripheries=2" if collapsed else "")
         return self.node(rows, fill=fill, extra=extra, ports=ports)
 
     def key(self, model: Model) -> tuple:
@@ -219,32 +261,56 @@ class Canvas:
             self._keys[id(model)] = k
         return k
 
+    def names(self) -> list[str]:
+        """The name drawn for each path of :attr:`paths`: its shortest unique suffix."""
+        short = unique_suffixes(sorted(set(self.paths)))
+        return [short[p] for p in self.paths]
+
     def source(self, name: str = "model") -> str:
         o = self.options
         head = [
             f"digraph {name} {{",
-            f'  graph [rankdir={o.rankdir}, fontname="{FONT}", fontsize=11, nodesep=0.3, '
+            f'  graph [rankdir={o.rankdir}, fontname="{FONT}", fontsize={FONT_NODE}, nodesep=0.3, '
             "ranksep=0.35, newrank=true]",
-            f'  node [shape=box, style="rounded,filled", fontname="{FONT}", fontsize=11, '
+            f'  node [shape=box, style="rounded,filled", fontname="{FONT}", fontsize={FONT_NODE}, '
             'color="#4b5563", margin="0.14,0.06"]',
-            f'  edge [fontname="{FONT}", fontsize=9, color="#4b5563", fontcolor="#374151", arrowsize=0.7]',
+            f'  edge [fontname="{FONT}", fontsize={FONT_SMALL}, color="#4b5563", fontcolor="#374151", '
+            "arrowsize=0.7]",
         ]
-        return "\n".join(head + self.body + ["  " + e for e in self.edges] + ["}", ""])
+        names = self.names()
+        body = "\n".join(head + self.body + ["  " + e for e in self.edges] + ["}", ""])
+
+        def title(m: re.Match) -> str:
+            i = int(m.group(1))
+            return "" if self.paths[i] in self.node_paths else f"<B>{text(names[i])}</B>{m.group(2)}"
+
+        body = re.sub(f"{TITLE}(\\d+){TITLE}((?: · )?)", title, body)
+        return re.sub(f"{NAME}(\\d+){NAME}", lambda m: text(names[int(m.group(1))]), body)
+
+    def title_name(self, path: str) -> str:
+        """A cluster's name in its title (left out where a node inside has the same path)."""
+        if not path or not self.options.show_layer_names:
+            return ""
+        self.paths.append(path)
+        return f"{TITLE}{len(self.paths) - 1}{TITLE}"
 
 
 class _Cluster:
-    def __init__(self, canvas: Canvas, cid: str, title: str, style: str, color: str, base: str) -> None:
+    def __init__(
+        self, canvas: Canvas, cid: str, title: str, style: str, color: str, base: str, tooltip: str
+    ) -> None:
         self.canvas, self.cid, self.title, self.style, self.color = canvas, cid, title, style, color
-        self.base = base
+        self.base, self.tooltip = base, tooltip
 
     def __enter__(self) -> _Cluster:
         c = self.canvas
         c._line(f"subgraph {self.cid} {{")
         c.indent += 1
         c.bases.append(self.base)
+        tip = f', tooltip="{quoted(self.tooltip)}"' if self.tooltip else ""
         c._line(
             f'graph [label=<{self.title}>, labeljust=l, style="{self.style}", '
-            f'color="{self.color}", fontcolor="{self.color}", fontsize=10]'
+            f'color="{self.color}", fontcolor="{self.color}", fontsize={FONT_CLUSTER}{tip}]'
         )
         return self
 
@@ -276,7 +342,50 @@ def _with_ports(label: str, n: int, rankdir: str) -> str:
 
 
 def _small(s: str) -> str:
-    return f'<FONT POINT-SIZE="9" COLOR="#4b5563">{text(s)}</FONT>'
+    return f'<FONT POINT-SIZE="{FONT_SMALL}" COLOR="#4b5563">{text(s)}</FONT>'
+
+
+def unique_suffixes(paths: list[str]) -> dict[str, str]:
+    """Each path's shortest tail of ``/``-separated parts that no other path ends with.
+
+    Names stay as short as the picture allows and are always a tail of the path that
+    ``nnc summary`` and the parameters use, so they can be looked up there.
+
+    >>> unique_suffixes(["linear_0", "residual_0/serial_0/linear_0", "residual_0/serial_0/relu_0"])
+    {'linear_0': 'linear_0', 'residual_0/serial_0/linear_0': 'serial_0/linear_0', \
+'residual_0/serial_0/relu_0': 'relu_0'}
+    """
+    parts = {p: p.split("/") for p in paths}
+    out = {}
+    for p, mine in parts.items():
+        for k in range(1, len(mine) + 1):
+            tail = mine[-k:]
+            if not any(other[-k:] == tail for q, other in parts.items() if q != p):
+                break
+        out[p] = "/".join(mine[-k:])
+    return out
+
+
+def batch_shape(t: Any, names: Callable[[Any], str]) -> str:
+    """A type as the shape of a batch, Keras' way: ``(None, 64)``; a sequence's length is
+    ``None`` too, a tuple is a list of shapes. Size variables keep the picture's names.
+
+    >>> from nnc import Vec
+    >>> from nnc.types import Seq, TupleType
+    >>> batch_shape(TupleType((Vec[3], Seq[Vec[2]])), repr)
+    '[(None, 3), (None, None, 2)]'
+    """
+    if isinstance(t, TupleType):
+        return "[" + ", ".join(batch_shape(x, names) for x in t.items) + "]"
+    axes = ["None"]
+    while isinstance(t, SeqType):
+        axes.append("None")
+        t = t.item
+    if not isinstance(t, ArrayType):
+        return names(t)  # a type variable: any shape
+    if not t.is_index:
+        axes.extend(names(ArrayType((d,)))[len("Tensor[") : -1] for d in t.dims)
+    return "(" + ", ".join(axes) + (",)" if len(axes) == 1 else ")")
 
 
 def _shorten(s: str, width: int = 48) -> str:
@@ -337,15 +446,27 @@ def draw(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flo
 
 
 def _title(canvas: Canvas, model: Model, path: str, *kinds: str) -> str:
-    """A cluster's title: its path, its kinds (unless the path says it) and its parameters."""
-    shown = canvas.relative(path)
-    parts = [f"<B>{text(shown)}</B>"] if shown and canvas.options.show_layer_names else []
-    parts.extend(text(k) for k in kinds if re.sub(r"_\d+$", "", path.rsplit("/", 1)[-1]) != k)
-    parts.extend(text(own) for own in _own_parameters(model))
+    """A cluster's title: its path, its kinds (unless the path says it) and its parameter count.
+
+    The shapes of its own parameters go to the tooltip (:func:`_cluster_tip`): listed in the
+    title, a recurrent wrapper's made its picture a line of weight shapes 1,500 pixels wide."""
+    parts = [text(k) for k in kinds if re.sub(r"_\d+$", "", path.rsplit("/", 1)[-1]) != k]
     n = param_total(model)
     if n:
         parts.append(text(count_text(n)))
-    return " · ".join(parts)
+    name = canvas.title_name(path)
+    return name + (" · " if name and parts else "") + " · ".join(parts)
+
+
+def _cluster_tip(chain: list[Model], path: str) -> str:
+    """What hovering a cluster's title shows: its full path and the parameters its wrappers
+    hold themselves (learned_state's initial state; a layer inside lists its own)."""
+    return "\n".join(([path] if path else []) + [p for m in chain for p in _parameter_shapes(m)])
+
+
+def _parameter_shapes(model: Model) -> list[str]:
+    """A layer's parameters with their shapes, ``W: Mat[2, 4]``, for its tooltip."""
+    return [f"{name}: {show([array_type(spec.shape)])[0]}" for name, spec in model.param_specs]
 
 
 def _effect_text(model: Model) -> str:
@@ -362,16 +483,6 @@ def _effect_text(model: Model) -> str:
             return "on running statistics (inference)"
         return f"keeps statistics, momentum {model.attr('momentum'):g}"
     return ""
-
-
-def _own_parameters(model: Model) -> list[str]:
-    """Parameters a wrapper holds itself (learned_state's initial state), e.g. ``initial_state: Vec[30]``."""
-    out: list[str] = []
-    while True:
-        out.extend(f"{name}: {show([array_type(spec.shape)])[0]}" for name, spec in model.param_specs)
-        if not model.transparent or not model.children:
-            return out
-        model = model.children[0]
 
 
 def _leaf(canvas: Canvas, model: Model, path: str, flow: Flow, collapsed: bool = False) -> Flow:
@@ -407,7 +518,9 @@ def _default(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) ->
         chain.append(chain[-1].children[0])
     inner = chain[-1]
     with canvas.cluster(
-        _title(canvas, model, path, *(m.kind for m in chain)), path=_sole_child_base(inner, inner_path)
+        _title(canvas, model, path, *(m.kind for m in chain)),
+        path=_sole_child_base(inner, inner_path),
+        tooltip=_cluster_tip(chain, path),
     ):
         mark = canvas._ids
         out = draw(canvas, inner.children[0], child_path(inner, inner_path, 0), flow, depth + 1)
@@ -458,7 +571,7 @@ def repeats(keys: list) -> list[tuple[int, int, int]]:
 @drawer("serial")
 def _serial(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
     if model.name is not None:
-        with canvas.cluster(_title(canvas, model, path, "serial"), path=path, color="#374151"):
+        with canvas.cluster(_title(canvas, model, path, "serial"), path=path, color="#374151", tooltip=path):
             return _chain(canvas, model, path, flow, depth + 1)
     return _chain(canvas, model, path, flow, depth)
 
@@ -480,10 +593,12 @@ def _chain(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> F
         each = sum(param_total(children[i]) or 0 for i in block)
         title = f"<B>× {count}</B>"
         if canvas.options.show_layer_names:
-            title += f"  {text(canvas.relative(first))} … {text(canvas.relative(last))}"
+            title += f"  {canvas.relative(first)} … {canvas.relative(last)}"
         if each:
             title += f" · {text(count_text(each * count))} in all"
-        with canvas.cluster(title, style="rounded,bold", color="#2563eb"):
+        with canvas.cluster(
+            title, style="rounded,bold", color="#2563eb", tooltip=f"{first} … {last}: {count} copies"
+        ):
             for i in block:
                 flow = draw(canvas, children[i], child_path(model, path, i), flow, depth)
     return flow
@@ -498,13 +613,13 @@ def _input(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> F
 @drawer("parallel")
 def _parallel(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
     items = split(flow, len(model.children))
-    with canvas.cluster(_title(canvas, model, path, "parallel"), path=path):
+    with canvas.cluster(_title(canvas, model, path, "parallel"), path=path, tooltip=path):
         return _branches(canvas, model, path, items, depth + 1)
 
 
 @drawer("fanout")
 def _fanout(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
-    with canvas.cluster(_title(canvas, model, path, "fanout"), path=path):
+    with canvas.cluster(_title(canvas, model, path, "fanout"), path=path, tooltip=path):
         return _branches(canvas, model, path, [flow] * len(model.children), depth + 1)
 
 
@@ -525,11 +640,21 @@ def _branches(canvas: Canvas, model: Model, path: str, flows: list, depth: int) 
 
 @drawer("residual")
 def _residual(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> Flow:
-    with canvas.cluster(_title(canvas, model, path, "residual"), path=_sole_child_base(model, path)):
+    """The body and a dashed skip edge labelled with its type, both inside the cluster: the
+    skip starts at a split point in it, not at whatever node comes before the block."""
+    with canvas.cluster(
+        _title(canvas, model, path, "residual"), path=_sole_child_base(model, path), tooltip=path
+    ):
+        arriving = ends(flow)
+        if len(arriving) == 1:
+            fork = canvas.fork()
+            canvas.connect(flow, fork)
+            flow = End(fork, arriving[0].type)
         out = draw(canvas, model.children[0], child_path(model, path, 0), flow, depth + 1)
         plus = canvas.node(["+"], fill="#ffffff", extra=", shape=circle, width=0.3, margin=0")
     canvas.connect(out, plus)
-    canvas.connect(flow, plus, extra="style=dashed", labelled=False)  # its type is on the way in
+    for end in ends(flow):
+        canvas.edge(end.node, plus, end.type, 'style=dashed, color="#6b7280"', force_label=True)
     return End(plus, model.out_type)
 
 
@@ -546,7 +671,9 @@ def _padded(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> 
     reach each attention layer by a dashed edge (they mask its keys)."""
     sequences, lengths = split(flow, 2)
     canvas.lengths.append(lengths)
-    with canvas.cluster(_title(canvas, model, path, "padded"), path=_sole_child_base(model, path)):
+    with canvas.cluster(
+        _title(canvas, model, path, "padded"), path=_sole_child_base(model, path), tooltip=path
+    ):
         out = draw(canvas, model.children[0], child_path(model, path, 0), sequences, depth + 1)
     canvas.lengths.pop()
     return relabel(out, model.out_type)
@@ -557,13 +684,13 @@ def _repeat(canvas: Canvas, model: Model, path: str, flow: Flow, depth: int) -> 
     """``repeat(block, n)``: one cluster marked ``× n`` around one copy of the block."""
     block = model.children[0]
     title = f"<B>× {model.attr('times')}</B>"
-    shown = canvas.relative(path)
-    if shown and canvas.options.show_layer_names:
-        title += f"  {text(shown)}"
+    if path and canvas.options.show_layer_names:
+        title += f"  {canvas.relative(path)}"
     total = param_total(model)
     if total:
         title += f" · {text(count_text(total))} in all"
-    with canvas.cluster(title, style="rounded,bold", color="#2563eb"):
+    tip = f"{path}: {model.attr('times')} copies" if path else f"{model.attr('times')} copies"
+    with canvas.cluster(title, style="rounded,bold", color="#2563eb", tooltip=tip):
         out = draw(canvas, replace(block, name=None), child_path(model, path, 0), flow, depth + 1)
     return relabel(out, model.out_type)
 

@@ -20,6 +20,7 @@ import os
 import shlex
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,9 @@ from .checkpoint import write_atomically
 from .draw import Options, to_dot
 from .model import Model
 
-FORMATS = ("svg", "png", "pdf", "dot")
-SUFFIX = {"svg": ".svg", "png": ".png", "pdf": ".pdf", "dot": ".gv"}
-FORMAT_OF_SUFFIX = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".gv": "dot", ".dot": "dot"}
+FORMATS = ("svg", "png", "pdf", "dot", "html")
+SUFFIX = {"svg": ".svg", "png": ".png", "pdf": ".pdf", "dot": ".gv", "html": ".html"}
+FORMAT_OF_SUFFIX = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".gv": "dot", ".dot": "dot", ".html": "html"}
 DEFAULT_PNG_DPI = 200  # Keras' plot_model default: sharp on slides and in papers
 INSTALL_HINT = (
     "install Graphviz (Debian/Ubuntu: sudo apt-get install graphviz; Fedora: sudo dnf "
@@ -57,8 +58,8 @@ class GraphvizNotFound(RenderError):
 def format_of(path: str | os.PathLike, fmt: str | None = None) -> str:
     """The output format: ``fmt`` if given, else the one the suffix of ``path`` names.
 
-    >>> format_of("net.png"), format_of("net", "pdf"), format_of("net.dot")
-    ('png', 'pdf', 'dot')
+    >>> format_of("net.png"), format_of("net", "pdf"), format_of("net.dot"), format_of("net.html")
+    ('png', 'pdf', 'dot', 'html')
     """
     suffix = Path(path).suffix.lower()
     if fmt is not None:
@@ -133,6 +134,40 @@ def _remove_older(path: Path) -> str:
     return f" The older {path} was removed, so that it does not pass for a drawing of this model."
 
 
+def picture_source(model: Model, options: Options, *, grad: bool = False, ops: bool = False) -> str:
+    """The Graphviz source of the picture asked for: the forward, its backward by layers
+    (``grad``) or the primitives of both passes (``ops``)."""
+    if grad and ops:
+        raise RenderError(
+            "grad and ops draw different pictures (the layers' gradient steps; the primitives "
+            "of both passes, which already hold the backward): choose one"
+        )
+    if not isinstance(model, Model):
+        raise RenderError(f"nnc draws nnc models, got {type(model).__name__}")
+    if grad:
+        from .draw_grad import grad_to_dot
+
+        return grad_to_dot(model, options)
+    if ops:
+        from .draw_ops import ops_to_dot
+
+        return ops_to_dot(model, options.rankdir)
+    return to_dot(model, options)
+
+
+def _page(model: Model, source: str, options: Options, grad: bool, ops: bool, dpi: int | None) -> bytes:
+    """The interactive page: the picture, and with repeats folded also the picture unfolded."""
+    from .html_page import html_page
+
+    views = [("folded", source, run_dot(source, "svg", dpi).decode("utf-8"))]
+    if options.collapse_repeats and not ops:
+        unfolded = picture_source(model, replace(options, collapse_repeats=False), grad=grad)
+        if unfolded != source:  # an × N block to unfold
+            views.append(("unfolded", unfolded, run_dot(unfolded, "svg", dpi).decode("utf-8")))
+    what = "primitives" if ops else "backward" if grad else "model"
+    return html_page(f"{what}: {model!r}"[:200], views).encode("utf-8")
+
+
 def render(
     model: Model,
     path: str | os.PathLike,
@@ -147,13 +182,18 @@ def render(
     depth: int | None = None,
     collapse_repeats: bool = True,
     dtype: Any = "float32",
+    show_batch: bool = False,
+    grad: bool = False,
+    ops: bool = False,
 ) -> Path:
-    """Draw ``model`` into ``path`` (svg, png or pdf with Graphviz; dot needs no Graphviz).
+    """Draw ``model`` into ``path`` (svg, png, pdf or an html page with Graphviz; dot needs none).
 
     Args:
         model: the model to draw.
         path: the output file; its suffix gives the format unless ``format`` is given.
-        format: ``"svg"``, ``"png"``, ``"pdf"`` or ``"dot"`` (Graphviz source).
+        format: ``"svg"``, ``"png"``, ``"pdf"``, ``"dot"`` (Graphviz source) or ``"html"`` (an
+            interactive page, self-contained: clusters collapse on click, layers show their
+            parameters on hover).
         dpi: resolution of the picture (default 200 for png, Graphviz's own for the others).
         rankdir: ``"TB"`` (top to bottom), ``"LR"``, ``"BT"`` or ``"RL"``.
         show_shapes: label edges with the type that flows along them.
@@ -162,6 +202,9 @@ def render(
         expand_nested: draw combinators as clusters; ``False`` is ``depth=0``.
         depth: how many levels of combinators to draw as clusters (``None``: all).
         collapse_repeats: draw identical blocks repeated in a chain once, with "× N".
+        show_batch: edges show the shapes of a batch, Keras' way: ``(None, 64)``.
+        grad: draw the backward pass by layers: gradient steps, cotangent types, parameter gradients.
+        ops: draw the primitives of the forward and backward passes, traced on zeros (a batch of 1).
 
     Returns: the path written. Raises :class:`GraphvizNotFound` after writing the ``.gv``
     source beside ``path`` (and removing an older file at ``path``) when Graphviz's ``dot``
@@ -178,18 +221,24 @@ def render(
         depth=depth,
         collapse_repeats=collapse_repeats,
         dtype=dtype,
+        show_batch=show_batch,
     )
-    source = to_dot(model, options)
+    source = picture_source(model, options, grad=grad, ops=ops)
     if fmt == "dot":
         write_atomic(path, source.encode("utf-8"))
         return path
     try:
-        picture = run_dot(source, fmt, dpi)
+        picture = (
+            _page(model, source, options, grad, ops, dpi) if fmt == "html" else run_dot(source, fmt, dpi)
+        )
     except GraphvizNotFound:
         gv = path.with_suffix(".gv")
         write_atomic(gv, source.encode("utf-8"))
         removed = _remove_older(path)
-        command = shlex.join(["dot", *dot_arguments(fmt, dpi), str(gv), "-o", str(path)])
+        shown = "svg" if fmt == "html" else fmt  # the page needs nnc, the SVG only dot
+        command = shlex.join(
+            ["dot", *dot_arguments(shown, dpi), str(gv), "-o", str(path.with_suffix(f".{shown}"))]
+        )
         raise GraphvizNotFound(
             f"Graphviz's dot program was not found, so {path} was not drawn.{removed} Its "
             f"Graphviz source is written to {gv}. To draw it, {INSTALL_HINT}, then run:\n  {command}",

@@ -37,6 +37,7 @@ from nnc.backend.random import key as make_key
 from nnc.backend.tree import tree_flatten, tree_unflatten
 
 from .callbacks import (
+    GRADIENT_NORM,
     BatchEnd,
     Callback,
     EpochEnd,
@@ -50,6 +51,7 @@ from .callbacks import (
 )
 from .effects import checked_stats, inference, with_calls
 from .model import Model, _params_dtype, check_params, match_input
+from .nan_origin import find_nan
 from .optim import ConfigError, Optimizer
 from .types import ArrayType, show
 
@@ -156,7 +158,16 @@ class History:
         return list(range(1, len(self) + 1))
 
     def with_epoch(self, logs: Mapping[str, float]) -> History:
-        return replace(self, values={k: self.values.get(k, ()) + (v,) for k, v in logs.items()})
+        return replace(
+            self, values={**self.values, **{k: self.values.get(k, ()) + (v,) for k, v in logs.items()}}
+        )
+
+    def with_more(self, logs: Mapping[str, float]) -> History:
+        """``logs`` added to the last epoch's values (NaN before, for a name new since then)."""
+        n = len(self)
+        padded = {k: self.values.get(k, ())[: n - 1] for k in logs}
+        padded = {k: v + (math.nan,) * (n - 1 - len(v)) for k, v in padded.items()}
+        return replace(self, values={**self.values, **{k: padded[k] + (float(v),) for k, v in logs.items()}})
 
     def with_event(self, epoch: int, message: str, stopped: bool = False) -> History:
         return replace(
@@ -176,32 +187,50 @@ class History:
         Needs matplotlib: ``pip install 'nnc[plot]'``."""
         try:
             from matplotlib.figure import Figure
-            from matplotlib.ticker import MaxNLocator
         except ImportError:
             raise ImportError(
                 "History.plot needs matplotlib: pip install 'nnc[plot]' (or pip install matplotlib)"
             ) from None
-        names = [k for k in self.values if not k.startswith("val_")]
+        per_layer = [k for k in self.values if k.startswith(GRADIENT_NORM)]
+        names = [k for k in self.values if not k.startswith("val_") and k not in per_layer]
         names += [k[4:] for k in self.values if k.startswith("val_") and k[4:] not in names]
-        fig = Figure(figsize=(4.5 * max(len(names), 1), 3.4), layout="constrained")
+        panels = len(names) + bool(per_layer)
+        fig = Figure(figsize=(4.5 * max(panels, 1), 3.4), layout="constrained")
         for i, name in enumerate(names):
-            ax = fig.add_subplot(1, len(names), i + 1)
+            ax = fig.add_subplot(1, panels, i + 1)
             for key, label in ((name, "training"), (f"val_{name}", "validation")):
                 if key in self.values:
                     ax.plot(
                         self.epochs, self.values[key], marker="." if len(self) < 30 else None, label=label
                     )
-            ax.set_title(name)
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.grid(alpha=0.3)
-            ax.legend()
+            _epoch_axes(ax, name)
+        if per_layer:  # nnc.GradientStats: one curve per layer, on a log scale (norms span decades)
+            ax = fig.add_subplot(1, panels, panels)
+            for key in per_layer:
+                ax.plot(
+                    self.epochs,
+                    self.values[key],
+                    marker="." if len(self) < 30 else None,
+                    label=key[len(GRADIENT_NORM) :],
+                )
+            ax.set_yscale("log")
+            _epoch_axes(ax, "gradient norm per layer")
         if path is not None:
             from .checkpoint import write_atomically
 
             ext = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
             write_atomically(path, lambda f: fig.savefig(f, format=ext, dpi=110))
         return fig
+
+
+def _epoch_axes(ax: Any, title: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_title(title)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
 
 
 # ----------------------------------------------------------------------------- data
@@ -482,7 +511,7 @@ def fit(
                 if bar is not None:
                     bar.set_description(f"epoch {epoch}/{epochs}", refresh=False)
                 epoch_data = train.take(rng.permutation(train.n)) if shuffle else train
-                replay = _Replay(model, step, epoch, params, opt_state, epoch_data, starts, batch_size)
+                replay = _Replay(model, step, epoch, params, opt_state, epoch_data, starts, batch_size, loss)
                 losses = np.empty(len(starts), np.float64)
                 stop = None
                 for b, start in enumerate(starts):
@@ -516,7 +545,9 @@ def fit(
                     bar.set_postfix_str(", ".join(f"{k} {v:.4g}" for k, v in logs.items()), refresh=False)
                 if epoch_hooks:
                     optimiser_state = opt_state[0] if effects else opt_state
-                    epoch_log = EpochEnd(epoch, epochs, logs, history, params, optimiser_state, model, stats)
+                    epoch_log = EpochEnd(
+                        epoch, epochs, logs, history, params, optimiser_state, model, stats, loss, (x, y)
+                    )
                     params, history, stop = _ask(epoch_hooks, states, epoch_log, params, history, epoch)
                     if stop:
                         break
@@ -602,6 +633,15 @@ class _Replay:
     data: Dataset
     starts: list
     batch_size: int
+    loss: Callable[[Any, Any], Any]
+
+    def _born(self, u: int, params: Any) -> str:
+        """``: <which layer's gradient step made the non-finite values>`` for update ``u`` from
+        ``params``, or nothing when no layer's can be named (the optimiser made them: a huge
+        step, not a non-finite gradient)."""
+        x, y = self.data.batch(self.starts[u], self.starts[u] + self.batch_size)
+        origin = find_nan(self.model, params, x, y, loss=self.loss)
+        return "" if origin is None else f": {origin.message}"
 
     def _first_bad_update(self, count: int) -> tuple[int, Any, Any, float] | None:
         """Among the first ``count`` steps, the first whose update is not finite, as (its index,
@@ -634,7 +674,9 @@ class _Replay:
             else f"in the update of batch {u + 1}, whose loss ({u_loss:.4g}) was finite"
         )
         return (
-            non_finite_params_report(self.model, updated, f"{head} went non-finite {when}"),
+            non_finite_params_report(
+                self.model, updated, f"{head} went non-finite {when}{self._born(u, last)}"
+            ),
             last,
             self.epoch,
         )
@@ -649,7 +691,7 @@ class _Replay:
         u, last, updated, u_loss = found
         head = (
             f"the parameters went non-finite in the update of epoch {self.epoch}, batch {u + 1}, "
-            f"whose loss ({u_loss:.4g}) was finite"
+            f"whose loss ({u_loss:.4g}) was finite{self._born(u, last)}"
         )
         return non_finite_params_report(self.model, updated, head), last, self.epoch
 
@@ -696,6 +738,8 @@ def _ask(
         if decision.params is not None:
             params = decision.params
             log = log._replace(params=params)
+        if decision.logs:
+            history = history.with_more(decision.logs)
         if decision.reason:
             history = history.with_event(epoch, decision.reason, stopped=decision.stop)
         elif decision.stop:

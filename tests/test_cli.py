@@ -269,7 +269,8 @@ BAD = {
         ["render", "m.py", "-o", "m.jpg"],
         2,
         "nnc render: cannot tell the format of 'm.jpg' from its suffix; use one ending in "
-        ".svg, .png, .pdf, .gv, .dot or give the format (svg, png, pdf, dot)\n  see docs/errors.md#rendererror\n",
+        ".svg, .png, .pdf, .gv, .dot, .html or give the format (svg, png, pdf, dot, html)\n"
+        "  see docs/errors.md#rendererror\n",
     ),
     "suffix against format": (
         {"m.py": "from nnc import tanh\nmodel = tanh\n"},
@@ -386,7 +387,7 @@ def test_python_m_nnc_runs_the_command_in_its_own_process(folder):
     help_text = subprocess.run(
         [sys.executable, "-m", "nnc", "--help"], capture_output=True, text=True, cwd=folder, timeout=120
     )
-    assert help_text.returncode == 0 and "{render,summary,check}" in help_text.stdout
+    assert help_text.returncode == 0 and "{render,summary,check,export}" in help_text.stdout
 
 
 def test_version_prints_the_package_version(capsys):

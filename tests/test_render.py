@@ -144,7 +144,7 @@ def test_show_shapes_and_dtype_options():
 def test_labels_are_escaped():
     model = Linear(2, 3, name="a<b&c") >> Linear(3, 1, name='q"uo\\te')
     source = to_dot(model)
-    assert "<B>a&lt;b&amp;c</B>" in source and 'tooltip="q\\"uo\\\\te"' in source
+    assert "<B>a&lt;b&amp;c</B>" in source and 'tooltip="q\\"uo\\\\te\\nW: Mat[3, 1]\\nb: Vec[1]"' in source
     assert "<B>a<b&c</B>" not in source
 
 
@@ -511,3 +511,91 @@ def test_without_dot_an_older_picture_is_removed_and_the_message_says_so(tmp_pat
         f"written to {tmp_path / 'm.gv'}. To draw it, install Graphviz ("
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty-path", "m.gv"]
+
+
+# ----------------------------------------------------------------------------- a new user's look
+
+
+def clusters_of(source):
+    """{node id: [the ids of the clusters it is declared in, outermost first]}."""
+    where, stack = {}, []
+    for line in source.splitlines():
+        s = line.strip()
+        if s.startswith("subgraph cluster_"):
+            stack.append(s.split()[1])
+        elif s == "}" and stack:
+            stack.pop()
+        elif m := re.match(r"(n\d+) \[", s):
+            where[m.group(1)] = list(stack)
+    return where
+
+
+def names_drawn(source):
+    """The bold names of the nodes: the paths a reader looks up in nnc summary."""
+    return [m for label in node_lines(source).values() for m in re.findall(r"<B>([^<]*)</B>", label)]
+
+
+def test_every_node_name_is_unique_and_a_tail_of_its_summary_path():
+    model = Linear(4, 8) >> residual(Linear(8, 8) >> relu) >> residual(Linear(8, 8) >> tanh) >> Linear(8, 2)
+    source = to_dot(model)
+    names = names_drawn(source)
+    assert names == [
+        "linear_0",
+        "residual_0/serial_0/linear_0",
+        "relu_0",
+        "residual_1/serial_0/linear_0",
+        "tanh_0",
+        "linear_1",
+    ]
+    paths = {r.path for r in summary(model).rows}
+    assert all(any(p == n or p.endswith("/" + n) for p in paths) for n in names)
+
+
+@given(chains(3))
+def test_names_are_unique_in_every_random_picture(drawn):
+    model, _ = drawn
+    names = names_drawn(to_dot(model, collapse_repeats=False))
+    assert len(names) == len(set(names))
+
+
+def test_a_recurrent_clusters_title_stays_short_and_its_shapes_are_in_tooltips(dot_program):
+    from nnc.recurrent import GRU
+
+    model = learned_state(unroll_last(GRU(8, 16))) >> Linear(16, 4) >> tanh
+    source = to_dot(model)
+    (title,) = re.findall(r"graph \[label=<([^>]*)>, labeljust", source)
+    assert title == "learned_state · unroll_last · 1,216 params"
+    assert 'tooltip="gru_0\\ninitial_state: Vec[16]"' in source  # the cluster's own parameter
+    assert 'tooltip="gru_0\\nWx: Mat[8, 48]\\nWh: Mat[16, 32]\\nb: Vec[48]\\nUh: Mat[16, 16]"' in source
+    root = ET.fromstring(render_module.run_dot(source, "svg"))
+    width_px = float(root.get("width")[:-2]) * 96 / 72
+    assert width_px < 400  # it was 1,467 px with the weight shapes in the title
+
+
+def test_a_skip_edge_stays_in_its_cluster_and_carries_its_type():
+    source = to_dot(Linear(4, 8) >> residual(Linear(8, 8) >> relu) >> Linear(8, 1))
+    where = clusters_of(source)
+    (skip,) = [(a, b, attrs) for a, b, attrs in edges(source) if "dashed" in (attrs or "")]
+    assert where[skip[0]] == where[skip[1]] == ["cluster_1"]
+    assert "label=<Vec[8]>" in skip[2]
+    assert f"{skip[0]} [shape=point" in source  # the split point inside the cluster
+
+
+def test_show_batch_draws_the_batch_axis_as_keras_does():
+    from nnc.recurrent import GRU
+
+    model = Input(Vec[64]) >> fanout(Linear(None, 8), tanh) >> parallel(relu, Linear(64, 2))
+    labels = [re.search(r"label=<([^>]*)>", a).group(1) for _, _, a in edges(to_dot(model, show_batch=True))]
+    assert labels == ["(None, 64)", "(None, 64)", "(None, 8)", "(None, 64)", "(None, 8)", "(None, 2)"]
+    names = nnc.draw.TypeNames([])
+    assert nnc.draw.batch_shape(model.out_type, names) == "[(None, 8), (None, 2)]"
+    seq = zero_state(unroll_last(GRU(3, 5)))
+    assert "label=<(None, None, 3)>" in to_dot(seq, show_batch=True)
+    assert "label=<state: (None, 5)>" in to_dot(seq, show_batch=True)
+    assert "(None" not in to_dot(model)
+
+
+def test_text_is_readable_at_96_dpi():
+    source = to_dot(golden_models()["residual"])
+    sizes = [float(s) for s in re.findall(r'(?:fontsize=|POINT-SIZE=")(\d+(?:\.\d+)?)', source)]
+    assert sizes and min(sizes) * 96 / 72 >= 13  # pixels: the smallest text, edge labels and counts

@@ -3,8 +3,10 @@
 Combinators are drawn as clusters (``depth`` collapses the deeper ones into single
 nodes), identical blocks repeated in a chain are drawn once with "× N", and a
 recurrent cell (``state_type`` set) gets a loop edge labelled with its state type
-instead of being unrolled. How a kind of model is drawn is looked up in a registry,
-so a new combinator registers its drawing beside its definition:
+instead of being unrolled. Each node is named by the shortest tail of its path that no
+other name in the picture shares, so names are unique and found in ``nnc summary``; its
+tooltip holds the full path and the parameters' shapes. How a kind of model is drawn is
+looked up in a registry, so a new combinator registers its drawing beside its definition:
 
 >>> from nnc import Linear, tanh
 >>> text = to_dot(Linear(2, 3) >> tanh)
@@ -239,7 +241,7 @@ class Canvas:
         fill = "#fde7c2" if model.state_type is not None else "#dbeafe" if n != 0 else "#f3f4f6"
         if effect and n == 0:
             fill = "#ede9fe"  # a layer whose effects are its news (dropout) stands out from activations
-        tip = "\n".join([path or description] + _parameter_shapes(model))
+        tip = "\n".join([path or description] + parameter_shapes(model))
         extra = f', tooltip="{quoted(tip)}"' + (", peripheries=2" if collapsed else "")
         return self.node(rows, fill=fill, extra=extra, ports=ports)
 
@@ -461,10 +463,10 @@ def _title(canvas: Canvas, model: Model, path: str, *kinds: str) -> str:
 def _cluster_tip(chain: list[Model], path: str) -> str:
     """What hovering a cluster's title shows: its full path and the parameters its wrappers
     hold themselves (learned_state's initial state; a layer inside lists its own)."""
-    return "\n".join(([path] if path else []) + [p for m in chain for p in _parameter_shapes(m)])
+    return "\n".join(([path] if path else []) + [p for m in chain for p in parameter_shapes(m)])
 
 
-def _parameter_shapes(model: Model) -> list[str]:
+def parameter_shapes(model: Model) -> list[str]:
     """A layer's parameters with their shapes, ``W: Mat[2, 4]``, for its tooltip."""
     return [f"{name}: {show([array_type(spec.shape)])[0]}" for name, spec in model.param_specs]
 
@@ -702,7 +704,8 @@ def to_dot(model: Model, options: Options | None = None, **kwargs: Any) -> str:
     """The Graphviz source of ``model``'s picture (needs no Graphviz program).
 
     Keyword arguments are :class:`Options` fields: ``rankdir``, ``show_shapes``,
-    ``show_dtype``, ``show_layer_names``, ``expand_nested``, ``depth``, ``collapse_repeats``.
+    ``show_dtype``, ``show_layer_names``, ``expand_nested``, ``depth``, ``collapse_repeats``,
+    ``show_batch``.
 
     >>> from nnc import Linear, relu
     >>> print(to_dot(Linear(2, 3, name="a<b&c") >> relu, show_shapes=False).splitlines()[4])

@@ -21,7 +21,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from .draw import Canvas, End, Options, count_text, draw, quoted, relabel, text
+from .draw import Canvas, End, Options, count_text, draw, parameter_shapes, quoted, relabel, text
 from .inspection import own_param_total, param_total, plain_description
 from .model import Model
 from .types import array_type, show
@@ -48,7 +48,7 @@ class GradCanvas(Canvas):
             rows.append(text(_shorten(description)))
         n = param_total(model) if collapsed else own_param_total(model)
         fill = "#fde7c2" if model.state_type is not None else "#dcfce7" if n != 0 else "#f3f4f6"
-        tip = f"gradient step of {path or plain_description(model)}"
+        tip = "\n".join([f"gradient step of {path or description}"] + parameter_shapes(model))
         extra = f', tooltip="{quoted(tip)}"' + (", peripheries=2" if collapsed else "")
         nid = self.node(rows, fill=fill, extra=extra)
         self._parameter_gradients(model, nid, collapsed, n)
@@ -57,7 +57,7 @@ class GradCanvas(Canvas):
     def _parameter_gradients(self, model: Model, nid: str, collapsed: bool, n: int | None) -> None:
         """The gradients of a layer's parameters, beside its node, leaving it."""
         if collapsed:
-            rows = [f"d params: {count_text(n)}"] if n else []
+            rows = [f"d of {count_text(n)}"] if n else []
         else:
             rows = [f"d{name}: {show([array_type(spec.shape)])[0]}" for name, spec in model.param_specs]
         for row in rows:

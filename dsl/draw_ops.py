@@ -1,9 +1,9 @@
 """The primitives a model runs, forward and backward, as a Graphviz graph.
 
 The model's loss-free gradient is traced: ``sum(model(params, x))`` (every output summed)
-on zeros of its input type with a batch of 1 (sequences of 3 steps), differentiated with
-respect to the parameters and the input by the engine's own pass
-(:func:`nnc.backend.autodiff.gradient_path`, ``replay_forward``, ``reverse_sweep``). Each
+on zeros of its input type with a batch of 1 (2 where BatchNorm needs two; sequences of 3
+steps), differentiated with respect to the parameters and the input by the engine's own
+pass (:func:`nnc.backend.autodiff.gradient_path`, ``replay_forward``, ``reverse_sweep``). Each
 equation is a node labelled with its primitive and its result's shape; the forward is one
 cluster, the backward another, and inside each the equations are grouped by the layer that
 made them. Values the forward computes and the backward reads (what a real step keeps in
@@ -32,6 +32,7 @@ import numpy as np
 from nnc.backend.autodiff import gradient_path, replay_forward, reverse_sweep
 from nnc.backend.core import Const, Eqn, Graph, Trace, Tracer, Var, trace_graph
 from nnc.backend.errors import NNCError, TraceError
+from nnc.backend.random import key as nnc_key
 from nnc.backend.staging import call_signature, trace_call
 from nnc.backend.tree import tree_leaves, tree_paths
 
@@ -57,18 +58,28 @@ class Ops:
     example: str = ""  # the input the trace ran on, in words
 
 
-def _example(t: Any) -> Any:
-    """Zeros of type ``t`` for a batch of 1."""
+def _example(t: Any, batch: int = 1) -> Any:
+    """Zeros of type ``t`` for a batch of ``batch``."""
     if isinstance(t, TupleType):
-        return tuple(_example(i) for i in t.items)
+        return tuple(_example(i, batch) for i in t.items)
     time: tuple[int, ...] = ()
     while isinstance(t, SeqType):
         time, t = time + (STEPS,), t.item
     if not isinstance(t, ArrayType):
-        return np.zeros((1,) + time + (1,), np.float32)  # any type: one number per step
+        return np.zeros((batch,) + time + (1,), np.float32)  # any type: one number per step
     if t.is_index:
-        return np.zeros((1,) + time, np.int64)
-    return np.zeros((1,) + time + tuple(int(d) for d in t.dims), np.float32)
+        return np.zeros((batch,) + time, np.int64)
+    return np.zeros((batch,) + time + tuple(int(d) for d in t.dims), np.float32)
+
+
+def _known(t: Any) -> bool:
+    """Whether an example of ``t`` has a known shape (a class index's count needs not be known:
+    ``padded``'s lengths are ``Index[t + 1]``, ``t`` the sequences' length)."""
+    if isinstance(t, TupleType):
+        return all(_known(i) for i in t.items)
+    if isinstance(t, SeqType):
+        return _known(t.item)
+    return isinstance(t, ArrayType) and (t.is_index or is_concrete(t))
 
 
 def _trace_of(tree: Any) -> Trace | None:
@@ -140,7 +151,7 @@ def trace_ops(model: Model) -> Ops:
     if not isinstance(model, Model):
         raise TypeError(f"trace_ops traces nnc models, got {type(model).__name__}")
     types = [model.in_type] + ([model.state_type] if model.state_type is not None else [])
-    unknown = [show([t])[0] for t in types if not is_concrete(t)]
+    unknown = [show([t])[0] for t in types if not _known(t)]
     if unknown:
         raise TraceError(
             f"cannot trace the primitives of {model!r}{created_at_note(model)}: they can only be "
@@ -150,16 +161,18 @@ def trace_ops(model: Model) -> Ops:
     spans: list[Span] = []
     watched = _instrumented(model, "", 0, spans)
     params = model.init(seed=0)
-    x = _example(model.in_type)
-    state = None if model.state_type is None else _example(model.state_type)
+    # batch statistics need two examples: with one, BatchNorm refuses to normalise
+    batch = 2 if model.keeps_stats else 1
+    x = _example(model.in_type, batch)
+    state = None if model.state_type is None else _example(model.state_type, batch)
 
     def loss(p: Any, x: Any, s: Any) -> Any:
         if model.state_type is not None:
             out = watched(p, x, s)
-        elif model.keeps_stats:
-            out = watched(p, x, stats=model.init_stats())
         else:
-            out = watched(p, x)
+            key = nnc_key(0) if model.is_random else None
+            stats = model.init_stats() if model.keeps_stats else None
+            out = watched(p, x, key=key, stats=stats)
         sums = [leaf.sum() for leaf in tree_leaves(out) if type(leaf) is Tracer and leaf.dtype.kind == "f"]
         if not sums:
             raise TraceError(
@@ -218,11 +231,8 @@ def trace_ops(model: Model) -> Ops:
     split = box["split"]
     forward = [e for e in graph.eqns if index.get(id(e), 0) < split]
     backward = [e for e in graph.eqns if index.get(id(e), 0) >= split]
-    names = (
-        [p or "params" for p, _ in tree_paths(params)]
-        + ["x"]
-        + ([p or "state" for p, _ in tree_paths(state, "state")] if state is not None else [])
-    )
+    names = [p for p, _ in tree_paths(params)] + [p for p, _ in tree_paths(x, "x")]
+    names += [p for p, _ in tree_paths(state, "state")] if state is not None else []
     input_names = {id(v): n for v, n in zip(graph.inputs, names)}
     output_names = ["sum of outputs"] + [f"∂ {names[k]}" for k in wrt]
     shape = tuple(np.shape(x)) if not isinstance(x, tuple) else tuple(np.shape(i) for i in x)

@@ -34,7 +34,7 @@ from nnc.backend.errors import ShapeError
 from nnc.backend.tree import tree_leaves, tree_paths
 
 from .model import Model
-from .probes import gradients, prepared, watch
+from .probes import at_path, gradients, prepared, watch
 from .types import SeqType
 
 # Which layers' outputs say something by their zeros, and which by their saturation.
@@ -228,14 +228,6 @@ def _first_float(x: Any) -> Any:
     return None
 
 
-def _subtree(tree: Any, path: str) -> Any:
-    for part in path.split("/"):
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
-
-
 def layer_gradient_norms(
     model: Model,
     params: Any,
@@ -321,7 +313,7 @@ def inspect(
     param_rows = []
     for path, w in tree_paths(params):
         w = np.asarray(w, np.float64)
-        gw = None if grads is None else _subtree(grads.params, path)
+        gw = None if grads is None else at_path(grads.params, path)
         norm = float(np.linalg.norm(w))
         if gw is None:
             param_rows.append(ParamNumbers(path, w.shape, norm, None, None, 0))

@@ -28,7 +28,7 @@ import numpy as np
 from nnc.backend.tree import tree_leaves
 
 from .model import Model, created_at_note
-from .probes import gradients, watch
+from .probes import at_path, gradients, watch
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,6 @@ def _named(path: str, layer: Model) -> str:
         if path != "(model)"
         else f"{layer!r}{created_at_note(layer)}"
     )
-
-
-def _subtree(tree: Any, path: str) -> Any:
-    for part in path.split("/"):
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
 
 
 def find_nan(
@@ -101,7 +93,7 @@ def find_nan(
         reached = grads.outputs.get(path)
         if reached is not None and _bad(reached):
             continue  # it came from a later layer's step (which the loop met first)
-        own = _subtree(grads.params, path) if path != "(model)" else grads.params
+        own = at_path(grads.params, path) if path != "(model)" else grads.params
         own = own if isinstance(own, dict) and seen.layers[path].has_params else None
         handed = _bad(grads.inputs.get(path)), 0 if own is None else _bad(own)
         if any(handed):

@@ -77,6 +77,20 @@ def _zeros_like(x: Any) -> list:
     return [np.zeros(shape_of(v), dtype_of(v)) if _is_float(v) else None for v in tree_leaves(x)]
 
 
+def at_path(tree: Any, path: str) -> Any:
+    """The subtree of a parameter tree at a layer's path (``residual_0/serial_0/linear_0``), or
+    ``None`` where there is none (a layer without parameters).
+
+    >>> at_path({"a": {"b": 1}}, "a/b"), at_path({"a": {}}, "a/c")
+    (1, None)
+    """
+    for part in path.split("/"):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
 def _watched_whole(node: Model) -> bool:
     """Whether ``node`` is watched as a whole, nothing inside it."""
     return not node.children or node.transparent or any(c.state_type is not None for c in node.children)

@@ -168,6 +168,16 @@ def tutorial_09(out, folder):
     )
 
 
+def tutorial_10(out, folder):
+    assert number(r"the chain rule by hand: ([\d.e+-]+)", out) < 1e-12
+    assert "gradient reaching tanh's output equals g_h: True" in out
+    assert "gradient reaching the first Linear's output equals g_a: True" in out
+    assert "the gradient step of lift_0: lift(sqrt) (created at tutorial_10_backward.py:" in out
+    assert_pictures(folder, "tutorial_10_forward.svg", "tutorial_10_backward.svg", "tutorial_10_ops.svg")
+    backward = (folder / "tutorial_10_backward.svg").read_text()
+    assert "linear_1" in backward and "dW" in backward  # a gradient step, a parameter's gradient
+
+
 CHECKS = {
     "xor.py": xor,
     "mlp.py": mlp,
@@ -182,6 +192,7 @@ CHECKS = {
     "tutorial_07_generation.py": tutorial_07,
     "tutorial_08_normalization.py": tutorial_08,
     "tutorial_09_names.py": tutorial_09,
+    "tutorial_10_backward.py": tutorial_10,
 }
 
 

@@ -1,6 +1,7 @@
 """Pictures of the backward pass: by layers (grad=True) and by primitives (ops=True)."""
 
 import dataclasses
+import importlib
 import re
 import shutil
 import xml.etree.ElementTree as ET
@@ -8,14 +9,19 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from test_render import chains, leaves
 
 from nnc import Input, Linear, Vec, concat, fanout, lift, relu, residual, softmax, tanh
 from nnc.backend.errors import TraceError
+from nnc.backend.tree import tree_leaves
 from nnc.draw import to_dot
 from nnc.draw_grad import grad_to_dot
 from nnc.draw_ops import ops_to_dot, trace_ops
 from nnc.recurrent import fcrnn, unroll_last, zero_state
 from nnc.render import RenderError, render
+
+render_module = importlib.import_module("nnc.render")
 
 EDGE = re.compile(r"^\s*(\w+) -> ([\w:]+)(?: \[(.*)\])?$", re.M)
 
@@ -86,6 +92,14 @@ def test_the_backward_keeps_the_forward_conventions():
     assert label(loop) == "∂ state: Vec[30], last step first" and "dashed" in loop
 
 
+def test_depth_closes_blocks_into_one_gradient_step_with_their_parameters_gradient():
+    model = Input(Vec[4]) >> Linear(None, 8) >> residual(Linear(8, 8) >> relu) >> Linear(8, 1)
+    source = grad_to_dot(model, depth=0)
+    assert "subgraph" not in source and re.search(r"<B>∂ residual_0</B>.*peripheries=2", source)
+    grads = re.findall(r"^\s*g\d+ \[label=<([^>]*)>", source, re.M)
+    assert grads == ["dW: Mat[4, 8]", "db: Vec[8]", "d of 72 params", "dW: Mat[8, 1]", "db: Vec[1]"]
+
+
 def test_a_model_without_parameters_or_with_a_lifted_function_still_draws():
     source = grad_to_dot(tanh >> relu)
     assert re.findall(r"<B>(∂ [^<]*)</B>", source) == ["∂ tanh_0", "∂ relu_0"]
@@ -146,6 +160,20 @@ def test_ops_of_a_recurrent_model_and_of_a_fanout():
     assert "∂ fanout_0/linear_0" in source and "x: zeros of shape (1, 3)" in source
 
 
+def test_ops_of_models_with_effects_and_of_padded_attention():
+    from nnc import BatchNorm, Dropout, LayerNorm, SelfAttention, padded
+    from nnc.types import Seq
+
+    ops = trace_ops(Input(Vec[4]) >> Linear(None, 8) >> BatchNorm(8) >> relu >> Dropout(0.5) >> Linear(8, 1))
+    assert ops.example == "x: zeros of shape (2, 4)"  # batch statistics need two examples
+    assert {"batchnorm_0", "dropout_0"} <= set(ops.layer_of.values())
+    ops = trace_ops(padded(Input(Seq[Vec[8]]) >> SelfAttention(8, heads=2) >> LayerNorm(8)))
+    assert ops.example == "x: zeros of shape ((1, 3, 8), (1,))"
+    assert "attention_grads" in {e.prim.name for e in ops.backward}
+    assert ops.output_names[-1] == "∂ x/0"  # the sequences; their lengths are integers
+    assert list(ops.input_names.values())[-2:] == ["x/0", "x/1"]
+
+
 def test_ops_needs_known_sizes_and_says_so():
     with pytest.raises(
         TraceError, match=r"(?s)cannot trace the primitives of .* known sizes.*Vec\[n\].*nnc.Input"
@@ -157,3 +185,31 @@ def test_a_layer_that_cannot_be_traced_is_named():
     broken = dataclasses.replace(Linear(2, 3), forward=lambda m, p, x: np.asarray(x) @ p["W"])
     with pytest.raises(TraceError, match=r"cannot trace the primitives of linear_1 \(Linear\(2 -> 3\)"):
         trace_ops(tanh >> Linear(2, 2) >> broken)
+
+
+# ----------------------------------------------------------------------------- random models
+
+
+@given(chains(3))
+@settings(max_examples=25, deadline=None)
+def test_every_random_backward_has_a_step_per_layer_and_a_gradient_per_parameter(drawn):
+    model, _ = drawn
+    source = grad_to_dot(model, collapse_repeats=False)
+    steps = re.findall(r"^\s*n\d+ \[label=<<B>∂", source, re.M)
+    assert len(steps) == len([m for m in leaves(model) if m.kind != "Input"])
+    grads = re.findall(r"^\s*g\d+ \[label=<d", source, re.M)
+    assert len(grads) == len(tree_leaves(model.init(seed=0)))
+    if shutil.which("dot"):
+        ET.fromstring(render_module.run_dot(source, "svg"))
+
+
+@given(chains(3))
+@settings(max_examples=15, deadline=None)
+def test_every_random_trace_gives_a_gradient_for_each_parameter_and_the_input(drawn):
+    model, _ = drawn
+    model = Input(Vec[3]) >> model
+    ops = trace_ops(model)
+    shapes = [tuple(v.shape) for v in ops.graph.outputs]
+    assert shapes == [()] + [p.shape for p in tree_leaves(model.init(seed=0))] + [(1, 3)]
+    assert all(id(e) in ops.layer_of for e in ops.forward + ops.backward)
+    assert "cluster_backward" in ops_to_dot(model)

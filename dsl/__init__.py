@@ -83,6 +83,7 @@ from .optim import (
     sgd,
     warmup,
 )
+from .optuna_pruning import OptunaPruning
 from .recurrent import (
     GRU,
     LSTM,
@@ -100,12 +101,23 @@ from .recurrent import (
 from .render import GraphvizNotFound, RenderError, render
 from .sequence import Embedding, PositionalEmbedding, generate
 from .summary import summary
+from .sweep import Results, sweep
 from .torch_weights import load_torch
 from .train import History, TrainStep, fit, train_step
 from .typed import typed
 from .types import Dim, Index, Mat, Seq, Tensor, TypeVar, Vec
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> _ModuleType:
+    """``nnc.sklearn``, imported on first use: it imports scikit-learn, which ``import nnc`` does not."""
+    if name == "sklearn":
+        import importlib
+
+        return importlib.import_module("nnc.sklearn")
+    raise AttributeError(f"module 'nnc' has no attribute {name!r}")
+
 
 # Every public name imported above, and nothing else: submodules (bound here as a side
 # effect of importing from them) and underscored helpers are left out.

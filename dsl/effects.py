@@ -29,8 +29,10 @@ True
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -70,6 +72,7 @@ class LayerCall:
     key: Any
     stats: Any
     updates: dict
+    rate: Any = None  # a rate given as data (a 0-d array, traced in a compiled step), else None
 
     def update(self, new_stats: dict) -> None:
         self.updates[self.path] = new_stats
@@ -104,15 +107,43 @@ def put_at(tree: dict, path: str, value: Any) -> dict:
     return {**tree, head: put_at(dict(tree.get(head, {})), rest, value)}
 
 
+# The rates of the random layers of the call under way, by path, when they are given as data.
+_RATES: contextvars.ContextVar[dict | None] = contextvars.ContextVar("nnc_rates", default=None)
+
+
+def rates_of(model: Any) -> dict:
+    """The rate of every random layer with one (``Dropout``), by path, as 0-d float64 arrays.
+
+    A training step takes them as inputs (``fit`` does), so that models that differ only in
+    a rate share one compiled step: the rate is data, the model's value still shows it."""
+    return {
+        path: np.asarray(layer.attr("rate"), np.float64)
+        for path, layer in effect_layers(model)
+        if layer.effects.random and layer.attr("rate") is not None
+    }
+
+
+@contextlib.contextmanager
+def given_rates(rates: dict | None) -> Iterator[None]:
+    """Within it, the random layers of a call read their rate from ``rates`` (by path)."""
+    token = _RATES.set(rates)
+    try:
+        yield
+    finally:
+        _RATES.reset(token)
+
+
 def with_calls(model: Any, params: Any, key: Any, stats: Any, updates: dict) -> Any:
     """``params`` with a :class:`LayerCall` in the slice of every layer with effects."""
     params = dict(params) if isinstance(params, dict) else {}
+    rates = _RATES.get() or {}
     for path, layer in effect_layers(model):
         own_key = (
             fold_in(key, zlib.crc32(path.encode())) if layer.effects.random and key is not None else None
         )
         own_stats = _at(stats, path) if layer.effects.stat_specs and stats is not None else None
-        params = put_at(params, path, {CALL: LayerCall(path, own_key, own_stats, updates)})
+        call = LayerCall(path, own_key, own_stats, updates, rates.get(path))
+        params = put_at(params, path, {CALL: call})
     return params
 
 

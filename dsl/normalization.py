@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from nnc.backend.broadcasting import dtype_of, shape_of
-from nnc.backend.elementwise import add, div, less, mul, sqrt, sub, where
+from nnc.backend.elementwise import add, cast, div, less, mul, sqrt, sub, where
 from nnc.backend.errors import ArgumentError, ShapeError
 from nnc.backend.random import uniform
 from nnc.backend.reductions import mean
@@ -77,9 +77,13 @@ def _dropout_forward(model: Model, params: Any, x: Any) -> Any:
             "call model(params, x, key=nnc.key(seed)), or evaluate nnc.inference(model)(params, x)",
         )
     rate = model.attr("rate")
-    if rate == 0.0:
+    if rate == 0.0:  # structure: no dropout at all
         return x
     drawn = uniform(call.key, shape_of(x), dtype_of(x))
+    if call.rate is not None:  # the rate as data (fit's steps): rounded to x's dtype as a float would be
+        dtype = dtype_of(x)
+        scale = cast(div(1.0, sub(1.0, call.rate)), dtype)
+        return where(less(drawn, cast(call.rate, dtype)), 0.0, mul(x, scale))
     return where(less(drawn, rate), 0.0, mul(x, 1.0 / (1.0 - rate)))
 
 

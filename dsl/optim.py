@@ -1,7 +1,9 @@
 """Optimisers as pure ``(init, update)`` pairs over the parameter structure.
 
 ``state = opt.init(params)`` builds the optimiser's state (a tree of arrays: moments with
-the structure of ``params``, and an update count where one is needed);
+the structure of ``params``, an update count where one is needed, and ``hyper``: the
+hyperparameters as 0-d float64 arrays, so that a traced step takes them as inputs and runs
+that differ only in their values share one compiled step, see :func:`hyperparameters`);
 ``params, state = opt.update(params, grads, state)`` returns new parameters and state and
 changes nothing it was given. Updates are written with nnc operations, so they run on
 numpy arrays and can also be traced (a later ``nnc.compile`` fuses them into the step).
@@ -97,6 +99,9 @@ class exponential_decay:
         exponent = step // self.steps if self.staircase else step / self.steps
         return self.lr * self.rate**exponent
 
+    # No traced form: numpy's float64 power is not Python's (it differs in the last bit), so
+    # the rate stays Python's, one opaque node, for the same curve as ever.
+
 
 @dataclass(frozen=True)
 class piecewise_constant:
@@ -124,6 +129,16 @@ class piecewise_constant:
         while i < len(self.boundaries) and step >= self.boundaries[i]:
             i += 1
         return float(self.values[i])
+
+    def _numbers(self) -> dict | None:
+        numbers = {f"b{i}": b for i, b in enumerate(self.boundaries)}
+        return {**numbers, **{f"v{i}": v for i, v in enumerate(self.values)}}
+
+    def _at(self, step: Any, h: dict) -> Any:
+        value = h["v0"]
+        for i in range(len(self.boundaries)):  # the boundaries increase: the last one passed wins
+            value = elementwise.where(elementwise.less(step, h[f"b{i}"]), value, h[f"v{i + 1}"])
+        return value
 
 
 @dataclass(frozen=True)
@@ -171,6 +186,31 @@ class warmup:
             return _value_at(self.then, 0) * (step + 1) / self.steps
         return _value_at(self.then, step - self.steps)
 
+    def _numbers(self) -> dict | None:
+        if not callable(self.then):
+            return {"steps": self.steps, "then": self.then}
+        then = _numbers_of(self.then)
+        return None if then is None else {"steps": self.steps, **{f"then/{k}": v for k, v in then.items()}}
+
+    def _at(self, step: Any, h: dict) -> Any:
+        def then(at: Any) -> Any:
+            if not callable(self.then):
+                return h["then"]
+            then_at: Any = self.then  # a schedule with a traced form: _numbers says so
+            return then_at._at(at, {k[5:]: v for k, v in h.items() if k.startswith("then/")})
+
+        steps = h["steps"]
+        rising = elementwise.div(
+            elementwise.mul(then(np.zeros((), np.float64)), elementwise.add(step, 1.0)), steps
+        )
+        return elementwise.where(elementwise.less(step, steps), rising, then(elementwise.sub(step, steps)))
+
+
+def _numbers_of(schedule: Any) -> dict | None:
+    """The numbers of a built-in schedule that has a traced form (its values become data), else None."""
+    numbers = getattr(schedule, "_numbers", None)
+    return numbers() if callable(numbers) and hasattr(schedule, "_at") else None
+
 
 def _value_at(lr: LearningRate, step: int) -> float:
     return float(lr(step)) if callable(lr) else float(lr)
@@ -199,10 +239,11 @@ def _check_learning_rate(lr: Any, name: str) -> None:
 # ----------------------------------------------------------------------------- gradient clipping
 
 
-def clip_by_global_norm(grads: Any, max_norm: float) -> Any:
+def clip_by_global_norm(grads: Any, max_norm: Any) -> Any:
     """``grads`` scaled by ``min(1, max_norm / norm)``, where ``norm`` is the L2 norm of all leaves together.
 
     The direction of the whole gradient is kept; NaNs pass through (so they can be noticed).
+    ``max_norm`` is a number or a 0-d float64 array (an optimiser's state holds it as one).
 
     >>> import numpy as np
     >>> clip_by_global_norm({"a": np.array([3.0]), "b": np.array([4.0])}, 1.0)
@@ -213,30 +254,61 @@ def clip_by_global_norm(grads: Any, max_norm: float) -> Any:
         return grads
     squares = [elementwise.cast(reductions.sum(elementwise.mul(g, g)), np.float64) for g in leaves]
     norm = elementwise.sqrt(reduce(elementwise.add, squares))
+    limit = float(max_norm) if isinstance(max_norm, (int, float)) else max_norm
     scale = elementwise.minimum(
-        1.0, elementwise.div(float(max_norm), elementwise.maximum(norm, np.finfo(np.float64).tiny))
+        1.0, elementwise.div(limit, elementwise.maximum(norm, np.finfo(np.float64).tiny))
     )
     return tree_unflatten(treedef, [elementwise.mul(g, elementwise.cast(scale, dtype_of(g))) for g in leaves])
 
 
-def clip_by_value(grads: Any, limit: float) -> Any:
-    """Every gradient entry clipped to ``[-limit, limit]``.
+def clip_by_value(grads: Any, limit: Any) -> Any:
+    """Every gradient entry clipped to ``[-limit, limit]``; ``limit`` a number or a 0-d array.
 
     >>> import numpy as np
     >>> clip_by_value({"w": np.array([-3.0, 0.5, 2.0])}, 1.0)
     {'w': array([-1. ,  0.5,  1. ])}
     """
     leaves, treedef = tree_flatten(grads)
-    return tree_unflatten(
-        treedef, [elementwise.minimum(elementwise.maximum(g, -float(limit)), float(limit)) for g in leaves]
-    )
+    bounds: dict[Any, tuple[Any, Any]]
+    if isinstance(limit, (int, float)):
+        bounds = {None: (-float(limit), float(limit))}
+    else:  # an array: cast once per gradient dtype, as a Python float would be (a weak scalar)
+        bounds = {
+            dtype: (elementwise.cast(elementwise.mul(-1.0, limit), dtype), elementwise.cast(limit, dtype))
+            for dtype in {dtype_of(g) for g in leaves}
+        }
+    out = []
+    for g in leaves:
+        low, high = bounds[None] if None in bounds else bounds[dtype_of(g)]
+        out.append(elementwise.minimum(elementwise.maximum(g, low), high))
+    return tree_unflatten(treedef, out)
 
 
 # ----------------------------------------------------------------------------- the common frame
 
 # A per-leaf rule: ``rule(p, g, slots, scalars) -> (new_p, new_slots)``; ``scalars`` holds
-# the step's learning rate (and bias corrections) already cast to the leaf's dtype.
+# the step's hyperparameters (and the scalars derived from them: bias corrections, ``1 - b1``)
+# already cast to the leaf's dtype.
 LeafRule = Callable[[Any, Any, tuple, dict], tuple[Any, tuple]]
+
+# The key of the hyperparameters in an optimiser's state.
+HYPER = "hyper"
+
+
+def hyperparameters(state: Any) -> dict:
+    """The hyperparameters an optimiser's state holds, as Python floats.
+
+    They are data, not code (issues 20 and 21): ``opt.init`` puts them in the state as 0-d
+    float64 arrays, so a compiled training step takes them as inputs, and optimisers that
+    differ only in their values share one compiled step.
+
+    >>> from nnc.optim import sgd
+    >>> hyperparameters(sgd(0.1, momentum=0.9).init(None))
+    {'lr': 0.1, 'momentum': 0.9}
+    """
+    if not isinstance(state, dict) or HYPER not in state:
+        return {}
+    return {k: float(v) for k, v in state[HYPER].items()}
 
 
 def _optimizer(
@@ -246,59 +318,71 @@ def _optimizer(
     clip_norm: float | None,
     clip_value: float | None,
     *,
+    hyper: dict | None = None,
     counts: bool = False,
-    step_scalars: Callable[[Any, Any], dict] | None = None,
+    step_scalars: Callable[[Any, dict], dict] | None = None,
 ) -> Optimizer:
     """Build an optimiser from a per-leaf ``rule`` with moment ``slots`` (zeros like the params).
 
-    The state is a dict: one tree per slot, and ``count`` (updates done) when the rule or a
-    schedule needs it. ``step_scalars(count, lr)`` gives scalars of the step (float64 arrays)."""
+    The state is a dict: one tree per slot, ``count`` (updates done) when the rule or a
+    schedule needs it, and ``hyper``: the hyperparameters (``hyper``, the learning rate when it
+    is a number, the clipping limits) as 0-d float64 arrays, read at every update, so that a
+    traced update takes them as inputs rather than constants. ``step_scalars(count, h)`` adds
+    scalars of the step (float64 arrays) to the hyperparameters ``h`` (``h["lr"]`` the rate)."""
     scheduled = callable(learning_rate)
     counts = counts or scheduled
     if clip_norm is not None:
         _positive("clip_norm", clip_norm)
     if clip_value is not None:
         _positive("clip_value", clip_value)
+    values: dict = {} if callable(learning_rate) else {"lr": float(learning_rate)}
+    # a built-in schedule with a traced form is computed from the update count inside the
+    # step, from its numbers in the state; any other schedule is one opaque (constant) node
+    traced_schedule = _numbers_of(learning_rate) if scheduled else None
+    if traced_schedule is not None:
+        values.update({f"schedule/{k}": float(v) for k, v in traced_schedule.items()})
+    values.update({k: float(v) for k, v in (hyper or {}).items()})
+    if clip_norm is not None:
+        values["clip_norm"] = float(clip_norm)
+    if clip_value is not None:
+        values["clip_value"] = float(clip_value)
 
     def init(params: Any) -> Any:
         leaves, treedef = tree_flatten(params)
         state: dict = {s: tree_unflatten(treedef, [np.zeros_like(p) for p in leaves]) for s in slots}
         if counts:
             state["count"] = np.zeros((), np.int64)
-        return state if state else ()
-
-    # A constant rate and no other step scalars: the same Python float at every update (a
-    # weak scalar, so a float32 leaf stays float32), made once rather than per update.
-    fixed: dict | None = None
-    if not (counts or step_scalars or callable(learning_rate)):
-        fixed = {"lr": float(learning_rate)}
+        state[HYPER] = {k: np.asarray(v, np.float64) for k, v in values.items()}
+        return state
 
     def update(params: Any, grads: Any, state: Any) -> tuple[Any, Any]:
+        # a state made before the hyperparameters were data (or by hand) uses the built-in values
+        h = dict(state[HYPER]) if isinstance(state, dict) and HYPER in state else dict(values)
         if clip_norm is not None:
-            grads = clip_by_global_norm(grads, clip_norm)
+            grads = clip_by_global_norm(grads, h["clip_norm"])
         if clip_value is not None:
-            grads = clip_by_value(grads, clip_value)
+            grads = clip_by_value(grads, h["clip_value"])
         p_leaves, treedef = tree_flatten(params)
         g_leaves, g_def = tree_flatten(grads)
         if g_def != treedef:
             raise ConfigError("optimizer update: the gradients' structure differs from the parameters'")
-        if fixed is not None and not slots:  # plain SGD: no state, the rule leaf by leaf
-            return tree_unflatten(
-                treedef, [rule(p, g, (), fixed)[0] for p, g in zip(p_leaves, g_leaves)]
-            ), state
         count = state["count"] if counts else None
-        if fixed is not None:
-            scalars, weak = fixed, True
-        else:
-            lr = _learning_rate_at(count, learning_rate) if callable(learning_rate) else float(learning_rate)
-            scalars = step_scalars(count, lr) if step_scalars else {"lr": lr}
-            weak = all(type(v) is float for v in scalars.values())
-        by_dtype: dict = {}  # the step's scalars cast once per parameter dtype
+        if traced_schedule is not None:
+            numbers = {k[9:]: h.pop(k) for k in [k for k in h if k.startswith("schedule/")]}
+            schedule: Any = learning_rate  # a built-in schedule with a traced form
+            h["lr"] = schedule._at(elementwise.cast(count, np.float64), numbers)
+        elif callable(learning_rate):
+            h["lr"] = _learning_rate_at(count, learning_rate)
+        scalars = step_scalars(count, h) if step_scalars else h
+        # Python floats are weak scalars (a float32 leaf stays float32): an array is cast to
+        # each leaf's dtype once, which rounds it as the weak scalar would be, bit for bit
+        weak = all(type(v) is float for v in scalars.values())
+        by_dtype: dict = {}
         slot_leaves = [tree_flatten(state[s])[0] for s in slots]
         new_p: list = []
         new_slots: list[list] = [[] for _ in slots]
         for i, (p, g) in enumerate(zip(p_leaves, g_leaves)):
-            if weak:  # Python floats are weak scalars: they keep a float32 leaf float32
+            if weak:
                 cast = scalars
             else:
                 dtype = dtype_of(p)
@@ -314,6 +398,8 @@ def _optimizer(
         new_state: dict = {s: tree_unflatten(treedef, leaves) for s, leaves in zip(slots, new_slots)}
         if counts:
             new_state["count"] = elementwise.add(count, 1)
+        if isinstance(state, dict) and HYPER in state:
+            new_state[HYPER] = state[HYPER]
         return tree_unflatten(treedef, new_p), new_state if new_state else state
 
     return Optimizer(init, update)
@@ -356,9 +442,7 @@ def sgd(
     _unit_interval("sgd: momentum", momentum)
     if nesterov and momentum == 0:
         raise ConfigError("sgd: nesterov=True needs a momentum > 0")
-    mu = float(momentum)
-
-    if mu == 0:
+    if momentum == 0:
 
         def rule(p, g, slots, s):
             return p - s["lr"] * g, ()
@@ -367,35 +451,44 @@ def sgd(
 
     def momentum_rule(p, g, slots, s):
         (v,) = slots
+        mu = s["momentum"]
         v = mu * v + g
         return p - s["lr"] * (g + mu * v if nesterov else v), (v,)
 
-    return _optimizer(momentum_rule, ("velocity",), learning_rate, clip_norm, clip_value)
+    return _optimizer(
+        momentum_rule, ("velocity",), learning_rate, clip_norm, clip_value, hyper={"momentum": momentum}
+    )
 
 
-def _adam_scalars(b1: float, b2: float) -> Callable[[Any, Any], dict]:
-    def scalars(count, lr):
-        t = elementwise.cast(
-            elementwise.add(count, 1), np.float64
-        )  # this update is number t, counting from 1
-        return {
-            "lr_c1": elementwise.div(lr, elementwise.sub(1.0, elementwise.power(b1, t))),
-            "sqrt_c2": elementwise.sqrt(elementwise.sub(1.0, elementwise.power(b2, t))),
-            "lr": lr,
-        }
+def _adam_scalars(count: Any, h: dict) -> dict:
+    """The step's scalars in float64, computed once per update; the rule casts them per leaf."""
+    t = elementwise.cast(elementwise.add(count, 1), np.float64)  # this update is number t, counting from 1
+    lr, b1, b2 = h["lr"], h["b1"], h["b2"]
+    return {
+        **h,
+        "lr_c1": elementwise.div(lr, elementwise.sub(1.0, elementwise.power(b1, t))),
+        "sqrt_c2": elementwise.sqrt(elementwise.sub(1.0, elementwise.power(b2, t))),
+        "1-b1": elementwise.sub(1.0, b1),
+        "1-b2": elementwise.sub(1.0, b2),
+    }
 
-    return scalars
+
+def _adam_scalars_fixed_rate(count: Any, h: dict) -> dict:
+    """As :func:`_adam_scalars`, with ``lr * weight_decay`` in float64 for a rate that is a number."""
+    return {**_adam_scalars(count, h), "lr*wd": elementwise.mul(h["lr"], h["weight_decay"])}
 
 
-def _adam_rule(b1: float, b2: float, eps: float, weight_decay: float) -> LeafRule:
+def _adam_rule(decays: bool) -> LeafRule:
     def rule(p, g, slots, s):
         m, v = slots
-        m = b1 * m + (1.0 - b1) * g
-        v = b2 * v + (1.0 - b2) * (g * g)
+        m = s["b1"] * m + s["1-b1"] * g
+        v = s["b2"] * v + s["1-b2"] * (g * g)
         # lr * m_hat / (sqrt(v_hat) + eps) with the bias corrections folded into scalars
-        step = s["lr_c1"] * m / (elementwise.sqrt(v) / s["sqrt_c2"] + eps)
-        if weight_decay:
-            step = step + s["lr"] * weight_decay * p
+        step = s["lr_c1"] * m / (elementwise.sqrt(v) / s["sqrt_c2"] + s["eps"])
+        if decays:  # structure, not a value: a zero decay leaves the term out of the step
+            # "lr*wd": a constant rate times the decay in float64, rounded once, as before
+            decay = s["lr*wd"] if "lr*wd" in s else s["lr"] * s["weight_decay"]
+            step = step + decay * p
         return p - step, (m, v)
 
     return rule
@@ -420,7 +513,7 @@ def adam(
     >>> opt = adam(0.01)
     >>> state = opt.init({"w": np.zeros(2)})
     >>> sorted(state)
-    ['count', 'mu', 'nu']
+    ['count', 'hyper', 'mu', 'nu']
     """
     return adamw(
         learning_rate, b1, b2, eps, weight_decay=0.0, clip_norm=clip_norm, clip_value=clip_value, _name="adam"
@@ -456,15 +549,17 @@ def adamw(
     _unit_interval(f"{_name}: b2", b2)
     _non_negative(f"{_name}: eps", eps)
     _non_negative(f"{_name}: weight_decay", weight_decay)
-    b1, b2, eps = float(b1), float(b2), float(eps)
     return _optimizer(
-        _adam_rule(b1, b2, eps, float(weight_decay)),
+        _adam_rule(bool(weight_decay)),
         ("mu", "nu"),
         learning_rate,
         clip_norm,
         clip_value,
+        hyper={"b1": b1, "b2": b2, "eps": eps, "weight_decay": weight_decay},
         counts=True,
-        step_scalars=_adam_scalars(b1, b2),
+        step_scalars=_adam_scalars
+        if callable(learning_rate) or not weight_decay
+        else _adam_scalars_fixed_rate,
     )
 
 
@@ -489,11 +584,21 @@ def rmsprop(
     _check_learning_rate(learning_rate, "rmsprop")
     _unit_interval("rmsprop: decay", decay)
     _non_negative("rmsprop: eps", eps)
-    rho, eps = float(decay), float(eps)
 
     def rule(p, g, slots, s):
         (v,) = slots
-        v = rho * v + (1.0 - rho) * (g * g)
-        return p - s["lr"] * g / (elementwise.sqrt(v) + eps), (v,)
+        v = s["decay"] * v + s["1-decay"] * (g * g)
+        return p - s["lr"] * g / (elementwise.sqrt(v) + s["eps"]), (v,)
 
-    return _optimizer(rule, ("nu",), learning_rate, clip_norm, clip_value)
+    def scalars(count, h):
+        return {**h, "1-decay": elementwise.sub(1.0, h["decay"])}
+
+    return _optimizer(
+        rule,
+        ("nu",),
+        learning_rate,
+        clip_norm,
+        clip_value,
+        hyper={"decay": decay, "eps": eps},
+        step_scalars=scalars,
+    )

@@ -49,7 +49,7 @@ from .callbacks import (
     overrides,
     tree_all_finite,
 )
-from .effects import checked_stats, inference, with_calls
+from .effects import checked_stats, given_rates, inference, rates_of, with_calls
 from .model import Model, _params_dtype, check_params, match_input
 from .nan_origin import find_nan
 from .optim import ConfigError, Optimizer
@@ -78,23 +78,34 @@ class TrainStep:
     loss: Callable[[Any, Any], Any]
     opt: Optimizer
 
-    def objective(self, params: Any, x: Any, y: Any, stats: Any = None, key: Any = None) -> Any:
+    def objective(
+        self, params: Any, x: Any, y: Any, stats: Any = None, key: Any = None, rates: Any = None
+    ) -> Any:
         """The scalar that is minimised, ``loss(model(params, x), y)``; paired with the new
-        statistics when the model updates some."""
-        if self.model.updates_stats:
-            prediction, new_stats = self.model(params, x, key=key, stats=stats)
-            return self.loss(prediction, y), new_stats
-        return self.loss(self.model(params, x, key=key, stats=stats), y)
+        statistics when the model updates some. ``rates``: the dropout rates by layer path
+        (:func:`nnc.effects.rates_of`), as data; ``None``, the model's own."""
+        with given_rates(rates):
+            if self.model.updates_stats:
+                prediction, new_stats = self.model(params, x, key=key, stats=stats)
+                return self.loss(prediction, y), new_stats
+            return self.loss(self.model(params, x, key=key, stats=stats), y)
 
     @cached_property
     def _value_and_grad(self) -> Callable:
         return value_and_grad(self.objective, has_aux=self.model.updates_stats)
 
     def __call__(
-        self, params: Any, opt_state: Any, x: Any, y: Any, stats: Any = None, key: Any = None
+        self,
+        params: Any,
+        opt_state: Any,
+        x: Any,
+        y: Any,
+        stats: Any = None,
+        key: Any = None,
+        rates: Any = None,
     ) -> Any:
         with quiet():  # the update of a diverging step overflows too; see nnc.backend.execute.quiet
-            value, grads = self._value_and_grad(params, x, y, stats, key)
+            value, grads = self._value_and_grad(params, x, y, stats, key, rates)
             params, opt_state = self.opt.update(params, grads, opt_state)
         if self.model.updates_stats:
             value, stats = value
@@ -472,13 +483,15 @@ def fit(
     if compile and step is not None:
         raise ConfigError("fit: give either step= or compile=True, not both")
     effects = model.has_effects
+    # the optimiser's hyperparameters ride in its state and the dropout rates in the carry:
+    # runs that differ only in their values share one compiled step (issues 20 and 21)
     if compile:
         from .compile import compile as compile_step
 
-        step = compile_step(_keyed(standard) if effects else standard)
+        step = compile_step(_keyed(standard, rates=True) if effects else standard)
     elif step is not None and effects:
         step = _keyed(step)
-    step = (_keyed(standard) if effects else standard) if step is None else step
+    step = (_keyed(standard, rates=True) if effects else standard) if step is None else step
     check_params(model, params)
     train = prepare_data(model, params, data, "training")
     valid = prepare_data(model, params, validation, "validation") if validation is not None else None
@@ -502,7 +515,7 @@ def fit(
             start = model.init_stats(_params_dtype(params) or np.float32) if stats is None else stats
             stats = checked_stats(model, start, _params_dtype(params))
         step = _Carrying(step, model.updates_stats)
-        opt_state = (opt_state, stats, fold_in(make_key(int(seed)), 1), np.uint64(0))
+        opt_state = (opt_state, stats, fold_in(make_key(int(seed)), 1), np.uint64(0), rates_of(model))
     history = History()
     bar = _progress_bar(epochs * len(starts), progress)
     try:
@@ -562,11 +575,23 @@ def fit(
     return params, history
 
 
-def _keyed(step: Callable) -> Callable:
+def _keyed(step: Callable, rates: bool = False) -> Callable:
     """``step`` with each call's key derived from the run's key and the step's number, inside
-    it: so a compiled step derives it in its own code, from two small inputs."""
+    it: so a compiled step derives it in its own code, from two small inputs. With ``rates``
+    (fit's own step) it takes the dropout rates too, as inputs: data, not code."""
 
-    def keyed(params: Any, opt_state: Any, x: Any, y: Any, stats: Any, run_key: Any, number: Any) -> Any:
+    if rates:
+
+        def keyed_with_rates(
+            params: Any, opt_state: Any, x: Any, y: Any, stats: Any, run_key: Any, number: Any, rates: Any
+        ) -> Any:
+            return step(params, opt_state, x, y, stats, fold_in(run_key, number), rates)
+
+        return keyed_with_rates
+
+    def keyed(
+        params: Any, opt_state: Any, x: Any, y: Any, stats: Any, run_key: Any, number: Any, rates: Any = None
+    ) -> Any:
         return step(params, opt_state, x, y, stats, fold_in(run_key, number))
 
     return keyed
@@ -581,12 +606,12 @@ class _Carrying:
     updates_stats: bool
 
     def __call__(self, params: Any, carry: tuple, x: Any, y: Any) -> tuple[Any, tuple, Any]:
-        opt_state, stats, run_key, number = carry
-        out = self.step(params, opt_state, x, y, stats, run_key, number)
+        opt_state, stats, run_key, number, rates = carry
+        out = self.step(params, opt_state, x, y, stats, run_key, number, rates)
         params, opt_state, value = out[:3]
         if self.updates_stats:
             stats = out[3]
-        return params, (opt_state, stats, run_key, np.uint64(number + np.uint64(1))), value
+        return params, (opt_state, stats, run_key, np.uint64(number + np.uint64(1)), rates), value
 
 
 # ----------------------------------------------------------------------------- non-finite values

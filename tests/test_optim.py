@@ -42,7 +42,8 @@ def w(*values):
 def test_sgd_step_by_hand():
     params, state = run(sgd(0.1), w(1.0, -1.0), [w(2.0, 0.5)])
     np.testing.assert_allclose(params["w"], [0.8, -1.05], rtol=0, atol=1e-15)
-    assert state == ()  # plain SGD keeps no state, as before
+    # plain SGD keeps no moments: its state holds only its learning rate, as data
+    assert list(state) == ["hyper"] and float(state["hyper"]["lr"]) == 0.1
 
 
 def test_momentum_steps_by_hand():

@@ -17,6 +17,7 @@ the other runs go on.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import itertools
 import json
@@ -243,6 +244,46 @@ def _check_importable(train: Callable) -> None:
         ) from None
 
 
+def _check_guarded(depth: int) -> None:
+    """Refuse a default-pool sweep started at the top level of a script, outside ``if __name__ ==
+    "__main__":``: each spawned worker imports the script again, which would start the sweep
+    again inside the worker, and every run would fail with multiprocessing's bootstrapping
+    error. ``depth`` is how many frames up the user's call is."""
+    frame = sys._getframe(depth + 1)
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if (
+        frame.f_code.co_name != "<module>"
+        or frame.f_globals is not getattr(main, "__dict__", None)
+        or not path
+    ):
+        return
+    try:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+    except (OSError, SyntaxError, ValueError):
+        return
+    line = frame.f_lineno
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_main_test(node.test):
+            if node.lineno <= line <= (node.end_lineno or node.lineno):
+                return
+    raise ConfigError(
+        f"sweep: started at the top level of the script {os.path.basename(path)} (line {line}); its worker "
+        "processes import the script again, and would start the sweep again each\n"
+        '  hint: put the sweep under if __name__ == "__main__":, or pass executor=ThreadPoolExecutor()'
+    )
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    """Whether ``test`` is ``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
+    mains = [s for s in sides if isinstance(s, ast.Constant) and s.value == "__main__"]
+    return len(names) == 1 and len(mains) == 1
+
+
 # ----------------------------------------------------------------------------- the grid
 
 
@@ -404,6 +445,7 @@ def sweep(
         own = executor is None
         if own:
             _check_importable(train)
+            _check_guarded(1)
             import multiprocessing
 
             executor = ProcessPoolExecutor(

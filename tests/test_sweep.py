@@ -320,3 +320,40 @@ def test_the_progress_bar_counts_runs_and_failures(capsys, tmp_path):
     assert "sweep: 100%" in shown and "9/9" in shown and "failed=5" in shown
     nnc.sweep(fns.sometimes_fails, GRID, executor=threads(1), folder=tmp_path / "b", progress=False)
     assert capsys.readouterr().err == ""
+
+
+SCRIPT = """import sys
+sys.path.insert(0, {tests!r})
+import nnc
+import sweep_functions as fns
+
+{call}
+"""
+
+
+def test_a_script_that_starts_the_default_pool_at_its_top_level_is_told_to_guard_it(tmp_path):
+    import subprocess
+    import sys
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    call = 'results = nnc.sweep(fns.quadratic, {"lr": [1e-3], "width": [32]}, seeds=2, folder=None, progress=False)'
+    bare, guarded = tmp_path / "bare.py", tmp_path / "guarded.py"
+    bare.write_text(SCRIPT.format(tests=tests, call=call))
+    guarded.write_text(
+        SCRIPT.format(tests=tests, call=f'if __name__ == "__main__":\n    {call}\n    print(results)')
+    )
+    done = subprocess.run(
+        [sys.executable, str(bare)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-3:] == [
+        "nnc.ConfigError: sweep: started at the top level of the script bare.py (line 6); its worker processes "
+        "import the script again, and would start the sweep again each",
+        '  hint: put the sweep under if __name__ == "__main__":, or pass executor=ThreadPoolExecutor()',
+        "  see docs/errors.md#configerror",
+    ]
+    done = subprocess.run(
+        [sys.executable, str(guarded)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Results(2 runs of 1 configurations, 0 failed)"

@@ -34,7 +34,7 @@ from nnc.backend.errors import ShapeError
 from nnc.backend.tree import tree_leaves, tree_paths
 
 from .model import Model
-from .probes import at_path, gradients, prepared, watch
+from .probes import at_path, gradients, output_of, prepared, watch
 from .types import SeqType
 
 # Which layers' outputs say something by their zeros, and which by their saturation.
@@ -250,8 +250,7 @@ def layer_gradient_norms(
     run, key, stats = prepared(model, params, key, stats, training)
 
     def objective(p: Any) -> Any:
-        out = run(p, x, key=key, stats=stats)
-        return loss(out[0] if run.updates_stats and stats is not None else out, y)
+        return loss(output_of(run, p, x, key, stats), y)
 
     with np.errstate(all="ignore"):
         g = grad(objective)(params)

@@ -138,8 +138,8 @@ def _stateless(model: Model, what: str) -> Model:
     return model
 
 
-def _call(model: Model, params: Any, x: Any, key: Any, stats: Any) -> Any:
-    """The model's output (without new statistics)."""
+def output_of(model: Model, params: Any, x: Any, key: Any, stats: Any) -> Any:
+    """The model's output (without the new statistics a training call also gives)."""
     out = model(params, x, key=key, stats=stats)
     return out[0] if model.updates_stats and stats is not None else out
 
@@ -174,7 +174,7 @@ def watch(
     model, key, stats = prepared(_stateless(model, what), params, key, stats, training)
     seen = Watched()
     with np.errstate(all="ignore"):
-        _call(probed(model, seen, lambda: None), params, x, key, stats)
+        output_of(probed(model, seen, lambda: None), params, x, key, stats)
     return seen
 
 
@@ -217,7 +217,7 @@ def gradients(
     def objective(params: Any, added: Probes) -> Any:
         holder["probes"] = added
         try:
-            return loss(_call(watched, params, x, key, stats), y)
+            return loss(output_of(watched, params, x, key, stats), y)
         finally:
             holder["probes"] = None
 
